@@ -1,0 +1,136 @@
+"""The Python API: load and check a spec, get its IR, compile it to a torch module."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import types
+from dataclasses import dataclass, field
+
+from . import analysis
+from .elaborate import elaborate
+from .errors import HyperparameterError, ResourceError
+from .ir import Graph
+from .program import Program, load as load_program
+
+DEFAULT_MAX_PARAMS = 2_000_000_000  # 8 GB of float32 weights
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` from the command line: ints, floats, true/false, else a string."""
+    if "=" not in text:
+        raise HyperparameterError(f"-p expects NAME=VALUE, found '{text}'")
+    name, raw = text.split("=", 1)
+    name = name.strip()
+    if not name.isidentifier():
+        raise HyperparameterError(f"-p: '{name}' is not a hyperparameter name")
+    return name, parse_value(raw.strip())
+
+
+def parse_value(raw: str):
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            v = conv(raw)
+        except ValueError:
+            continue
+        if isinstance(v, float) and v != v:
+            break
+        return v
+    return raw
+
+
+@dataclass
+class Spec:
+    """A checked spec: the loaded program, one model's hyperparameters and its IR."""
+
+    program: Program
+    model: str
+    params: dict
+    graph: Graph
+    max_params: int = DEFAULT_MAX_PARAMS
+    _source: str | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        return self.program.root
+
+    def param_count(self) -> int:
+        return analysis.param_count(self.graph)
+
+    def inputs(self):
+        g = self.graph
+        return [(g.node(i).attrs["name"], g.node(i).type) for i in g.inputs]
+
+    def outputs(self):
+        g = self.graph
+        return [(name, g.type_of(v)) for name, v in g.outputs]
+
+    def torch_source(self) -> str:
+        from .backends.torch_codegen import generate
+
+        if self._source is None:
+            self._source = generate(self.graph, os.path.basename(self.path))
+        return self._source
+
+    def torch_class(self):
+        """The model's nn.Module class, from the generated source."""
+        src = self.torch_source()
+        mod = types.ModuleType(f"nncircuit_generated_{self.graph.name}")
+        mod.__file__ = f"<nncircuit {os.path.basename(self.path)}>"
+        code = builtins.compile(src, mod.__file__, "exec")
+        exec(code, mod.__dict__)  # our own generated code; spec names cannot reach it as code
+        from .backends.torch_codegen import class_name
+
+        return getattr(mod, class_name(self.graph))
+
+    def module(self, seed: int | None = None):
+        """A fresh torch module built with this spec's hyperparameters."""
+        import torch
+
+        cls = self.torch_class()
+        kwargs = {_py(h.name): h.value.value for h in self.graph.hyper}
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(**kwargs)
+
+
+def _py(name: str) -> str:
+    from .pynames import pyname
+
+    return pyname(name)
+
+
+def load(
+    path: str,
+    model: str | None = None,
+    *,
+    text: str | None = None,
+    max_params: int | None = DEFAULT_MAX_PARAMS,
+    **params,
+) -> Spec:
+    """Parse, elaborate and type-check one model of a spec file."""
+    program = load_program(path, text)
+    graph = elaborate(program, model, params)
+    spec = Spec(program, graph.name, dict(params), graph, max_params or 0)
+    if max_params:
+        n = spec.param_count()
+        if n > max_params:
+            raise ResourceError(
+                f"model {graph.name} has {n:,} parameters, over the budget of {max_params:,} "
+                "(raise it with --max-params)",
+                graph.span,
+            )
+    return spec
+
+
+def models(path: str, text: str | None = None) -> list[str]:
+    return [b.name for b in load_program(path, text).models()]
+
+
+def compile(path: str, model: str | None = None, *, seed: int | None = None, **params):
+    """Compile a spec to a torch.nn.Module (hyperparameters as keyword arguments)."""
+    return load(path, model, **params).module(seed=seed)
+
