@@ -83,9 +83,9 @@ class Cx:
             for nid in self.graph.inputs:
                 t = self.graph.node(nid).type
                 for ax in t.axes:
-                    syms = ax.size.symbols()
-                    if len(syms) == 1 and str(ax.size) in syms and ax.size.terms[0][0].name not in self._dims:
-                        self._dims[ax.size.terms[0][0].name] = f"{self.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"
+                    sym = ax.size.bare_symbol()
+                    if sym is not None and sym not in self._dims:
+                        self._dims[sym] = f"{self.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"
         return self._dims
 
 

@@ -45,15 +45,15 @@ def move(var: str, src: tuple[str, ...], dst: tuple[str, ...]) -> str:
     return f"{var}.movedim({_tup(s)}, {_tup(d)})"
 
 
-def align(var: str, t: TensorType, target: tuple[str, ...]) -> str:
+def align(var: str, t: TensorType, target: tuple[str, ...], *, full: bool = False) -> str:
     """Reorder `var` (of type t) into the order of `target` and add size-1 axes for the
-    target axes it lacks, so that it broadcasts by name. Axes missing before the first one
-    it has are left to broadcasting from the left."""
+    target axes it lacks, so that it broadcasts by name. Unless `full`, axes missing before
+    the first one it has are left to broadcasting from the left."""
     present = tuple(a for a in target if t.has(a))
     code = move(var, t.names, present)
-    if len(present) == len(target) or not present:
+    if len(present) == len(target) or (not present and not full):
         return code
-    first = min(target.index(a) for a in present)
+    first = 0 if full else min(target.index(a) for a in present)
     if all(a in present for a in target[first:]):
         return code
     idx = ", ".join(":" if a in present else "None" for a in target[first:])
@@ -125,7 +125,7 @@ def _concat(n: Node, a, cx):
     out = n.type
     parts = []
     for var, t in zip(a, cx.in_types(n)):
-        parts.append(align(var, t, out.names))
+        parts.append(align(var, t, out.names, full=True))
     return f"_concat_broadcast([{', '.join(parts)}], {dim(out, n.attrs['axis'])})"
 
 
@@ -171,6 +171,22 @@ def _gather(n: Node, a, cx):
     src, idx = cx.in_types(n)
     out = n.type.names
     return f"_gather_broadcast({align(a[0], src, out)}, {align(a[1], idx, out)}, {dim(n.type, n.attrs['axis'])})"
+
+
+def _pad_to(n: Node, a, cx):
+    x, like = cx.in_types(n)
+    pads = []
+    for name in reversed(x.names):  # F.pad lists the last axis first
+        if name in n.attrs["axes"]:
+            d = dim(x, name)
+            e = dim(like, name)
+            diff = f"({a[1]}.shape[{e}] - {a[0]}.shape[{d}])"
+            pads += [f"{diff} // 2", f"{diff} - {diff} // 2"]
+        else:
+            pads += ["0", "0"]
+    while pads[-2:] == ["0", "0"]:
+        pads = pads[:-2]
+    return f"F.pad({a[0]}, [{', '.join(pads)}])"
 
 
 # ---- learned ops ---------------------------------------------------------------------------
@@ -357,6 +373,7 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "select": Lowering(_select),
     "top_k": Lowering(_topk),
     "gather": Lowering(_gather),
+    "pad_to": Lowering(_pad_to),
     "Linear": Lowering(_linear, _linear_init),
     "Embedding": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}({a[0]})", _embedding_init),
     "LayerNorm": Lowering(_norm, _norm_init("nn.LayerNorm")),

@@ -120,7 +120,7 @@ Expr = Name | Number | String | Bool | BinOp | Neg | Tuple | Rename | Index | Ca
 
 @dataclass(frozen=True)
 class SizeDecl(Node):
-    expr: Expr
+    expr: Expr | None  # None: `?`, a run-time size of this input's own
     dynamic: bool  # `~224`: known only at run time; 224 is its typical size
     multiple: Expr | None  # `~224 % 16`: the size is a multiple of 16
 

@@ -234,7 +234,7 @@ class Elaborator:
                 raise NameResolutionError(f"'{item.name}' is already defined", item.span)
             axes = []
             for ad in item.type.axes:
-                axes.append(self.axis_decl(ctx, ad))
+                axes.append(self.axis_decl(ctx, ad, item.name))
             try:
                 t = TensorType(tuple(axes), item.type.dtype)
             except ShapeError as e:
@@ -244,9 +244,14 @@ class Elaborator:
             ctx.env[item.name] = TVal(node.out())
             ctx.note_type(t)
 
-    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl) -> Axis:
+    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl, owner: str) -> Axis:
         g = ctx.graph
         sd = ad.size
+        if sd is not None and sd.expr is None:
+            # `h: ?` — this input's own run-time size, not tied to other inputs' `h`
+            sym = f"{owner}.{ad.name}"
+            g.dims.setdefault(sym, 0)
+            return Axis(ad.name, Size.dim(sym))
         if sd is None:
             v = ctx.env.get(ad.name)
             if isinstance(v, HVal):
@@ -281,7 +286,9 @@ class Elaborator:
             raise e.with_span(span) from None
 
     def assign(self, ctx: Ctx, st: A.Assign):
-        hint = st.targets[0] if len(st.targets) == 1 else None
+        # a first definition names the operation that computes it; a re-assignment
+        # (`x = x + ...`) leaves the operation its own name
+        hint = st.targets[0] if len(st.targets) == 1 and ctx.peek(st.targets[0]) is None else None
         val = self.expr(ctx, st.value, hint)
         if len(st.targets) == 1:
             (name,) = st.targets

@@ -304,10 +304,12 @@ def check_call(node: Node, in_types) -> tuple[TensorType, ...]:
         bind_dims(label, actual, decl, binding)
     lifted = tuple(lift_axes[n] for n in (lift or ()))
     outs = []
-    caller_axes = {}
-    for actual in in_types:
-        for a in actual.axes:
-            caller_axes.setdefault(a.name, a)
+    caller_axes = {}  # callee symbol -> the caller's axis bound to it
+    for actual, decl in zip(in_types, declared):
+        for dax in decl.axes:
+            sym = dax.size.bare_symbol()
+            if sym is not None:
+                caller_axes.setdefault(sym, actual.axis(dax.name))
     for _, v in callee.outputs:
         t = callee.type_of(v).subst(binding, caller_axes)
         clash = {a.name for a in t.axes} & set(lift or ())

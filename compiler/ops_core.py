@@ -331,15 +331,18 @@ def _concat_check(call: OpCall):
     if len(call.inputs) < 2:
         raise fail("concat needs at least two tensors")
     # An input without the axis contributes one slice; other axes are matched by name.
+    with_axis = [t for t in call.inputs if t.has(name)]
+    if not with_axis:
+        raise fail(f"concat: no input has the axis '{name}'")
+    first = max(with_axis, key=lambda t: t.rank)  # its layout is the result's
     total = Size.of(0)
-    base = None
+    base = first.with_axes(a for a in first.axes if a.name != name)
     for t in call.inputs:
         total = total + (t.axis(name).size if t.has(name) else Size.of(1))
         stripped = t.with_axes(a for a in t.axes if a.name != name)
-        base = stripped if base is None else broadcast("concat", base, stripped)
-    first = next(t for t in call.inputs if t.has(name)) if any(t.has(name) for t in call.inputs) else None
-    if first is None:
-        raise fail(f"concat: no input has the axis '{name}'")
+        base = broadcast("concat", base, stripped)
+        if stripped.rank > base.rank:
+            base = broadcast("concat", stripped, base)
     pos = first.index(name)
     axes = list(base.axes)
     axes.insert(min(pos, len(axes)), Axis(name, total))
@@ -537,5 +540,35 @@ register(
         takes=frozenset({"over"}),
         glyph="gather",
         example="gather(x, idx, over expert)",
+    )
+)
+
+
+def _pad_to_check(call: OpCall):
+    x, like = call.inputs
+    names = over_names("pad_to", call)
+    axes = []
+    for a in x.axes:
+        if a.name in names:
+            if not like.has(a.name):
+                raise fail(f"pad_to: the reference {like} has no axis '{a.name}'")
+            axes.append(like.axis(a.name))
+        else:
+            axes.append(a)
+    for s in call.over:
+        require_axis("pad_to", x, s)
+    return {"axes": names}, (x.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="pad_to",
+        doc="Zero-pads (or centre-crops) the named axes of the first tensor to the sizes the "
+        "second tensor has there: a U-Net's skip connection at any input size.",
+        check=_pad_to_check,
+        arity=2,
+        takes=frozenset({"over"}),
+        glyph="⊡",
+        example="pad_to(up, skip, over [h, w])",
     )
 )

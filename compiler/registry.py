@@ -199,7 +199,10 @@ def replace_axes(t: TensorType, consumed: tuple[str, ...], produced: tuple[Axis,
 
 
 def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
-    """Elementwise result type: axes matched by name, order of `a` then `b`'s extra axes."""
+    """Elementwise result type: axes matched by name. The layout follows the operand with
+    more axes (the left one on a tie), the other's extra axes appended."""
+    if b.rank > a.rank:
+        return broadcast(op, b, a).with_dtype(a.dtype if a.dtype == b.dtype else _promote(a.dtype, b.dtype))
     axes = list(a.axes)
     for ax in b.axes:
         if a.has(ax.name):

@@ -68,6 +68,14 @@ class Size:
             raise ShapeError(f"size {self} is not a known integer")
         return int(self.const)
 
+    def bare_symbol(self) -> str | None:
+        """The symbol's name when this size is exactly one dynamic axis, else None."""
+        if self.const == 0 and len(self.terms) == 1:
+            atom, c = self.terms[0]
+            if isinstance(atom, Dim) and c == 1:
+                return atom.name
+        return None
+
     def symbols(self) -> set[str]:
         out: set[str] = set()
         for atom, _ in self.terms:
@@ -126,7 +134,22 @@ class Size:
             return Size(Fraction(int(self.const) // k))
         if self._is_integer_multiple_of(k):
             return Size._make(self.const / k, {a: c / k for a, c in self.terms})
-        return Size._make(Fraction(0), {Floor(self, k): Fraction(1)})
+        # floor((D + R) / k) = D / k + floor(R / k) when D / k is an integer
+        whole: dict = {}
+        rest: dict = {}
+        for a, c in self.terms:
+            unit = a.multiple if isinstance(a, Dim) else 1
+            (whole if (c * unit / k).denominator == 1 else rest)[a] = c
+        q, r = divmod(self.const, k) if self.const.denominator == 1 else (Fraction(0), self.const)
+        out = Size._make(Fraction(q), {a: c / k for a, c in whole.items()})
+        if not rest:
+            return out + Size(Fraction(int(r) // k)) if r.denominator == 1 else out
+        rem = Size._make(r, rest)
+        if r == 0 and len(rest) == 1:
+            (atom, c), = rest.items()
+            if isinstance(atom, Floor) and c == 1:  # floor(floor(x / a) / b) = floor(x / (a b))
+                return out + Size._make(Fraction(0), {Floor(atom.num, atom.den * k): Fraction(1)})
+        return out + Size._make(Fraction(0), {Floor(rem, k): Fraction(1)})
 
     def exact_div(self, k: int) -> Size | None:
         """self / k when that is provably an integer, else None."""
@@ -158,7 +181,9 @@ class Size:
             if isinstance(atom, Dim):
                 base = name_of(atom.name)
             else:
-                base = f"({atom.num.render(name_of, floordiv)}) {floordiv} {atom.den}"
+                inner = atom.num.render(name_of, floordiv)
+                inner = inner if atom.num.bare_symbol() else f"({inner})"
+                base = f"{inner} {floordiv} {atom.den}"
             if c == 1:
                 parts.append(base)
             elif c.denominator == 1:

@@ -32,6 +32,7 @@ _TERMINAL_NAMES = {
     "STAR": "'*'",
     "SLASH": "'/'",
     "TILDE": "'~'",
+    "QMARK": "'?'",
     "PERCENT": "'%'",
     "__ANON_0": "'->'",
     "__ANON_1": "'|>'",
@@ -161,6 +162,10 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def size_dynamic(self, meta, children):
         return A.SizeDecl(self._span(meta), children[0], True, children[1])
+
+    @v_args(meta=True)
+    def size_free(self, meta, children):
+        return A.SizeDecl(self._span(meta), None, True, None)
 
     @v_args(meta=True)
     def out_stmt(self, meta, items):

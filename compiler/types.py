@@ -76,13 +76,13 @@ class TensorType:
         return out
 
     def subst(self, mapping: dict[str, Size], axes: dict[str, Axis] | None = None) -> TensorType:
-        """Bind dynamic sizes; a bare dynamic axis takes the caller's `axes` entry (and its
-        code); other codes are dropped, since they are in the callee's terms."""
+        """Bind dynamic sizes. An axis whose size is a bare symbol keeps the caller's code
+        for it (`axes`, by symbol); other codes are dropped: they are in the callee's terms."""
         out = []
         for a in self.axes:
-            syms = a.size.symbols()
-            if axes and len(syms) == 1 and str(a.size) in syms and a.name in axes:
-                out.append(axes[a.name])
+            sym = a.size.bare_symbol()
+            if axes and sym in axes:
+                out.append(Axis(a.name, axes[sym].size, axes[sym].code))
             else:
                 out.append(Axis(a.name, a.size.subst(mapping)))
         return TensorType(tuple(out), self.dtype)
