@@ -97,8 +97,10 @@ class TorchGen:
         self.classes: dict[str, str] = {}  # class name -> code
         self.order: list[str] = []
         self.graph_of: dict[str, Graph] = {}
+        self.names: dict[tuple[str, str], str] = {}
 
     def generate(self) -> str:
+        self.class_of(self.model)  # the model's class keeps its own name
         self._collect(self.model)
         body = [self.classes[c] for c in self.order]
         header = [
@@ -115,11 +117,21 @@ class TorchGen:
         text = re.sub(r"\n{4,}", "\n\n\n", text).rstrip() + "\n"
         return text
 
+    def class_of(self, g: Graph) -> str:
+        """One class per block definition; two definitions with one name (from different
+        files) get distinct class names."""
+        key = (g.file, g.name)
+        if key not in self.names:
+            base = class_name(g)
+            name, k = base, 2
+            while name in self.names.values():
+                name, k = f"{base}{k}", k + 1
+            self.names[key] = name
+        return self.names[key]
+
     def _collect(self, g: Graph):
-        name = class_name(g)
+        name = self.class_of(g)
         if name in self.graph_of:
-            if self.graph_of[name].name != g.name:
-                raise LoweringError(f"two blocks would both become class {name}")
             return
         self.graph_of[name] = g
         for n in g.nodes():
@@ -177,9 +189,9 @@ class TorchGen:
             line = self._file_line(n)
             if n.op == "call":
                 args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in n.attrs["args"])
-                code = f"{class_name(n.callee)}({args})"
+                code = f"{self.class_of(n.callee)}({args})"
             elif n.op == "repeat":
-                body = class_name(n.callee)
+                body = self.class_of(n.callee)
                 hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
                 if n.attrs["shared"]:
                     code = f"{body}({hargs})"

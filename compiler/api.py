@@ -84,7 +84,7 @@ class Spec:
         exec(code, mod.__dict__)  # our own generated code; spec names cannot reach it as code
         from .backends.torch_codegen import class_name
 
-        return getattr(mod, class_name(self.graph))
+        return getattr(mod, class_name(self.graph))  # named first: never renamed
 
     def module(self, seed: int | None = None):
         """A fresh torch module built with this spec's hyperparameters."""

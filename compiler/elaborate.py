@@ -187,7 +187,7 @@ class Elaborator:
     # ---- blocks
     def instantiate(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> Graph:
         hyper = self.bind_hyper(bdef, given, span)
-        key = (bdef.name, tuple((h.name, type(h.value.value).__name__, h.value.value) for h in hyper))
+        key = (bdef.span.file, bdef.name, tuple((h.name, type(h.value.value).__name__, h.value.value) for h in hyper))
         if key in self.instances:
             return self.instances[key]
         if bdef.name in self.stack:
@@ -427,12 +427,13 @@ class Elaborator:
         v = ctx.lookup(e.id)
         if v is not None:
             return v
-        if e.id in self.program.blocks:
-            return Fn("block", e.id, block=self.program.blocks[e.id], span=e.span)
+        blocks = self.program.scope(ctx.graph.file)
+        if e.id in blocks:
+            return Fn("block", e.id, block=blocks[e.id], span=e.span)
         ops = registry.all_ops()
         if e.id in ops:
             return self.op_fn(e.id, e.span)
-        known = set(ops) | set(self.program.blocks) | _all_names(ctx)
+        known = set(ops) | set(blocks) | _all_names(ctx)
         raise NameResolutionError(f"unknown name '{e.id}'{did_you_mean(e.id, known)}", e.span)
 
     def op_fn(self, name: str, span: Span) -> Fn:

@@ -14,8 +14,16 @@ from .syntax import parse
 @dataclass
 class Program:
     root: str  # the file the user named
-    blocks: dict[str, A.BlockDef] = field(default_factory=dict)
     files: dict[str, A.Module] = field(default_factory=dict)  # path -> parsed module
+    scopes: dict[str, dict[str, A.BlockDef]] = field(default_factory=dict)  # path -> visible blocks
+
+    def scope(self, file: str) -> dict[str, A.BlockDef]:
+        """The blocks visible in `file`: its own and those it imports."""
+        return self.scopes.get(file, {})
+
+    @property
+    def blocks(self) -> dict[str, A.BlockDef]:
+        return self.scope(self.root)
 
     def models(self) -> list[A.BlockDef]:
         root = self.files[self.root]
@@ -99,7 +107,7 @@ def _load_file(prog: Program, path: str, text: str | None, chain: tuple[str, ...
     for imp in module.imports:
         target = _resolve_import(imp, base)
         sub = _load_file(prog, target, None, chain + (key,), imp.span)
-        names = {b.name: b for b in sub.blocks}
+        names = {b.name: b for b in sub.blocks}  # its own blocks; its imports are its own business
         # an imported file's own imports are visible to it, not re-exported
         wanted = imp.names if imp.names is not None else tuple(names)
         for n in wanted:
@@ -110,20 +118,22 @@ def _load_file(prog: Program, path: str, text: str | None, chain: tuple[str, ...
                     f"'{imp.path}' defines no block '{n}'{did_you_mean(n, names)}", imp.span
                 )
             imported[n] = names[n]
+    scope: dict[str, A.BlockDef] = {}
     for n, b in imported.items():
-        _define(prog, n, b)
+        _define(scope, n, b)
     for b in module.blocks:
-        _define(prog, b.name, b)
+        _define(scope, b.name, b)
+    prog.scopes[key] = scope
     return module
 
 
-def _define(prog: Program, name: str, b: A.BlockDef):
-    prev = prog.blocks.get(name)
+def _define(scope: dict, name: str, b: A.BlockDef):
+    prev = scope.get(name)
     if prev is not None and prev is not b:
         raise NameResolutionError(
             f"block '{name}' is defined twice (first at {prev.span.file}:{prev.span.line})", b.span
         )
-    prog.blocks[name] = b
+    scope[name] = b
 
 
 def _resolve_import(imp: A.Import, base: str) -> str:

@@ -5,10 +5,26 @@ from __future__ import annotations
 import builtins
 import keyword
 
+# Attributes every torch.nn.Module has (torch 2.x): a submodule or hyperparameter stored under
+# one of these names would be shadowed by, or shadow, the method.
+NN_MODULE_ATTRS = frozenset(
+    """T_destination add_module apply bfloat16 buffers call_super_init children compile cpu
+    cuda double dump_patches eval extra_repr float forward get_buffer get_extra_state
+    get_parameter get_submodule half ipu load_state_dict modules mtia named_buffers
+    named_children named_modules named_parameters parameters register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
+    register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+    requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train
+    training type xpu zero_grad""".split()
+)
+
 # Names the generated code uses itself; a spec name equal to one of them gets a suffix.
 RESERVED = frozenset(
-    {"self", "torch", "nn", "F", "math", "super", "forward"}
+    {"self", "torch", "nn", "F", "math", "functools", "super", "layer"}
     | set(dir(builtins))
+    | NN_MODULE_ATTRS
 )
 
 
@@ -18,6 +34,6 @@ def pyname(name: str) -> str:
         raise ValueError(f"not an identifier: {name!r}")
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED:
         return name + "_"
-    if name.startswith("__"):
-        return "h" + name
+    if name.startswith("_"):  # never a dunder, never one of the generated helpers
+        return "v" + name
     return name

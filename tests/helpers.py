@@ -1,0 +1,40 @@
+"""Helpers the tests share: random inputs for a spec's declared inputs."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_inputs(spec, sizes: dict[str, int] | None = None, seed: int = 0):
+    """One random tensor per declared input. Dynamic axes take `sizes` (by axis name), else
+    batch 2 and the spec's typical size capped at 24. Integer inputs stay below the smallest
+    embedding table of the model."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = dict(sizes or {})
+    out = []
+    for _, t in spec.inputs():
+        shape = []
+        for ax in t.axes:
+            if ax.size.is_static:
+                shape.append(ax.size.value)
+            elif ax.name in sizes:
+                shape.append(sizes[ax.name])
+            elif ax.name == "batch":
+                shape.append(2)
+            else:
+                shape.append(min(spec.graph.dims.get(ax.size.bare_symbol(), 0) or 16, 24))
+        if t.dtype in ("int64", "int32"):
+            out.append(torch.randint(0, _smallest_table(spec), shape, generator=g))
+        else:
+            out.append(torch.randn(*shape, generator=g))
+    return out
+
+
+def _smallest_table(spec) -> int:
+    sizes = [
+        int(n.attrs["num"].value)
+        for _, g in spec.graph.walk()
+        for n in g.nodes()
+        if n.op == "Embedding"
+    ]
+    return min(sizes) if sizes else 2
