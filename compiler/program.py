@@ -98,7 +98,7 @@ def _load_file(prog: Program, path: str, text: str | None, chain: tuple[str, ...
         return prog.files[key]
     if text is None:
         text = read_source(path, span)
-    module = parse(text, path)
+    module = parse(text, key)
     if not chain:
         prog.root = key
     prog.files[key] = module

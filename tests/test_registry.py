@@ -1,0 +1,43 @@
+"""The op registry is the spine: every op is complete, and every backend lowers every op."""
+
+import pytest
+
+import nncircuit
+from nncircuit import registry
+from nncircuit.backends.torch_ops import TORCH_LOWERINGS
+
+OPS = registry.all_ops()
+
+
+def test_every_registered_op_has_a_torch_lowering():
+    missing = sorted(set(OPS) - set(TORCH_LOWERINGS))
+    assert not missing, f"ops without a PyTorch lowering: {missing}"
+    unknown = sorted(set(TORCH_LOWERINGS) - set(OPS))
+    assert not unknown, f"torch lowerings for unregistered ops: {unknown}"
+
+
+def test_learned_ops_have_an_init_and_pure_ops_do_not():
+    for name, op in OPS.items():
+        low = TORCH_LOWERINGS[name]
+        assert (low.init is not None) == op.learned, name
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_entry_is_documented(name):
+    op = OPS[name]
+    assert op.doc and op.example, name
+    assert op.learned == name[0].isupper(), "capitalised = has parameters"
+
+
+def test_registry_rejects_a_second_registration():
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(OPS["relu"])
+
+
+def test_generated_source_is_deterministic():
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "specs", "transformer.nn")
+    a = nncircuit.load(path, d=64, heads=4, layers=2).torch_source()
+    b = nncircuit.load(path, d=64, heads=4, layers=2).torch_source()
+    assert a == b
