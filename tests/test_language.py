@@ -265,3 +265,19 @@ def test_module_names_never_shadow_nn_module_methods():
     m = spec.module(seed=0)
     assert isinstance(m.eval_, torch.nn.Linear) and callable(m.eval) and callable(m.double)
     assert m(torch.ones(1, 2)).shape == (1, 2)
+
+
+def test_top_k_and_gather_route_by_data():
+    spec = load("""
+        model Router(experts = 4, d = 3) {
+            in  x: [batch, d]
+            scores = Linear(x, d -> experts)
+            vals, idx = top_k(scores, over experts, k = 2, into = chosen)
+            out vals, idx, gather(scores, idx rename chosen -> experts, over experts)
+        }
+    """)
+    types = [str(t) for _, t in spec.outputs()]
+    assert types == ["[batch, chosen: 2]", "[batch, chosen: 2] int64", "[batch, experts: 2]"]
+    vals, idx, picked = run(spec, torch.randn(5, 3))
+    assert torch.equal(vals, picked)
+    assert (idx >= 0).all() and (idx < 4).all()
