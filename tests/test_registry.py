@@ -41,3 +41,14 @@ def test_generated_source_is_deterministic():
     a = nncircuit.load(path, d=64, heads=4, layers=2).torch_source()
     b = nncircuit.load(path, d=64, heads=4, layers=2).torch_source()
     assert a == b
+
+
+def test_language_reference_lists_every_op():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen_docs.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
