@@ -31,6 +31,9 @@ class Cx:
     def __init__(self, graph: Graph, gen: TorchGen):
         self.graph = graph
         self.gen = gen
+        leads = gen.lift_counts.get(gen.class_of(graph), set())
+        # lifted axes in front of every tensor at run time, when all uses agree
+        self.lift_len: int | None = next(iter(leads)) if len(leads) == 1 else None
         self.mode = "init"
         self.vars: dict[Value, str] = {}
         self.used_vars: set[str] = set()
@@ -98,9 +101,11 @@ class TorchGen:
         self.order: list[str] = []
         self.graph_of: dict[str, Graph] = {}
         self.names: dict[tuple[str, str], str] = {}
+        self.lift_counts: dict[str, set[int]] = {}
 
     def generate(self) -> str:
         self.class_of(self.model)  # the model's class keeps its own name
+        self._lifts(self.model, 0)
         self._collect(self.model)
         body = [self.classes[c] for c in self.order]
         header = [
@@ -129,13 +134,24 @@ class TorchGen:
             self.names[key] = name
         return self.names[key]
 
+    def _lifts(self, g: Graph, lead: int):
+        """Record how many lifted axes lead each class's tensors at run time, at every use."""
+        self.lift_counts.setdefault(self.class_of(g), set()).add(lead)
+        for n in g.nodes():
+            if n.op == "call":
+                self._lifts(n.callee, lead + len(n.attrs["lift"]))
+            elif n.op == "repeat":
+                self._lifts(n.callee, lead)
+
     def _collect(self, g: Graph):
         name = self.class_of(g)
         if name in self.graph_of:
             return
         self.graph_of[name] = g
         for n in g.nodes():
-            if n.callee is not None:
+            if n.op == "repeat" and _single_call_body(n.callee) is not None:
+                self._collect(_single_call_body(n.callee).callee)
+            elif n.callee is not None:
                 self._collect(n.callee)
         self.classes[name] = self._class(g, name)
         self.order.append(name)
@@ -191,8 +207,13 @@ class TorchGen:
                 args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
             elif n.op == "repeat":
-                body = self.class_of(n.callee)
-                hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
+                inner = _single_call_body(n.callee)
+                if inner is not None:  # the body is one block: a list of that block
+                    args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in inner.attrs["args"])
+                    body, hargs = self.class_of(inner.callee), args
+                else:
+                    body = self.class_of(n.callee)
+                    hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
                 if n.attrs["shared"]:
                     code = f"{body}({hargs})"
                 else:
@@ -285,6 +306,23 @@ class TorchGen:
         if n.span is None:
             return f"# {self.source}"
         return f"# {_safe_filename(n.span.file)}:{n.span.line}"
+
+
+def _single_call_body(body: Graph) -> Node | None:
+    """The call node when a repeat body only applies one block to its carried values, with no
+    reordering: then the repeat is a list of that block, with no wrapper class."""
+    ops = [n for n in body.nodes() if n.op != "input"]
+    if len(ops) != 1 or ops[0].op != "call":
+        return None
+    c = ops[0]
+    if [v.node for v in c.inputs] != body.inputs or any(v.index for v in c.inputs):
+        return None
+    if [v for _, v in body.outputs] != [c.out(i) for i in range(len(c.types))]:
+        return None
+    for v, decl in zip(c.inputs, c.callee.inputs):
+        if body.type_of(v).names != tuple(c.attrs["lift"]) + c.callee.node(decl).type.names:
+            return None
+    return c
 
 
 def _lowering(n: Node):

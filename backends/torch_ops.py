@@ -258,7 +258,7 @@ def _channels_first(n: Node, a, cx, channel: str | None, spatial: tuple[str, ...
     want = lead + ((channel,) if channel else ()) + spatial
     x = move(a[0], t.names, want)
     k = len(spatial) + (1 if channel else 0)
-    if cx.graph.kind == "model" and len(lead) == 1:
+    if cx.lift_len is not None and cx.lift_len + len(lead) == 1:  # exactly (N, C, ...)
         y = f"{call}({x})"
     else:
         cx.need_helper("channels_first")
@@ -284,17 +284,23 @@ def _conv_init(transposed: bool):
         parts.append(f"kernel_size={_hvtup(n.attrs['kernel'], cx)}")
         for key, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
             vals = n.attrs[key]
-            if any(v.value != default for v in vals):
+            if not _literally(vals, default):
                 parts.append(f"{key}={_hvtup(vals, cx)}")
-        if transposed and any(v.value for v in n.attrs["output_padding"]):
+        if transposed and not _literally(n.attrs["output_padding"], 0):
             parts.append(f"output_padding={_hvtup(n.attrs['output_padding'], cx)}")
-        if n.attrs["groups"].value != 1:
+        if not _literally((n.attrs["groups"],), 1):
             parts.append(f"groups={cx.hv(n.attrs['groups'])}")
         if not n.attrs["bias"]:
             parts.append("bias=False")
         return f"{cls}({', '.join(parts)})"
 
     return init
+
+
+def _literally(vals, default) -> bool:
+    """Every value is the literal `default`. A hyperparameter that merely equals it in this
+    instance must still be passed: all instances of a block share one class."""
+    return all(v.expr == repr(default) for v in vals)
 
 
 def _hvtup(vals, cx) -> str:
@@ -312,16 +318,18 @@ def _pool(fn: str):
     def fwd(n: Node, a, cx):
         k = len(n.attrs["spatial"])
         args = f"kernel_size={_hvtup(n.attrs['kernel'], cx)}, stride={_hvtup(n.attrs['stride'], cx)}"
-        if any(p.value for p in n.attrs["padding"]):
+        if not _literally(n.attrs["padding"], 0):
             args += f", padding={_hvtup(n.attrs['padding'], cx)}"
-        cx.need_helper("partial")
-        call = f"functools.partial(F.{fn}{k}d, {args})"
         (t,) = cx.in_types(n)
         # pooling has no channel axis: every non-spatial axis is a batch axis
         lead = tuple(x for x in t.names if x not in n.attrs["spatial"])
         x = move(a[0], t.names, lead + n.attrs["spatial"])
-        cx.need_helper("channels_first")
-        y = f"_channels_first({call}, {x}, {k})"
+        if cx.lift_len is not None and cx.lift_len + len(lead) in (1, 2):  # (C, ...) or (N, C, ...)
+            y = f"F.{fn}{k}d({x}, {args})"
+        else:
+            cx.need_helper("partial")
+            cx.need_helper("channels_first")
+            y = f"_channels_first(functools.partial(F.{fn}{k}d, {args}), {x}, {k})"
         return move(y, lead + n.attrs["spatial"], n.type.names)
 
     return Lowering(fwd)
