@@ -186,6 +186,18 @@ class Elaborator:
 
     # ---- blocks
     def instantiate(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> Graph:
+        try:
+            return self._instantiate(bdef, given, span)
+        except NNError as e:
+            # an error inside a block says where that instance was asked for
+            if span is not None and bdef.kind == "block" and (e.span is None or e.span != span):
+                args = ", ".join(f"{k}={v.value!r}" for k, v in given.items())
+                note = f"in {bdef.name}({args}), used at {span.file}:{span.line}:{span.col}"
+                if note not in e.notes:
+                    e.notes = e.notes + (note,)
+            raise
+
+    def _instantiate(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> Graph:
         hyper = self.bind_hyper(bdef, given, span)
         key = (bdef.span.file, bdef.name, tuple((h.name, type(h.value.value).__name__, h.value.value) for h in hyper))
         if key in self.instances:

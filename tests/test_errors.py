@@ -124,3 +124,12 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     assert r.returncode == 1
     assert "a.nn:3:12: error: Linear expects an axis 'e'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_error_inside_a_block_says_where_it_was_used(tmp_path, capsys):
+    path = _write(tmp_path, "a.nn", "block B(d, h = d / 3) { in x: [d] out x }\n"
+                  "model M() {\n  in x: [batch, d: 4]\n  out B(4)(x)\n}\n")
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "a.nn:1:16: error: d / 3: 4 is not divisible by 3" in err
+    assert f"note: in B(d=4), used at {path}:4:7" in err
