@@ -38,6 +38,8 @@ class Cx:
         self.vars: dict[Value, str] = {}
         self.used_vars: set[str] = set()
         self._dims: dict[str, str] | None = None
+        self._taken: set[str] | None = None
+        self._lifted_values: set[Value] | None = None
 
     pyname = staticmethod(pyname)
 
@@ -45,16 +47,37 @@ class Cx:
         if self.mode == "init":
             return v.expr
         tree = pyast.parse(v.expr, mode="eval")
+        cx = self
 
         class ToSelf(pyast.NodeTransformer):
             def visit_Name(self, node):
-                if node.id == "math":
+                if node.id in ("math", "abs", "min", "max"):  # builtins of hyperparameter code
                     return node
                 return pyast.copy_location(
-                    pyast.Attribute(pyast.Name("self", pyast.Load()), node.id, pyast.Load()), node
+                    pyast.Attribute(pyast.Name("self", pyast.Load()), cx.hyper_attr(node.id), pyast.Load()), node
                 )
 
         return pyast.unparse(ToSelf().visit(tree))
+
+    def hyper_attr(self, py: str) -> str:
+        """The attribute that holds hyperparameter `py` (its Python name): the name itself,
+        unless a submodule of this class has that name (`repeat layers` as `self.layers`)."""
+        if self._taken is None:
+            self._taken = {pyname(n.module) for n in self.graph.nodes() if n.module is not None}
+        hypers = {pyname(h.name) for h in self.graph.hyper}
+        attr = py
+        while attr in self._taken or (attr != py and attr in hypers):
+            attr = "hp_" + attr
+        return attr
+
+    def has_lift_prefix(self, v: Value) -> bool:
+        """Whether value v surely carries this class's lift prefix at run time (values
+        computed without the inputs, from `positions` or a Param, do not)."""
+        if self._lifted_values is None:
+            # a repeat body's inputs may be carried values computed without any input
+            flags = (False,) * len(self.graph.inputs) if self.graph.kind == "repeat" else None
+            self._lifted_values = _lifted(self.graph, flags)
+        return self.lift_len == 0 or v in self._lifted_values
 
     def mod(self, n: Node) -> str:
         return pyname(n.module)
@@ -102,6 +125,8 @@ class TorchGen:
         self.graph_of: dict[str, Graph] = {}
         self.names: dict[tuple[str, str], str] = {}
         self.lift_counts: dict[str, set[int]] = {}
+        self.variant_of: dict[Graph, str] = {}  # instances that need a class of their own
+        self.seen: set[Graph] = set()
 
     def generate(self) -> str:
         self.class_of(self.model)  # the model's class keeps its own name
@@ -125,6 +150,8 @@ class TorchGen:
     def class_of(self, g: Graph) -> str:
         """One class per block definition; two definitions with one name (from different
         files) get distinct class names."""
+        if g in self.variant_of:
+            return self.variant_of[g]
         key = (g.file, g.name)
         if key not in self.names:
             base = class_name(g)
@@ -144,16 +171,30 @@ class TorchGen:
                 self._lifts(n.callee, lead)
 
     def _collect(self, g: Graph):
-        name = self.class_of(g)
-        if name in self.graph_of:
+        if g in self.seen:
             return
-        self.graph_of[name] = g
+        self.seen.add(g)
         for n in g.nodes():
             if n.op == "repeat" and _single_call_body(n.callee) is not None:
                 self._collect(_single_call_body(n.callee).callee)
             elif n.callee is not None:
                 self._collect(n.callee)
-        self.classes[name] = self._class(g, name)
+        name = self.class_of(g)
+        code = self._class(g, name)
+        if name in self.classes:
+            if self.classes[name] == code:
+                return
+            # Another instance of the definition whose code differs: a size its class
+            # computes from hyperparameters without an expression (after a pooling, say)
+            # was written as a number. It gets a class of its own.
+            base, k = name, 2
+            while name in self.classes or name in self.names.values():
+                name, k = f"{base}_{k}", k + 1
+            self.variant_of[g] = name
+            self.lift_counts[name] = set(self.lift_counts.get(base, set()))
+            code = self._class(g, name)
+        self.graph_of[name] = g
+        self.classes[name] = code
         self.order.append(name)
 
     # ---- one class
@@ -172,7 +213,7 @@ class TorchGen:
                 lines.append(f"        if {pyname(h.name)} is None:")
                 lines.append(f"            {pyname(h.name)} = {default}")
         for h in g.hyper:
-            lines.append(f"        self.{pyname(h.name)} = {pyname(h.name)}")
+            lines.append(f"        self.{cx.hyper_attr(pyname(h.name))} = {pyname(h.name)}")
         self._init_modules(g, cx, lines)
         lines.append("")
         cx.mode = "forward"
@@ -203,6 +244,8 @@ class TorchGen:
                 continue
             done.add(n.module)
             line = self._file_line(n)
+            if n.op in ("call", "repeat"):
+                _check_class_name(g, self.class_of(n.callee), n)
             if n.op == "call":
                 args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
@@ -225,6 +268,9 @@ class TorchGen:
                 code = low.init(n, cx)
                 if code is None:
                     continue
+                if isinstance(code, tuple):  # a fused op building several modules: (attr, code)
+                    lines.extend(f"        self.{pyname(m)} = {c}  {line}" for m, c in code)
+                    continue
             lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
 
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
@@ -240,13 +286,13 @@ class TorchGen:
             if n.op == "input":
                 continue
             args = [self._ref(cx, v) for v in n.inputs]
+            if n.op == "rename":  # no code, so no source-line comment either
+                cx.vars[n.out()] = args[0]
+                continue
             line = self._file_line(n)
             if line != last:
                 lines.append(f"        {line}")
                 last = line
-            if n.op == "rename":
-                cx.vars[n.out()] = args[0]
-                continue
             var = self._fresh_var(cx, n.name)
             if n.op == "call":
                 callee = n.callee
@@ -274,18 +320,32 @@ class TorchGen:
                 if k > 1:
                     lines.append(f"        {var} = ({lhs},)")
             else:
-                code = _lowering(n).forward(n, args, cx)
+                try:
+                    code = _lowering(n).forward(n, args, cx)
+                except LoweringError as e:  # point at the spec, not at the backend
+                    raise e.with_span(n.span) from None
                 lines.append(f"        {var} = {code}")
             cx.vars[n.out()] = var
             for i in range(1, len(n.types)):
                 cx.vars[n.out(i)] = f"{var}[{i}]"
             if len(n.types) > 1:
                 cx.vars[n.out(0)] = f"{var}[0]"
-        outs = [self._ref(cx, v) for _, v in g.outputs]
+        outs = [self._output(g, cx, v) for _, v in g.outputs]
         if len(outs) == 1:
             lines.append(f"        return {outs[0]}")
         else:
             lines.append(f"        return {', '.join(outs)}")
+
+    def _output(self, g: Graph, cx: Cx, v: Value) -> str:
+        """A block output computed without its inputs (positions, a Param) has no lift
+        prefix at run time, though its caller's type has one: give it the first input's.
+        The expand is a no-op on a tensor that has the prefix already."""
+        ref = self._ref(cx, v)
+        if g.kind != "block" or not g.inputs or v in _lifted(g):
+            return ref
+        x = g.node(g.inputs[0])
+        var, rank = cx.vars[Value(x.id)], g.type_of(v).rank
+        return f"{ref}.expand(*{var}.shape[: {var}.dim() - {x.type.rank}], *{ref}.shape[{ref}.dim() - {rank}:])"
 
     def _ref(self, cx: Cx, v: Value) -> str:
         if v not in cx.vars:
@@ -323,6 +383,46 @@ def _single_call_body(body: Graph) -> Node | None:
         if body.type_of(v).names != tuple(c.attrs["lift"]) + c.callee.node(decl).type.names:
             return None
     return c
+
+
+def _check_class_name(g: Graph, cls: str, n: Node):
+    """__init__ names classes where hyperparameters are local variables."""
+    for h in g.hyper:
+        if pyname(h.name) == cls:
+            raise LoweringError(
+                f"hyperparameter '{h.name}' of {g.name} has the name of the generated class "
+                f"{cls}; rename one of them", n.span)
+
+
+def _input_dependent(g: Graph) -> set[int]:
+    """Ids of the nodes of g that some input reaches (the ONNX backend's test; the torch
+    backend uses the stricter `_lifted`)."""
+    dep = set(g.inputs)
+    for n in g.nodes():
+        if any(v.node in dep for v in n.inputs):
+            dep.add(n.id)
+    return dep
+
+
+def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
+    """Values of g that surely carry the lift prefix its inputs (those flagged) have at run
+    time: an op keeps the prefix of any tensor input (lowerings use negative dims and
+    broadcast), a repeat's carried value needs it at the start and from the body."""
+    flags = inputs if inputs is not None else (True,) * len(g.inputs)
+    out = {Value(nid) for nid, f in zip(g.inputs, flags) if f}
+    for n in g.nodes():
+        if n.op == "input":
+            continue
+        if n.op == "repeat":
+            given = tuple(v in out for v in n.inputs)
+            body = _lifted(n.callee, given)
+            out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if given[i] and v in body)
+        elif n.op == "call":  # its outputs carry the prefix of its inputs if all have it
+            if n.inputs and all(v in out for v in n.inputs):
+                out.update(n.out(i) for i in range(len(n.types)))
+        elif any(v in out for v in (n.inputs[:1] if n.op == "pad_to" else n.inputs)):
+            out.update(n.out(i) for i in range(len(n.types)))  # pad_to reads only a shape
+    return out
 
 
 def _lowering(n: Node):

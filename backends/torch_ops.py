@@ -3,8 +3,9 @@ expression of the op's forward (and, for learned ops, the submodule it builds)."
 
 from __future__ import annotations
 
+import ast as pyast
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from nncircuit.ir import Node
 from nncircuit.types import TensorType
@@ -61,7 +62,15 @@ def align(var: str, t: TensorType, target: tuple[str, ...], *, full: bool = Fals
 
 
 def _paren(code: str) -> str:
-    return code if code.replace("_", "").replace(".", "").isalnum() or code.endswith(")") or code.endswith("]") else f"({code})"
+    """`code` fit to be an operand: wrapped unless it is an atom (a name, attribute, call,
+    subscript or non-negative number). `(a) * (b)` ends with a parenthesis but is no atom."""
+    try:
+        node = pyast.parse(code, mode="eval").body
+    except SyntaxError:
+        return f"({code})"
+    if isinstance(node, (pyast.Name, pyast.Attribute, pyast.Call, pyast.Subscript, pyast.Constant)):
+        return code
+    return f"({code})"
 
 
 def _tup(xs) -> str:
@@ -76,14 +85,17 @@ def _unary(fmt: str):
 def _binary(sym: str, fn: str):
     def fwd(n: Node, a, cx):
         if "scalar" in n.attrs.keys():
-            c = cx.hv(n.attrs["scalar"])
+            c = _paren(cx.hv(n.attrs["scalar"]))  # `x * (2 - 1)`, not `x * 2 - 1`
             x = _paren(a[0])
             if n.attrs["side"] == "right":
                 return f"{x} {sym} {c}"
             return f"{c} {sym} {x}"
         ta, tb = cx.in_types(n)
         out = n.type.names
-        return f"{_paren(align(a[0], ta, out))} {sym} {_paren(align(a[1], tb, out))}"
+        # inside a block a tensor may carry a lift prefix: missing axes cannot be left to
+        # broadcasting from the left
+        full = cx.graph.kind != "model"
+        return f"{_paren(align(a[0], ta, out, full=full))} {sym} {_paren(align(a[1], tb, out, full=full))}"
 
     return Lowering(fwd)
 
@@ -170,7 +182,8 @@ def _gather(n: Node, a, cx):
     cx.need_helper("gather")
     src, idx = cx.in_types(n)
     out = n.type.names
-    return f"_gather_broadcast({align(a[0], src, out)}, {align(a[1], idx, out)}, {dim(n.type, n.attrs['axis'])})"
+    full = cx.graph.kind != "model"  # a lift prefix, as in _binary
+    return f"_gather_broadcast({align(a[0], src, out, full=full)}, {align(a[1], idx, out, full=full)}, {dim(n.type, n.attrs['axis'])})"
 
 
 def _pad_to(n: Node, a, cx):
@@ -258,7 +271,7 @@ def _channels_first(n: Node, a, cx, channel: str | None, spatial: tuple[str, ...
     want = lead + ((channel,) if channel else ()) + spatial
     x = move(a[0], t.names, want)
     k = len(spatial) + (1 if channel else 0)
-    if cx.lift_len is not None and cx.lift_len + len(lead) == 1:  # exactly (N, C, ...)
+    if cx.lift_len is not None and cx.has_lift_prefix(n.inputs[0]) and cx.lift_len + len(lead) == 1:  # (N, C, ...)
         y = f"{call}({x})"
     else:
         cx.need_helper("channels_first")
@@ -324,7 +337,8 @@ def _pool(fn: str):
         # pooling has no channel axis: every non-spatial axis is a batch axis
         lead = tuple(x for x in t.names if x not in n.attrs["spatial"])
         x = move(a[0], t.names, lead + n.attrs["spatial"])
-        if cx.lift_len is not None and cx.lift_len + len(lead) in (1, 2):  # (C, ...) or (N, C, ...)
+        known = cx.lift_len is not None and cx.has_lift_prefix(n.inputs[0])
+        if known and cx.lift_len + len(lead) in (1, 2):  # (C, ...) or (N, C, ...)
             y = f"F.{fn}{k}d({x}, {args})"
         else:
             cx.need_helper("partial")
@@ -343,6 +357,59 @@ def _param_init(n: Node, cx):
     if init == "ones":
         return f"nn.Parameter(torch.ones({shape}))"
     return f"nn.Parameter(torch.randn({shape}) * {n.attrs['std']!r})"
+
+
+# ---- fused ops (the optimizer's; compiler/ops_fused.py) ------------------------------------
+
+
+def _attention(n: Node, a, cx):
+    q, k, v = cx.in_types(n)
+    at = n.attrs
+    b = tuple(at["batch"])
+    qq = move(a[0], q.names, b + (at["query"], at["feature"]))
+    kk = move(a[1], k.names, b + (at["key"], at["feature"]))
+    vv = move(a[2], v.names, b + (at["key"], at["value_feature"]))
+    causal = ", is_causal=True" if at["causal"] else ""
+    y = f"F.scaled_dot_product_attention({qq}, {kk}, {vv}{causal}, scale={cx.hv(at['scale'])})"
+    return move(y, b + (at["query"], at["value_feature"]), n.type.names)
+
+
+def _linear_group_init(n: Node, cx):
+    """One nn.Linear per member, under the member's own name: the state_dict of the
+    unfused model (several (attribute, constructor) pairs)."""
+    bias = "" if n.attrs["bias"] else ", bias=False"
+    return tuple(
+        (m, f"nn.Linear({cx.hv(fin)}, {cx.hv(fout)}{bias})")
+        for m, fin, fout in zip(n.attrs["members"], n.attrs["in_features"], n.attrs["out_features"])
+    )
+
+
+def _linear_group(n: Node, a, cx):
+    from nncircuit.errors import LoweringError
+
+    (t,) = cx.in_types(n)
+    ins = n.attrs["in_axes"]
+    kept = tuple(x for x in t.names if x not in ins)
+    shapes = []
+    for out, axes, sizes in zip(n.types, n.attrs["out_axes"], n.attrs["out_sizes"]):
+        if out.names != kept + tuple(ax.name for ax in axes):
+            raise LoweringError(f"{n.name}: a LinearGroup part's output axes must come last ({out})", n.span)
+        shapes.append(_tup(cx.hv(s) for s in sizes) if len(sizes) > 1 else "None")
+    x = move(a[0], t.names, kept + ins)
+    if len(ins) > 1:
+        x = f"{_paren(x)}.flatten({-len(ins)})"
+    layers = _tup(f"self.{cx.pyname(m)}" for m in n.attrs["members"])
+    cx.need_helper("linear_group")
+    return f"_linear_group({x}, {layers}, {_tup(shapes)})"
+
+
+def _matmul(n: Node, a, cx):
+    x, y = cx.in_types(n)
+    at = n.attrs
+    b = tuple(at["batch"])
+    xx = move(a[0], x.names, b + (at["m"], at["k"]))
+    yy = move(a[1], y.names, b + (at["k"], at["n"]))
+    return move(f"torch.matmul({xx}, {yy})", b + (at["m"], at["n"]), n.type.names)
 
 
 TORCH_LOWERINGS: dict[str, Lowering] = {
@@ -392,6 +459,9 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "maxpool": _pool("max_pool"),
     "avgpool": _pool("avg_pool"),
     "Param": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}", _param_init),
+    "attention": Lowering(_attention),
+    "LinearGroup": Lowering(_linear_group, _linear_group_init),
+    "matmul": Lowering(_matmul),
 }
 
 HELPERS = {
@@ -418,6 +488,16 @@ def _gather_broadcast(src, idx, dim):
     src_shape, idx_shape = list(shape), list(shape)
     src_shape[dim], idx_shape[dim] = src.shape[dim], idx.shape[dim]
     return torch.gather(src.expand(src_shape), dim, idx.expand(idx_shape))
+''',
+    "linear_group": '''
+def _linear_group(x, layers, shapes):
+    """Several nn.Linear maps of x as one matmul, split back into one result per layer (each
+    unflattened to its shape). Each layer keeps its own parameters: their weights are joined
+    here, on every call, so the state_dict is that of the separate layers."""
+    weight = torch.cat([m.weight for m in layers])
+    bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
+    parts = F.linear(x, weight, bias).split([m.out_features for m in layers], -1)
+    return tuple(p if s is None else p.unflatten(-1, s) for p, s in zip(parts, shapes))
 ''',
     "channels_first": '''
 def _channels_first(fn, x, k):

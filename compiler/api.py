@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 import os
 import types
 from dataclasses import dataclass, field
@@ -36,8 +37,9 @@ def parse_value(raw: str):
             v = conv(raw)
         except ValueError:
             continue
-        if isinstance(v, float) and v != v:
-            break
+        if isinstance(v, float) and not math.isfinite(v):
+            shown = raw if len(raw) <= 24 else raw[:20] + "..."
+            raise HyperparameterError(f"'{shown}' is not a finite number")
         return v
     return raw
 
@@ -57,6 +59,13 @@ class Spec:
     def path(self) -> str:
         return self.program.root
 
+    def summary(self, inputs: dict[str, int] | None = None):
+        """Parameters, FLOPs and activation memory per block for one forward pass, with the
+        dynamic axes at `inputs` (by axis name; default batch 1, others their typical size)."""
+        from .summary import summarize
+
+        return summarize(self.graph, inputs, source=os.path.basename(self.path))
+
     def param_count(self) -> int:
         return analysis.param_count(self.graph)
 
@@ -74,6 +83,12 @@ class Spec:
         if self._source is None:
             self._source = generate(self.graph, os.path.basename(self.path))
         return self._source
+
+    def _repr_svg_(self) -> str:
+        """The circuit diagram, so that a notebook shows a Spec as a picture."""
+        from .backends.render import svg
+
+        return svg(self)
 
     def torch_class(self):
         """The model's nn.Module class, from the generated source."""
@@ -109,11 +124,18 @@ def load(
     *,
     text: str | None = None,
     max_params: int | None = DEFAULT_MAX_PARAMS,
+    opt: int | None = None,
+    passes: str | None = None,
     **params,
 ) -> Spec:
-    """Parse, elaborate and type-check one model of a spec file."""
+    """Parse, elaborate and type-check one model of a spec file; then optimise its IR at
+    level `opt` (0, 1, 2) or with a pass list (`passes="canonicalize,cse,dce"`), if given."""
     program = load_program(path, text)
     graph = elaborate(program, model, params)
+    if opt or passes:
+        from .passes import optimize
+
+        optimize(graph, passes, opt)
     spec = Spec(program, graph.name, dict(params), graph, max_params or 0)
     if max_params:
         n = spec.param_count()
@@ -130,7 +152,8 @@ def models(path: str, text: str | None = None) -> list[str]:
     return [b.name for b in load_program(path, text).models()]
 
 
-def compile(path: str, model: str | None = None, *, seed: int | None = None, **params):
-    """Compile a spec to a torch.nn.Module (hyperparameters as keyword arguments)."""
-    return load(path, model, **params).module(seed=seed)
+def compile(path: str, model: str | None = None, *, seed: int | None = None, opt: int = 2, **params):
+    """Compile a spec to a torch.nn.Module (hyperparameters as keyword arguments), optimised
+    at level `opt` (default 2; its state_dict is that of -O0)."""
+    return load(path, model, opt=opt, **params).module(seed=seed)
 

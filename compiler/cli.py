@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", action="store_true", help="keep blocks as ONNX local functions")
     p.add_argument("--fp16", action="store_true", help="ONNX in half precision")
     p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantization")
+    p.add_argument("-O", dest="opt", type=int, choices=[0, 1, 2], default=None,
+                   help="optimisation level (default 2; the state_dict is that of -O0)")
+    p.add_argument("--passes", help="comma-separated pass pipeline instead of a level")
 
     p = sub.add_parser("ir", help="print the textual IR (optionally after passes)")
     _common(p)
@@ -103,7 +106,8 @@ def cmd_check(args) -> int:
 def cmd_compile(args) -> int:
     from .api import load
 
-    spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
+    opt = 2 if args.opt is None and args.passes is None else args.opt
+    spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
     if args.to == "torch":
         _write_text(args.output, spec.torch_source())
         print(f"wrote {args.output}: class {spec.graph.name}, {spec.param_count():,} parameters")

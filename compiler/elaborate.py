@@ -27,6 +27,7 @@ from .types import Axis, HVal, TensorType
 
 MAX_REPEAT = 100_000
 MAX_NESTING = 64
+MAX_UNROLLED = 1_000_000  # operations once calls are inlined and repeats unrolled
 
 
 # ---- values an expression can have ---------------------------------------------------------
@@ -82,7 +83,7 @@ class Ctx:
             if isinstance(v, Fn) and v.instance is not None:
                 raise NameResolutionError(
                     f"'{name}' is a learned instance bound outside this repeat; bind it inside "
-                    "the repeat (one per iteration) or use 'repeat N shared'"
+                    "the repeat (with 'repeat N shared', one instance serves every iteration)"
                 )
             return v
         return None
@@ -130,6 +131,7 @@ class Elaborator:
     def __init__(self, program: Program, max_params: int | None = None):
         self.program = program
         self.instances: dict[tuple, Graph] = {}
+        self.sizes: dict[Graph, int] = {}  # memo of unrolled()
         self.stack: list[str] = []
 
     # ---- entry point
@@ -142,11 +144,40 @@ class Elaborator:
                     f"model {bdef.name} has no hyperparameter '{k}'{did_you_mean(k, known)}; "
                     f"known: {', '.join(p.name for p in bdef.params) or 'none'}"
                 )
+        for k, v in params.items():
+            bad = not isinstance(v, (int, float, bool, str)) or (isinstance(v, float) and not math.isfinite(v))
+            if bad:
+                raise HyperparameterError(f"hyperparameter '{k}' must be a finite number, a string or a boolean, found {v!r}")
         given = {k: HVal(v, repr(v)) for k, v in params.items()}
         try:
-            return self.instantiate(bdef, given, bdef.span)
+            g = self.instantiate(bdef, given, bdef.span)
+            self.check_unrolled(g, bdef.span, f"model {bdef.name}")
+            return g
         except RecursionError:
             raise ResourceError("the spec nests too deeply to elaborate", bdef.span) from None
+
+    def unrolled(self, g: Graph) -> int:
+        """Operations of g once every call is inlined and every repeat unrolled (what a
+        backend that inlines builds, and a bound on the modules torch builds)."""
+        n = self.sizes.get(g)
+        if n is None:
+            n = 0
+            for node in g.nodes():
+                if node.op == "call":
+                    n += 1 + self.unrolled(node.callee)
+                elif node.op == "repeat":
+                    n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
+                else:
+                    n += 1
+            self.sizes[g] = n
+        return n
+
+    def check_unrolled(self, g: Graph, span: Span, what: str, times: int = 1):
+        n = times * self.unrolled(g)
+        if n > MAX_UNROLLED:
+            raise ResourceError(
+                f"{what} unrolls to {n:,} operations, over the limit of {MAX_UNROLLED:,} "
+                "(blocks that call blocks several times multiply)", span)
 
     # ---- hyperparameters
     def bind_hyper(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> tuple[HyperParam, ...]:
@@ -352,13 +383,12 @@ class Elaborator:
         body_g.dims = parent.dims
         inner = Ctx(body_g, parent=ctx)
         inner.axis_sizes = dict(ctx.axis_sizes)
-        assigned: list[str] = []
-        for s in st.body:
-            if isinstance(s, A.Assign):
-                for t in s.targets:
-                    if t not in assigned:
-                        assigned.append(t)
-        carried = [n for n in assigned if isinstance(ctx.env.get(n), TVal)]
+        carried = []
+        for n in _assigned(st.body, []):  # a nested repeat's updates are this one's too
+            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
+                ctx.env[n] = ctx.lookup(n)  # an enclosing body's value: an input here too
+            if isinstance(ctx.env.get(n), TVal):
+                carried.append(n)
         # the carried values are the first inputs, in order of first assignment
         for n in carried:
             inner.lookup(n)
@@ -391,6 +421,7 @@ class Elaborator:
             callee=body_g,
         )
         check_repeat(node, [parent.type_of(v) for v in outer_inputs])
+        self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
 
@@ -405,6 +436,8 @@ class Elaborator:
         if isinstance(e, A.Number):
             if isinstance(e.value, float) and not math.isfinite(e.value):
                 raise HyperparameterError(f"number {e.value} is not finite", e.span)
+            if isinstance(e.value, int) and e.value > 2**63 - 1:
+                raise ResourceError(f"the number {e.value} is larger than a 64-bit integer", e.span)
             return HVal(e.value, repr(e.value))
         if isinstance(e, A.String):
             return HVal(e.value, repr(e.value))
@@ -468,7 +501,13 @@ class Elaborator:
         a = self.expr(ctx, e.left)
         b = self.expr(ctx, e.right)
         if isinstance(a, HVal) and isinstance(b, HVal):
-            return self.hval_arith(e.op, a, b, e.span)
+            out = self.hval_arith(e.op, a, b, e.span)
+            v = out.value
+            if isinstance(v, float) and not math.isfinite(v):  # 1e308 * 10: no `inf` in code
+                raise HyperparameterError(f"{a.expr} {e.op} {b.expr} is {v}, not a finite number", e.span)
+            if isinstance(v, int) and abs(v) > 2**63 - 1:
+                raise ResourceError(f"{a.expr} {e.op} {b.expr} is larger than a 64-bit integer", e.span)
+            return out
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}[e.op]
         if isinstance(a, TVal) and isinstance(b, TVal):
             return self.apply_op(ctx, self.op_fn(op, e.span), (a.value, b.value), e.span, hint)
@@ -756,6 +795,7 @@ class Elaborator:
     def apply_block(self, ctx: Ctx, fn: Fn, tensors, span, hint):
         hyper = fn.hyper or {}
         callee = self.instantiate(fn.block, hyper, span)
+        self.check_unrolled(callee, span, f"block {fn.name}")
         g = ctx.graph
         if fn.instance is not None:
             module = fn.instance
@@ -786,6 +826,19 @@ class Elaborator:
         if len(node.types) == 1:
             return TVal(node.out())
         return TupleV(tuple(TVal(node.out(i)) for i in range(len(node.types))))
+
+
+def _assigned(stmts, out: list[str]) -> list[str]:
+    """Names a block of statements assigns, nested repeats included, in order of first
+    assignment."""
+    for s in stmts:
+        targets = s.targets if isinstance(s, A.Assign) else ()
+        for t in targets:
+            if t not in out:
+                out.append(t)
+        if isinstance(s, A.Repeat):
+            _assigned(s.body, out)
+    return out
 
 
 def _describe(v) -> str:

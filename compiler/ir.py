@@ -70,6 +70,11 @@ class Graph:
     dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
     _g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
+    # nodes() in order, until the next mutation: passes and backends walk block instances
+    # once per call site, which is exponential in the nesting of blocks that call blocks
+    _order: list[int] | None = field(default=None, repr=False)
+    _names: set[str] | None = field(default=None, repr=False)  # for fresh_name
+    _free: dict[str, int] = field(default_factory=dict, repr=False)
 
     # ---- construction
     def add(
@@ -95,6 +100,9 @@ class Graph:
         node = Node(nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, callee, doc)
         if op not in STRUCTURAL and call is not None and attrs is None:
             node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        self._order = None
+        if self._names is not None:
+            self._names.add(name)
         self._g.add_node(nid, node=node)
         for pos, v in enumerate(inputs):
             self._g.add_edge(v.node, nid, key=pos, out=v.index)
@@ -110,8 +118,9 @@ class Graph:
 
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order (ties broken by creation order)."""
-        order = nx.lexicographical_topological_sort(self._g)
-        return [self.node(n) for n in order]
+        if self._order is None or len(self._order) != self._g.number_of_nodes():
+            self._order = list(nx.lexicographical_topological_sort(self._g))
+        return [self.node(n) for n in self._order]
 
     def __len__(self) -> int:
         return self._g.number_of_nodes()
@@ -144,6 +153,7 @@ class Graph:
         self.outputs = [(n, new if v == old else v) for n, v in self.outputs]
 
     def set_inputs(self, node: Node, inputs) -> None:
+        self._order = None
         for pos in range(len(node.inputs)):
             self._g.remove_edge(node.inputs[pos].node, node.id, key=pos)
         node.inputs = tuple(inputs)
@@ -152,6 +162,7 @@ class Graph:
             self._g.add_edge(v.node, node.id, key=pos, out=v.index)
 
     def _set_input(self, node: Node, pos: int, new: Value) -> None:
+        self._order = None
         self._g.remove_edge(node.inputs[pos].node, node.id, key=pos)
         ins = list(node.inputs)
         ins[pos] = new
@@ -165,6 +176,8 @@ class Graph:
             raise InternalError(f"erasing node {node.name} which is a graph output")
         if node.id in self.inputs:
             raise InternalError(f"erasing input {node.name}")
+        self._order = None
+        self._names = None
         self._g.remove_node(node.id)
 
     def _check_value(self, v: Value) -> None:
@@ -174,17 +187,27 @@ class Graph:
             raise InternalError(f"value {v} refers to a missing output")
 
     def fresh_name(self, base: str) -> str:
-        taken = {self.node(n).name for n in self._g.nodes}
-        if base not in taken:
+        # The taken names and, per base, the lowest suffix that may be free are kept between
+        # calls: a body of n statements named from one base was O(n**2) to elaborate.
+        if self._names is None:
+            self._names = {self.node(n).name for n in self._g.nodes}
+            self._free = {}
+        if base not in self._names:
             return base
-        for i in itertools.count(1):
-            if f"{base}_{i}" not in taken:
+        for i in itertools.count(self._free.get(base, 1)):
+            if f"{base}_{i}" not in self._names:
+                self._free[base] = i
                 return f"{base}_{i}"
         raise InternalError("unreachable")
 
     # ---- checking
-    def verify(self) -> None:
+    def verify(self, _done: set | None = None) -> None:
         """Check structure (edges, order, names) and re-derive every type."""
+        # a block instance called from many places is checked once (else: exponential time)
+        done = set() if _done is None else _done
+        if self in done:
+            return
+        done.add(self)
         if not nx.is_directed_acyclic_graph(self._g):
             raise InternalError(f"graph {self.name} has a cycle")
         names: dict[str, int] = {}
@@ -205,7 +228,7 @@ class Graph:
             elif node.op in ("call", "repeat"):
                 if node.callee is None:
                     raise InternalError(f"{node.op} node {node.name} has no callee")
-                node.callee.verify()
+                node.callee.verify(done)
                 types = check_call(node, in_types) if node.op == "call" else check_repeat(node, in_types)
                 if types != node.types:
                     raise InternalError(f"graph {self.name}: types of {node.name} are stale")

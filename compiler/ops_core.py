@@ -250,7 +250,7 @@ register(
         check=_transpose_check,
         arity=1,
         positional=("axis", "axis"),
-        glyph="⤨",
+        glyph="⇅",
         example="transpose(x, d, seq)",
     )
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 
 # Attributes every torch.nn.Module has (torch 2.x): a submodule or hyperparameter stored under
 # one of these names would be shadowed by, or shadow, the method.
@@ -32,8 +33,11 @@ def pyname(name: str) -> str:
     """The Python identifier that stands for spec name `name` in generated code."""
     if not name.isidentifier() or not name.isascii():
         raise ValueError(f"not an identifier: {name!r}")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED:
+    # Two escapes, each injective, so that two spec names never share a Python name:
+    # `_x` -> `v_x` (never a dunder or a helper; `v_x` itself -> `vv_x`), then a trailing
+    # `_` for reserved names (`if` -> `if_`; `if_` itself -> `if__`).
+    if name.startswith("_") or re.match(r"v+_", name):
+        name = "v" + name
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED or name.endswith("_"):
         return name + "_"
-    if name.startswith("_"):  # never a dunder, never one of the generated helpers
-        return "v" + name
     return name

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ShapeError
 from .sizes import Size
@@ -129,7 +129,7 @@ def all_ops() -> dict[str, OpDef]:
 
 def _load():
     if not REGISTRY:
-        from . import ops_core, ops_nn  # noqa: F401  (they register on import)
+        from . import ops_core, ops_fused, ops_nn  # noqa: F401  (they register on import)
 
 
 # ---- helpers the shape rules share -------------------------------------------------------

@@ -8,7 +8,8 @@ from fractions import Fraction
 
 from .errors import ShapeError
 
-MAX_SIZE = 2**40  # sizes beyond this are refused: no tensor of that extent is meant
+MAX_SIZE = 2**40  # hyperparameter integers beyond this are refused
+MAX_AXIS = 2**32  # axes longer than this are refused: no tensor of that extent is meant
 
 
 @dataclass(frozen=True, order=True)
@@ -44,8 +45,8 @@ class Size:
     # ---- construction
     @staticmethod
     def of(value: int) -> Size:
-        if abs(value) > MAX_SIZE:
-            raise ShapeError(f"size {value} is larger than the limit {MAX_SIZE}")
+        if abs(value) > MAX_AXIS:
+            raise ShapeError(f"an axis of size {value} is longer than the limit {MAX_AXIS:,}")
         return Size(Fraction(value))
 
     @staticmethod

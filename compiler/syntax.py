@@ -230,6 +230,9 @@ class _ToAst(Transformer):
         tok = children[0]
         text = str(tok)
         is_float = any(c in text for c in ".eE")
+        if not is_float and len(text) > 100:  # Python refuses to convert past 4300 digits
+            raise ParseError(f"the number {text[:20]}... has {len(text)} digits; the limit is 100",
+                             self._tok_span(tok))
         return A.Number(self._tok_span(tok), float(text) if is_float else int(text))
 
     def string(self, children):
@@ -287,6 +290,11 @@ class _ToAst(Transformer):
 
 def parse(text: str, file: str = "<string>") -> A.Module:
     """Parse a whole .nn file. Raises ParseError with the position of the first mistake."""
+    return _parse(text, file)
+
+
+@functools.lru_cache(maxsize=16)  # the AST is frozen: `nnc check` of N models parses once
+def _parse(text: str, file: str) -> A.Module:
     if len(text) > MAX_SOURCE_BYTES:
         raise ParseError(
             f"file is {len(text)} characters long; the limit is {MAX_SOURCE_BYTES}",
@@ -322,6 +330,12 @@ def parse(text: str, file: str = "<string>") -> A.Module:
         raise ParseError(
             "unexpected end of file" + _expected_suffix(e.expected), Span(file, line, col, text=text)
         ) from None
+    except lark.exceptions.VisitError as e:  # raised while building the AST
+        if isinstance(e.orig_exc, ParseError):
+            raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise ParseError("expression nested too deeply", Span(file, 1, 1, text=text)) from None
+        raise
     except RecursionError:
         raise ParseError("expression nested too deeply", Span(file, 1, 1, text=text)) from None
 

@@ -1,0 +1,372 @@
+"""Left-to-right placement of one graph's cells, shared by the diagram styles.
+
+Cells are put in columns by longest path (sources as late as they can go). Within a
+column each cell goes to the free height nearest to where its main input arrives, so a
+chain of ops draws as a straight line; a value that is still needed later keeps its own
+horizontal lane, and every cell in the columns it crosses keeps clear of it. Bends
+happen only in the last stretch of the gap before a consumer; wire labels sit in the
+first stretch, right after the producer, so labels never meet bends or boxes."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from nncircuit.errors import InternalError
+
+
+@dataclass(eq=False)
+class Cell:
+    key: str  # unique in its graph
+    w: float
+    h: float
+    ins: list[list[float]]  # per input slot: y offsets of its wires
+    outs: list[list[float]]  # per output: y offsets of its wires
+    pinned: str = ""  # "first" (graph inputs) | "last" (the outputs) | ""
+    prefer: tuple[int, ...] = ()  # input slots to line up with, best first
+    align: str = "center"  # within its column: "left" | "center" | "right"
+    payload: object = None
+    col: int = 0
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass(eq=False)
+class Band:
+    """One value: the wires from output `idx` of cell `src` to each consumer's input slot."""
+
+    src: str
+    idx: int
+    dsts: list[tuple[str, int]]
+    label_w: float = 0.0  # room its labels need right after the producer
+    payload: object = None
+    labels: list = field(default_factory=list)  # text above each wire where it starts, or None
+
+
+@dataclass
+class Spacing:
+    above: float  # room a band needs above its first wire (its labels)
+    below: float  # and below its last wire
+    gap: float  # between a cell and anything else in its column
+    min_gap: float  # between two columns
+    bend: float  # width of the stretch where wires change height
+    margin_x: float = 0.0
+    margin_y: float = 0.0
+
+
+@dataclass
+class Placement:
+    cells: dict[str, Cell]
+    bands: list[Band]
+    col_x: list[float]
+    col_w: list[float]
+    width: float
+    height: float
+    bend: float
+    label_x: dict[int, float] = field(default_factory=dict)  # column -> where labels start
+
+
+@dataclass
+class Wire:
+    """A polyline with smooth bends; points go left to right."""
+
+    segments: list[tuple]  # ("M", x, y) | ("L", x, y) | ("C", x1, y1, x2, y2, x, y)
+
+
+@dataclass
+class Route:
+    band: Band
+    wires: list[Wire]  # every wire of the band to every consumer
+    dots: list[tuple[float, float]]  # where a wire splits (copy)
+    starts: list[tuple[float, float]]  # where each wire of the band leaves its producer
+
+
+def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
+    """Columns and coordinates for `cells` (given in topological order)."""
+    by_key = {c.key: c for c in cells}
+    if len(by_key) != len(cells):
+        raise InternalError("diagram cells with the same key")
+    preds: dict[str, list[str]] = {c.key: [] for c in cells}
+    succs: dict[str, list[str]] = {c.key: [] for c in cells}
+    feeding: dict[tuple[str, int], Band] = {}
+    for b in bands:
+        for dst, slot in b.dsts:
+            preds[dst].append(b.src)
+            succs[b.src].append(dst)
+            feeding[(dst, slot)] = b
+    _columns(cells, preds, succs, by_key)
+    ncols = max(c.col for c in cells) + 1
+    last_col = {id(b): _last_col(b, by_key) for b in bands}
+
+    def band_ys(b: Band) -> list[float]:
+        src = by_key[b.src]
+        return [src.y + off for off in src.outs[b.idx]]
+
+    placed: set[str] = set()
+    for col in range(ncols):
+        column = [c for c in cells if c.col == col]
+        passing = []
+        for b in bands:
+            src = by_key[b.src]
+            if src.col < col < last_col[id(b)] and src.key in placed and src.outs[b.idx]:
+                ys = band_ys(b)
+                passing.append((min(ys) - sp.above, max(ys) + sp.below))
+        # cells of a column keep the order of where they want to be, top to bottom; a
+        # source whose place depends on its neighbours in the column comes after them
+        wanted, later = [], []
+        for i, cell in enumerate(column):
+            pref = _preferred(cell, by_key, feeding, succs, placed, last_col)
+            if pref is None:
+                later.append(cell)
+            else:
+                wanted.append((pref, i, cell))
+        wanted.sort(key=lambda t: t[:2])
+        floor = None
+        boxes: list[tuple[float, float]] = []
+        for pref, _, cell in wanted:
+            cell.y = _nearest_free(pref, cell.h, passing, sp.gap, floor)
+            floor = cell.y + cell.h + sp.gap
+            boxes.append((cell.y, cell.y + cell.h))
+            placed.add(cell.key)
+        for cell in later:
+            pref = _preferred(cell, by_key, feeding, succs, placed, last_col)
+            if pref is None:
+                pref = max((b for _, b in boxes), default=-sp.gap) + sp.gap
+            cell.y = _nearest_free(pref, cell.h, passing + boxes, sp.gap, None)
+            boxes.append((cell.y, cell.y + cell.h))
+            placed.add(cell.key)
+
+    # horizontal: column widths, and gaps wide enough for the labels of bands starting there
+    col_w = [0.0] * ncols
+    for c in cells:
+        col_w[c.col] = max(col_w[c.col], c.w)
+    label_need = [0.0] * ncols
+    for b in bands:
+        col = by_key[b.src].col
+        label_need[col] = max(label_need[col], b.label_w)
+    col_x = []
+    x = sp.margin_x
+    label_x = {}
+    for col in range(ncols):
+        col_x.append(x)
+        label_x[col] = x + col_w[col]
+        gap = max(sp.min_gap, label_need[col] + sp.bend + 8 if label_need[col] else sp.min_gap)
+        x += col_w[col] + (gap if col < ncols - 1 else 0)
+    width = x + sp.margin_x
+    for c in cells:
+        slack = col_w[c.col] - c.w
+        c.x = col_x[c.col] + {"left": 0.0, "right": slack}.get(c.align, slack / 2)
+
+    top = min((c.y for c in cells), default=0.0)
+    for b in bands:
+        if by_key[b.src].outs[b.idx]:
+            top = min(top, min(band_ys(b)) - sp.above)
+    shift = sp.margin_y - top
+    for c in cells:
+        c.y += shift
+    bottom = max((c.y + c.h for c in cells), default=0.0)
+    return Placement(by_key, bands, col_x, col_w, width, bottom + sp.margin_y, sp.bend, label_x)
+
+
+def _columns(cells, preds, succs, by_key):
+    for c in cells:
+        if c.pinned == "first":
+            c.col = 0
+        elif c.pinned == "last":
+            continue
+        elif preds[c.key]:
+            c.col = 1 + max(by_key[p].col for p in preds[c.key])
+        else:
+            c.col = 0
+    # a source (no inputs) goes right before its first consumer
+    for c in reversed(cells):
+        if c.pinned or preds[c.key]:
+            continue
+        consumers = [by_key[s].col for s in succs[c.key] if by_key[s].pinned != "last"]
+        if consumers:
+            c.col = max(0, min(consumers) - 1)
+    last = max((c.col for c in cells if c.pinned != "last"), default=0) + 1
+    for c in cells:
+        if c.pinned == "last":
+            c.col = last
+
+
+def _last_col(b: Band, by_key) -> int:
+    if not b.dsts:
+        return by_key[b.src].col + 1
+    return max(by_key[d].col for d, _ in b.dsts)
+
+
+def _preferred(cell, by_key, feeding, succs, placed, last_col) -> float | None:
+    slots = list(cell.prefer) + [i for i in range(len(cell.ins)) if i not in cell.prefer]
+    usable = [s for s in slots if (cell.key, s) in feeding and feeding[(cell.key, s)].src in placed
+              and cell.ins[s]]
+    ending = [s for s in usable if last_col[id(feeding[(cell.key, s)])] == cell.col]
+    for s in ending + usable:
+        b = feeding[(cell.key, s)]
+        src = by_key[b.src]
+        return src.y + src.outs[b.idx][0] - cell.ins[s][0]
+    # a source: line up with where its consumer will sit, judged by its other inputs
+    if cell.outs and cell.outs[0]:
+        for dst_key in succs[cell.key]:
+            dst = by_key[dst_key]
+            mine = [s for s in range(len(dst.ins)) if feeding.get((dst_key, s)) is not None
+                    and feeding[(dst_key, s)].src == cell.key]
+            for s in range(len(dst.ins)):
+                b = feeding.get((dst_key, s))
+                if b is None or b.src == cell.key or b.src not in placed or not dst.ins[s] or not mine:
+                    continue
+                src = by_key[b.src]
+                dst_top = src.y + src.outs[b.idx][0] - dst.ins[s][0]
+                return dst_top + dst.ins[mine[0]][0] - cell.outs[0][0]
+    return None
+
+
+def _nearest_free(pref: float, h: float, obstacles, gap: float, floor: float | None) -> float:
+    """The top nearest to `pref` (not above `floor`) where a cell of height h touches nothing."""
+
+    def free(t):
+        return all(t + h + gap <= a or t >= b + gap for a, b in obstacles)
+
+    cands = [pref] + ([floor] if floor is not None else [])
+    for a, b in obstacles:
+        cands += [b + gap, a - gap - h]
+    best = None
+    for t in cands:
+        if (floor is not None and t < floor) or not free(t):
+            continue
+        key = (abs(t - pref), -t)
+        if best is None or key < best[0]:
+            best = (key, t)
+    if best is None:  # below every obstacle is always free
+        return max([pref] + [b + gap for _, b in obstacles] + ([floor] if floor is not None else []))
+    return best[1]
+
+
+def route(p: Placement, b: Band) -> Route:
+    """The wires of band `b`: a trunk to its last consumer and branches that split off it."""
+    src = p.cells[b.src]
+    x0 = src.x + src.w
+    ys = [src.y + off for off in src.outs[b.idx]]
+    starts = [(x0, y) for y in ys]
+    if not b.dsts:
+        return Route(b, [], [], starts)
+    dsts = [(p.cells[d], slot) for d, slot in b.dsts]
+
+    def dy(item):
+        cell, slot = item
+        return abs(cell.y + cell.ins[slot][0] - ys[0]) if ys else 0.0
+
+    t = max(range(len(dsts)), key=lambda i: (dsts[i][0].col, -dy(dsts[i]), -i))
+    wires: list[Wire] = []
+    dots: list[tuple[float, float]] = []
+    for i in [t] + [i for i in range(len(dsts)) if i != t]:
+        cell, slot = dsts[i]
+        bx = p.col_x[cell.col] - p.bend
+        xe = p.col_x[cell.col]
+        is_trunk = i == t
+        for k, y in enumerate(ys):
+            y2 = cell.y + cell.ins[slot][k]
+            xs = x0 if is_trunk else bx
+            segs = [("M", xs, y)]
+            if abs(y2 - y) > 0.01:
+                segs.append(("L", bx, y))
+                mid = bx + p.bend / 2
+                segs.append(("C", mid, y, mid, y2, xe, y2))
+            if cell.x > segs[-1][-2] + 0.01 or len(segs) == 1:
+                segs.append(("L", cell.x, y2))
+            wires.append(Wire(segs))
+            if not is_trunk:
+                dots.append((bx, y))
+    return Route(b, wires, sorted(set(dots)), starts)
+
+
+# ---- wrapping a long diagram into rows ------------------------------------------------------------
+
+
+def wrap_ranges(p: Placement, bands: list[Band], max_width: float, max_cross: int = 2):
+    """Column ranges that split a diagram wider than `max_width` into rows, cutting only
+    where at most `max_cross` values cross the cut and no value crosses a whole row, with
+    rows of comparable width and the widest as narrow as can be (the fewest rows that fit
+    in `max_width`). None when wrapping would not help."""
+    ncols = len(p.col_x)
+    if p.width <= max_width or ncols < 5:
+        return None
+    cols = {k: c.col for k, c in p.cells.items()}
+    last = {id(b): max((cols[d] for d, _ in b.dsts), default=-1) for b in bands}
+    ok = [0 < c < ncols - 2 and sum(1 for b in bands if cols[b.src] <= c < last[id(b)]) <= max_cross
+          for c in range(ncols)]
+    cont = 30.0  # room for the markers where a row starts or ends
+
+    def through(c: int, j: int) -> bool:
+        """Whether a value would cross a whole row (columns c+1..j) without stopping."""
+        return j < ncols - 1 and any(cols[b.src] <= c and last[id(b)] > j for b in bands)
+
+    def width(a: int, b: int) -> float:
+        return p.col_x[b] + p.col_w[b] - p.col_x[a] + cont * ((a > 0) + (b < ncols - 1))
+
+    allowed = [c for c in range(ncols) if ok[c]]
+    best = None
+    most = min(-(-int(p.width) // int(max_width)) + 1, 4)
+    for k in range(2, most + 1):
+        combos = itertools.combinations(allowed, k - 1)
+        for cuts in itertools.islice(combos, 100_000):
+            bounds = [0] + [c + 1 for c in cuts] + [ncols]
+            rows = [(bounds[i], bounds[i + 1] - 1) for i in range(k)]
+            if any(through(a - 1, b) for a, b in rows[1:]):
+                continue
+            widths = [width(a, b) for a, b in rows]
+            if min(widths) < 0.4 * max(widths):
+                continue  # a stub of a row reads as an afterthought
+            if best is None or max(widths) < best[0]:
+                best = (max(widths), rows)
+        if best is not None and best[0] <= max_width:
+            break
+    if best is None or best[0] > 0.8 * p.width:
+        return None
+    return best[1]
+
+
+def split_rows(cells: list[Cell], bands: list[Band], p: Placement, ranges, make_in, make_out):
+    """The cells and bands of each row. A value that crosses into a row starts there from a
+    continuation cell `make_in(band, tag) -> (cell, labels, label width)`; values that leave a row end in
+    one cell `make_out([(band, tag), ...]) -> cell`. Tags are A, B, … by first crossing."""
+    cols = {c.key: p.cells[c.key].col for c in cells}
+    tags: dict[int, str] = {}
+
+    def tag_of(band: Band) -> str:
+        if id(band) not in tags:
+            n = len(tags)
+            tags[id(band)] = chr(ord("A") + n % 26) + (str(n // 26) if n >= 26 else "")
+        return tags[id(band)]
+
+    rows = []
+    for a, b in ranges:
+        row_cells = [c for c in cells if a <= cols[c.key] <= b]
+        starts: list[Cell] = []
+        row_bands: list[Band] = []
+        leaving: list[tuple[Band, str]] = []
+        leaving_new: list[Band] = []
+        for band in bands:
+            src_col = cols[band.src]
+            dst_cols = [cols[d] for d, _ in band.dsts]
+            if src_col > b or not dst_cols or max(dst_cols) < a:
+                continue
+            inside = [(d, s) for d, s in band.dsts if a <= cols[d] <= b]
+            if src_col >= a:
+                new = Band(band.src, band.idx, inside, band.label_w, band.payload, band.labels)
+            else:
+                cell, labels, label_w = make_in(band, tag_of(band))
+                starts.append(cell)
+                new = Band(cell.key, 0, inside, label_w, band.payload, labels)
+            if max(dst_cols) > b:
+                leaving.append((band, tag_of(band)))
+                leaving_new.append(new)
+            row_bands.append(new)
+        if leaving:
+            out = make_out(leaving)
+            row_cells.append(out)
+            for slot, new in enumerate(leaving_new):
+                new.dsts.append((out.key, slot))
+        rows.append((starts + row_cells, row_bands))
+    return rows

@@ -1,0 +1,1 @@
+"""nncircuit's benchmark suite: `python bench/run.py [--quick] [--gpu] [--json out.json]`."""

@@ -1,0 +1,1041 @@
+"""A generator of random well-typed .nn specs, for differential testing and fuzzing.
+
+A spec is a random composition of registered ops over random named axes, with blocks
+(called lifted over extra axes, one definition instantiated with several hyperparameter
+values), `repeat` (independent and shared, nested), weight sharing and tying. The generator
+keeps its own model of every value's type, written from the language rules and independent
+of the compiler: a spec it makes that the compiler rejects is a finding.
+
+Static sizes are tracked as expressions over the hyperparameters in scope and every choice
+compares expressions, never values, so a block body is valid for any hyperparameter values.
+
+`generate(seed)` makes one spec from an integer seed; `specs()` is the same generator as a
+hypothesis strategy whose choices shrink."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+# Axis names; never the name of a hyperparameter (k*), value (t*, x*, m*, b*, w*), block (B*).
+AXES = ("d", "e", "f", "g", "h", "w", "c", "n", "p", "q", "r", "u", "v", "z")
+UNARY = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "neg", "abs")
+
+
+class Retry(Exception):
+    """A choice the generator cannot complete; it makes another."""
+
+
+# ---- choices -------------------------------------------------------------------------------
+
+
+class RandomChooser:
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+    def pick(self, seq):
+        seq = list(seq)
+        if not seq:
+            raise Retry("nothing to pick from")
+        return seq[self.integer(0, len(seq) - 1)]
+
+    def chance(self, p: float) -> bool:
+        return self.integer(0, 99) >= 100 - round(100 * p)
+
+
+class DrawChooser(RandomChooser):
+    """Choices drawn through hypothesis (they shrink towards 0: fewer, simpler things)."""
+
+    def __init__(self, draw):
+        import hypothesis.strategies as st
+
+        self.draw = draw
+        self.st = st
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.draw(self.st.integers(lo, hi))
+
+
+# ---- the generator's own type model --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ax:
+    name: str
+    expr: str  # static: a Python expression over hyperparameters; run-time size: "$N"
+    value: int  # static: its value; run-time: the size the test feeds
+
+    @property
+    def dynamic(self) -> bool:
+        return self.expr.startswith("$")
+
+    def decl(self) -> str:
+        return self.name if self.dynamic else f"{self.name}: {self.expr}"
+
+
+@dataclass(frozen=True)
+class T:
+    axes: tuple[Ax, ...]
+    dtype: str = "float32"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes)
+
+    def get(self, name: str) -> Ax | None:
+        return next((a for a in self.axes if a.name == name), None)
+
+    def without(self, names) -> T:
+        return T(tuple(a for a in self.axes if a.name not in names), self.dtype)
+
+    def is_float(self) -> bool:
+        return self.dtype == "float32"
+
+    def static(self) -> list[Ax]:
+        return [a for a in self.axes if not a.dynamic]
+
+
+def _one(a: Ax) -> bool:
+    return a.expr == "1"
+
+
+def compatible(a: Ax, b: Ax) -> bool:
+    return a.expr == b.expr or _one(a) or _one(b)
+
+
+def broadcast(a: T, b: T) -> T | None:
+    """The language's rule: the layout of the operand with more axes (the left one on a
+    tie), the other's extra axes appended; a shared axis must agree or be 1."""
+    if len(b.axes) > len(a.axes):
+        a, b = b, a
+    axes = list(a.axes)
+    for ax in b.axes:
+        mine = a.get(ax.name)
+        if mine is None:
+            axes.append(ax)
+        elif not compatible(mine, ax):
+            return None
+        elif _one(mine):
+            axes[a.names.index(ax.name)] = ax
+    return T(tuple(axes))
+
+
+def evaluate(expr: str, env: dict) -> int:
+    # only expressions this module writes, over hyperparameter names
+    return int(eval(expr, {"__builtins__": {}}, dict(env)))  # noqa: S307
+
+
+def substitute(expr: str, exprs: dict[str, str]) -> str:
+    return re.sub(r"\b[A-Za-z_]\w*\b", lambda m: f"({exprs[m[0]]})" if m[0] in exprs else m[0], expr)
+
+
+@dataclass
+class BlockDef:
+    name: str
+    params: list[str]  # bound to declared axis sizes, then one with a default
+    defaulted: str | None
+    inputs: int
+    declared: T  # the declared input type, in the block's terms
+    outputs: list[T]  # in the block's terms
+    names: frozenset[str]  # every axis name the body makes
+
+
+class Scope:
+    def __init__(self, kind: str, env: dict, parent: Scope | None = None, inputs=()):
+        self.kind = kind  # "model" | "block" | "repeat"
+        self.env = env  # hyperparameter -> value
+        self.parent = parent
+        self.vals: dict[str, T] = {}
+        self.lines: list[str] = []
+        self.input_axes = set(inputs) if parent is None else parent.input_axes
+        self.first_axis: dict[str, Ax] = dict(parent.first_axis) if parent else {}
+
+    def block_level(self) -> bool:
+        s = self
+        while s.parent is not None:
+            s = s.parent
+        return s.kind == "block"
+
+    def visible(self) -> dict[str, T]:
+        out = dict(self.parent.visible()) if self.parent else {}
+        out.update(self.vals)
+        return out
+
+    def hyper(self) -> list[str]:
+        return sorted(self.env)
+
+    def note(self, name: str, t: T):
+        self.vals[name] = t
+        for a in t.axes:
+            self.first_axis.setdefault(a.name, a)
+
+
+@dataclass(frozen=True)
+class GenSpec:
+    """A generated spec and what the generator knows about it."""
+
+    text: str
+    model: str
+    params: dict  # hyperparameter overrides to load it with
+    inputs: tuple  # (name, shape, dtype, exclusive bound of int values)
+    outputs: tuple  # (name, axis names, shape at the input sizes)
+    seed: object = None
+
+    def describe(self) -> str:
+        return f"# specgen.generate({self.seed}); load with {self.params}; inputs {self.inputs}\n{self.text}"
+
+
+# ---- the generator -------------------------------------------------------------------------
+
+
+class Gen:
+    def __init__(self, ch: RandomChooser, size: int = 8):
+        self.ch = ch
+        self.size = size
+        self.counters: dict[str, int] = {}
+        self.tokens = 0
+        self.depth = 0
+        self.blocks: list[BlockDef] = []
+        self.texts: list[str] = []  # block definitions, in order
+        self.int_bound: dict[str, str] = {}  # int value -> expression its values stay below
+        self.topk_src: dict[str, tuple[str, str]] = {}  # top_k indices -> (axis, its size)
+
+    def fresh(self, prefix: str) -> str:
+        n = self.counters.get(prefix, 0)
+        self.counters[prefix] = n + 1
+        return f"{prefix}{n}"
+
+    def token(self) -> str:
+        self.tokens += 1
+        return f"${self.tokens}"
+
+    # ---- sizes and values
+    def size_expr(self, sc: Scope) -> tuple[str, int]:
+        hs = sc.hyper()
+        if hs and self.ch.chance(0.4):
+            h = self.ch.pick(hs)
+            expr = self.ch.pick([h, f"{h} + 1", f"2 * {h}"])
+        else:
+            expr = str(self.ch.integer(1, 5))
+        return expr, evaluate(expr, sc.env)
+
+    def text(self, sc: Scope, a: Ax) -> str:
+        """A static size as spec text. Sizes after a convolution or pooling are floor
+        divisions, which the language cannot write: at model level their value stands in
+        for them (one instance); inside a block the choice is abandoned."""
+        if "//" not in a.expr:
+            return a.expr
+        if sc.block_level():
+            raise Retry("a size the language cannot write, inside a block")
+        return str(a.value)
+
+    def writable(self, sc: Scope, a: Ax) -> Ax:
+        return a if a.dynamic else Ax(a.name, self.text(sc, a), a.value)
+
+    def new_axis(self, sc: Scope, avoid) -> Ax:
+        return Ax(self.ch.pick([a for a in AXES if a not in avoid]), *self.size_expr(sc))
+
+    def pick(self, sc: Scope, pred=lambda t: True, *, floats=True) -> tuple[str, T]:
+        cands = [(n, t) for n, t in sc.visible().items() if (t.is_float() or not floats) and pred(t)]
+        if len(cands) > 3 and self.ch.chance(0.6):
+            cands = cands[-3:]  # recent values, so that computations chain
+        return self.ch.pick(cands)
+
+    def operand(self, name: str, t: T) -> str:
+        """The value, or a type-preserving expression of it (nesting, pipes, inline ops)."""
+        if not t.is_float() or not self.ch.chance(0.25):
+            return name
+        form = self.ch.integer(0, 4)
+        if form == 0:
+            return f"{self.ch.pick(UNARY)}({name})"
+        if form == 1:
+            return f"({name} |> {self.ch.pick(UNARY)})"
+        if form == 2:
+            return f"({name} * 0.5)"
+        if form == 3 and t.static():
+            return f"LayerNorm({name}, over {self.ch.pick(t.static()).name})"
+        return f"-{name}"
+
+    def assign(self, sc: Scope, expr: str, t: T) -> str:
+        name = self.fresh("t")
+        sc.note(name, t)
+        sc.lines.append(f"{name} = {expr}")
+        return name
+
+    def statements(self, sc: Scope, count: int):
+        done = tries = 0
+        while done < count and tries < count * 10:
+            tries += 1
+            op = self.ch.pick(self.ops())
+            try:
+                op(sc)
+                done += 1
+            except Retry:
+                continue
+
+    def ops(self):
+        table = [
+            self.op_unary, self.op_unary, self.op_scalar, self.op_binary, self.op_binary,
+            self.op_softmax, self.op_causal, self.op_einsum, self.op_transpose, self.op_rename,
+            self.op_flatten, self.op_unflatten, self.op_concat, self.op_reduce, self.op_cast,
+            self.op_select, self.op_topk, self.op_gather, self.op_linear, self.op_linear,
+            self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
+            self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
+        ]
+        if self.depth < 2:
+            table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
+        return table
+
+    # ---- pure ops
+    def op_unary(self, sc):
+        name, t = self.pick(sc)
+        x = self.operand(name, t)
+        fn = self.ch.pick(UNARY + ("exp", "log", "sqrt", "dropout"))
+        if fn == "exp":
+            expr = f"exp(tanh({x}))"
+        elif fn == "log":
+            expr = f"log(abs({x}) + 1)"
+        elif fn == "sqrt":
+            expr = f"({x} |> abs |> sqrt)"
+        elif fn == "dropout":
+            expr = self.ch.pick([f"dropout({x}, p = 0.25)", f"{x} |> dropout"])
+        else:
+            expr = self.ch.pick([f"{fn}({x})", f"{x} |> {fn}"])
+        self.assign(sc, expr, t)
+
+    def op_scalar(self, sc):
+        name, t = self.pick(sc)
+        h = self.ch.pick(sc.hyper() or ["2"])
+        expr = self.ch.pick([
+            f"{name} * 2", f"{name} + 0.5", f"3 - {name}", f"{name} / 4", f"tanh({name}) ** 2",
+            f"2 ** tanh({name})", f"{name} * {h}", f"{name} / sqrt({h})", f"{name} * abs({h})",
+            f"{name} * max({h}, 2)", f"{name} / min({h}, 3)", f"{name} * (1.0 / {h})",
+            f"{name} * -{h}", f"{name} * ({h} ** 2 - {h})",
+        ])
+        self.assign(sc, expr, t)
+
+    def op_binary(self, sc):
+        a, ta = self.pick(sc)
+        b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
+        x, y = self.operand(a, ta), self.operand(b, tb)
+        expr = self.ch.pick([f"{x} + {y}", f"{x} - {y}", f"{x} * {y}",
+                             f"{x} / (abs({y}) + 1)", f"(abs({x}) + 1) ** tanh({y})"])
+        self.assign(sc, expr, broadcast(ta, tb))
+
+    def op_softmax(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes).name
+        fn = self.ch.pick(["softmax", "log_softmax"])
+        x = self.operand(name, t)
+        self.assign(sc, self.ch.pick([f"{fn}({x}, over {ax})", f"{x} |> {fn}(over {ax})"]), t)
+
+    def op_causal(self, sc):
+        name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
+        q, k = self.ch.pick([(a.name, b.name) for a in t.axes for b in t.axes if a is not b])
+        self.assign(sc, f"softmax(causal({name}, over [{q}, {k}]), over {k})", t)
+
+    def op_einsum(self, sc):
+        a, ta = self.pick(sc, lambda t: t.axes)
+
+        def fits(t):
+            shared = [x for x in t.axes if ta.get(x.name)]
+            return shared and all(ta.get(x.name).expr == x.expr for x in shared)
+
+        if self.ch.chance(0.2):
+            sizes, args = {x.name: x for x in ta.axes}, a
+        else:
+            b, tb = self.pick(sc, fits)
+            sizes, args = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {b}"
+        out: list[str] = []
+        for _ in range(self.ch.integer(1, min(3, len(sizes)))):
+            out.append(self.ch.pick([n for n in sizes if n not in out]))
+        self.assign(sc, f"einsum({args} -> [{', '.join(out)}])", T(tuple(sizes[n] for n in out)))
+
+    def op_transpose(self, sc):
+        name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
+        n = len(t.axes)
+        i, j = self.ch.pick([(i, j) for i in range(n) for j in range(i + 1, n)])
+        axes = list(t.axes)
+        axes[i], axes[j] = axes[j], axes[i]
+        a, b = t.axes[i].name, t.axes[j].name
+        expr = self.ch.pick([f"transpose({name}, {a}, {b})", f"{name} |> transpose({b}, {a})"])
+        self.assign(sc, expr, T(tuple(axes), t.dtype))
+
+    def op_rename(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes, floats=False)
+        ax = self.ch.pick(t.axes)
+        new = self.ch.pick([n for n in AXES if n not in t.names])
+        axes = tuple(Ax(new, a.expr, a.value) if a is ax else a for a in t.axes)
+        self.assign(sc, f"{name} rename {ax.name} -> {new}", T(axes, t.dtype))
+
+    def op_flatten(self, sc):
+        def pairs(t):
+            return [i for i in range(len(t.axes) - 1) if not t.axes[i].dynamic and not t.axes[i + 1].dynamic]
+
+        name, t = self.pick(sc, pairs)
+        i = self.ch.pick(pairs(t))
+        a, b = t.axes[i], t.axes[i + 1]
+        into = self.ch.pick([n for n in AXES if n not in t.names] + [a.name, b.name])
+        merged = Ax(into, f"({a.expr}) * ({b.expr})", a.value * b.value)
+        axes = t.axes[:i] + (merged,) + t.axes[i + 2:]
+        self.assign(sc, f"{name} |> flatten([{a.name}, {b.name}] -> {into})", T(axes, t.dtype))
+
+    def op_unflatten(self, sc):
+        name, t = self.pick(sc, T.static)
+        ax = self.ch.pick(t.static())
+        free = [n for n in AXES if n not in t.names or n == ax.name]
+        p = self.ch.pick(free)
+        q = self.ch.pick([n for n in free if n != p])
+        expr = self.text(sc, ax)
+        if expr in ("4", "6"):
+            e1, e2 = "2", str(ax.value // 2)
+        else:
+            e1, e2 = self.ch.pick([(expr, "1"), ("1", expr)])
+        i = t.names.index(ax.name)
+        axes = t.axes[:i] + (Ax(p, e1, evaluate(e1, sc.env)), Ax(q, e2, evaluate(e2, sc.env))) + t.axes[i + 1:]
+        self.assign(sc, f"unflatten({name}, {ax.name} -> [{p}: {e1}, {q}: {e2}])", T(axes, t.dtype))
+
+    def op_concat(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes)
+        if ax.dynamic and sc.block_level():
+            raise Retry("a run-time size would change inside a block")
+        form = self.ch.integer(0, 2)
+        if form == 0:  # the other input lacks the axis: it adds one slice
+            other, slices = f"mean({name}, over {ax.name})", 1
+        elif form == 1 and len(t.axes) >= 2:  # the other input has another layout
+            b = self.ch.pick([a for a in t.axes if a is not ax])
+            other, slices = f"transpose({name}, {ax.name}, {b.name})", None
+        else:
+            other, slices = f"relu({name})", None
+        if ax.dynamic:
+            size = Ax(ax.name, self.token(), ax.value + (slices or ax.value))
+        elif slices:
+            size = Ax(ax.name, f"({ax.expr}) + 1", ax.value + 1)
+        else:
+            size = Ax(ax.name, f"2 * ({ax.expr})", 2 * ax.value)
+        args = f"{name}, {other}" if form == 1 or self.ch.chance(0.5) else f"{other}, {name}"
+        axes = tuple(size if a is ax else a for a in t.axes)
+        self.assign(sc, f"concat({args}, over {ax.name})", T(axes))
+
+    def op_reduce(self, sc):
+        name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
+        axes: list[str] = []
+        for _ in range(self.ch.integer(1, min(2, len(t.axes) - 1))):
+            axes.append(self.ch.pick([a.name for a in t.axes if a.name not in axes]))
+        fn = self.ch.pick(["sum", "mean", "max", "min"])
+        over = axes[0] if len(axes) == 1 else f"[{', '.join(axes)}]"
+        self.assign(sc, f"{fn}({self.operand(name, t)}, over {over})", t.without(axes))
+
+    def op_cast(self, sc):
+        name, t = self.pick(sc)
+        self.assign(sc, f'cast(cast({name}, to = "float64") |> tanh, to = "float32")', t)
+
+    def op_select(self, sc):
+        name, t = self.pick(sc, lambda t: len(t.axes) >= 2, floats=False)
+        ax = self.ch.pick(t.axes)
+        self.assign(sc, f"{name}[{ax.name} = {self.ch.pick(['0', '-1'])}]", t.without([ax.name]))
+
+    def op_topk(self, sc):
+        name, t = self.pick(sc, T.static)
+        ax = self.ch.pick(t.static())
+        k = self.ch.pick(["1", self.text(sc, ax)] + ([str(ax.value - 1)] if ax.expr.isdigit() and ax.value > 2 else []))
+        into = self.ch.pick([n for n in AXES if n not in t.names]) if self.ch.chance(0.3) else None
+        out = Ax(into or ax.name, k, evaluate(k, sc.env))
+        axes = tuple(out if a is ax else a for a in t.axes)
+        vals, idx = self.fresh("t"), self.fresh("t")
+        sc.note(vals, T(axes))
+        sc.note(idx, T(axes, "int64"))
+        self.int_bound[idx] = self.text(sc, ax)
+        if into is None:
+            self.topk_src[idx] = (ax.name, ax.expr)
+        extra = f", into = {into}" if into else ""
+        # a random offset along the axis breaks ties (relu's zeros, copies), whose order
+        # backends may break differently
+        x = f"{name} + Param([{ax.name}: {self.text(sc, ax)}], std = 0.1)"
+        sc.lines.append(f"{vals}, {idx} = top_k({x}, over {ax.name}, k = {k}{extra})")
+        if into is None and self.ch.chance(0.5):
+            try:
+                self.op_gather(sc)
+            except Retry:
+                pass
+
+    def op_gather(self, sc):
+        """Gather along the axis a top_k ran over, with its indices (always in range)."""
+        vis = sc.visible()
+        idx = self.ch.pick([i for i in self.topk_src if i in vis])
+        axis, size = self.topk_src[idx]
+        ti = vis[idx]
+
+        def fits(t):
+            a = t.get(axis)
+            return a is not None and a.expr == size and broadcast(t.without([axis]), ti.without([axis]))
+
+        name, t = self.pick(sc, fits)
+        rest = broadcast(t.without([axis]), ti.without([axis]))
+        pos = min(t.names.index(axis), len(rest.axes))
+        axes = rest.axes[:pos] + (ti.get(axis),) + rest.axes[pos:]
+        self.assign(sc, f"gather({name}, {idx}, over {axis})", T(axes))
+
+    def op_positions(self, sc):
+        ax = self.ch.pick([a for a in sc.first_axis.values() if a.name in sc.input_axes])
+        if ax.dynamic and sc.kind == "repeat":
+            # a repeat body reads run-time sizes from its inputs only (the torch backend's
+            # limit): it may not have this axis
+            raise Retry("positions of a run-time axis in a repeat body")
+        if (ax.dynamic and sc.block_level()) or self.ch.chance(0.5):
+            self.assign(sc, f'cast(positions({ax.name}), to = "float32")', T((ax,)))
+            return
+        bound = str(ax.value) if ax.dynamic else self.text(sc, ax)
+        name = self.assign(sc, f"positions({ax.name})", T((ax,), "int64"))
+        self.int_bound[name] = bound
+
+    def op_pad_to(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes)
+        like, tl = self.pick(sc, lambda u: u.get(ax.name) is not None, floats=False)
+        target = tl.get(ax.name)
+        if target.dynamic and sc.block_level() and target.expr != ax.expr:
+            raise Retry("a run-time size would change inside a block")
+        axes = tuple(target if a is ax else a for a in t.axes)
+        self.assign(sc, f"pad_to({name}, {like}, over [{ax.name}])", T(axes))
+
+    # ---- learned ops
+    def linear_parts(self, sc, t: T):
+        static = t.static()
+        if not static:
+            raise Retry("no static axis")
+        src = [self.ch.pick(static)]
+        if len(static) > 1 and self.ch.chance(0.25):
+            src.append(self.ch.pick([a for a in static if a is not src[0]]))
+        kept = [a.name for a in t.axes if a not in src]
+        dst = [self.new_axis(sc, kept)]
+        if self.ch.chance(0.25):
+            dst.append(self.new_axis(sc, kept + [dst[0].name]))
+        return src, dst
+
+    @staticmethod
+    def linear_type(t: T, src, dst) -> T:
+        consumed = [a.name for a in src]
+        pos = max(t.names.index(n) for n in consumed)
+        kept = [a for a in t.axes if a.name not in consumed]
+        before = [a for a in t.axes[:pos] if a.name not in consumed]
+        return T(tuple(before + list(dst) + kept[len(before):]))
+
+    @staticmethod
+    def side(axes, sized=True) -> str:
+        text = [a.decl() if sized else a.name for a in axes]
+        return text[0] if len(text) == 1 else f"[{', '.join(text)}]"
+
+    def op_linear(self, sc):
+        name, t = self.pick(sc)
+        src, dst = self.linear_parts(sc, t)
+        arrow = f"{self.side(src, False)} -> {self.side(dst)}"
+        bias = ", bias = false" if self.ch.chance(0.2) else ""
+        x = self.operand(name, t)
+        expr = self.ch.pick([f"Linear({x}, {arrow}{bias})", f"{x} |> Linear({arrow}{bias})"])
+        self.assign(sc, expr, self.linear_type(t, src, dst))
+
+    def op_norm(self, sc):
+        name, t = self.pick(sc, T.static)
+        static = [a.name for a in t.static()]
+        over = [self.ch.pick(static)]
+        if len(static) > 1 and self.ch.chance(0.3):
+            over.append(self.ch.pick([a for a in static if a != over[0]]))
+        kind = self.ch.pick(["LayerNorm", "RMSNorm"])
+        extra = self.ch.pick(["", ", eps = 1e-6", ", affine = false"] + ([", bias = false"] if kind == "LayerNorm" else []))
+        ov = over[0] if len(over) == 1 else f"[{', '.join(over)}]"
+        self.assign(sc, self.ch.pick([f"{kind}({name}, over {ov}{extra})", f"{name} |> {kind}(over {ov}{extra})"]), t)
+
+    def op_batchnorm(self, sc):
+        def channels(t):
+            return [a for i, a in enumerate(t.axes) if not a.dynamic and len(t.axes) - i - 1 <= 3]
+
+        name, t = self.pick(sc, channels)
+        c = self.ch.pick(channels(t)).name
+        self.assign(sc, self.ch.pick([f"BatchNorm({name}, {c})", f"{name} |> BatchNorm({c})"]), t)
+
+    def spatial(self, sc, a: Ax, expr: str, value: int, same: bool) -> Ax:
+        if a.dynamic:
+            if same:
+                return a
+            if sc.block_level():
+                raise Retry("a run-time size would change inside a block")
+            return Ax(a.name, self.token(), value)
+        return Ax(a.name, expr, evaluate(expr, sc.env))
+
+    def op_conv(self, sc):
+        name, t = self.pick(sc, lambda t: len(t.axes) >= 2 and t.static())
+        c = self.ch.pick(t.static())
+        others = [a for a in t.axes if a is not c]
+        spatial = [self.ch.pick(others)]
+        if len(others) > 1 and self.ch.chance(0.4):
+            spatial.append(self.ch.pick([a for a in others if a is not spatial[0]]))
+        transposed = self.ch.chance(0.25)
+        k, s, dil = self.ch.integer(1, 3), self.ch.integer(1, 2), self.ch.pick([1, 1, 2])
+        ext = dil * (k - 1)
+        kw = [f"kernel = {k}"] + ([f"stride = {s}"] if s != 1 else []) + ([f"dilation = {dil}"] if dil != 1 else [])
+        op_ = 0
+        if transposed:
+            p = self.ch.integer(0, ext // 2)
+            if s > 1 and self.ch.chance(0.3):
+                op_ = 1
+                kw.append("output_padding = 1")
+        else:
+            p = (ext + 1) // 2  # so that any size >= 1 fits
+        if not transposed and s == 1 and ext % 2 == 0 and self.ch.chance(0.3):
+            kw.append('padding = "same"')
+        elif p:
+            kw.append(f"padding = {p}")
+        out_c = Ax(self.ch.pick([c.name] + [n for n in AXES if n not in t.names]), *self.size_expr(sc))
+        if not transposed and self.ch.chance(0.25):
+            out_c = Ax(out_c.name, f"2 * ({self.text(sc, c)})", 2 * c.value)
+            kw.append(f"groups = {self.text(sc, c)}")
+        if self.ch.chance(0.2):
+            kw.append("bias = false")
+        axes = []
+        for a in t.axes:
+            if a is c:
+                axes.append(out_c)
+            elif a in spatial and transposed:
+                expr = f"(({a.expr}) - 1) * {s} - {2 * p} + {ext} + {op_} + 1"
+                value = (a.value - 1) * s - 2 * p + ext + op_ + 1
+                axes.append(self.spatial(sc, a, expr, value, s == 1 and ext + op_ == 2 * p))
+            elif a in spatial:
+                expr = f"(({a.expr}) + {2 * p} - {ext} - 1) // {s} + 1"
+                value = (a.value + 2 * p - ext - 1) // s + 1
+                axes.append(self.spatial(sc, a, expr, value, s == 1 and 2 * p == ext))
+            else:
+                axes.append(a)
+        op = "ConvTranspose" if transposed else "Conv"
+        over = self.side(spatial, False)
+        self.assign(sc, f"{op}({name}, {c.name} -> {out_c.decl()}, {', '.join(kw)}, over {over})", T(tuple(axes)))
+
+    def op_pool(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        spatial = [self.ch.pick(t.axes)]
+        if len(t.axes) > 1 and self.ch.chance(0.3):
+            spatial.append(self.ch.pick([a for a in t.axes if a is not spatial[0]]))
+        k = self.ch.integer(1, 3)
+        s = self.ch.pick([None, 1, 2])
+        p = self.ch.pick([0, k // 2])
+        if 1 + 2 * p < k and any(not a.expr.isdigit() or a.value + 2 * p < k for a in spatial):
+            raise Retry("the kernel may not fit the axis")
+        stride = s or k
+        kw = [f"kernel = {k}"] + ([f"stride = {s}"] if s else []) + ([f"padding = {p}"] if p else [])
+        axes = []
+        for a in t.axes:
+            if a in spatial:
+                expr = f"(({a.expr}) + {2 * p} - {k}) // {stride} + 1"
+                value = (a.value + 2 * p - k) // stride + 1
+                axes.append(self.spatial(sc, a, expr, value, stride == 1 and 2 * p == k - 1))
+            else:
+                axes.append(a)
+        fn = self.ch.pick(["maxpool", "avgpool"])
+        self.assign(sc, f"{fn}({name}, {', '.join(kw)}, over {self.side(spatial, False)})", T(tuple(axes)))
+
+    def op_param(self, sc):
+        name, t = self.pick(sc, T.static)
+        axes = [a for a in t.static() if self.ch.chance(0.6)] or t.static()[:1]
+        init = self.ch.pick(["", ', init = "zeros"', ', init = "ones"', ", std = 0.02"])
+        decl = ", ".join(self.writable(sc, a).decl() for a in axes)
+        self.assign(sc, self.ch.pick([f"{name} + Param([{decl}]{init})", f"Param([{decl}]{init}) * {name}"]), t)
+
+    def op_embedding(self, sc):
+        """An Embedding of integer values (inputs, positions, top_k indices); at model level
+        sometimes named, with a Linear tied to it that maps back to the entries."""
+        vis = sc.visible()
+        name = self.ch.pick([n for n in self.int_bound if n in vis])
+        t = vis[name]
+        bound = self.int_bound[name]
+        num = str(int(bound) + self.ch.integer(0, 2)) if bound.isdigit() else bound
+        out = self.new_axis(sc, t.names)
+        arrow = f"n: {num} -> {out.decl()}"
+        if sc.kind != "model" or not self.ch.chance(0.4):
+            self.assign(sc, self.ch.pick([f"Embedding({name}, {arrow})", f"{name} |> Embedding({arrow})"]), T(t.axes + (out,)))
+            return
+        inst = self.fresh("w")
+        sc.lines.append(f"{inst} = Embedding({arrow})")
+        emb = self.assign(sc, f"{inst}({name})", T(t.axes + (out,)))
+        back = Ax(self.ch.pick([a for a in AXES if a not in t.names]), num, evaluate(num, sc.env))
+        bias = self.ch.pick(["", ", bias = false"])
+        self.assign(sc, f"Linear({emb}, {out.name} -> {back.decl()}{bias}, tied = {inst})", T(t.axes + (back,)))
+
+    def op_named(self, sc):
+        """A learned instance bound to a name and applied to two values (shared weights)."""
+        if sc.kind == "repeat":
+            raise Retry("an instance bound outside a repeat cannot be used inside it")
+        name, t = self.pick(sc, T.static)
+        inst = self.fresh("m")
+        if self.ch.chance(0.5):
+            src, dst = self.linear_parts(sc, t)
+            if len(src) > 1:
+                raise Retry("a named Linear here maps one axis")
+            (a,) = src
+            sc.lines.append(f"{inst} = Linear({a.name} -> {self.side(dst)})")
+
+            def fits(u):
+                mine = u.get(a.name)
+                clash = any(u.get(d.name) for d in dst if d.name != a.name)
+                return mine is not None and mine.expr == a.expr and not clash
+
+            def make(u):
+                return self.linear_type(u, [u.get(a.name)], dst)
+        else:
+            a = self.ch.pick(t.static())
+            sc.lines.append(f"{inst} = {self.ch.pick(['LayerNorm', 'RMSNorm'])}(over {a.name})")
+
+            def fits(u):
+                return u.get(a.name) is not None and u.get(a.name).expr == a.expr
+
+            def make(u):
+                return u
+        self.assign(sc, f"{inst}({name})", make(t))
+        others = [(n, u) for n, u in sc.visible().items() if u.is_float() and fits(u)]
+        if others:
+            n2, u2 = self.ch.pick(others)
+            self.assign(sc, f"{inst}({n2})", make(u2))
+
+    # ---- blocks and repeats
+    def op_block(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        fit = [b for b in self.blocks if self.binding(b, t, sc.block_level()) is not None]
+        b = self.ch.pick(fit) if fit and self.ch.chance(0.5) else self.make_block(sc, t)
+        bound = self.binding(b, t, sc.block_level())
+        if bound is None:
+            raise Retry("the block does not fit")
+        exprs, dyn = bound
+        lift = [a for a in t.axes if a.name not in b.declared.names]
+        if {a.name for a in lift} & b.names:
+            raise Retry("an axis of the block clashes with a lifted one")
+        given = [p for p in b.params if p != b.defaulted or self.ch.chance(0.5)]
+        if b.defaulted and b.defaulted in given:
+            exprs[b.defaulted] = self.ch.pick(["2", "4"] + sc.hyper())
+        elif b.defaulted:
+            exprs[b.defaulted] = "3"
+        if self.ch.chance(0.4):
+            args = ", ".join(exprs[p] for p in given)
+        else:
+            args = ", ".join(f"{p} = {exprs[p]}" for p in given)
+        outs = [T(tuple(lift) + tuple(self.outside(a, exprs, dyn, sc) for a in o.axes), o.dtype) for o in b.outputs]
+        tensors = ", ".join([self.operand(name, t)] + [name] * (b.inputs - 1))
+        call = f"{b.name}({args})({tensors})"
+        if sc.kind != "repeat" and self.ch.chance(0.3):
+            inst = self.fresh("b")
+            sc.lines.append(f"{inst} = {b.name}({args})")
+            call = f"{inst}({tensors})"
+        if len(outs) == 1:
+            self.assign(sc, call, outs[0])
+            return
+        names = [self.fresh("t") for _ in outs]
+        for n, o in zip(names, outs):
+            sc.note(n, o)
+        sc.lines.append(f"{', '.join(names)} = {call}")
+
+    def outside(self, a: Ax, exprs: dict, dyn: dict, sc: Scope) -> Ax:
+        """An output axis of a block, in the caller's terms."""
+        if a.dynamic:
+            caller = dyn[a.expr]
+            return Ax(a.name, caller.expr, caller.value)
+        expr = substitute(a.expr, exprs)
+        return Ax(a.name, expr, evaluate(expr, sc.env))
+
+    def binding(self, b: BlockDef, t: T, scope_block: bool):
+        """The block's hyperparameter expressions and run-time axes for a call on t."""
+        exprs, dyn = {}, {}
+        for d in b.declared.axes:
+            a = t.get(d.name)
+            if a is None:
+                return None
+            if d.dynamic:
+                dyn[d.expr] = a
+            elif d.expr in b.params:
+                if a.dynamic or ("//" in a.expr and scope_block):
+                    return None
+                exprs[d.expr] = a.expr if "//" not in a.expr else str(a.value)
+            elif d.expr != a.expr:
+                return None
+        return exprs, dyn
+
+    def make_block(self, sc: Scope, t: T) -> BlockDef:
+        name = self.fresh("B")
+        declared = [a for a in t.axes if self.ch.chance(0.5)] or [self.ch.pick(t.axes)]
+        params, env, axes = [], {}, []
+        for a in declared:
+            if a.dynamic or self.ch.chance(0.2):
+                axes.append(Ax(a.name, self.token(), a.value))
+            elif a.expr.isdigit() and self.ch.chance(0.3):  # a literal size
+                axes.append(a)
+            else:
+                p = self.fresh("k")
+                params.append(p)
+                env[p] = a.value
+                axes.append(Ax(a.name, p, a.value))
+        defaulted = None
+        if self.ch.chance(0.4):
+            defaulted = self.fresh("k")
+            params.append(defaulted)
+            env[defaulted] = 3
+        declared_t = T(tuple(axes))
+        bsc = Scope("block", env, inputs=declared_t.names)
+        n_in = 2 if self.ch.chance(0.25) else 1
+        xs = [self.fresh("x") for _ in range(n_in)]
+        for x in xs:
+            bsc.note(x, declared_t)
+        self.depth += 1
+        try:
+            self.statements(bsc, self.ch.integer(1, max(1, self.size // 2)))
+        finally:
+            self.depth -= 1
+        made = [(n, u) for n, u in bsc.vals.items() if u.axes and n not in xs] or [(xs[0], declared_t)]
+        outs = [self.ch.pick(made[-3:])]
+        if len(made) > 1 and self.ch.chance(0.25):
+            other = self.ch.pick(made)
+            if other[0] != outs[0][0]:
+                outs.append(other)
+        names = set()
+        for u in bsc.vals.values():
+            names |= {a.name for a in u.axes}
+        names -= set(declared_t.names)
+        head = ", ".join(p if p != defaulted else f"{p} = 3" for p in params)
+        decl = ", ".join(f"{x}: [{', '.join(a.decl() for a in axes)}]" for x in xs)
+        lines = [f"## Block {name}: made by specgen.", f"block {name}({head}) {{", f"    in  {decl}"]
+        lines += [f"    {ln}" for ln in bsc.lines]
+        lines += [f"    out {', '.join(n for n, _ in outs)}", "}", ""]
+        self.texts.append("\n".join(lines))
+        b = BlockDef(name, params, defaulted, n_in, declared_t, [u for _, u in outs], frozenset(names))
+        self.blocks.append(b)
+        return b
+
+    def op_repeat(self, sc):
+        cands = [(n, t) for n, t in sc.visible().items() if t.is_float() and t.axes]
+        carried = [self.ch.pick(cands[-3:])]
+        if len(cands) > 1 and self.ch.chance(0.3):
+            other = self.ch.pick(cands)
+            if other[0] != carried[0][0]:
+                carried.append(other)
+        count = self.ch.pick(["0", "1", "2", "3"] + sc.hyper()[:1])
+        inner = Scope("repeat", sc.env, parent=sc)
+        self.depth += 1
+        try:
+            self.statements(inner, self.ch.integer(0, max(1, self.size // 2)))
+        finally:
+            self.depth -= 1
+        for cname, ct in carried:
+            inner.lines.append(f"{cname} = {cname} + {self.coerce(inner, cname, ct)}")
+        shared = " shared" if self.ch.chance(0.3) else ""
+        label = f" as {self.fresh('layers')}" if self.ch.chance(0.5) else ""
+        sc.lines.append(f"repeat {count}{shared}{label} {{")
+        sc.lines += [f"    {ln}" for ln in inner.lines]
+        sc.lines.append("}")
+
+    def coerce(self, sc: Scope, cname: str, target: T) -> str:
+        """An expression of a recent body value whose axes all fit `target`, so that
+        `x = x + it` keeps the type of x."""
+        vals = [(n, t) for n, t in sc.vals.items() if t.is_float()] or [(cname, target)]
+        expr, cur = self.ch.pick(vals[-3:])
+
+        def bad(a):
+            want = target.get(a.name)
+            if want is None:
+                return True
+            return a.expr != want.expr and not _one(a) and (a.dynamic or want.dynamic)
+
+        drop = [a.name for a in cur.axes if bad(a)]
+        if drop:
+            expr = f"mean({expr}, over [{', '.join(drop)}])"
+            cur = cur.without(drop)
+        for a in cur.axes:
+            want = target.get(a.name)
+            if a.expr != want.expr and not _one(a):
+                expr = f"Linear({expr}, {a.name} -> {a.name}: {self.text(sc, want)})"
+                cur = self.linear_type(cur, [a], [want])
+        return f"({expr})"
+
+
+# ---- model ---------------------------------------------------------------------------------
+
+
+def _model(gen: Gen, name: str) -> GenSpec:
+    ch = gen.ch
+    params, head, defaults = [], [], {}
+    for _ in range(ch.integer(0, 2)):
+        p = gen.fresh("k")
+        defaults[p] = f"{params[-1]} + 1" if params and ch.chance(0.4) else str(ch.integer(2, 4))
+        head.append(f"{p} = {defaults[p]}")
+        params.append(p)
+    overrides = {params[0]: ch.integer(2, 5)} if params and ch.chance(0.3) else {}
+    env: dict[str, int] = {}
+    for p in params:
+        env[p] = overrides.get(p, evaluate(defaults[p], env))
+    batch = Ax("batch", gen.token(), 2)
+    declared: list[tuple[str, T]] = []
+    used: dict[str, Ax] = {}
+    scratch = Scope("model", env)
+    for i in range(ch.integer(1, 2)):
+        axes = [batch]
+        for _ in range(ch.integer(1, 3)):
+            nm = ch.pick([a for a in AXES + ("s",) if a not in [x.name for x in axes]])
+            if nm not in used:
+                if nm == "s" or ch.chance(0.2):
+                    used[nm] = Ax(nm, gen.token(), ch.integer(3, 7))
+                else:
+                    used[nm] = Ax(nm, *gen.size_expr(scratch))
+            axes.append(used[nm])
+        declared.append(("x" if i == 0 else f"x{i}", T(tuple(axes))))
+    if ch.chance(0.35):
+        seq = next((a for a in used.values() if a.dynamic), None) or Ax("s", gen.token(), ch.integer(3, 6))
+        used.setdefault(seq.name, seq)
+        declared.append(("ids", T((batch, seq), "int64")))
+        gen.int_bound["ids"] = str(ch.integer(3, 9))
+    sc = Scope("model", env, inputs={a.name for _, t in declared for a in t.axes})
+    in_parts, shapes, seen = [], [], set()
+    for xname, t in declared:
+        sc.note(xname, t)
+        parts = []
+        for a in t.axes:
+            if a.dynamic and (a.name in seen or a.name == "batch"):
+                parts.append(a.name)
+            else:
+                parts.append(f"{a.name}: ~{a.value}" if a.dynamic else a.decl())
+            seen.add(a.name)
+        in_parts.append(f"{xname}: [{', '.join(parts)}]" + (" int64" if t.dtype == "int64" else ""))
+        bound = int(gen.int_bound.get(xname, 0))
+        shapes.append((xname, tuple(a.value for a in t.axes), t.dtype, bound))
+    gen.statements(sc, ch.integer(2, gen.size))
+    made = [(n, t) for n, t in sc.vals.items() if t.axes and n not in dict(declared)]
+    made = made or declared[:1]
+    outs = [ch.pick(made[-2:])]
+    if len(made) > 1 and ch.chance(0.4):
+        more = ch.pick(made)
+        if more[0] != outs[0][0]:
+            outs.append(more)
+    lines = list(gen.texts)
+    lines.append(f'## A random circuit; its "doc" has quotes.\nmodel {name}({", ".join(head)}) {{')
+    lines.append(f"    in  {', '.join(in_parts)}")
+    lines += [f"    {ln}" for ln in sc.lines]
+    lines.append(f"    out {', '.join(f'y{i} = {n}' for i, (n, _) in enumerate(outs))}")
+    lines.append("}")
+    expected = tuple((f"y{i}", t.names, tuple(a.value for a in t.axes)) for i, (_, t) in enumerate(outs))
+    return GenSpec("\n".join(lines) + "\n", name, overrides, tuple(shapes), expected)
+
+
+def generate(seed: int, *, size: int = 8) -> GenSpec:
+    """A random well-typed spec; the same seed always gives the same spec."""
+    for attempt in range(100):
+        try:
+            gs = _model(Gen(RandomChooser(seed * 1009 + attempt), size), "Net")
+        except Retry:
+            continue
+        label = seed if size == 8 else f"{seed}, size={size}"  # what reproduces it
+        return GenSpec(gs.text, gs.model, gs.params, gs.inputs, gs.outputs, label)
+    raise RuntimeError(f"specgen: no spec for seed {seed}")
+
+
+def specs(size: int = 6):
+    """The generator as a hypothesis strategy."""
+    import hypothesis.strategies as st
+    from hypothesis import assume
+
+    @st.composite
+    def build(draw):
+        try:
+            return _model(Gen(DrawChooser(draw), size), "Net")
+        except Retry:
+            assume(False)
+
+    return build()
+
+
+def make_inputs(gs: GenSpec, seed: int = 0):
+    """Random tensors for a generated spec's inputs."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _, shape, dtype, bound in gs.inputs:
+        if dtype == "int64":
+            out.append(torch.randint(0, bound, shape, generator=g))
+        else:
+            out.append(torch.randn(*shape, generator=g))
+    return out
+
+
+# ---- mutations: near-valid, mostly invalid inputs for the fuzzers -------------------------
+
+TOKENS = (
+    "block", "model", "in", "out", "repeat", "shared", "as", "import", "from", "over", "rename",
+    "true", "false", "int64", "float16", "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "|>",
+    "+", "-", "*", "/", "**", "~", "?", "%", "#", "##", '"', "x", "d", "batch", "Linear",
+    "softmax", "Conv", "relu", "einsum", "concat", "top_k", "positions", "Param", "self",
+    "torch", "__import__", "os", "_channels_first", "forward", "training", "class", "lambda",
+    "0", "-1", "1", "3", "0.5", "1e400", "1e-400", "99999999999999999999999", "1000000000000",
+    "1099511627777", "2 ** 64", "1000000000", "δ", "\u00e9", "\u200b", "\t", "\n", "\r", "\\",
+    '"a\\"b"', '"\\u0000"', "'", "`", "$", "@",
+)
+HOSTILE_NUMBERS = ("0", "-1", "1000000000", "1000000000000", "10000000000000000000000",
+                   "1e400", "0.0", "1e-300", "2 ** 63", "9" * 120)
+
+
+def mutate(text: str, ch: RandomChooser, rounds: int = 3) -> str:
+    """A few random edits of `text`: truncation, deletion, duplication, token insertion or
+    replacement, line swaps, hostile numbers and names."""
+    for _ in range(ch.integer(1, rounds)):
+        n = len(text)
+        i = ch.integer(0, n)
+        j = min(n, i + ch.integer(1, 24))
+        kind = ch.integer(0, 8)
+        if kind == 0:
+            text = text[:i]
+        elif kind == 1:
+            text = text[:i] + text[j:]
+        elif kind == 2:
+            text = text[:j] + text[i:j] + text[j:]
+        elif kind == 3:
+            text = text[:i] + f" {ch.pick(TOKENS)} " + text[i:]
+        elif kind == 4:
+            words = list(re.finditer(r"\w+|[^\w\s]+", text))
+            if words:
+                m = ch.pick(words)
+                text = text[: m.start()] + ch.pick(TOKENS) + text[m.end():]
+        elif kind == 5:
+            lines = text.split("\n")
+            if len(lines) > 1:
+                a, b = ch.integer(0, len(lines) - 1), ch.integer(0, len(lines) - 1)
+                lines[a], lines[b] = lines[b], lines[a]
+            text = "\n".join(lines)
+        elif kind == 6:
+            nums = list(re.finditer(r"\b\d+(\.\d+)?\b", text))
+            if nums:
+                m = ch.pick(nums)
+                text = text[: m.start()] + ch.pick(HOSTILE_NUMBERS) + text[m.end():]
+        elif kind == 7:
+            names = list(re.finditer(r"\b[A-Za-z_]\w*\b", text))
+            if names:
+                m = ch.pick(names)
+                text = re.sub(rf"\b{m[0]}\b", ch.pick(TOKENS[:60]), text)
+        else:
+            text = text[:i] + "(" * ch.integer(1, 50) + text[i:j] + ")" * ch.integer(0, 50) + text[j:]
+    return text
+
+
+def mutate_bytes(data: bytes, ch: RandomChooser) -> bytes:
+    """Byte-level damage: flipped bits, stray NULs, invalid UTF-8."""
+    b = bytearray(data)
+    for _ in range(ch.integer(1, 4)):
+        if not b:
+            b.append(ch.integer(0, 255))
+            continue
+        i = ch.integer(0, len(b) - 1)
+        kind = ch.integer(0, 2)
+        if kind == 0:
+            b[i] ^= 1 << ch.integer(0, 7)
+        elif kind == 1:
+            b.insert(i, ch.pick([0x00, 0xFF, 0xC3, 0xE2, 0x80]))
+        else:
+            b[i:i] = ch.pick(["δ", "\u2028", "\ufeff", "😀"]).encode("utf-8")
+    return bytes(b)
