@@ -215,7 +215,7 @@ def call_cell(node: Node, cx: Ctx) -> Cell:
     if args:
         lines.append((args, SMALL + 0.5, False, "#333"))
     if cx.opts.cost:
-        lines.append((dm.params_text(dm.block_params(node)), SMALL, False, "#555"))
+        lines.append((dm.cost_text(node, cx.path(node), cx.opts), SMALL, False, "#555"))
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     lift = tuple(node.attrs["lift"])
@@ -251,7 +251,7 @@ def frame_cell(node: Node, cx: Ctx) -> Cell:
         title = node.name
         subtitle = dm.repeat_count_text(node)
         badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
-    cost = dm.params_text(dm.block_params(node)) if cx.opts.cost else ""
+    cost = dm.cost_text(node, path, cx.opts) if cx.opts.cost else ""
     title_w = (text_width(title, TITLE_SIZE, True) + text_width(subtitle, SMALL + 0.5) + 10
                + (text_width(cost, SMALL) + 10 if cost else 0) + (text_width(badge, 13, True) + 14 if badge else 0))
     lift_top = TITLE_H

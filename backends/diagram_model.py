@@ -26,6 +26,8 @@ class Options:
     depth: int = 0  # calls nested deeper than this are drawn as one box
     expand: tuple[str, ...] = ()  # block names or scope paths drawn open whatever the depth
     cost: bool = False
+    # with `cost`: FLOPs of one forward pass per scope path (batch 1, typical sizes)
+    flops: tuple[tuple[str, int], ...] = ()
 
 
 def scope(prefix: str, name: str) -> str:
@@ -140,6 +142,13 @@ def human(n: int) -> str:
 
 def params_text(n: int) -> str:
     return f"{human(n)} params" if n else "no params"
+
+
+def cost_text(node: Node, path: str, opts: Options) -> str:
+    """A block's cost label: its parameters and, when known, its FLOPs per forward pass."""
+    text = params_text(block_params(node))
+    flops = dict(opts.flops).get(path)
+    return f"{text} · {human(flops)} FLOPs" if flops else text
 
 
 def block_params(node: Node) -> int:

@@ -22,7 +22,7 @@ from . import weights as W
 from .onnx_builder import ELEM, FUNCTION_DOMAIN, Builder, Dims, Tensor, value_info
 from .onnx_ops import ONNX_LOWERINGS, OpCx, merge_fused
 from .onnx_precision import accuracy, quantize_int8
-from .torch_codegen import _input_dependent, _single_call_body, class_name
+from .torch_codegen import input_dependent, single_call_body, class_name
 
 merge_fused()  # idempotent; needed when onnx_fused was imported before onnx_ops
 
@@ -69,7 +69,7 @@ class Lowerer:
         """A block result that depends on no input (positions, a Param) lacks the lifted
         axes its caller's type has: it gets the first input's, as the torch module does."""
         o = env[v]
-        if g.kind == "model" or not g.inputs or v.node in _input_dependent(g):
+        if g.kind == "model" or not g.inputs or v.node in input_dependent(g):
             return o
         first = env[Value(g.inputs[0])]
         if first.prefix == 0:
@@ -147,7 +147,7 @@ class Lowerer:
         shared = n.attrs["shared"]
         carried, free = list(ins[:k]), list(ins[k:])
         body = n.callee
-        inner = _single_call_body(body)  # torch makes that a list of the block itself
+        inner = single_call_body(body)  # torch makes that a list of the block itself
         count = int(n.attrs["count"].value)
         if count == 0 and shared:
             # never applied, but torch builds the shared body: its weights are in the

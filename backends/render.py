@@ -21,9 +21,36 @@ def options(style: str = "circuit", depth: int | None = None, expand=(), cost: b
     return dm.Options(style, 0 if depth is None else depth, tuple(expand or ()), bool(cost))
 
 
+def with_flops(spec, opts: dm.Options) -> dm.Options:
+    """Fill in the FLOPs per block when costs are shown (batch 1, the spec's typical sizes;
+    parameters only when a dynamic axis has no typical size)."""
+    if not opts.cost or opts.flops:
+        return opts
+    from dataclasses import replace
+
+    from nncircuit.analysis import costs
+    from nncircuit.summary import input_sizes
+
+    try:
+        _, rows = costs(spec.graph, input_sizes(spec.graph))
+    except NNError:
+        return opts
+    # a repeat is drawn once: blocks inside it show one iteration's FLOPs, as their parameters
+    repeats = {r.path: int(r.op.split()[1]) for r in rows if r.op.startswith("repeat ")}
+    flops = []
+    for r in rows:
+        times = 1
+        for p, count in repeats.items():
+            if r.path.startswith(p + "."):
+                times *= max(count, 1)
+        if r.cost.flops:
+            flops.append((r.path, r.cost.flops // times))
+    return replace(opts, flops=tuple(flops))
+
+
 def svg(spec, opts: dm.Options | None = None, *, engine: str = "auto") -> str:
     """The diagram of `spec` as SVG text (deterministic)."""
-    opts = opts or options()
+    opts = with_flops(spec, opts or options())
     if opts.style == "graph":
         from .diagram_graph import graph_svg
 

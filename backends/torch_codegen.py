@@ -175,8 +175,8 @@ class TorchGen:
             return
         self.seen.add(g)
         for n in g.nodes():
-            if n.op == "repeat" and _single_call_body(n.callee) is not None:
-                self._collect(_single_call_body(n.callee).callee)
+            if n.op == "repeat" and single_call_body(n.callee) is not None:
+                self._collect(single_call_body(n.callee).callee)
             elif n.callee is not None:
                 self._collect(n.callee)
         name = self.class_of(g)
@@ -250,7 +250,7 @@ class TorchGen:
                 args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
             elif n.op == "repeat":
-                inner = _single_call_body(n.callee)
+                inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
                     args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in inner.attrs["args"])
                     body, hargs = self.class_of(inner.callee), args
@@ -368,7 +368,7 @@ class TorchGen:
         return f"# {_safe_filename(n.span.file)}:{n.span.line}"
 
 
-def _single_call_body(body: Graph) -> Node | None:
+def single_call_body(body: Graph) -> Node | None:
     """The call node when a repeat body only applies one block to its carried values, with no
     reordering: then the repeat is a list of that block, with no wrapper class."""
     ops = [n for n in body.nodes() if n.op != "input"]
@@ -394,7 +394,7 @@ def _check_class_name(g: Graph, cls: str, n: Node):
                 f"{cls}; rename one of them", n.span)
 
 
-def _input_dependent(g: Graph) -> set[int]:
+def input_dependent(g: Graph) -> set[int]:
     """Ids of the nodes of g that some input reaches (the ONNX backend's test; the torch
     backend uses the stricter `_lifted`)."""
     dep = set(g.inputs)

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=["circuit", "graph"], default="circuit")
     p.add_argument("--depth", type=int, default=None, help="collapse blocks below this depth")
     p.add_argument("--expand", action="append", default=[], metavar="BLOCK", help="always expand this block")
-    p.add_argument("--cost", action="store_true", help="show parameters and FLOPs per block")
+    p.add_argument("--cost", action="store_true", help="show parameters and FLOPs (batch 1, typical sizes) per block")
 
     return ap
 

@@ -471,3 +471,15 @@ def test_every_registry_op_renders():
             assert geometry_problems(svg) == [], spec.model
             drawn |= {el.get("data-op") for el in ET.fromstring(svg).iter(NS + "g") if el.get("data-op")}
     assert set(registry.all_ops()) - drawn == set()
+
+
+def test_cost_option_shows_parameters_and_flops_per_block(tmp_path):
+    from nncircuit.cli import main
+
+    out = tmp_path / "gpt2.svg"
+    assert main(["render", os.path.join(SPECS, "transformer.nn"), "-o", str(out), "--cost"]) == 0
+    text = out.read_text()
+    # the repeat frame shows all 12 layers; blocks inside it show one layer (batch 1, seq 128)
+    assert "85.1M params · 22.3B FLOPs" in text
+    assert "2.4M params · 654M FLOPs" in text
+    assert "4.7M params · 1.2B FLOPs" in text
