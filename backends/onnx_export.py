@@ -465,10 +465,12 @@ def export_spec(
         )
     write_atomic(out, data)
     count = sum(int(np.prod(W.shape_of(p))) for p in low.params.values())
+    params = spec.param_count()  # learned ones; the initializers also hold buffers
     n_nodes = len(low.nodes) + sum(len(f.node) for f in low.functions)
     what = origin or f"seeded initial weights (seed {seed})"
     head = (
-        f"wrote {out}: {spec.graph.name}, ONNX opset {opset}, {count:,} parameters, {what}, "
+        f"wrote {out}: {spec.graph.name}, ONNX opset {opset}, {params:,} parameters "
+        f"({count:,} values in initializers), {what}, "
         f"{n_nodes:,} nodes"
         + (f" in {len(low.functions)} local functions and the graph" if low.functions else "")
     )

@@ -514,7 +514,7 @@ def test_cli_compiles_to_onnx(tmp_path, capsys):
         args += ["-p", f"{k}={v}"]
     assert main(args) == 0
     assert re.match(
-        r"wrote .*vit\.onnx: ViT, ONNX opset 17, [0-9,]+ parameters, seeded",
+        r"wrote .*vit\.onnx: ViT, ONNX opset 17, [0-9,]+ parameters \([0-9,]+ values in initializers\), seeded",
         capsys.readouterr().out,
     )
     onnx.checker.check_model(str(out), full_check=True)
