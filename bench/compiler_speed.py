@@ -220,7 +220,10 @@ def profile_stage(pipe: Pipeline, stage: str, layers: int, top: int = 8) -> list
     st = pstats.Stats(prof, stream=io.StringIO())
     rows = []
     for (file, line, fn), (_, nc, tt, ct, _) in st.stats.items():
-        where = os.path.relpath(file, REPO) if file.startswith(REPO) else os.path.basename(file)
+        if file.startswith(REPO):
+            where = os.path.relpath(file, REPO)
+        else:  # a library: its package folder and file, e.g. re/__init__.py
+            where = "/".join(file.split(os.sep)[-2:])
         rows.append((tt, ct, nc, f"{where}:{line}({fn})"))
     rows.sort(reverse=True)
     return [

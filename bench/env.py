@@ -5,7 +5,6 @@ the machine that goes next to every number."""
 from __future__ import annotations
 
 import importlib.abc
-import importlib.machinery
 import importlib.util
 import os
 import platform

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections.abc import Callable
 
 from .env import SPECS, has_module
@@ -28,7 +28,6 @@ class Case:
     batch: int
     targets: Callable[..., object]  # (output, generator) -> class targets for the loss
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def _tokens(vocab: int, seq: int):
@@ -69,7 +68,6 @@ def gpt2_case(*, vocab, ctx, d, heads, layers, batch, seq, name="GPT-2") -> Case
         batch=batch,
         targets=_class_targets,
         note=f"d={d}, heads={heads}, layers={layers}, vocab={vocab}; batch {batch}, seq {seq}",
-        extra=dict(seq=seq, d=d, layers=layers, vocab=vocab),
     )
 
 

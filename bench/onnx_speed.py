@@ -89,14 +89,15 @@ def _session(path: str):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def run(quick: bool, log, exporter: str = "auto") -> dict:
+def run(quick: bool, log, exporter: str = "auto", budget: float | None = None) -> dict:
     why = available()
     if why:
         return {"skipped": why}
     torch.set_num_threads(THREADS)
     exporter = pick_exporter(exporter)
     repeat_export = 2 if quick else 3
-    warmup, repeat, budget = (2, 10, 2.0) if quick else (2, 15, 10.0)
+    warmup, repeat, default_budget = (2, 10, 2.0) if quick else (2, 15, 10.0)
+    budget = default_budget if budget is None else budget
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cpu_cases(quick):

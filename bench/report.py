@@ -56,33 +56,29 @@ def ms(seconds: float) -> str:
     return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
 
 
-def pct(x: float) -> str:
-    return f"±{x * 100:.0f}%"
-
-
-def ratio_of(r) -> tuple[float, float]:
-    """(median, spread) of a paired ratio (a plain number in older result files)."""
+def ratio_of(r) -> tuple[float, tuple[float, float] | None]:
+    """(median, 95% interval or None) of a paired ratio (a plain number in old results)."""
     if isinstance(r, dict):
-        return r["median"], r["spread"]
-    return float(r), 0.0
+        ci = r.get("ci95")
+        return r["median"], (tuple(ci) if ci else None)
+    return float(r), None
 
 
 def ratio_cell(r) -> str:
-    """`median ±spread (best b)`: the paired ratio and the ratio of the best times."""
-    med, spread = ratio_of(r)
-    best = f" (best {r['best']:.3f})" if isinstance(r, dict) and "best" in r else ""
-    return f"{med:.3f} {pct(spread)}{best}"
+    """`median [lo–hi]`: the paired ratio and its 95% confidence interval."""
+    med, ci = ratio_of(r)
+    return f"{med:.3f} [{ci[0]:.2f}–{ci[1]:.2f}]" if ci else f"{med:.3f}"
 
 
-def verdict(ratio: float, spread: float, target: float, lower_is_better: bool = True) -> str:
-    """met / not met / within noise, for a ratio against its target. `spread` is the
-    interquartile range of the per-round ratios over their median."""
+def verdict(ratio: float, ci, target: float, lower_is_better: bool = True) -> str:
+    """met / within noise / not met: *within noise* when the ratio misses the target but
+    its 95% confidence interval still reaches it."""
     ok = ratio <= target if lower_is_better else ratio >= target
     if ok:
         return "met"
-    if lower_is_better and ratio <= target * (1 + spread / 2):
-        return f"within noise (rounds spread {pct(spread)})"
-    return "**not met**"
+    if ci is not None and (ci[0] <= target if lower_is_better else ci[1] >= target):
+        return f"within noise (95% interval {ci[0]:.3f}–{ci[1]:.3f})"
+    return "**not met**" + (f" (95% interval {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
 # ---- one block per section ------------------------------------------------------------------
@@ -191,8 +187,8 @@ def _torch(res: dict) -> tuple[list[Table], list[str]]:
         f"{res['threads']} threads; forward in eval mode under `torch.no_grad()`, forward+backward in train "
         f"mode with cross-entropy on random targets; {res['warmup']} warm-up rounds, then at least {res['repeat']} "
         f"rounds in alternating order (more for cheap models: as many as fit in {res.get('budget_s', 0):g} s; "
-        "column *rounds*); times are medians; a ratio is the median of the per-round ratios (± their interquartile "
-        "range over the median). Outputs checked equal (relative to max(1, max|out|)) within "
+        "column *rounds*); times are medians; a ratio is the median of the per-round ratios, with its 95% "
+        "confidence interval in brackets. Outputs checked equal (relative to max(1, max|out|)) within "
         f"{res['tolerance']:g} in eval and train mode before timing; parameter counts equal."
     ]
     levels = [f"compiled -O{k}" for k in res["levels"]]
@@ -223,11 +219,11 @@ def _torch(res: dict) -> tuple[list[Table], list[str]]:
                 ms(times["hand-written"]["median_s"]),
                 *[ratio_cell(r["ratios"][what][c]) if c in ratios else "–" for c in levels],
             )
-            for c, (ratio, spread) in ratios.items():
+            for c, (ratio, ci) in ratios.items():
                 which = f"{c} (the default level)" if c == default else c
                 lines.append(
                     f"Target *{r['model']} {what}: {which} / hand-written ≤ 1.00*: {ratio:.3f}, "
-                    f"{verdict(ratio, spread, 1.0)}."
+                    f"{verdict(ratio, ci, 1.0)}."
                 )
         for n in r["notes"]:
             lines.append(f"{r['model']}: {n}")
@@ -265,7 +261,7 @@ def _onnx(res: dict) -> tuple[list[Table], list[str]]:
     )
     for r in rows:
         ort_ = r["onnxruntime"]
-        ratio, spread = ratio_of(r["ratio"])
+        ratio, ci = ratio_of(r["ratio"])
         g = r.get("graph_only")
         t.add(
             r["model"],
@@ -284,12 +280,12 @@ def _onnx(res: dict) -> tuple[list[Table], list[str]]:
         lines.append(
             f"Target *{r['model']} export ≥ 10× faster than {r['exporter']}*: "
             f"{r['export']['speedup']:.1f}× with weights, "
-            f"{verdict(r['export']['speedup'], 0, 10.0, lower_is_better=False)}"
+            f"{verdict(r['export']['speedup'], None, 10.0, lower_is_better=False)}"
             + (f"; {g['speedup']:.1f}× for the graph alone." if g else ".")
         )
         lines.append(
             f"Target *{r['model']} onnxruntime latency, ours / torch.onnx.export ≤ 1.00*: {ratio:.3f}, "
-            f"{verdict(ratio, spread, 1.0)}."
+            f"{verdict(ratio, ci, 1.0)}."
         )
     return [t], lines
 

@@ -59,20 +59,29 @@ def _command(argv: list[str]) -> str:
     return " ".join(["python bench/run.py", *out])
 
 
-def _section(name: str, quick: bool, args):
+def _write_json(path: str, results: dict):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+
+
+def _section(name: str, args):
+    """Run one section with the options that concern it."""
     if name == "compiler":
-        from bench import compiler_speed as mod
-    elif name == "torch":
-        from bench import torch_speed as mod
-    elif name == "onnx":
-        from bench import onnx_speed as mod
+        from bench import compiler_speed
 
-        return mod.run(quick, _log, exporter=args.onnx_exporter)
-    else:
-        from bench import gpu as mod
+        return compiler_speed.run(args.quick, _log)
+    if name == "torch":
+        from bench import torch_speed
 
-        return mod.run(quick, _log, profile_kernels=args.profile)
-    return mod.run(quick, _log)
+        return torch_speed.run(args.quick, _log, budget=args.budget)
+    if name == "onnx":
+        from bench import onnx_speed
+
+        return onnx_speed.run(args.quick, _log, exporter=args.onnx_exporter, budget=args.budget)
+    from bench import gpu
+
+    return gpu.run(args.quick, _log, profile_kernels=args.profile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=ORDER, help="run only this section (repeatable)"
     )
     p.add_argument("--json", metavar="FILE", help="write every figure here")
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="time per CPU measurement that cheap models fill with extra rounds "
+        "(default 20 for torch, 10 for onnxruntime; --quick 2)",
+    )
     p.add_argument(
         "--onnx-exporter",
         choices=["auto", "dynamo", "torchscript"],
@@ -123,14 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"rewrote {', '.join(done)} in {os.path.relpath(docs, REPO)}")
         return 0
 
-    names = (
-        list(args.only)
-        if args.only
-        else ["compiler", "torch", "onnx"] + (["gpu"] if args.gpu else [])
-    )
-    if "gpu" in names and not args.gpu and not args.only:
-        names.remove("gpu")
-    names = [n for n in ORDER if n in names]
+    wanted = args.only or ["compiler", "torch", "onnx"] + (["gpu"] if args.gpu else [])
+    names = [n for n in ORDER if n in wanted]
 
     import torch
 
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         before = os.getloadavg()[0]
         t0 = time.perf_counter()
         try:
-            res = _section(name, args.quick, args)
+            res = _section(name, args)
         except Exception as e:  # noqa: BLE001 - one section failing must not hide the others
             _log(f"{name}: FAILED: {type(e).__name__}: {e}")
             failed.append(name)
@@ -164,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         results["sections"][name] = sec
         print(report.section_text(name, results["meta"], sec), end="\n\n", flush=True)
+        if args.json:  # after every section: a run cut short keeps what it measured
+            _write_json(args.json, results)
 
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1, sort_keys=False)
+        _write_json(args.json, results)
         _log(f"wrote {args.json}")
     if not args.no_docs and (not args.quick or args.docs) and results["sections"]:
         done = report.update_docs(docs, results)

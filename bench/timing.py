@@ -5,6 +5,7 @@ slowly over a run, as other processes on a shared machine make it do."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -33,12 +34,24 @@ class Stats:
         q = statistics.quantiles(self.samples, n=4)
         return (q[2] - q[0]) / self.median
 
+    def median_ci(self, z: float = 1.96) -> tuple[float, float]:
+        """A distribution-free 95% confidence interval of the median: the order statistics
+        of ranks (n − z√n)/2 and 1 + (n + z√n)/2 (binomial, normal approximation)."""
+        xs = sorted(self.samples)
+        n = len(xs)
+        lo = max(1, math.floor((n - z * math.sqrt(n)) / 2))
+        hi = min(n, math.ceil(1 + (n + z * math.sqrt(n)) / 2))
+        return xs[lo - 1], xs[hi - 1]
+
     def ratio_json(self) -> dict:
         """For samples that are ratios (no unit)."""
+        lo, hi = self.median_ci()
         return {
             "median": round(self.median, 4),
+            "ci95": [round(lo, 4), round(hi, 4)],
             "spread": round(self.spread, 4),
             "n": len(self.samples),
+            "samples": [round(x, 6) for x in self.samples],
         }
 
     def to_json(self) -> dict:
@@ -47,6 +60,7 @@ class Stats:
             "best_s": self.best,
             "spread": round(self.spread, 4),
             "n": len(self.samples),
+            "samples": [round(x, 6) for x in self.samples],
         }
 
 

@@ -37,11 +37,12 @@ def _train_step(m, x, y):
     return run
 
 
-def run(quick: bool, log) -> dict:
+def run(quick: bool, log, budget: float | None = None) -> dict:
     torch.set_num_threads(THREADS)
     levels, default = opt_levels()
     # at least `repeat` rounds; cheap models get more, as many as fit in `budget` seconds
-    warmup, repeat, budget = (2, 5, 2.0) if quick else (2, 9, 20.0)
+    warmup, repeat, default_budget = (2, 5, 2.0) if quick else (2, 9, 20.0)
+    budget = default_budget if budget is None else budget
     rows = []
     for case in cpu_cases(quick):
         log(f"torch: {case.name}: build and check")
