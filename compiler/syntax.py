@@ -49,7 +49,8 @@ MAX_SOURCE_BYTES = 4 * 1024 * 1024
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     text = resources.files("nncircuit.grammar").joinpath("nn.lark").read_text(encoding="utf-8")
-    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # cache=True: the parse table is built once per grammar version and reused across runs
+    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
 def _describe_expected(expected) -> str:
