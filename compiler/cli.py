@@ -91,15 +91,41 @@ def cmd_check(args) -> int:
 
     names = [args.model] if args.model else models(args.file)
     if not names:
-        from .errors import NameResolutionError, Span
-
-        raise NameResolutionError(f"{args.file} defines no model", Span(args.file, 1, 1))
+        return _check_library(args.file)
     params = _params(args)
     for name in names:
         spec = load(args.file, name, max_params=_max_params(args), **params)
         ins = ", ".join(f"{n}: {t}" for n, t in spec.inputs())
         outs = ", ".join(f"{n}: {t}" for n, t in spec.outputs())
         print(f"{spec.model}: {spec.param_count():,} parameters; in {ins}; out {outs}")
+    return 0
+
+
+def _check_library(path: str) -> int:
+    """A file of blocks and no model: check every block whose hyperparameters all have
+    defaults; the others are parsed and name-resolved when a model instantiates them."""
+    from .analysis import param_count
+    from .api import models
+    from .elaborate import Elaborator
+    from .program import load as load_program
+
+    program = load_program(path)
+    own = program.files[program.root].blocks
+    if not own:
+        from .errors import NameResolutionError, Span
+
+        raise NameResolutionError(f"{path} defines no block and no model", Span(path, 1, 1))
+    models(path)  # parses; errors surface here
+    for bdef in own:
+        needs = [p.name for p in bdef.params if p.default is None]
+        if needs:
+            print(f"block {bdef.name}: parsed; checked where it is used (needs {', '.join(needs)})")
+            continue
+        g = Elaborator(program).instantiate(bdef, {}, bdef.span)
+        g.verify()
+        ins = ", ".join(f"{g.node(i).attrs['name']}: {g.node(i).type}" for i in g.inputs)
+        outs = ", ".join(f"{n}: {g.type_of(v)}" for n, v in g.outputs)
+        print(f"block {bdef.name}: {param_count(g):,} parameters; in {ins}; out {outs}")
     return 0
 
 

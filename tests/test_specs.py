@@ -101,11 +101,32 @@ def test_state_dict_names_mirror_the_spec():
         assert k in keys, sorted(keys)
 
 
-@pytest.mark.parametrize("file", sorted(f for f in os.listdir(SPECS) if f.endswith(".nn")))
+ALL_SPECS = sorted(
+    os.path.relpath(os.path.join(d, f), SPECS)
+    for d, _, files in os.walk(SPECS) for f in files if f.endswith(".nn")
+)
+
+
+@pytest.mark.parametrize("file", ALL_SPECS)
 def test_nnc_check_passes_on_every_spec(file):
     from nncircuit.cli import main
 
     assert main(["check", os.path.join(SPECS, file)]) == 0
+
+
+def test_check_of_a_library_file_checks_its_blocks(tmp_path, capsys):
+    from nncircuit.cli import main
+
+    assert main(["check", os.path.join(SPECS, "lib", "attention.nn")]) == 0
+    out = capsys.readouterr().out
+    assert "block Attention: parsed; checked where it is used (needs dh)" in out
+    lib = tmp_path / "lib.nn"
+    lib.write_text("block P(d = 4) { in x: [d] out Linear(x, d -> d) }\nblock Q(n) { in x: [n] out x }\n")
+    assert main(["check", str(lib)]) == 0
+    assert "block P: 20 parameters; in x: [d: 4]; out out: [d: 4]" in capsys.readouterr().out
+    lib.write_text("block P(d = 4) { in x: [d] out Linear(x, e -> d) }\n")
+    assert main(["check", str(lib)]) == 1
+    assert "Linear expects an axis 'e'" in capsys.readouterr().err
 
 
 def test_lib_specs_parse_and_are_imported():
