@@ -148,18 +148,24 @@ def dot(spec, opts: dm.Options) -> str:
     return dot_of(flat_view(spec, opts), spec.graph.name)
 
 
-def dot_of(view: FlatView, name: str) -> str:
-    out = [f"digraph {_q(name)} {{"]
-    out.append(f"  graph [rankdir=LR, fontname=\"DejaVu Sans\", fontsize=11, labelloc=t, labeljust=l, "
-               f"label={_q(view.title)}];")
-    out.append('  node [fontname="DejaVu Sans", fontsize=10];')
-    out.append('  edge [fontname="DejaVu Sans", fontsize=8];')
+def _tree(view: FlatView) -> tuple[dict, dict]:
+    """The clusters under each cluster, and the nodes directly in each (None: top level)."""
     children: dict[str | None, list] = {}
     for c in view.clusters:
         children.setdefault(c.parent, []).append(c)
     nodes_in: dict[str | None, list[FNode]] = {}
     for n in view.nodes:
         nodes_in.setdefault(n.cluster, []).append(n)
+    return children, nodes_in
+
+
+def dot_of(view: FlatView, name: str) -> str:
+    out = [f"digraph {_q(name)} {{"]
+    out.append(f"  graph [rankdir=LR, fontname=\"DejaVu Sans\", fontsize=11, labelloc=t, labeljust=l, "
+               f"label={_q(view.title)}];")
+    out.append('  node [fontname="DejaVu Sans", fontsize=10];')
+    out.append('  edge [fontname="DejaVu Sans", fontsize=8];')
+    children, nodes_in = _tree(view)
 
     def emit(cluster: str | None, indent: str):
         for n in nodes_in.get(cluster, []):
@@ -213,12 +219,7 @@ def mermaid(spec, opts: dm.Options) -> str:
     view = flat_view(spec, opts)
     ids: dict[str, str] = {}
     out = ["flowchart LR", f"  %% {view.title}"]
-    children: dict[str | None, list] = {}
-    for c in view.clusters:
-        children.setdefault(c.parent, []).append(c)
-    nodes_in: dict[str | None, list[FNode]] = {}
-    for n in view.nodes:
-        nodes_in.setdefault(n.cluster, []).append(n)
+    children, nodes_in = _tree(view)
 
     def emit(cluster: str | None, indent: str):
         for n in nodes_in.get(cluster, []):

@@ -18,7 +18,7 @@ from .errors import (
     Span,
     did_you_mean,
 )
-from .ir import Graph, HyperParam, Value, check_call, check_repeat
+from .ir import Graph, HyperParam, Value, call_types, check_repeat
 from .program import Program
 from .pynames import pyname
 from .registry import AxisSpec, OpCall, OpDef
@@ -128,7 +128,7 @@ def _wrap(expr: str) -> str:
 
 
 class Elaborator:
-    def __init__(self, program: Program, max_params: int | None = None):
+    def __init__(self, program: Program):
         self.program = program
         self.instances: dict[tuple, Graph] = {}
         self.sizes: dict[Graph, int] = {}  # memo of unrolled()
@@ -671,11 +671,7 @@ class Elaborator:
         out = Fn("op", op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
         if op.arity == 0 or (tensors and (op.arity is None or len(tensors) >= op.arity)):
             return self.apply(ctx, out, (), e.span, hint)
-        if tensors:
-            return out  # partially applied with some tensors; rest from a pipe
-        if op.arity is None and not args:
-            return out
-        return out
+        return out  # configured, not applied: its (remaining) tensors come from a call or a pipe
 
     def kwarg(self, ctx: Ctx, op: OpDef, a: A.KwArg):
         if a.name == "tied":
@@ -783,7 +779,7 @@ class Elaborator:
         tied = node.attrs.get("tied")
         if tied is not None:
             target = ctx.modules.get(tied)
-            mine = ((node.attrs["out_features"].value, node.attrs["in_features"].value))
+            mine = (node.attrs["out_features"].value, node.attrs["in_features"].value)
             theirs = dict(target[1]).get("weight") if target else None
             if theirs is None:
                 raise NameResolutionError(f"tied = {tied}: '{tied}' has not been applied yet, so it has no weight", span)
@@ -804,18 +800,14 @@ class Elaborator:
             name = ctx.fresh(hint or snake(fn.name))
             module = name
         args = tuple((k, hyper[k]) for k in fn.hyper_order)
-        in_types = [g.type_of(v) for v in tensors]
-        node = g.add(
-            "call", tensors, attrs={"block": fn.name, "args": args}, types=(), name=name,
-            module=module, span=span, callee=callee,
-        )
         try:
-            node.types = check_call(node, in_types)
+            types, lift = call_types(callee, [g.type_of(v) for v in tensors])
         except NNError as e:
-            g._g.remove_node(node.id)
             raise e.with_span(span) from None
-        lift = tuple(a.name for a in node.types[0].axes[: len(node.types[0].axes) - len(callee.type_of(callee.outputs[0][1]).axes)])
-        node.attrs = node.attrs.replace(lift=lift)
+        node = g.add(
+            "call", tensors, attrs={"block": fn.name, "args": args, "lift": lift}, types=types,
+            name=name, module=module, span=span, callee=callee,
+        )
         prev = ctx.modules.get(module)
         sig = ("call", fn.name, args)
         if prev is not None and prev != sig:

@@ -301,8 +301,16 @@ def bind_dims(node_name: str, actual: TensorType, declared: TensorType, binding:
 
 
 def check_call(node: Node, in_types) -> tuple[TensorType, ...]:
-    """Output types of a block call: the callee's, with its dynamic axes bound, lifted."""
-    callee = node.callee
+    """Output types of a block call node; its recorded `lift` must be the one its inputs give."""
+    types, lift = call_types(node.callee, in_types)
+    if node.attrs.get("lift") is not None and tuple(node.attrs["lift"]) != lift:
+        raise InternalError(f"call {node.name}: recorded lift {node.attrs['lift']} but its inputs give {lift}")
+    return types
+
+
+def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[str, ...]]:
+    """Output types of a call of `callee` on `in_types` (its dynamic axes bound, lifted) and
+    the axes it is lifted over, in the order the first input carries them."""
     declared = [callee.node(i).type for i in callee.inputs]
     label = f"block {callee.name}"
     if len(in_types) != len(declared):
@@ -339,7 +347,7 @@ def check_call(node: Node, in_types) -> tuple[TensorType, ...]:
         if clash:
             raise ShapeError(f"{label}: its output axis '{sorted(clash)[0]}' clashes with a lifted axis")
         outs.append(TensorType(lifted + t.axes, t.dtype))
-    return tuple(outs)
+    return tuple(outs), tuple(lift or ())
 
 
 def check_repeat(node: Node, in_types) -> tuple[TensorType, ...]:
