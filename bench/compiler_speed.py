@@ -46,10 +46,10 @@ def gpt2_unrolled_text(layers: int) -> str:
 
 def _onnx_stage():
     """Lowering a graph to ONNX nodes (weights not attached), or (None, why)."""
-    if not has_module("nncircuit.backends.onnx_export"):
-        return None, "nncircuit.backends.onnx_export does not exist yet"
+    if not has_module("nncircuit.backends.onnx.export"):
+        return None, "nncircuit.backends.onnx.export does not exist yet"
     from nncircuit.api import Spec
-    from nncircuit.backends.onnx_export import lower
+    from nncircuit.backends.onnx.export import lower
 
     def stage(prog, graph, params):
         return lower(Spec(prog, graph.name, dict(params), graph))
@@ -69,7 +69,7 @@ def _passes_stage():
 def _parse_cache_clear():
     """A function that empties the parser's cache of parsed files (the Lark parser itself,
     built once per process, stays: the cold-start figure counts it)."""
-    from nncircuit import syntax
+    from nncircuit.lang import parse as syntax
 
     cached = getattr(syntax, "_parse", None)
     return getattr(cached, "cache_clear", lambda: None)
@@ -79,9 +79,9 @@ class Pipeline:
     """The compiler's stages, as the public modules expose them."""
 
     def __init__(self):
-        from nncircuit.backends.torch_codegen import generate
-        from nncircuit.elaborate import elaborate
-        from nncircuit.program import load
+        from nncircuit.backends.torch.codegen import generate
+        from nncircuit.lang.elaborate import elaborate
+        from nncircuit.lang.program import load
 
         self.load, self.elaborate, self.generate = load, elaborate, generate
         self.forget = _parse_cache_clear()
@@ -136,9 +136,9 @@ from bench.env import ensure_nncircuit
 ensure_nncircuit()
 t0 = time.perf_counter()
 import nncircuit
-from nncircuit.program import load
-from nncircuit.elaborate import elaborate
-from nncircuit.backends.torch_codegen import generate
+from nncircuit.lang.program import load
+from nncircuit.lang.elaborate import elaborate
+from nncircuit.backends.torch.codegen import generate
 t1 = time.perf_counter()
 prog = load({path!r})
 t2 = time.perf_counter()

@@ -22,9 +22,9 @@ TOLERANCE = 1e-4
 
 def available() -> str:
     """'' when nncircuit can export ONNX, else why this section is skipped."""
-    if not has_module("nncircuit.backends.onnx_export"):
+    if not has_module("nncircuit.backends.onnx.export"):
         return (
-            "nncircuit.backends.onnx_export does not exist yet (nncircuit.export_onnx cannot run)"
+            "nncircuit.backends.onnx.export does not exist yet (nncircuit.export_onnx cannot run)"
         )
     for mod in ("onnx", "onnxruntime"):
         if not has_module(mod):
@@ -68,7 +68,7 @@ def _torch_export(case, ref, x, out, exporter: str, params: bool = True) -> None
 def _ours_graph(case):
     """What the compiler does for an ONNX file, weights aside: load the spec, lower it."""
     import nncircuit
-    from nncircuit.backends.onnx_export import lower
+    from nncircuit.backends.onnx.export import lower
 
     return lower(nncircuit.load(os.path.join(SPECS, case.spec), case.model, **case.params))
 

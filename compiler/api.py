@@ -8,11 +8,11 @@ import os
 import types
 from dataclasses import dataclass, field
 
-from . import analysis
-from .elaborate import elaborate
-from .errors import HyperparameterError, ResourceError
-from .ir import Graph
-from .program import Program, load as load_program
+from nncircuit.analysis import cost as analysis
+from nncircuit.lang.elaborate import elaborate
+from nncircuit.errors import HyperparameterError, ResourceError
+from nncircuit.ir.graph import Graph
+from nncircuit.lang.program import Program, load as load_program
 
 DEFAULT_MAX_PARAMS = 2_000_000_000  # 8 GB of float32 weights
 
@@ -62,7 +62,7 @@ class Spec:
     def summary(self, inputs: dict[str, int] | None = None):
         """Parameters, FLOPs and activation memory per block for one forward pass, with the
         dynamic axes at `inputs` (by axis name; default batch 1, others their typical size)."""
-        from .summary import summarize
+        from nncircuit.analysis.summary import summarize
 
         return summarize(self.graph, inputs, source=os.path.basename(self.path))
 
@@ -78,7 +78,7 @@ class Spec:
         return [(name, g.type_of(v)) for name, v in g.outputs]
 
     def torch_source(self) -> str:
-        from .backends.torch_codegen import generate
+        from nncircuit.backends.torch.codegen import generate
 
         if self._source is None:
             self._source = generate(self.graph, os.path.basename(self.path))
@@ -86,7 +86,7 @@ class Spec:
 
     def _repr_svg_(self) -> str:
         """The circuit diagram, so that a notebook shows a Spec as a picture."""
-        from .backends.render import svg
+        from nncircuit.backends.diagram.render import svg
 
         return svg(self)
 
@@ -97,7 +97,7 @@ class Spec:
         mod.__file__ = f"<nncircuit {os.path.basename(self.path)}>"
         code = builtins.compile(src, mod.__file__, "exec")
         exec(code, mod.__dict__)  # our own generated code; spec names cannot reach it as code
-        from .backends.torch_codegen import class_name
+        from nncircuit.backends.structure import class_name
 
         return getattr(mod, class_name(self.graph))  # named first: never renamed
 
@@ -113,7 +113,7 @@ class Spec:
 
 
 def _py(name: str) -> str:
-    from .pynames import pyname
+    from nncircuit.names import pyname
 
     return pyname(name)
 
@@ -133,7 +133,7 @@ def load(
     program = load_program(path, text)
     graph = elaborate(program, model, params)
     if opt or passes:
-        from .passes import optimize
+        from nncircuit.passes import optimize
 
         optimize(graph, passes, opt)
     spec = Spec(program, graph.name, dict(params), graph, max_params or 0)
@@ -157,3 +157,13 @@ def compile(path: str, model: str | None = None, *, seed: int | None = None, opt
     at level `opt` (default 2; its state_dict is that of -O0)."""
     return load(path, model, opt=opt, **params).module(seed=seed)
 
+
+def export_onnx(path, out, model=None, state_dict=None, **kwargs) -> str:
+    """Lower a spec straight to an ONNX file (no torch needed without a state_dict).
+    `kwargs` holds export options (seed, weights, opset, functions, fp16, quantize); every
+    other keyword is a hyperparameter. Returns the export's report."""
+    from nncircuit.backends.onnx.export import OPTIONS, export_spec
+
+    options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs}
+    spec = load(path, model, **kwargs)
+    return export_spec(spec, out, state_dict=state_dict, **options)

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from .errors import NNError
+from nncircuit.errors import NNError
 
 REPORT = "this is a bug in nncircuit, not in your spec; please report it with the spec that caused it"
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _params(args) -> dict:
-    from .api import parse_param
+    from nncircuit.api import parse_param
 
     out = {}
     for text in args.param:
@@ -81,13 +81,13 @@ def _params(args) -> dict:
 
 
 def _max_params(args):
-    from .api import DEFAULT_MAX_PARAMS
+    from nncircuit.api import DEFAULT_MAX_PARAMS
 
     return int(args.max_params) if args.max_params is not None else DEFAULT_MAX_PARAMS
 
 
 def cmd_check(args) -> int:
-    from .api import load, models
+    from nncircuit.api import load, models
 
     names = [args.model] if args.model else models(args.file)
     if not names:
@@ -104,15 +104,15 @@ def cmd_check(args) -> int:
 def _check_library(path: str) -> int:
     """A file of blocks and no model: check every block whose hyperparameters all have
     defaults; the others are parsed and name-resolved when a model instantiates them."""
-    from .analysis import param_count
-    from .api import models
-    from .elaborate import Elaborator
-    from .program import load as load_program
+    from nncircuit.analysis.cost import param_count
+    from nncircuit.api import models
+    from nncircuit.lang.elaborate import Elaborator
+    from nncircuit.lang.program import load as load_program
 
     program = load_program(path)
     own = program.files[program.root].blocks
     if not own:
-        from .errors import NameResolutionError, Span
+        from nncircuit.errors import NameResolutionError, Span
 
         raise NameResolutionError(f"{path} defines no block and no model", Span(path, 1, 1))
     models(path)  # parses; errors surface here
@@ -130,7 +130,7 @@ def _check_library(path: str) -> int:
 
 
 def cmd_compile(args) -> int:
-    from .api import load
+    from nncircuit.api import load
 
     opt = 2 if args.opt is None and args.passes is None else args.opt
     spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
@@ -138,7 +138,7 @@ def cmd_compile(args) -> int:
         _write_text(args.output, spec.torch_source())
         print(f"wrote {args.output}: class {spec.graph.name}, {spec.param_count():,} parameters")
         return 0
-    from .backends.onnx_export import export_spec
+    from nncircuit.backends.onnx.export import export_spec
 
     report = export_spec(
         spec, args.output, seed=args.seed, weights=args.weights, opset=args.opset,
@@ -149,31 +149,55 @@ def cmd_compile(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    from .api import load
-    from .passes import run_cli_ir
+    """Print the IR, after the passes asked for (and after each, if asked)."""
+    from nncircuit.api import load
+    from nncircuit.ir.printer import print_ir
+    from nncircuit.passes import PassManager, pipeline
 
     spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
-    return run_cli_ir(spec, args)
+    pm = PassManager(pipeline(args.passes, args.opt))
+    out = sys.stdout
+    if args.print_after_all:
+        def after(name, changed, root):
+            out.write(f"# ---- after {name}{'' if changed else ' (no change)'} ----\n")
+            out.write(print_ir(root))
+            out.write("\n")
+
+        pm.after = after
+    pm.run(spec.graph)
+    if not (args.print_after_all and pm.passes):
+        out.write(print_ir(spec.graph))
+    return 0
 
 
 def cmd_summary(args) -> int:
-    from .api import load
-    from .summary import run_cli_summary
+    from nncircuit.analysis.summary import parse_inputs, summarize
+    from nncircuit.api import load
 
     spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
-    return run_cli_summary(spec, args)
+    summary = summarize(spec.graph, parse_inputs(spec.graph, args.input), source=os.path.basename(spec.path))
+    print(summary.render(max(0, args.depth)), end="")
+    return 0
 
 
 def cmd_render(args) -> int:
-    from .api import load
-    from .backends.render import run_cli_render
+    from nncircuit.api import load
+    from nncircuit.backends.diagram.render import FORMATS, options, render, write
 
     spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
-    return run_cli_render(spec, args)
+    opts = options(args.style, args.depth, args.expand, args.cost)
+    fmt = os.path.splitext(args.output)[1].lower()
+    if fmt not in FORMATS:
+        raise NNError(f"cannot render to '{args.output}': the extension must be one of {', '.join(FORMATS)}")
+    content = render(spec, fmt, opts)
+    write(args.output, content)
+    what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
+    print(f"wrote {args.output}: {spec.model}, {what}")
+    return 0
 
 
 def _write_text(path: str, text: str):
-    from .errors import NNError
+    from nncircuit.errors import NNError
 
     tmp = f"{path}.tmp{os.getpid()}"
     try:
@@ -199,7 +223,7 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.cmd](args)
     except NNError as e:
-        from .errors import InternalError
+        from nncircuit.errors import InternalError
 
         print(e.render(), file=sys.stderr)
         if isinstance(e, InternalError):

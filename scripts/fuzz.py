@@ -194,7 +194,7 @@ def differential(gs: specgen.GenSpec, work: str) -> str | None:
     mod = importlib.util.module_from_spec(ms)
     ms.loader.exec_module(mod)
     torch.manual_seed(0)
-    other = getattr(mod, spec.graph.name)(**{nncircuit.pynames.pyname(h.name): h.value.value for h in spec.graph.hyper})
+    other = getattr(mod, spec.graph.name)(**{nncircuit.names.pyname(h.name): h.value.value for h in spec.graph.hyper})
     if not close(run(other), want):
         return "the imported source and the in-memory module differ"
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nncircuit import registry
+from nncircuit.ops import registry
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "language.md")
 BEGIN, END = "<!-- ops:begin -->", "<!-- ops:end -->"

@@ -94,7 +94,7 @@ def test_generated_file_matches_memory(seed, tmp_path):
     module = importlib.util.module_from_spec(modspec)
     modspec.loader.exec_module(module)
     cls = getattr(module, spec.graph.name)
-    kwargs = {nncircuit.pynames.pyname(h.name): h.value.value for h in spec.graph.hyper}
+    kwargs = {nncircuit.names.pyname(h.name): h.value.value for h in spec.graph.hyper}
     torch.manual_seed(seed)
     from_file = cls(**kwargs)
     sd_mem, sd_file = mem.state_dict(), from_file.state_dict()
@@ -105,7 +105,7 @@ def test_generated_file_matches_memory(seed, tmp_path):
 
 def _onnx_export():
     try:
-        from nncircuit.backends import onnx_export
+        from nncircuit.backends.onnx import export as onnx_export
     except ImportError:
         return None
     return onnx_export

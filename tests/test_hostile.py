@@ -438,7 +438,7 @@ def test_generated_source_identical_across_runs():
 
 def _weights():
     try:
-        from nncircuit.backends import weights
+        from nncircuit.backends.onnx import weights
     except ImportError:
         pytest.skip("backends/weights.py is not there yet")
     return weights

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 import nncircuit
 import specgen
-from nncircuit.backends.torch_codegen import generate
+from nncircuit.backends.torch.codegen import generate
 from nncircuit.errors import ParseError
-from nncircuit.irtext import all_graphs, parse_ir, parse_type, print_ir, size_text, type_text
-from nncircuit.sizes import Size
+from nncircuit.ir.parser import parse_ir, parse_type
+from nncircuit.ir.printer import all_graphs, print_ir, size_text, type_text
+from nncircuit.types.sizes import Size
 
 MODELS = sorted(SMALL)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import nncircuit
-from nncircuit.analysis import param_count
+from nncircuit.analysis.cost import param_count
 
 
 def load(src: str, model=None, **params):

@@ -16,8 +16,8 @@ import torch
 import nncircuit
 from conftest import ROOT, SMALL, SPECS
 from helpers import random_inputs
-from nncircuit.backends.onnx_export import MAX_OPSET, build, export_spec
-from nncircuit.backends.onnx_ops import ONNX_LOWERINGS
+from nncircuit.backends.onnx.export import MAX_OPSET, build, export_spec
+from nncircuit.backends.onnx.table import ONNX_LOWERINGS
 from nncircuit.errors import LoweringError
 
 # Two run-time sizes per model (dynamic axes by name; the first also takes batch 2).
@@ -246,7 +246,7 @@ def test_the_tests_use_every_registry_op():
     specs = [load_zoo(m) for m in nncircuit.models("zoo.nn", text=ZOO)]
     specs += [load_optimized(m, how) for m, how in OPTIMIZED]
     used = {n.op for spec in specs for _, g in spec.graph.walk() for n in g.nodes()}
-    assert set(nncircuit.registry.all_ops()) <= used
+    assert set(nncircuit.ops.registry.all_ops()) <= used
 
 
 @pytest.mark.parametrize("opset", [13, 15, 18, MAX_OPSET])
@@ -278,7 +278,7 @@ def test_pad_to_pads_and_crops_like_torch():
 
 
 def test_every_registry_op_has_an_onnx_lowering():
-    ops = set(nncircuit.registry.all_ops())
+    ops = set(nncircuit.ops.registry.all_ops())
     assert ops - set(ONNX_LOWERINGS) == set()
     assert set(ONNX_LOWERINGS) - ops == set()  # no entry for an op that is gone
 

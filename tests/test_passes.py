@@ -17,10 +17,12 @@ from hypothesis import HealthCheck, given, settings
 import nncircuit
 import specgen
 from nncircuit import cli
-from nncircuit.backends.torch_codegen import class_name, generate
+from nncircuit.backends.structure import class_name
+from nncircuit.backends.torch.codegen import generate
 from nncircuit.errors import InternalError
-from nncircuit.ir import Graph
-from nncircuit.irtext import parse_ir, print_ir
+from nncircuit.ir.graph import Graph
+from nncircuit.ir.parser import parse_ir
+from nncircuit.ir.printer import print_ir
 from nncircuit.passes import LEVELS, PASSES, Pass, PassManager, PipelineError, optimize, pipeline
 
 # (name, pipeline, IR in, IR out): every case was checked by hand against what the pass
@@ -545,7 +547,7 @@ def test_nnc_compile_O_flag(tmp_path, capsys):
 def test_O2_through_onnx_matches_torch_O0(key):
     """The fused ops' ONNX lowerings (backends/onnx_fused.py) on the -O2 graph."""
     ort = pytest.importorskip("onnxruntime")
-    from nncircuit.backends.onnx_export import build
+    from nncircuit.backends.onnx.export import build
 
     s0 = _load(key)
     m0 = s0.module(seed=0).eval()

@@ -3,8 +3,8 @@
 import pytest
 
 import nncircuit
-from nncircuit import registry
-from nncircuit.backends.torch_ops import TORCH_LOWERINGS
+from nncircuit.ops import registry
+from nncircuit.backends.torch.ops import TORCH_LOWERINGS
 
 OPS = registry.all_ops()
 

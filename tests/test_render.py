@@ -14,9 +14,9 @@ import pytest
 
 import nncircuit
 from conftest import ROOT, SPECS
-from nncircuit import registry
-from nncircuit.backends import render as R
-from nncircuit.backends.diagram_svg import text_width
+from nncircuit.ops import registry
+from nncircuit.backends.diagram import render as R
+from nncircuit.backends.diagram.svg import text_width
 from nncircuit.cli import main as nnc
 from nncircuit.errors import NNError
 
@@ -156,7 +156,7 @@ def test_rendering_is_deterministic(style):
 
 
 def test_rendering_does_not_depend_on_the_hash_seed():
-    code = ("import sys, nncircuit; from nncircuit.backends import render as R; "
+    code = ("import sys, nncircuit; from nncircuit.backends.diagram import render as R; "
             "s = nncircuit.load(sys.argv[1]); "
             "sys.stdout.write(R.render(s, '.html', R.options('circuit', 9, cost=True)))")
     outs = {
@@ -258,8 +258,8 @@ def test_expand_of_an_unknown_block_says_what_is_known():
 
 @pytest.mark.parametrize("style", ["circuit", "graph"])
 def test_cost_puts_parameters_on_blocks(style):
-    from nncircuit.analysis import param_count
-    from nncircuit.backends.diagram_model import human
+    from nncircuit.analysis.cost import param_count
+    from nncircuit.backends.diagram.model import human
 
     spec = load("transformer.nn")
     attn = next(n for _, g in spec.graph.walk() for n in g.nodes() if n.name == "attn")
@@ -331,7 +331,7 @@ def test_graph_style_uses_graphviz_when_installed():
 
 
 def test_mermaid_ids_are_distinct_for_distinct_paths():
-    from nncircuit.backends.diagram_text import _mid
+    from nncircuit.backends.diagram.text import _mid
 
     taken = {}
     ids = [_mid(p, taken) for p in ("a.b", "a__b", "a_b", "a.b")]

@@ -130,7 +130,7 @@ def test_check_of_a_library_file_checks_its_blocks(tmp_path, capsys):
 
 
 def test_lib_specs_parse_and_are_imported():
-    prog = nncircuit.program.load(os.path.join(SPECS, "transformer.nn"))
+    prog = nncircuit.lang.program.load(os.path.join(SPECS, "transformer.nn"))
     assert "CausalAttention" in prog.blocks
     assert any(p.endswith(os.path.join("lib", "attention.nn")) for p in prog.files)
 

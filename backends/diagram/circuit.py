@@ -1,0 +1,428 @@
+"""The circuit style (neural circuit diagrams): every axis is a horizontal wire, ops are
+glyphs on the wires they act on, the other wires pass over them, blocks are named boxes
+that open into their own sub-diagram, a repeat is drawn once with ×N.
+
+This module turns a graph into placed cells (recursively for open blocks); drawing them
+is diagram_circuit_draw's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nncircuit.ir.graph import Graph, Node
+from nncircuit.types.tensor import TensorType
+
+from nncircuit.backends.diagram import model as dm
+from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, split_rows, wrap_ranges
+from nncircuit.backends.diagram.svg import text_width, wrap
+
+R = 16.0  # distance between two wires
+LABEL_SIZE = 8.5
+GLYPH_SIZE = 12.0
+TITLE_SIZE = 10.5
+SMALL = 8.5
+ZONE = 24.0  # entry/exit stretch of an open block, where wires move to their rows
+TITLE_H = 20.0
+NAME_H = 11.0  # room above an input's wires for its name
+
+WRAP_WIDTH = 1200.0  # a root diagram wider than this (and flat) is wrapped into rows
+WRAP_RATIO = 3.0
+ROW_GAP = 18.0
+CONT_W = 22.0
+SPACING = dict(above=R / 2 + 1, below=R / 2 - 1, gap=6.0, min_gap=30.0, bend=22.0)
+
+
+@dataclass
+class Ctx:
+    g: Graph
+    prefix: str
+    level: int  # calls above this graph
+    env: dm.Env
+    exp: dm.Expansion
+    opts: dm.Options
+    framed: bool  # drawn inside a block's frame
+    lift_room: float = 0.0  # extra room above each input, for the wires the frame is lifted over
+    quiet: bool = False  # a repeat body: its wires continue from outside, unnamed and unlabelled
+
+    def path(self, node: Node) -> str:
+        return dm.scope(self.prefix, node.name)
+
+
+@dataclass
+class OpDraw:
+    node: Node
+    path: str
+    look: dm.Look
+    in_types: list[TensorType]
+    out_types: list[TensorType]
+    in_rows: list[list[int]]
+    out_rows: list[list[int]]
+    nrows: int
+    pad: float  # room above the first row (and below the last) inside the shape
+
+
+@dataclass
+class CallDraw:
+    node: Node
+    path: str
+    lines: list[tuple[str, float, bool, str]]  # text, size, bold, colour
+    text_top: float  # the text goes below the wires that pass over the box
+    in_types: list[TensorType]
+    out_types: list[TensorType]
+    lift: tuple[str, ...]
+
+
+@dataclass
+class FrameDraw:
+    node: Node
+    path: str
+    sub: GraphLayout
+    title: str
+    subtitle: str  # hyperparameters or the repeat count
+    cost: str
+    badge: str  # ×N for a repeat
+    caption: list[str]
+    inner: tuple[float, float]  # where the sub-diagram sits
+    lift: tuple[str, ...]
+    lift_y: list[float]
+    in_types: list[TensorType]
+    out_types: list[TensorType]
+    in_ys: list[list[float]]
+    out_ys: list[list[float]]
+    level: int
+    cap_top: float
+
+
+@dataclass
+class IoDraw:
+    kind: str  # "input" | "output" | "cont-in" | "cont-out" (where a wrapped row ends / resumes)
+    names: list[str]
+    path: str
+    groups: list[list[float]]
+
+
+@dataclass
+class GraphLayout:
+    ctx: Ctx
+    rows: list[tuple[Placement, float]]  # one placement, or several stacked (a wrapped diagram)
+    width: float
+    height: float
+    in_ys: list[list[float]] = field(default_factory=list)  # per graph input
+    out_ys: list[list[float]] = field(default_factory=list)  # per graph output
+    in_x: list[float] = field(default_factory=list)  # where each input's wires begin
+    out_x: float = 0.0  # where the outputs' wires end
+
+
+def rows_y(rows, top: float = 0.0) -> list[float]:
+    return [top + R / 2 + r * R for r in rows]
+
+
+def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0):
+    """Rows of each input's and output's wires inside one cell. Inputs are stacked with a
+    free row between them; the outputs sit where most carried wires run straight through
+    (on a tie, level with input `home`)."""
+    in_rows: list[list[int]] = []
+    r = 0
+    for t in in_types:
+        n = max(t.rank, 1)
+        in_rows.append(list(range(r, r + n)))
+        r += n + 1
+    span = r - 1 if in_types else 0
+    at: dict[str, list[tuple[int, object]]] = {}
+    for t, rows in zip(in_types, in_rows):
+        for a, row in zip(t.axes, rows):
+            at.setdefault(a.name, []).append((row, a.size))
+    starts = {rows[0] for rows in in_rows}
+
+    def score(off: int, t: TensorType):
+        straight = same = 0
+        for i, a in enumerate(t.axes):
+            for row, size in at.get(a.name, ()):
+                if row == off + i:
+                    if a.name in carried and size == a.size:
+                        straight += 1
+                    else:
+                        same += 1
+        return straight, same, off == in_rows[home][0] if in_rows else True, off in starts, -abs(off)
+
+    out_rows: list[list[int]] = []
+    off = None
+    for t in out_types:
+        n = max(t.rank, 1)
+        if off is None:
+            off = max(range(-(n - 1), max(span, 1)), key=lambda o: score(o, t))
+        out_rows.append(list(range(off, off + n)))
+        off += n + 1
+    low = min([rows[0] for rows in in_rows + out_rows], default=0)
+    in_rows = [[x - low for x in rows] for rows in in_rows]
+    out_rows = [[x - low for x in rows] for rows in out_rows]
+    nrows = max([rows[-1] for rows in in_rows + out_rows], default=0) + 1
+    return in_rows, out_rows, nrows
+
+
+def _prefer(in_types, out_types) -> tuple[int, ...]:
+    """Input slots ordered by how much of the first output they carry: axes with the same
+    name and size first, then axes with the same name."""
+    if not out_types:
+        return tuple(range(len(in_types)))
+    out = out_types[0]
+    same = {(a.name, a.size) for a in out.axes}
+    names = set(out.names)
+
+    def key(i):
+        t = in_types[i]
+        return (-len(same & {(a.name, a.size) for a in t.axes}), -len(names & set(t.names)), i)
+
+    return tuple(sorted(range(len(in_types)), key=key))
+
+
+# ---- cells -------------------------------------------------------------------------------------
+
+
+def op_cell(node: Node, cx: Ctx) -> Cell:
+    lk = dm.look(node, cx.g)
+    in_types = [cx.g.type_of(v) for v in node.inputs]
+    out_types = list(node.types)
+    carried = {a.name for t in in_types for a in t.axes} - lk.acted
+    prefer = _prefer(in_types, out_types)
+    in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0)
+    shape_w = {
+        dm.TAG: text_width(lk.text, 9.5) + 18,
+        dm.CIRCLE: 24.0,
+        dm.TRIANGLE: 22.0,
+        dm.MERGE: 32.0,
+        dm.CUP: 44.0,
+        dm.RELABEL: 12.0,
+        dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
+    }.get(lk.kind, max(26.0, text_width(lk.text, GLYPH_SIZE, lk.learned) + 14 + (7 if lk.bias else 0)))
+    w = max(shape_w, text_width(lk.caption, SMALL) + 4 if lk.caption else 0)
+    pad = 0.0
+    if lk.kind in (dm.BOX, dm.SOURCE, dm.TRAPEZOID):
+        pad = 5.0
+    h = nrows * R + 2 * pad + (NAME_H if lk.caption else 0)
+    draw = OpDraw(node, cx.path(node), lk, in_types, out_types, in_rows, out_rows, nrows, pad)
+    return Cell(
+        node.name, w, h, [rows_y(r, pad) for r in in_rows], [rows_y(r, pad) for r in out_rows],
+        prefer=prefer, payload=draw,
+    )
+
+
+def call_cell(node: Node, cx: Ctx) -> Cell:
+    """A closed block: a named box with its hyperparameters; lifted wires pass over it, and
+    the text sits below them."""
+    lines = [(dm.call_title(node), TITLE_SIZE, True, "#000")]
+    args = dm.args_text(node.attrs["args"])
+    if args:
+        lines.append((args, SMALL + 0.5, False, "#333"))
+    if cx.opts.cost:
+        lines.append((dm.cost_text(node, cx.path(node), cx.opts), SMALL, False, "#555"))
+    in_types = [cx.g.type_of(v) for v in node.inputs]
+    out_types = list(node.types)
+    lift = tuple(node.attrs["lift"])
+    prefer = _prefer(in_types, out_types)
+    in_rows, out_rows, nrows = assign_rows(in_types, out_types, set(lift), prefer[0] if prefer else 0)
+    over = [r for t, rows in zip(in_types + out_types, in_rows + out_rows)
+            for a, r in zip(t.axes, rows) if a.name in lift]
+    pad = 5.0
+    text_top = pad + (max(over) + 1) * R if over else 0.0
+    h = max(nrows * R + 2 * pad, text_top + 12 * len(lines) + 8)
+    w = max(56.0, max(text_width(t, s, b) for t, s, b, _ in lines) + 18)
+    draw = CallDraw(node, cx.path(node), lines, text_top, in_types, out_types, lift)
+    return Cell(
+        node.name, w, h, [rows_y(r, pad) for r in in_rows], [rows_y(r, pad) for r in out_rows],
+        prefer=prefer, payload=draw,
+    )
+
+
+def frame_cell(node: Node, cx: Ctx) -> Cell:
+    """An open block or a repeat: its own sub-diagram in a titled frame."""
+    path = cx.path(node)
+    is_call = node.op == "call"
+    level = cx.level + 1 if is_call else cx.level
+    lift = tuple(node.attrs["lift"]) if is_call else ()
+    sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
+                 len(lift) * R, quiet=not is_call)
+    sub = layout_graph(sub_cx)
+    if is_call:
+        title = dm.call_title(node)
+        subtitle = dm.args_text(node.attrs["args"])
+        badge = ""
+    else:
+        title = node.name
+        subtitle = dm.repeat_count_text(node)
+        badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
+    cost = dm.cost_text(node, path, cx.opts) if cx.opts.cost else ""
+    title_w = (text_width(title, TITLE_SIZE, True) + text_width(subtitle, SMALL + 0.5) + 10
+               + (text_width(cost, SMALL) + 10 if cost else 0) + (text_width(badge, 13, True) + 14 if badge else 0))
+    lift_top = TITLE_H
+    body_top = lift_top + len(lift) * R
+    in_types = [cx.g.type_of(v) for v in node.inputs]
+    out_types = list(node.types)
+    callee = node.callee
+    decl_in = [callee.node(i).type for i in callee.inputs]
+    decl_out = [callee.type_of(v) for _, v in callee.outputs]
+    in_ys = _ports(in_types, decl_in, sub.in_ys, lift, body_top)
+    out_ys = _ports(out_types, decl_out, sub.out_ys, lift, body_top)
+    inner_w = ZONE + sub.width + ZONE
+    doc = callee.doc if is_call else ""
+    cap_w = max(inner_w, 200.0) - 16
+    caption = wrap(doc, cap_w, 9) if doc else []
+    w = max(inner_w, title_w + 16, max((text_width(s, 9) for s in caption), default=0) + 16)
+    cap_h = 12 * len(caption) + (4 if caption else 0)
+    lowest = max([y for ys in in_ys + out_ys for y in ys], default=0)
+    cap_top = max(body_top + sub.height, lowest + R / 2)
+    h = cap_top + cap_h + 2
+    lift_y = [lift_top + R / 2 + i * R for i in range(len(lift))]
+    draw = FrameDraw(node, path, sub, title, subtitle, cost, badge, caption, (ZONE, body_top), lift,
+                     lift_y, in_types, out_types, in_ys, out_ys, level, cap_top)
+    return Cell(node.name, w, h, in_ys, out_ys, prefer=_prefer(in_types, out_types), payload=draw)
+
+
+def _ports(types, declared, inner_ys, lift, body_top) -> list[list[float]]:
+    """Port heights of a frame's wire groups: each group's first declared axis lines up
+    with the sub-diagram's wire; groups never overlap (a free row between them)."""
+    out = []
+    floor = TITLE_H + R / 2
+    for t, decl, ys in zip(types, declared, inner_ys):
+        names = list(t.names) or ["_"]
+        anchor = next((i for i, n in enumerate(names) if n not in lift), 0)
+        if decl.rank and anchor < len(names) and decl.has(names[anchor]) and ys:
+            y = body_top + ys[decl.index(names[anchor])]
+        else:
+            y = floor + anchor * R
+        top = max(y - anchor * R, floor)
+        out.append([top + i * R for i in range(len(names))])
+        floor = out[-1][-1] + 2 * R
+    return out
+
+
+def input_cell(node: Node, cx: Ctx) -> Cell:
+    t = node.type
+    n = max(t.rank, 1)
+    name = "" if cx.quiet and len(cx.g.inputs) == 1 else node.attrs["name"]
+    top = NAME_H + cx.lift_room
+    draw = IoDraw("input", [name], cx.path(node), [rows_y(range(n), top)])
+    w = max(8.0, text_width(name, 9, True) + 4)
+    return Cell(node.name, w, top + n * R, [], [rows_y(range(n), top)], pinned="first",
+                align="right", payload=draw)
+
+
+def output_cell(g: Graph, cx: Ctx) -> Cell:
+    groups = []
+    top = NAME_H
+    names = []
+    for name, v in g.outputs:
+        n = max(g.type_of(v).rank, 1)
+        groups.append(rows_y(range(n), top))
+        top += (n + 1) * R + NAME_H
+        names.append("" if name == "out" or (cx.quiet and len(g.outputs) == 1) else name)
+    w = max([8.0] + [text_width(s, 9, True) + 4 for s in names])
+    draw = IoDraw("output", names, cx.prefix, groups)
+    return Cell("<outputs>", w, top - R - NAME_H + 2, groups, [], pinned="last", align="left", payload=draw)
+
+
+# ---- one graph -----------------------------------------------------------------------------------
+
+
+def _new_axes(node: Node, cell: Cell, idx: int, g: Graph, quiet: bool) -> list[bool]:
+    """Which wires of output `idx` start here (and so get a label): all of an input's or a
+    source's; else those that no input wire at the same height carries on unchanged."""
+    t = node.types[idx]
+    if node.op == "input":
+        return [not quiet] * max(t.rank, 1)
+    if not node.inputs or not t.axes:
+        return [True] * max(t.rank, 1)
+    at: dict[float, set] = {}
+    for v, ys in zip(node.inputs, cell.ins):
+        for a, y in zip(g.type_of(v).axes, ys):
+            at.setdefault(round(y, 2), set()).add((a.name, a.size))
+    return [(a.name, a.size) not in at.get(round(y, 2), ()) for a, y in zip(t.axes, cell.outs[idx])]
+
+
+def layout_graph(cx: Ctx) -> GraphLayout:
+    g = cx.g
+    cells: list[Cell] = []
+    for node in g.nodes():
+        if node.op == "input":
+            cells.append(input_cell(node, cx))
+        elif node.op in ("call", "repeat"):
+            path = cx.path(node)
+            if cx.exp.is_open(path, node, cx.level + 1):
+                cells.append(frame_cell(node, cx))
+            else:
+                cells.append(call_cell(node, cx))
+        else:
+            cells.append(op_cell(node, cx))
+    sink = output_cell(g, cx)
+    cells.append(sink)
+    by_name = {c.key: c for c in cells}
+    bands: list[Band] = []
+    types: dict[int, TensorType] = {}
+    out_slots: dict = {}
+    for j, (_, v) in enumerate(g.outputs):
+        out_slots.setdefault(v, []).append(j)
+    for node in g.nodes():
+        for idx, t in enumerate(node.types):
+            v = node.out(idx)
+            dsts = [(user.name, pos) for user, pos in g.users(v)]
+            dsts += [(sink.key, j) for j in out_slots.get(v, ())]
+            new = _new_axes(node, by_name[node.name], idx, g, cx.quiet)
+            texts = _labels(t, cx.env, new)
+            band = Band(node.name, idx, dsts, _labels_width(texts), payload=cx.path(node), labels=texts)
+            types[id(band)] = t
+            bands.append(band)
+    margin = 0.0 if cx.framed else 6.0
+    sp = Spacing(**SPACING, margin_x=margin, margin_y=4.0)
+    placement = place(cells, bands, sp)
+    ins = [by_name[g.node(i).name] for i in g.inputs]
+    in_ys = [[c.y + y for y in c.outs[0]] for c in ins]
+    out_ys = [[sink.y + y for y in ys] for ys in sink.ins]
+    rows = [(placement, 0.0)]
+    ranges = None if cx.framed else wrap_ranges(placement, bands, WRAP_WIDTH)
+    if ranges and placement.width / max(placement.height, 1.0) > WRAP_RATIO:
+        rows = _wrapped(cells, bands, placement, ranges, types, by_name, cx, sp)
+    width = max(p.width for p, _ in rows)
+    height = rows[-1][1] + rows[-1][0].height
+    return GraphLayout(cx, rows, width, height, in_ys, out_ys, [c.x for c in ins], sink.x + sink.w)
+
+
+def _labels(t: TensorType, env, new: list[bool]) -> list[str | None]:
+    if not t.axes:
+        return ["()"] if new[0] else [None]
+    return [dm.axis_label(a, env) if fresh else None for a, fresh in zip(t.axes, new)]
+
+
+def _labels_width(texts) -> float:
+    return max([text_width(s, LABEL_SIZE) + 4 for s in texts if s] + [0.0])
+
+
+def _wrapped(cells, bands, placement, ranges, types, by_name, cx: Ctx, sp: Spacing):
+    """A diagram too wide for a page, as rows; values that go on to the next row end in a
+    lettered marker and start again from the same letter."""
+
+    def make_in(band: Band, tag: str):
+        src = by_name[band.src]
+        ys = src.outs[band.idx]
+        offs = [y - ys[0] + R / 2 for y in ys]
+        draw = IoDraw("cont-in", [tag], "", [offs])
+        cell = Cell(f"<from {tag}>", CONT_W, offs[-1] + R / 2, [], [offs], pinned="first", align="right",
+                    payload=draw)
+        t = types[id(band)]
+        texts = _labels(t, cx.env, [True] * max(t.rank, 1))
+        return cell, texts, _labels_width(texts)
+
+    def make_out(leaving):
+        groups, top = [], 0.0
+        for band, _ in leaving:
+            ys = by_name[band.src].outs[band.idx]
+            groups.append([top + y - ys[0] + R / 2 for y in ys])
+            top = groups[-1][-1] + 1.5 * R
+        draw = IoDraw("cont-out", [tag for _, tag in leaving], "", groups)
+        return Cell("<onward>", CONT_W, top - R, groups, [], pinned="last", align="left", payload=draw)
+
+    rows, y = [], 0.0
+    for row_cells, row_bands in split_rows(cells, bands, placement, ranges, make_in, make_out):
+        p = place(row_cells, row_bands, sp)
+        rows.append((p, y))
+        y += p.height + ROW_GAP
+    return rows

@@ -1,0 +1,496 @@
+"""Lower a checked spec straight to an ONNX ModelProto (onnx.helper, no tracing): block
+calls and repeats are inlined (or kept as local functions), every op goes through
+ONNX_LOWERINGS, dynamic axes stay symbolic, initializers carry the torch state_dict names.
+Also fp16 and int8 variants with their measured accuracy, and atomic writing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from nncircuit.ops import registry
+from nncircuit.errors import InternalError, LoweringError, NNError
+from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.names import pyname
+from nncircuit.ops.registry import ParamSpec
+
+from nncircuit.backends.onnx import weights as W
+from nncircuit.backends.onnx.builder import ELEM, FUNCTION_DOMAIN, Builder, Dims, Tensor, value_info
+from nncircuit.backends.onnx.ops import OpCx
+from nncircuit.backends.onnx.table import ONNX_LOWERINGS
+from nncircuit.backends.onnx.precision import accuracy, quantize_int8
+from nncircuit.backends.structure import class_name, input_dependent, single_call_body
+
+
+DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 13, 21
+OPTIONS = ("seed", "weights", "opset", "functions", "fp16", "quantize")
+
+
+# ---- inlining ----------------------------------------------------------------------------
+
+
+class Lowerer:
+    """Lowers one IR graph (and, inlined, everything it calls) into a Builder."""
+
+    def __init__(self, b: Builder, weights, functions: Functions | None):
+        self.b = b
+        self.weights = weights
+        self.functions = functions
+
+    def graph(
+        self, g: Graph, args: list[Tensor], scope: str, pscope: str, parent: Dims | None
+    ) -> list[Tensor]:
+        env: dict[Value, Tensor] = {}
+        for nid, a in zip(g.inputs, args):
+            t = g.node(nid).type
+            env[Value(nid)] = Tensor(a.name, t, a.rank - t.rank)
+        dims = Dims(self.b, [env[Value(nid)] for nid in g.inputs], parent)
+        for n in g.nodes():
+            if n.op == "input":
+                continue
+            path = f"{scope}.{n.name}" if scope else n.name
+            ins = [env[v] for v in n.inputs]
+            if n.op == "call":
+                outs = self._call(n, ins, path, pscope)
+            elif n.op == "repeat":
+                outs = self._repeat(n, ins, path, pscope, dims)
+            else:
+                outs = self._op(g, n, ins, path, pscope, dims)
+            for i, t in enumerate(outs):
+                env[n.out(i)] = t
+        return [self._output(g, env, v, scope) for _, v in g.outputs]
+
+    def _output(self, g: Graph, env: dict[Value, Tensor], v: Value, scope: str) -> Tensor:
+        """A block result that depends on no input (positions, a Param) lacks the lifted
+        axes its caller's type has: it gets the first input's, as the torch module does."""
+        o = env[v]
+        if g.kind == "model" or not g.inputs or v.node in input_dependent(g):
+            return o
+        first = env[Value(g.inputs[0])]
+        if first.prefix == 0:
+            return o
+        b = self.b
+        b.scope = scope
+        shape = b.cat([b.shape(first.name, 0, first.prefix), b.shape(o.name)])
+        return replace(o, name=b.op("Expand", [o.name, shape]), prefix=o.prefix + first.prefix)
+
+    def _op(
+        self, g: Graph, n: Node, ins: list[Tensor], path: str, pscope: str, dims: Dims
+    ) -> list[Tensor]:
+        low = ONNX_LOWERINGS.get(n.op)
+        if low is None:
+            raise LoweringError(f"op '{n.op}' has no ONNX lowering", n.span)
+        if self.b.opset < low.min_opset:
+            raise LoweringError(
+                f"{n.op} needs ONNX opset {low.min_opset} or newer (it becomes {low.onnx}); "
+                f"the chosen opset is {self.b.opset}",
+                n.span,
+            )
+        specs = {p.name: p for p in registry.get(n.op).params(n.attrs, tuple(t.type for t in ins))}
+
+        def weight(pname: str) -> str:
+            return self.weights.resolve(W.state_dict_key(n, pscope, pname), specs[pname])
+
+        def tied(module: str) -> str:
+            owner = next((m for m in g.nodes() if m.module == module and m.op == "Embedding"), None)
+            if owner is None:
+                raise LoweringError(
+                    f"{n.name}: 'tied = {module}' names no Embedding of this block", n.span
+                )
+            (spec,) = registry.get("Embedding").params(owner.attrs, ())
+            return self.weights.resolve(W.state_dict_key(owner, pscope, "weight"), spec)
+
+        self.b.scope = path
+        start = len(self.b.nodes)
+        try:
+            outs = low.fn(OpCx(self.b, n, ins, weight, tied, dims))
+        except NNError as e:
+            raise e.with_span(n.span) from None
+        names = self.b.name_result([t.name for t in outs], start)
+        return [replace(t, name=name) for t, name in zip(outs, names)]
+
+    def _call(
+        self, n: Node, ins: list[Tensor], path: str, pscope: str, child: str | None = None
+    ) -> list[Tensor]:
+        callee = n.callee
+        lift = tuple(n.attrs["lift"])
+        self.b.scope = path
+        args = []
+        for a, nid in zip(ins, callee.inputs):
+            args.append(self.b.transpose(a, lift + callee.node(nid).type.names))
+        child = child or f"{pscope}{pyname(n.module)}."
+        if self.functions is not None:
+            outs = self.functions.call(self, callee, args, path, child)
+        else:
+            outs = self.graph(callee, args, path, child, None)
+        return [self._back(callee, o, t) for o, t in zip(outs, n.types)]
+
+    def _back(self, g: Graph, o: Tensor, t) -> Tensor:
+        """A callee's result seen by the caller, whose type includes the lifted axes."""
+        if o.rank < t.rank:
+            raise LoweringError(
+                f"block {g.name} returns a value that does not depend on its inputs, so it "
+                "lacks the axes the call is lifted over; add it to an input first",
+                g.span,
+            )
+        return Tensor(o.name, t, o.rank - t.rank)
+
+    def _repeat(
+        self, n: Node, ins: list[Tensor], path: str, pscope: str, dims: Dims
+    ) -> list[Tensor]:
+        k = n.attrs["carried"]
+        shared = n.attrs["shared"]
+        carried, free = list(ins[:k]), list(ins[k:])
+        body = n.callee
+        inner = single_call_body(body)  # torch makes that a list of the block itself
+        count = int(n.attrs["count"].value)
+        if count == 0 and shared:
+            # never applied, but torch builds the shared body: its weights are in the
+            # state_dict, so they are declared (the scratch graph is dropped)
+            scratch = Lowerer(
+                Builder(self.b.opset, fp16=self.b.fp16), W.DeclaredWeights(self.weights), None
+            )
+            child = f"{pscope}{pyname(n.module)}."
+            if inner is not None:
+                scratch._call(inner, carried + free, path, pscope, child)
+            else:
+                scratch.graph(body, carried + free, path, child, None)
+        for i in range(count):
+            scope = f"{path}.{i}"
+            child = f"{pscope}{pyname(n.module)}." + ("" if shared else f"{i}.")
+            if inner is not None:
+                outs = self._call(inner, carried + free, scope, pscope, child)
+            elif self.functions is not None:
+                outs = self.functions.call(self, body, carried + free, scope, child)
+            else:
+                outs = self.graph(body, carried + free, scope, child, dims)
+            if inner is None:
+                outs = [self._back(body, o, t) for o, t in zip(outs, n.types)]
+            carried = outs
+        return carried
+
+
+# ---- local functions -------------------------------------------------------------------
+
+
+@dataclass
+class Function:
+    name: str
+    proto: onnx.FunctionProto
+    n_outputs: int
+
+
+@dataclass
+class Functions:
+    """One ONNX local function per distinct body of a block class (a block lifted over a
+    different number of axes is a second variant, `MLP_2`), made on first use."""
+
+    opset: int
+    fp16: bool
+    protos: list[onnx.FunctionProto] = field(default_factory=list)
+    memo: dict = field(default_factory=dict)
+    by_body: dict = field(default_factory=dict)
+    names: set = field(default_factory=set)
+
+    def call(
+        self, caller: Lowerer, callee: Graph, args: list[Tensor], path: str, pscope: str
+    ) -> list[Tensor]:
+        key = (id(callee), tuple((a.prefix, a.type) for a in args))
+        if key not in self.memo:
+            self.memo[key] = self._build(callee, args)
+        fn, formal, declared, prefixes = self.memo[key]
+        b = caller.b
+        weights = [caller.weights.resolve(pscope + rel, spec) for rel, spec in formal]
+        for rel, spec in declared:
+            caller.weights.declare(pscope + rel, spec)
+        b.scope = path
+        start = len(b.nodes)
+        outs = b.op(
+            fn.name,
+            [a.name for a in args] + weights,
+            outputs=fn.n_outputs,
+            domain=FUNCTION_DOMAIN,
+        )
+        outs = [outs] if isinstance(outs, str) else outs
+        names = b.name_result(outs, start)
+        types = [callee.type_of(v) for _, v in callee.outputs]
+        return [Tensor(name, t, p) for name, t, p in zip(names, types, prefixes)]
+
+    def _build(self, g: Graph, args: list[Tensor]):
+        """The function for this body (shared with any instance whose body is the same, e.g.
+        the same block with other widths: weight shapes are not part of a body), this
+        instance's weights (block-relative, in formal order) and its results' prefixes."""
+        fb = Builder(self.opset, fp16=self.fp16)
+        fw = W.FunctionWeights(fb)
+        inputs = []
+        for nid, a in zip(g.inputs, args):
+            node = g.node(nid)
+            inputs.append(
+                Tensor(fb.values.fresh(node.attrs["name"]), node.type, a.rank - node.type.rank)
+            )
+        in_names = {t.name for t in inputs}
+        fb.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
+        outs = Lowerer(fb, fw, self).graph(g, inputs, "", "", None)
+        out_names = fb.finish_outputs(
+            [(name, t.name) for (name, _), t in zip(g.outputs, outs)], in_names
+        )
+        formal = list(fw.formal.items())
+        imports = [helper.make_opsetid("", self.opset)]
+        if any(nd.domain == FUNCTION_DOMAIN for nd in fb.nodes):
+            imports.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
+        proto = helper.make_function(
+            FUNCTION_DOMAIN,
+            "",
+            [t.name for t in inputs] + [f for _, (f, _) in formal],
+            out_names,
+            fb.nodes,
+            imports,
+            doc_string=g.doc or None,
+        )
+        weights = [(rel, spec) for rel, (_, spec) in formal]
+        declared = list(fw.declared.items())
+        prefixes = [t.prefix for t in outs]
+        body = proto.SerializeToString()
+        if body in self.by_body:
+            return self.by_body[body], weights, declared, prefixes
+        base = class_name(g)
+        name, k = base, 2
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        proto.name = name
+        self.protos.append(proto)
+        fn = Function(name, proto, len(outs))
+        self.by_body[body] = fn
+        return fn, weights, declared, prefixes
+
+
+# ---- the model ---------------------------------------------------------------------------
+
+
+@dataclass
+class Lowered:
+    """A model's graph before its weights are attached."""
+
+    graph: Graph
+    opset: int
+    fp16: bool
+    nodes: list
+    inputs: list
+    outputs: list
+    params: dict[str, ParamSpec]
+    declared: dict[str, ParamSpec]  # in the state_dict but never applied (no initializer)
+    functions: list
+
+
+def lower(
+    spec, *, opset: int = DEFAULT_OPSET, functions: bool = False, fp16: bool = False
+) -> Lowered:
+    g = spec.graph
+    b = Builder(opset, fp16=fp16)
+    in_names = [g.node(nid).attrs["name"] for nid in g.inputs]
+    b.values.taken |= set(in_names)
+    b.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
+    fns = Functions(opset, fp16) if functions else None
+    weights = W.ModelWeights(b, set(in_names))
+    args, inputs = [], []
+    for name, nid in zip(in_names, g.inputs):
+        t = g.node(nid).type
+        inputs.append(value_info(name, t, ELEM[t.dtype]))
+        x = Tensor(name, t, 0)
+        if fp16 and t.dtype == "float32":
+            b.scope = name
+            x = Tensor(b.op("Cast", [name], to=TensorProto.FLOAT16), t, 0)
+        args.append(x)
+    outs = Lowerer(b, weights, fns).graph(g, args, "", "", None)
+    results, outputs = [], []
+    for (name, v), o in zip(g.outputs, outs):
+        t = g.type_of(v)
+        if o.rank != t.rank:
+            raise InternalError(f"output {name} has rank {o.rank}, its type {t}")
+        value = o.name
+        if fp16 and t.dtype == "float32":
+            b.scope = name
+            value = b.op("Cast", [value], to=TensorProto.FLOAT)
+        results.append((name, value))
+    names = b.finish_outputs(results, set(in_names) | set(weights.params))
+    for name, (_, v) in zip(names, g.outputs):
+        t = g.type_of(v)
+        outputs.append(value_info(name, t, ELEM[t.dtype]))
+    declared = {k: v for k, v in weights.declared.items() if k not in weights.params}
+    return Lowered(
+        g,
+        opset,
+        fp16,
+        b.nodes,
+        inputs,
+        outputs,
+        weights.params,
+        declared,
+        fns.protos if fns else [],
+    )
+
+
+PROTOBUF_LIMIT = 2**31 - 2**26  # a ModelProto is one protobuf message; keep room for the graph
+
+
+def check_size(low: Lowered) -> None:
+    """Refuse, before any weight is made, a model one ONNX file cannot hold."""
+    itemsize = 2 if low.fp16 else 4
+    size = sum(int(np.prod(W.shape_of(p))) for p in low.params.values()) * itemsize
+    if size > PROTOBUF_LIMIT:
+        raise LoweringError(
+            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; an ONNX file holds at "
+            "most 2 GiB and external data is not supported yet"
+        )
+
+
+def assemble(low: Lowered, arrays: dict[str, np.ndarray], *, source: str = "") -> onnx.ModelProto:
+    check_size(low)
+    dtype = np.float16 if low.fp16 else np.float32
+    inits = [numpy_helper.from_array(np.asarray(arrays[n], dtype=dtype), n) for n in low.params]
+    g = low.graph
+    graph = helper.make_graph(
+        low.nodes, g.name, low.inputs, low.outputs, initializer=inits, doc_string=g.doc or None
+    )
+    imports = [helper.make_opsetid("", low.opset)]
+    if low.functions:
+        imports.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    ir = max(8, helper.find_min_ir_version_for([helper.make_opsetid("", low.opset)]))
+    from nncircuit.version import __version__
+
+    model = helper.make_model(
+        graph,
+        opset_imports=imports,
+        functions=low.functions,
+        ir_version=ir,
+        producer_name="nncircuit",
+        producer_version=__version__,
+    )
+    meta = {"nncircuit.model": g.name}
+    if source:
+        meta["nncircuit.source"] = os.path.basename(source)
+    for h in g.hyper:
+        meta[f"nncircuit.hyper.{h.name}"] = repr(h.value.value)
+    helper.set_model_props(model, meta)
+    return model
+
+
+def check_opset(opset: int | None) -> int:
+    opset = DEFAULT_OPSET if opset is None else opset
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise LoweringError(
+            f"ONNX opset {opset!r} is not supported; choose {MIN_OPSET} to {MAX_OPSET}"
+        )
+    return opset
+
+
+def _given(weights: str | None, state_dict) -> tuple[dict | None, str]:
+    if weights is not None and state_dict is not None:
+        raise LoweringError("give weights either as a file or as a state_dict, not both")
+    if weights is not None:
+        return W.load_weights(weights), f"weights from {os.path.basename(weights)}"
+    if state_dict is not None:
+        return W.from_state_dict(state_dict), "weights from the state_dict"
+    return None, ""
+
+
+def build(
+    spec,
+    *,
+    seed: int = 0,
+    weights: str | None = None,
+    state_dict=None,
+    opset: int | None = None,
+    functions: bool = False,
+    fp16: bool = False,
+) -> onnx.ModelProto:
+    """The ONNX model of a loaded spec, in memory."""
+    given, _ = _given(weights, state_dict)
+    low = lower(spec, opset=check_opset(opset), functions=functions, fp16=fp16)
+    check_size(low)
+    return assemble(low, W.bind(low.params, given, seed, low.declared), source=spec.path)
+
+
+def export_spec(
+    spec,
+    out: str,
+    *,
+    seed: int = 0,
+    weights: str | None = None,
+    opset: int | None = None,
+    functions: bool = False,
+    fp16: bool = False,
+    quantize: str | None = None,
+    state_dict=None,
+) -> str:
+    """Write the ONNX model of `spec` to `out` (atomically); returns the report line(s)."""
+    opset = check_opset(opset)
+    if quantize not in (None, "int8"):
+        raise LoweringError(f"--quantize supports 'int8', not {quantize!r}")
+    if quantize and fp16:
+        raise LoweringError("choose one of --fp16 and --quantize int8")
+    if quantize and functions:
+        raise LoweringError("--quantize int8 needs the inlined graph; drop --functions")
+    given, origin = _given(weights, state_dict)
+    low = lower(spec, opset=opset, functions=functions, fp16=False)
+    check_size(low)  # the float32 model is made first, also as the reference of --fp16
+    arrays = W.bind(low.params, given, int(seed), low.declared)
+    model = assemble(low, arrays, source=spec.path)
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    notes = []
+    if fp16:
+        half = assemble(
+            lower(spec, opset=opset, functions=functions, fp16=True), arrays, source=spec.path
+        )
+        onnx.checker.check_model(half)
+        reference, data = data, half.SerializeToString()
+        notes.append(
+            "fp16: weights and compute in float16, inputs and outputs float32; "
+            + accuracy(spec, reference, data)
+        )
+    elif quantize:
+        reference = data
+        data, what = quantize_int8(model)
+        notes.append(
+            f"int8: dynamic quantization of {what} "
+            f"({len(reference) / 2**20:.2f} MiB -> {len(data) / 2**20:.2f} MiB); "
+            + accuracy(spec, reference, data)
+        )
+    write_atomic(out, data)
+    count = sum(int(np.prod(W.shape_of(p))) for p in low.params.values())
+    params = spec.param_count()  # learned ones; the initializers also hold buffers
+    n_nodes = len(low.nodes) + sum(len(f.node) for f in low.functions)
+    what = origin or f"seeded initial weights (seed {seed})"
+    head = (
+        f"wrote {out}: {spec.graph.name}, ONNX opset {opset}, {params:,} parameters "
+        f"({count:,} values in initializers), {what}, "
+        f"{n_nodes:,} nodes"
+        + (f" in {len(low.functions)} local functions and the graph" if low.functions else "")
+    )
+    return "\n".join([head] + notes)
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: no partial file is ever left."""
+    d, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None

@@ -1,0 +1,218 @@
+"""Weights for the ONNX backend: the PyTorch state_dict name of every parameter, seeded
+initial values drawn with numpy (following each ParamSpec's `init`), and loading weights
+safely (safetensors, or `torch.load(weights_only=True)`; never a plain pickle), checked
+against the names and shapes the spec expects; and how a graph being lowered refers to its
+weights (initializers of the model, inputs of a local function)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from nncircuit.errors import InternalError, LoweringError
+from nncircuit.ir.graph import Node
+from nncircuit.names import pyname
+from nncircuit.ops.registry import ParamSpec
+
+from nncircuit.backends.onnx.builder import Builder
+
+# Entries of a torch state_dict that no forward pass reads (BatchNorm's step counter).
+IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+def state_dict_key(node: Node, prefix: str, pname: str) -> str:
+    """The state_dict name of parameter `pname` of `node`, under module path `prefix`
+    (`h.3.`). A `Param`, and the bias of a tied Linear, are an nn.Parameter themselves."""
+    if "." in pname:  # `k.weight`: a fused op's parameter of another module of the block
+        return prefix + pname
+    mod = prefix + pyname(node.module)
+    if node.op == "Param" or (node.op == "Linear" and node.attrs["tied"] is not None):
+        return mod
+    return f"{mod}.{pname}"
+
+
+def shape_of(spec: ParamSpec) -> tuple[int, ...]:
+    return tuple(int(s.value) for s in spec.shape)
+
+
+def init_param(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
+    """The seeded initial value of one parameter. Each tensor draws from its own stream,
+    keyed by seed and name, so adding a layer does not change the others."""
+    shape = shape_of(spec)
+    digest = hashlib.sha256(name.encode()).digest()
+    rng = np.random.default_rng(
+        [seed & 0xFFFFFFFF, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()]
+    )
+    init = spec.init
+    if init in ("uniform_fan_in", "kaiming_conv"):  # kaiming_uniform(a=sqrt(5)) has this bound too
+        fan_in = spec.fan_in or int(np.prod(shape[1:], dtype=np.int64)) or 1
+        bound = 1.0 / np.sqrt(fan_in)
+        out = rng.uniform(-bound, bound, shape)
+    elif init == "normal" or init.startswith("normal:"):
+        std = float(init.split(":", 1)[1]) if ":" in init else 1.0
+        out = rng.standard_normal(shape) * std
+    elif init == "ones":
+        out = np.ones(shape)
+    elif init == "zeros":
+        out = np.zeros(shape)
+    else:
+        raise LoweringError(f"parameter '{name}': unknown initialisation '{init}'")
+    return out.astype(np.float32)
+
+
+def load_weights(path: str) -> dict[str, np.ndarray]:
+    """Read a .safetensors file (numpy only) or a torch .pt/.pth/.bin state_dict
+    (`torch.load(weights_only=True)`, torch imported only here)."""
+    if not os.path.isfile(path):
+        raise LoweringError(f"weights file '{path}' does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            return {k: np.asarray(v) for k, v in load_file(path).items()}
+        except (SafetensorError, TypeError, ValueError) as e:
+            raise LoweringError(f"cannot read weights '{path}': {e}") from None
+    if ext in (".pt", ".pth", ".bin"):
+        try:
+            import torch
+        except ImportError:
+            raise LoweringError(
+                f"reading '{path}' needs torch; save the weights as .safetensors"
+            ) from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many kinds (UnpicklingError, RuntimeError, ...)
+            raise LoweringError(f"cannot read weights '{path}' as a state_dict: {e}") from None
+        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+            obj = obj["state_dict"]
+        return from_state_dict(obj, source=path)
+    raise LoweringError(
+        f"weights '{path}': expected a .safetensors or .pt file, found '{ext or 'no extension'}'"
+    )
+
+
+def from_state_dict(sd, *, source: str = "state_dict") -> dict[str, np.ndarray]:
+    """numpy arrays from a mapping of names to torch tensors or arrays."""
+    if not isinstance(sd, Mapping):
+        raise LoweringError(
+            f"{source}: expected a mapping of names to tensors, found {type(sd).__name__}"
+        )
+    out = {}
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise LoweringError(f"{source}: parameter names must be strings, found {k!r}")
+        if hasattr(v, "detach"):  # a torch tensor, without importing torch
+            v = v.detach().cpu()
+            if str(v.dtype) == "torch.bfloat16":
+                v = v.float()
+            v = v.numpy()
+        if not isinstance(v, np.ndarray):
+            raise LoweringError(f"{source}: '{k}' is a {type(v).__name__}, not a tensor")
+        out[k] = v
+    return out
+
+
+def bind(
+    params: dict[str, ParamSpec],
+    given: dict[str, np.ndarray] | None,
+    seed: int,
+    declared: dict[str, ParamSpec] | None = None,
+) -> dict[str, np.ndarray]:
+    """float32 values for every parameter the model uses: `given` checked against the
+    expected names and shapes, or seeded initial values. `declared` parameters belong to
+    modules that are never applied: a weights file may hold them (checked), none is made."""
+    if given is None:
+        return {name: init_param(name, spec, seed) for name, spec in params.items()}
+    declared = declared or {}
+    expected = {**declared, **params}
+    given = {k: v for k, v in given.items() if not k.endswith(IGNORED_SUFFIXES)}
+    missing = [n for n in params if n not in given]
+    extra = sorted(n for n in given if n not in expected)
+    problems = []
+    if missing:
+        problems.append(f"missing {_list(missing)}")
+    if extra:
+        problems.append(f"unexpected {_list(extra)}")
+    bad = []
+    for name, spec in expected.items():
+        if name in given:
+            want, have = shape_of(spec), tuple(given[name].shape)
+            if want != have:
+                bad.append(f"'{name}' has shape {list(have)} but the spec needs {list(want)}")
+            elif given[name].dtype.kind not in "fiu":
+                bad.append(f"'{name}' has dtype {given[name].dtype}, not a number type")
+    problems += bad[:5] + ([f"{len(bad) - 5} more tensors differ"] if len(bad) > 5 else [])
+    if problems:
+        raise LoweringError("weights do not match the spec: " + "; ".join(problems))
+    return {name: np.ascontiguousarray(given[name], dtype=np.float32) for name in params}
+
+
+def _list(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{shown}{more}"
+
+
+# ---- where a graph's weights come from ---------------------------------------------------
+
+
+class ModelWeights:
+    """Weights of the main graph: initializers, named as in the torch state_dict."""
+
+    def __init__(self, b: Builder, inputs: set[str]):
+        self.b = b
+        self.inputs = inputs
+        self.params: dict[str, ParamSpec] = {}
+        self.declared: dict[str, ParamSpec] = {}
+
+    def resolve(self, name: str, spec: ParamSpec) -> str:
+        if name in self.params:
+            if shape_of(self.params[name]) != shape_of(spec):
+                raise InternalError(f"parameter '{name}' is used with two shapes")
+            return name
+        if name in self.inputs:
+            raise LoweringError(f"the parameter '{name}' has the name of a model input; rename one")
+        self.params[name] = spec
+        self.b.claim(name)
+        return name
+
+    def declare(self, name: str, spec: ParamSpec) -> None:
+        self.declared.setdefault(name, spec)
+
+
+class FunctionWeights:
+    """Weights inside a local function: formal inputs, named relative to the block."""
+
+    def __init__(self, b: Builder):
+        self.b = b
+        self.formal: dict[str, tuple[str, ParamSpec]] = {}
+        self.declared: dict[str, ParamSpec] = {}
+
+    def resolve(self, name: str, spec: ParamSpec) -> str:
+        if name not in self.formal:
+            self.formal[name] = (self.b.values.fresh(name), spec)
+        return self.formal[name][0]
+
+    def declare(self, name: str, spec: ParamSpec) -> None:
+        self.declared.setdefault(name, spec)
+
+
+class DeclaredWeights:
+    """Weights of modules that exist but are never applied (the body of a `repeat 0
+    shared`): they are in the torch state_dict, so a weights file may hold them and they
+    are checked, but no initializer is made."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def resolve(self, name: str, spec: ParamSpec) -> str:
+        self.inner.declare(name, spec)
+        return name
+
+    def declare(self, name: str, spec: ParamSpec) -> None:
+        self.inner.declare(name, spec)

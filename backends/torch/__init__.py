@@ -1,0 +1,1 @@
+"""The PyTorch backend: readable standalone source (`codegen`) from one lowering per op (`ops`)."""

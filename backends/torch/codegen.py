@@ -1,0 +1,416 @@
+"""Lower the IR to readable, standalone PyTorch source: one nn.Module class per block
+definition, repeats as nn.ModuleList, attribute names from the spec, `# file.nn:LINE`
+comments, and no dependency on nncircuit at run time."""
+
+from __future__ import annotations
+
+import ast as pyast
+import os
+import re
+
+from nncircuit.errors import InternalError, LoweringError
+from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.names import pyname
+from nncircuit.types.sizes import Size
+from nncircuit.types.tensor import HVal
+
+from nncircuit.backends.structure import class_name, single_call_body
+from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, move
+
+
+class Cx:
+    """What one class's code generation needs: names, hyperparameter code, helper use."""
+
+    def __init__(self, graph: Graph, gen: TorchGen):
+        self.graph = graph
+        self.gen = gen
+        leads = gen.lift_counts.get(gen.class_of(graph), set())
+        # lifted axes in front of every tensor at run time, when all uses agree
+        self.lift_len: int | None = next(iter(leads)) if len(leads) == 1 else None
+        self.mode = "init"
+        self.vars: dict[Value, str] = {}
+        self.used_vars: set[str] = set()
+        self._dims: dict[str, str] | None = None
+        self._taken: set[str] | None = None
+        self._lifted_values: set[Value] | None = None
+
+    pyname = staticmethod(pyname)
+
+    def hv(self, v: HVal) -> str:
+        if self.mode == "init":
+            return v.expr
+        tree = pyast.parse(v.expr, mode="eval")
+        cx = self
+
+        class ToSelf(pyast.NodeTransformer):
+            def visit_Name(self, node):
+                if node.id in ("math", "abs", "min", "max"):  # builtins of hyperparameter code
+                    return node
+                return pyast.copy_location(
+                    pyast.Attribute(pyast.Name("self", pyast.Load()), cx.hyper_attr(node.id), pyast.Load()), node
+                )
+
+        return pyast.unparse(ToSelf().visit(tree))
+
+    def hyper_attr(self, py: str) -> str:
+        """The attribute that holds hyperparameter `py` (its Python name): the name itself,
+        unless a submodule of this class has that name (`repeat layers` as `self.layers`)."""
+        if self._taken is None:
+            self._taken = {pyname(n.module) for n in self.graph.nodes() if n.module is not None}
+        hypers = {pyname(h.name) for h in self.graph.hyper}
+        attr = py
+        while attr in self._taken or (attr != py and attr in hypers):
+            attr = "hp_" + attr
+        return attr
+
+    def has_lift_prefix(self, v: Value) -> bool:
+        """Whether value v surely carries this class's lift prefix at run time (values
+        computed without the inputs, from `positions` or a Param, do not)."""
+        if self._lifted_values is None:
+            # a repeat body's inputs may be carried values computed without any input
+            flags = (False,) * len(self.graph.inputs) if self.graph.kind == "repeat" else None
+            self._lifted_values = _lifted(self.graph, flags)
+        return self.lift_len == 0 or v in self._lifted_values
+
+    def mod(self, n: Node) -> str:
+        return pyname(n.module)
+
+    def in_types(self, n: Node):
+        return tuple(self.graph.type_of(v) for v in n.inputs)
+
+    def need_helper(self, name: str):
+        self.gen.helpers.add(name)
+
+    def device(self) -> str:
+        for nid in self.graph.inputs:
+            return f"{self.vars[Value(nid)]}.device"
+        return "next(self.parameters()).device"
+
+    def size(self, s: Size) -> str:
+        if s.is_static:
+            return str(s.value)
+        dims = self.dim_code()
+        missing = sorted(x for x in s.symbols() if x not in dims)
+        if missing:
+            raise LoweringError(f"the run-time size '{missing[0]}' cannot be read from any input")
+        return s.render(lambda name: dims[name])
+
+    def dim_code(self) -> dict[str, str]:
+        """Code that reads each dynamic axis size from the first input that has it."""
+        if self._dims is None:
+            self._dims = {}
+            for nid in self.graph.inputs:
+                t = self.graph.node(nid).type
+                for ax in t.axes:
+                    sym = ax.size.bare_symbol()
+                    if sym is not None and sym not in self._dims:
+                        self._dims[sym] = f"{self.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"
+        return self._dims
+
+
+class TorchGen:
+    def __init__(self, model: Graph, *, source_name: str = ""):
+        self.model = model
+        self.source = _safe_filename(source_name or model.file)
+        self.helpers: set[str] = set()
+        self.classes: dict[str, str] = {}  # class name -> code
+        self.order: list[str] = []
+        self.graph_of: dict[str, Graph] = {}
+        self.names: dict[tuple[str, str], str] = {}
+        self.lift_counts: dict[str, set[int]] = {}
+        self.variant_of: dict[Graph, str] = {}  # instances that need a class of their own
+        self.seen: set[Graph] = set()
+
+    def generate(self) -> str:
+        self.class_of(self.model)  # the model's class keeps its own name
+        self._lifts(self.model, 0)
+        self._collect(self.model)
+        body = [self.classes[c] for c in self.order]
+        header = [
+            f"# Generated by nncircuit from {self.source}, model {self.model.name}.",
+            "# Edit the spec, not this file: it is regenerated by `nnc compile`.",
+            "import math",
+        ]
+        if "partial" in self.helpers:
+            header.append("import functools")
+        header += ["", "import torch", "import torch.nn.functional as F", "from torch import nn", ""]
+        helpers = [HELPERS[h].strip("\n") for h in sorted(self.helpers) if HELPERS[h]]
+        parts = header + ([*(h + "\n\n" for h in helpers)] if helpers else []) + body
+        text = "\n".join(p.rstrip("\n") if not p.endswith("\n\n") else p.rstrip("\n") + "\n" for p in parts)
+        text = re.sub(r"\n{4,}", "\n\n\n", text).rstrip() + "\n"
+        return text
+
+    def class_of(self, g: Graph) -> str:
+        """One class per block definition; two definitions with one name (from different
+        files) get distinct class names."""
+        if g in self.variant_of:
+            return self.variant_of[g]
+        key = (g.file, g.name)
+        if key not in self.names:
+            base = class_name(g)
+            name, k = base, 2
+            while name in self.names.values():
+                name, k = f"{base}{k}", k + 1
+            self.names[key] = name
+        return self.names[key]
+
+    def _lifts(self, g: Graph, lead: int):
+        """Record how many lifted axes lead each class's tensors at run time, at every use."""
+        self.lift_counts.setdefault(self.class_of(g), set()).add(lead)
+        for n in g.nodes():
+            if n.op == "call":
+                self._lifts(n.callee, lead + len(n.attrs["lift"]))
+            elif n.op == "repeat":
+                self._lifts(n.callee, lead)
+
+    def _collect(self, g: Graph):
+        if g in self.seen:
+            return
+        self.seen.add(g)
+        for n in g.nodes():
+            if n.op == "repeat" and single_call_body(n.callee) is not None:
+                self._collect(single_call_body(n.callee).callee)
+            elif n.callee is not None:
+                self._collect(n.callee)
+        name = self.class_of(g)
+        code = self._class(g, name)
+        if name in self.classes:
+            if self.classes[name] == code:
+                return
+            # Another instance of the definition whose code differs: a size its class
+            # computes from hyperparameters without an expression (after a pooling, say)
+            # was written as a number. It gets a class of its own.
+            base, k = name, 2
+            while name in self.classes or name in self.names.values():
+                name, k = f"{base}_{k}", k + 1
+            self.variant_of[g] = name
+            self.lift_counts[name] = set(self.lift_counts.get(base, set()))
+            code = self._class(g, name)
+        self.graph_of[name] = g
+        self.classes[name] = code
+        self.order.append(name)
+
+    # ---- one class
+    def _class(self, g: Graph, name: str) -> str:
+        cx = Cx(g, self)
+        lines = [f"class {name}(nn.Module):"]
+        doc = g.doc or (f"Body of `repeat` in {g.name.rpartition('_')[0]}." if g.kind == "repeat" else "")
+        if doc:
+            lines.append(f"    {doc!r}")
+            lines.append("")
+        lines.append(f"    def __init__(self{self._signature(g)}):")
+        lines.append("        super().__init__()")
+        for h in g.hyper:
+            default = h.default
+            if g.kind != "repeat" and default is not None and not _is_literal(default):
+                lines.append(f"        if {pyname(h.name)} is None:")
+                lines.append(f"            {pyname(h.name)} = {default}")
+        for h in g.hyper:
+            lines.append(f"        self.{cx.hyper_attr(pyname(h.name))} = {pyname(h.name)}")
+        self._init_modules(g, cx, lines)
+        lines.append("")
+        cx.mode = "forward"
+        self._forward(g, cx, lines)
+        return "\n".join(lines) + "\n\n"
+
+    def _signature(self, g: Graph) -> str:
+        parts = []
+        kwonly = False
+        seen_default = False
+        for h in g.hyper:
+            p = pyname(h.name)
+            if g.kind == "repeat" or h.default is None:
+                if seen_default or g.kind == "repeat":
+                    kwonly = True
+                parts.append(p)
+            else:
+                seen_default = True
+                parts.append(f"{p}={h.default}" if _is_literal(h.default) else f"{p}=None")
+        if not parts:
+            return ""
+        return (", *, " if kwonly else ", ") + ", ".join(parts)
+
+    def _init_modules(self, g: Graph, cx: Cx, lines: list[str]):
+        done: set[str] = set()
+        for n in g.nodes():
+            if n.module is None or n.module in done:
+                continue
+            done.add(n.module)
+            line = self._file_line(n)
+            if n.op in ("call", "repeat"):
+                _check_class_name(g, self.class_of(n.callee), n)
+            if n.op == "call":
+                args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in n.attrs["args"])
+                code = f"{self.class_of(n.callee)}({args})"
+            elif n.op == "repeat":
+                inner = single_call_body(n.callee)
+                if inner is not None:  # the body is one block: a list of that block
+                    args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in inner.attrs["args"])
+                    body, hargs = self.class_of(inner.callee), args
+                else:
+                    body = self.class_of(n.callee)
+                    hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
+                if n.attrs["shared"]:
+                    code = f"{body}({hargs})"
+                else:
+                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({n.attrs['count'].expr})])"
+            else:
+                low = _lowering(n)
+                if low.init is None:
+                    raise InternalError(f"learned op {n.op} has no torch init")
+                code = low.init(n, cx)
+                if code is None:
+                    continue
+                if isinstance(code, tuple):  # a fused op building several modules: (attr, code)
+                    lines.extend(f"        self.{pyname(m)} = {c}  {line}" for m, c in code)
+                    continue
+            lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
+
+    def _forward(self, g: Graph, cx: Cx, lines: list[str]):
+        ins = []
+        for nid in g.inputs:
+            node = g.node(nid)
+            var = self._fresh_var(cx, node.attrs["name"])
+            cx.vars[Value(nid)] = var
+            ins.append(var)
+        lines.append(f"    def forward(self, {', '.join(ins)}):" if ins else "    def forward(self):")
+        last = None
+        for n in g.nodes():
+            if n.op == "input":
+                continue
+            args = [self._ref(cx, v) for v in n.inputs]
+            if n.op == "rename":  # no code, so no source-line comment either
+                cx.vars[n.out()] = args[0]
+                continue
+            line = self._file_line(n)
+            if line != last:
+                lines.append(f"        {line}")
+                last = line
+            var = self._fresh_var(cx, n.name)
+            if n.op == "call":
+                callee = n.callee
+                lift = n.attrs["lift"]
+                call_args = []
+                for a, v, decl_id in zip(args, n.inputs, callee.inputs):
+                    t = g.type_of(v)
+                    want = tuple(lift) + callee.node(decl_id).type.names
+                    call_args.append(move(a, t.names, want))
+                lines.append(f"        {var} = self.{pyname(n.module)}({', '.join(call_args)})")
+            elif n.op == "repeat":
+                k = n.attrs["carried"]
+                carried, free = args[:k], args[k:]
+                for i, a in enumerate(carried):
+                    lines.append(f"        {var}{'_' + str(i) if k > 1 else ''} = {a}")
+                cvars = [f"{var}_{i}" for i in range(k)] if k > 1 else [var]
+                lhs = ", ".join(cvars)
+                call_args = ", ".join(cvars + free)
+                if n.attrs["shared"]:
+                    lines.append(f"        for _ in range({cx.hv(n.attrs['count'])}):")
+                    lines.append(f"            {lhs} = self.{pyname(n.module)}({call_args})")
+                else:
+                    lines.append(f"        for layer in self.{pyname(n.module)}:")
+                    lines.append(f"            {lhs} = layer({call_args})")
+                if k > 1:
+                    lines.append(f"        {var} = ({lhs},)")
+            else:
+                try:
+                    code = _lowering(n).forward(n, args, cx)
+                except LoweringError as e:  # point at the spec, not at the backend
+                    raise e.with_span(n.span) from None
+                lines.append(f"        {var} = {code}")
+            cx.vars[n.out()] = var
+            for i in range(1, len(n.types)):
+                cx.vars[n.out(i)] = f"{var}[{i}]"
+            if len(n.types) > 1:
+                cx.vars[n.out(0)] = f"{var}[0]"
+        outs = [self._output(g, cx, v) for _, v in g.outputs]
+        if len(outs) == 1:
+            lines.append(f"        return {outs[0]}")
+        else:
+            lines.append(f"        return {', '.join(outs)}")
+
+    def _output(self, g: Graph, cx: Cx, v: Value) -> str:
+        """A block output computed without its inputs (positions, a Param) has no lift
+        prefix at run time, though its caller's type has one: give it the first input's.
+        The expand is a no-op on a tensor that has the prefix already."""
+        ref = self._ref(cx, v)
+        if g.kind != "block" or not g.inputs or v in _lifted(g):
+            return ref
+        x = g.node(g.inputs[0])
+        var, rank = cx.vars[Value(x.id)], g.type_of(v).rank
+        return f"{ref}.expand(*{var}.shape[: {var}.dim() - {x.type.rank}], *{ref}.shape[{ref}.dim() - {rank}:])"
+
+    def _ref(self, cx: Cx, v: Value) -> str:
+        if v not in cx.vars:
+            raise InternalError(f"value {v} used before it is defined")
+        return cx.vars[v]
+
+    def _fresh_var(self, cx: Cx, base: str) -> str:
+        name = pyname(base)
+        k = 1
+        cand = name
+        while cand in cx.used_vars or cand in ("layer", "self"):
+            cand = f"{name}_{k}"
+            k += 1
+        cx.used_vars.add(cand)
+        return cand
+
+    def _file_line(self, n: Node) -> str:
+        if n.span is None:
+            return f"# {self.source}"
+        return f"# {_safe_filename(n.span.file)}:{n.span.line}"
+
+
+def _check_class_name(g: Graph, cls: str, n: Node):
+    """__init__ names classes where hyperparameters are local variables."""
+    for h in g.hyper:
+        if pyname(h.name) == cls:
+            raise LoweringError(
+                f"hyperparameter '{h.name}' of {g.name} has the name of the generated class "
+                f"{cls}; rename one of them", n.span)
+
+
+def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
+    """Values of g that surely carry the lift prefix its inputs (those flagged) have at run
+    time: an op keeps the prefix of any tensor input (lowerings use negative dims and
+    broadcast), a repeat's carried value needs it at the start and from the body."""
+    flags = inputs if inputs is not None else (True,) * len(g.inputs)
+    out = {Value(nid) for nid, f in zip(g.inputs, flags) if f}
+    for n in g.nodes():
+        if n.op == "input":
+            continue
+        if n.op == "repeat":
+            given = tuple(v in out for v in n.inputs)
+            body = _lifted(n.callee, given)
+            out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if given[i] and v in body)
+        elif n.op == "call":  # its outputs carry the prefix of its inputs if all have it
+            if n.inputs and all(v in out for v in n.inputs):
+                out.update(n.out(i) for i in range(len(n.types)))
+        elif any(v in out for v in (n.inputs[:1] if n.op == "pad_to" else n.inputs)):
+            out.update(n.out(i) for i in range(len(n.types)))  # pad_to reads only a shape
+    return out
+
+
+def _lowering(n: Node):
+    low = TORCH_LOWERINGS.get(n.op)
+    if low is None:
+        raise LoweringError(f"op '{n.op}' has no PyTorch lowering", n.span)
+    return low
+
+
+def _is_literal(expr: str) -> bool:
+    try:
+        pyast.literal_eval(expr)
+        return True
+    except (ValueError, SyntaxError):
+        return False
+
+
+def _safe_filename(path: str) -> str:
+    base = os.path.basename(path or "spec.nn")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", base) or "spec.nn"
+
+
+def generate(model: Graph, source_name: str = "") -> str:
+    """The PyTorch source of `model` (deterministic: same graph, same text)."""
+    return TorchGen(model, source_name=source_name).generate()

@@ -1,0 +1,511 @@
+"""The PyTorch lowering table: one entry per registry op. An entry gives the Python
+expression of the op's forward (and, for learned ops, the submodule it builds)."""
+
+from __future__ import annotations
+
+import ast as pyast
+from dataclasses import dataclass
+from collections.abc import Callable
+
+from nncircuit.ir.graph import Node
+from nncircuit.types.tensor import TensorType
+
+TORCH_DTYPES = {
+    "float32": "torch.float32",
+    "float16": "torch.float16",
+    "bfloat16": "torch.bfloat16",
+    "float64": "torch.float64",
+    "int64": "torch.int64",
+    "int32": "torch.int32",
+    "bool": "torch.bool",
+}
+
+
+@dataclass(frozen=True)
+class Lowering:
+    forward: Callable  # (node, args: list[str], cx) -> str (an expression)
+    init: Callable | None = None  # (node, cx) -> str (the submodule's constructor), learned ops
+
+
+def dim(t: TensorType, name: str) -> int:
+    """Negative index of an axis: the runtime tensor may carry lifted axes in front."""
+    return t.index(name) - t.rank
+
+
+def move(var: str, src: tuple[str, ...], dst: tuple[str, ...]) -> str:
+    """Code that reorders `var` from axis order `src` to `dst` (same names)."""
+    if tuple(src) == tuple(dst):
+        return var
+    n = len(src)
+    diff = [i for i in range(n) if src[i] != dst[i]]
+    if len(diff) == 2 and src[diff[0]] == dst[diff[1]]:
+        return f"{_paren(var)}.transpose({diff[0] - n}, {diff[1] - n})"
+    moved = [(src.index(a) - n, dst.index(a) - n) for a in dst if src.index(a) != dst.index(a)]
+    s = tuple(m[0] for m in moved)
+    d = tuple(m[1] for m in moved)
+    return f"{var}.movedim({_tup(s)}, {_tup(d)})"
+
+
+def align(var: str, t: TensorType, target: tuple[str, ...], *, full: bool = False) -> str:
+    """Reorder `var` (of type t) into the order of `target` and add size-1 axes for the
+    target axes it lacks, so that it broadcasts by name. Unless `full`, axes missing before
+    the first one it has are left to broadcasting from the left."""
+    present = tuple(a for a in target if t.has(a))
+    code = move(var, t.names, present)
+    if len(present) == len(target) or (not present and not full):
+        return code
+    first = 0 if full else min(target.index(a) for a in present)
+    if all(a in present for a in target[first:]):
+        return code
+    idx = ", ".join(":" if a in present else "None" for a in target[first:])
+    return f"{_paren(code)}[..., {idx}]"
+
+
+def _paren(code: str) -> str:
+    """`code` fit to be an operand: wrapped unless it is an atom (a name, attribute, call,
+    subscript or non-negative number). `(a) * (b)` ends with a parenthesis but is no atom."""
+    try:
+        node = pyast.parse(code, mode="eval").body
+    except SyntaxError:
+        return f"({code})"
+    if isinstance(node, (pyast.Name, pyast.Attribute, pyast.Call, pyast.Subscript, pyast.Constant)):
+        return code
+    return f"({code})"
+
+
+def _tup(xs) -> str:
+    xs = tuple(xs)
+    return f"({xs[0]},)" if len(xs) == 1 else f"({', '.join(str(x) for x in xs)})"
+
+
+def _unary(fmt: str):
+    return Lowering(lambda n, a, cx: fmt.format(x=a[0]))
+
+
+def _binary(sym: str, fn: str):
+    def fwd(n: Node, a, cx):
+        if "scalar" in n.attrs.keys():
+            c = _paren(cx.hv(n.attrs["scalar"]))  # `x * (2 - 1)`, not `x * 2 - 1`
+            x = _paren(a[0])
+            if n.attrs["side"] == "right":
+                return f"{x} {sym} {c}"
+            return f"{c} {sym} {x}"
+        ta, tb = cx.in_types(n)
+        out = n.type.names
+        # inside a block a tensor may carry a lift prefix: missing axes cannot be left to
+        # broadcasting from the left
+        full = cx.graph.kind != "model"
+        return f"{_paren(align(a[0], ta, out, full=full))} {sym} {_paren(align(a[1], tb, out, full=full))}"
+
+    return Lowering(fwd)
+
+
+def _softmax(fn: str):
+    return Lowering(lambda n, a, cx: f"torch.{fn}({a[0]}, dim={dim(n.type, n.attrs['axis'])})")
+
+
+def _einsum(n: Node, a, cx):
+    letters = {}
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    for t in cx.in_types(n) + (n.type,):
+        for name in t.names:
+            if name not in letters:
+                letters[name] = alphabet[len(letters)]
+    ins = ",".join("..." + "".join(letters[x] for x in t.names) for t in cx.in_types(n))
+    out = "..." + "".join(letters[x] for x in n.type.names)
+    return f'torch.einsum("{ins}->{out}", {", ".join(a)})'
+
+
+def _flatten(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    names = n.attrs["axes"]
+    return f"{_paren(a[0])}.flatten({dim(t, names[0])}, {dim(t, names[-1])})"
+
+
+def _unflatten(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    return f"{_paren(a[0])}.unflatten({dim(t, n.attrs['axis'])}, {_tup(cx.hv(s) for s in n.attrs['sizes'])})"
+
+
+def _transpose(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    return f"{_paren(a[0])}.transpose({dim(t, n.attrs['a'])}, {dim(t, n.attrs['b'])})"
+
+
+def _concat(n: Node, a, cx):
+    cx.need_helper("concat")
+    out = n.type
+    parts = []
+    for var, t in zip(a, cx.in_types(n)):
+        parts.append(align(var, t, out.names, full=True))
+    return f"_concat_broadcast([{', '.join(parts)}], {dim(out, n.attrs['axis'])})"
+
+
+def _reduce(method: str):
+    def fwd(n: Node, a, cx):
+        (t,) = cx.in_types(n)
+        dims = tuple(dim(t, x) for x in n.attrs["axes"])
+        return f"{_paren(a[0])}.{method}(dim={_tup(dims)})"
+
+    return Lowering(fwd)
+
+
+def _causal(n: Node, a, cx):
+    t = n.type
+    q, k = n.attrs["query"], n.attrs["key"]
+    x = a[0]
+    mask = (
+        f"torch.ones({x}.shape[{dim(t, q)}], {x}.shape[{dim(t, k)}], dtype=torch.bool, "
+        f"device={x}.device).triu(1)"
+    )
+    mtype = TensorType(tuple(ax for ax in t.axes if ax.name in (q, k)), "bool")
+    mtype = mtype if mtype.names == (q, k) else mtype.with_axes((mtype.axis(q), mtype.axis(k)))
+    return f'{_paren(x)}.masked_fill({align(mask, mtype, t.names)}, float("-inf"))'
+
+
+def _positions(n: Node, a, cx):
+    size = cx.size(n.attrs["axis"].size)
+    return f"torch.arange({size}, device={cx.device()})"
+
+
+def _select(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    return f"{_paren(a[0])}.select({dim(t, n.attrs['axis'])}, {cx.hv(n.attrs['index'])})"
+
+
+def _topk(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    return f"torch.topk({a[0]}, {cx.hv(n.attrs['k'])}, dim={dim(t, n.attrs['axis'])})"
+
+
+def _gather(n: Node, a, cx):
+    cx.need_helper("gather")
+    src, idx = cx.in_types(n)
+    out = n.type.names
+    full = cx.graph.kind != "model"  # a lift prefix, as in _binary
+    return f"_gather_broadcast({align(a[0], src, out, full=full)}, {align(a[1], idx, out, full=full)}, {dim(n.type, n.attrs['axis'])})"
+
+
+def _pad_to(n: Node, a, cx):
+    x, like = cx.in_types(n)
+    pads = []
+    for name in reversed(x.names):  # F.pad lists the last axis first
+        if name in n.attrs["axes"]:
+            d = dim(x, name)
+            e = dim(like, name)
+            diff = f"({a[1]}.shape[{e}] - {a[0]}.shape[{d}])"
+            pads += [f"{diff} // 2", f"{diff} - {diff} // 2"]
+        else:
+            pads += ["0", "0"]
+    while pads[-2:] == ["0", "0"]:
+        pads = pads[:-2]
+    return f"F.pad({a[0]}, [{', '.join(pads)}])"
+
+
+# ---- learned ops ---------------------------------------------------------------------------
+
+
+def _linear_init(n: Node, cx):
+    if n.attrs["tied"] is not None:
+        if not n.attrs["bias"]:
+            return None
+        return f"nn.Parameter(torch.zeros({cx.hv(n.attrs['out_features'])}))"
+    bias = "" if n.attrs["bias"] else ", bias=False"
+    return f"nn.Linear({cx.hv(n.attrs['in_features'])}, {cx.hv(n.attrs['out_features'])}{bias})"
+
+
+def _linear(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    ins = n.attrs["in_axes"]
+    outs = tuple(x.name for x in n.attrs["out_axes"])
+    kept = tuple(x for x in t.names if x not in ins)
+    x = move(a[0], t.names, kept + ins)
+    if len(ins) > 1:
+        x = f"{_paren(x)}.flatten({-len(ins)})"
+    if n.attrs["tied"] is not None:
+        bias = f", self.{cx.mod(n)}" if n.attrs["bias"] else ""
+        y = f"F.linear({x}, self.{cx.pyname(n.attrs['tied'])}.weight{bias})"
+    else:
+        y = f"self.{cx.mod(n)}({x})"
+    if len(outs) > 1:
+        y = f"{y}.unflatten(-1, {_tup(cx.hv(s) for s in n.attrs['out_sizes'])})"
+    return move(y, kept + outs, n.type.names)
+
+
+def _embedding_init(n: Node, cx):
+    return f"nn.Embedding({cx.hv(n.attrs['num'])}, {cx.hv(n.attrs['dim'])})"
+
+
+def _norm_init(cls: str):
+    def init(n: Node, cx):
+        shape = ", ".join(cx.hv(s) for s in n.attrs["shape"])
+        extra = f", eps={n.attrs['eps']!r}"
+        if not n.attrs["affine"]:
+            extra += ", elementwise_affine=False"
+        elif cls == "nn.LayerNorm" and not n.attrs["bias"]:
+            extra += ", bias=False"
+        return f"{cls}(({shape},){extra})"
+
+    return init
+
+
+def _norm(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    axes = n.attrs["axes"]
+    kept = tuple(x for x in t.names if x not in axes)
+    x = move(a[0], t.names, kept + axes)
+    return move(f"self.{cx.mod(n)}({x})", kept + axes, t.names)
+
+
+def _batchnorm_init(n: Node, cx):
+    (t,) = cx.in_types(n)
+    k = t.rank - t.index(n.attrs["axis"]) - 1
+    cls = {2: "nn.BatchNorm2d", 3: "nn.BatchNorm3d"}.get(k, "nn.BatchNorm1d")
+    return f"{cls}({cx.hv(n.attrs['num'])}, eps={n.attrs['eps']!r}, momentum={n.attrs['momentum']!r})"
+
+
+def _channels_first(n: Node, a, cx, channel: str | None, spatial: tuple[str, ...], call: str):
+    """Apply a (N, C, *spatial) torch op to a tensor whose axes may stand anywhere."""
+    (t,) = cx.in_types(n)
+    lead = tuple(x for x in t.names if x != channel and x not in spatial)
+    want = lead + ((channel,) if channel else ()) + spatial
+    x = move(a[0], t.names, want)
+    k = len(spatial) + (1 if channel else 0)
+    if cx.lift_len is not None and cx.has_lift_prefix(n.inputs[0]) and cx.lift_len + len(lead) == 1:  # (N, C, ...)
+        y = f"{call}({x})"
+    else:
+        cx.need_helper("channels_first")
+        y = f"_channels_first({call}, {x}, {k})"
+    out = n.type
+    out_channel = out.names[t.index(channel)] if channel else None
+    got = lead + ((out_channel,) if channel else ()) + spatial
+    return move(y, got, out.names)
+
+
+def _batchnorm(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    c = n.attrs["axis"]
+    after = tuple(x for x in t.names[t.index(c) + 1 :])
+    return _channels_first(n, a, cx, c, after, f"self.{cx.mod(n)}")
+
+
+def _conv_init(transposed: bool):
+    def init(n: Node, cx):
+        k = len(n.attrs["spatial"])
+        cls = f"nn.ConvTranspose{k}d" if transposed else f"nn.Conv{k}d"
+        parts = [cx.hv(n.attrs["in_channels"]), cx.hv(n.attrs["out_channels"])]
+        parts.append(f"kernel_size={_hvtup(n.attrs['kernel'], cx)}")
+        for key, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            vals = n.attrs[key]
+            if not _literally(vals, default):
+                parts.append(f"{key}={_hvtup(vals, cx)}")
+        if transposed and not _literally(n.attrs["output_padding"], 0):
+            parts.append(f"output_padding={_hvtup(n.attrs['output_padding'], cx)}")
+        if not _literally((n.attrs["groups"],), 1):
+            parts.append(f"groups={cx.hv(n.attrs['groups'])}")
+        if not n.attrs["bias"]:
+            parts.append("bias=False")
+        return f"{cls}({', '.join(parts)})"
+
+    return init
+
+
+def _literally(vals, default) -> bool:
+    """Every value is the literal `default`. A hyperparameter that merely equals it in this
+    instance must still be passed: all instances of a block share one class."""
+    return all(v.expr == repr(default) for v in vals)
+
+
+def _hvtup(vals, cx) -> str:
+    codes = [cx.hv(v) for v in vals]
+    if len(set(codes)) == 1:
+        return codes[0]
+    return f"({', '.join(codes)})"
+
+
+def _conv(n: Node, a, cx):
+    return _channels_first(n, a, cx, n.attrs["channel"], n.attrs["spatial"], f"self.{cx.mod(n)}")
+
+
+def _pool(fn: str):
+    def fwd(n: Node, a, cx):
+        k = len(n.attrs["spatial"])
+        args = f"kernel_size={_hvtup(n.attrs['kernel'], cx)}, stride={_hvtup(n.attrs['stride'], cx)}"
+        if not _literally(n.attrs["padding"], 0):
+            args += f", padding={_hvtup(n.attrs['padding'], cx)}"
+        (t,) = cx.in_types(n)
+        # pooling has no channel axis: every non-spatial axis is a batch axis
+        lead = tuple(x for x in t.names if x not in n.attrs["spatial"])
+        x = move(a[0], t.names, lead + n.attrs["spatial"])
+        known = cx.lift_len is not None and cx.has_lift_prefix(n.inputs[0])
+        if known and cx.lift_len + len(lead) in (1, 2):  # (C, ...) or (N, C, ...)
+            y = f"F.{fn}{k}d({x}, {args})"
+        else:
+            cx.need_helper("partial")
+            cx.need_helper("channels_first")
+            y = f"_channels_first(functools.partial(F.{fn}{k}d, {args}), {x}, {k})"
+        return move(y, lead + n.attrs["spatial"], n.type.names)
+
+    return Lowering(fwd)
+
+
+def _param_init(n: Node, cx):
+    shape = ", ".join(cx.hv(s) for s in n.attrs["sizes"])
+    init = n.attrs["init"]
+    if init == "zeros":
+        return f"nn.Parameter(torch.zeros({shape}))"
+    if init == "ones":
+        return f"nn.Parameter(torch.ones({shape}))"
+    return f"nn.Parameter(torch.randn({shape}) * {n.attrs['std']!r})"
+
+
+# ---- fused ops (the optimizer's; compiler/ops_fused.py) ------------------------------------
+
+
+def _attention(n: Node, a, cx):
+    q, k, v = cx.in_types(n)
+    at = n.attrs
+    b = tuple(at["batch"])
+    qq = move(a[0], q.names, b + (at["query"], at["feature"]))
+    kk = move(a[1], k.names, b + (at["key"], at["feature"]))
+    vv = move(a[2], v.names, b + (at["key"], at["value_feature"]))
+    causal = ", is_causal=True" if at["causal"] else ""
+    y = f"F.scaled_dot_product_attention({qq}, {kk}, {vv}{causal}, scale={cx.hv(at['scale'])})"
+    return move(y, b + (at["query"], at["value_feature"]), n.type.names)
+
+
+def _linear_group_init(n: Node, cx):
+    """One nn.Linear per member, under the member's own name: the state_dict of the
+    unfused model (several (attribute, constructor) pairs)."""
+    bias = "" if n.attrs["bias"] else ", bias=False"
+    return tuple(
+        (m, f"nn.Linear({cx.hv(fin)}, {cx.hv(fout)}{bias})")
+        for m, fin, fout in zip(n.attrs["members"], n.attrs["in_features"], n.attrs["out_features"])
+    )
+
+
+def _linear_group(n: Node, a, cx):
+    from nncircuit.errors import LoweringError
+
+    (t,) = cx.in_types(n)
+    ins = n.attrs["in_axes"]
+    kept = tuple(x for x in t.names if x not in ins)
+    shapes = []
+    for out, axes, sizes in zip(n.types, n.attrs["out_axes"], n.attrs["out_sizes"]):
+        if out.names != kept + tuple(ax.name for ax in axes):
+            raise LoweringError(f"{n.name}: a LinearGroup part's output axes must come last ({out})", n.span)
+        shapes.append(_tup(cx.hv(s) for s in sizes) if len(sizes) > 1 else "None")
+    x = move(a[0], t.names, kept + ins)
+    if len(ins) > 1:
+        x = f"{_paren(x)}.flatten({-len(ins)})"
+    layers = _tup(f"self.{cx.pyname(m)}" for m in n.attrs["members"])
+    cx.need_helper("linear_group")
+    return f"_linear_group({x}, {layers}, {_tup(shapes)})"
+
+
+def _matmul(n: Node, a, cx):
+    x, y = cx.in_types(n)
+    at = n.attrs
+    b = tuple(at["batch"])
+    xx = move(a[0], x.names, b + (at["m"], at["k"]))
+    yy = move(a[1], y.names, b + (at["k"], at["n"]))
+    return move(f"torch.matmul({xx}, {yy})", b + (at["m"], at["n"]), n.type.names)
+
+
+TORCH_LOWERINGS: dict[str, Lowering] = {
+    "relu": _unary("torch.relu({x})"),
+    "gelu": _unary("F.gelu({x})"),
+    "gelu_tanh": _unary('F.gelu({x}, approximate="tanh")'),
+    "silu": _unary("F.silu({x})"),
+    "sigmoid": _unary("torch.sigmoid({x})"),
+    "tanh": _unary("torch.tanh({x})"),
+    "exp": _unary("torch.exp({x})"),
+    "log": _unary("torch.log({x})"),
+    "sqrt": _unary("torch.sqrt({x})"),
+    "abs": _unary("torch.abs({x})"),
+    "neg": _unary("-{x}"),
+    "dropout": Lowering(lambda n, a, cx: f"F.dropout({a[0]}, p={n.attrs['p']!r}, training=self.training)"),
+    "add": _binary("+", "add"),
+    "sub": _binary("-", "sub"),
+    "mul": _binary("*", "mul"),
+    "div": _binary("/", "div"),
+    "pow": _binary("**", "pow"),
+    "softmax": _softmax("softmax"),
+    "log_softmax": _softmax("log_softmax"),
+    "einsum": Lowering(_einsum),
+    "rename": Lowering(lambda n, a, cx: a[0]),
+    "transpose": Lowering(_transpose),
+    "flatten": Lowering(_flatten),
+    "unflatten": Lowering(_unflatten),
+    "concat": Lowering(_concat),
+    "sum": _reduce("sum"),
+    "mean": _reduce("mean"),
+    "max": _reduce("amax"),
+    "min": _reduce("amin"),
+    "cast": Lowering(lambda n, a, cx: f"{_paren(a[0])}.to({TORCH_DTYPES[n.attrs['to']]})"),
+    "causal": Lowering(_causal),
+    "positions": Lowering(_positions),
+    "select": Lowering(_select),
+    "top_k": Lowering(_topk),
+    "gather": Lowering(_gather),
+    "pad_to": Lowering(_pad_to),
+    "Linear": Lowering(_linear, _linear_init),
+    "Embedding": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}({a[0]})", _embedding_init),
+    "LayerNorm": Lowering(_norm, _norm_init("nn.LayerNorm")),
+    "RMSNorm": Lowering(_norm, _norm_init("nn.RMSNorm")),
+    "BatchNorm": Lowering(_batchnorm, _batchnorm_init),
+    "Conv": Lowering(_conv, _conv_init(False)),
+    "ConvTranspose": Lowering(_conv, _conv_init(True)),
+    "maxpool": _pool("max_pool"),
+    "avgpool": _pool("avg_pool"),
+    "Param": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}", _param_init),
+    "attention": Lowering(_attention),
+    "LinearGroup": Lowering(_linear_group, _linear_group_init),
+    "matmul": Lowering(_matmul),
+}
+
+HELPERS = {
+    "partial": "",
+    "concat": '''
+def _concat_broadcast(parts, dim):
+    """torch.cat that first broadcasts every axis but `dim` (axes are matched by name)."""
+    shapes = [list(p.shape) for p in parts]
+    for s in shapes:
+        s[dim] = 1
+    shape = list(torch.broadcast_shapes(*shapes))
+    out = []
+    for p in parts:
+        shape[dim] = p.shape[dim]
+        out.append(p.expand(shape))
+    return torch.cat(out, dim)
+''',
+    "gather": '''
+def _gather_broadcast(src, idx, dim):
+    """torch.gather with the other axes broadcast (axes are matched by name)."""
+    s, i = list(src.shape), list(idx.shape)
+    s[dim] = i[dim] = 1
+    shape = list(torch.broadcast_shapes(s, i))
+    src_shape, idx_shape = list(shape), list(shape)
+    src_shape[dim], idx_shape[dim] = src.shape[dim], idx.shape[dim]
+    return torch.gather(src.expand(src_shape), dim, idx.expand(idx_shape))
+''',
+    "linear_group": '''
+def _linear_group(x, layers, shapes):
+    """Several nn.Linear maps of x as one matmul, split back into one result per layer (each
+    unflattened to its shape). Each layer keeps its own parameters: their weights are joined
+    here, on every call, so the state_dict is that of the separate layers."""
+    weight = torch.cat([m.weight for m in layers])
+    bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
+    parts = F.linear(x, weight, bias).split([m.out_features for m in layers], -1)
+    return tuple(p if s is None else p.unflatten(-1, s) for p, s in zip(parts, shapes))
+''',
+    "channels_first": '''
+def _channels_first(fn, x, k):
+    """Apply `fn`, which wants (N, *trailing k axes), to x with any number of leading axes."""
+    if x.dim() == k + 1:
+        return fn(x)
+    lead = x.shape[: x.dim() - k]
+    y = fn(x.reshape(-1, *x.shape[x.dim() - k :]))
+    return y.reshape(*lead, *y.shape[1:])
+''',
+}

@@ -1,0 +1,358 @@
+"""The IR: one `Graph` per block instance, over a networkx MultiDiGraph. Nodes are registry
+ops, `input`s, `call`s of another block's graph (lifted over extra axes), and `repeat`s of a
+body graph. The graph keeps its own use lists; passes go through this API only."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+
+import networkx as nx
+
+from nncircuit.ops import registry
+from nncircuit.errors import InternalError, NNError, ShapeError, Span
+from nncircuit.ops.registry import Attrs, OpCall
+from nncircuit.types.sizes import Size
+from nncircuit.types.tensor import HVal, TensorType
+
+STRUCTURAL = ("input", "call", "repeat")
+
+
+@dataclass(frozen=True, order=True)
+class Value:
+    """Output `index` of node `node`."""
+
+    node: int
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class HyperParam:
+    name: str
+    value: HVal  # the value bound in this instance
+    default: str | None  # Python expression of the default, over earlier hyperparameters
+
+
+@dataclass(eq=False)
+class Node:
+    id: int
+    op: str
+    inputs: tuple[Value, ...]
+    call: OpCall | None  # what the call site said (registry ops); re-checked by verify()
+    attrs: Attrs
+    types: tuple[TensorType, ...]
+    name: str  # unique in its graph: scope segment, ONNX node name, diagram box id
+    module: str | None = None  # owner of the parameters (shared by applications of one instance)
+    span: Span | None = None
+    callee: Graph | None = None  # for call and repeat
+    doc: str = ""
+
+    @property
+    def type(self) -> TensorType:
+        if len(self.types) != 1:
+            raise InternalError(f"node {self.name} has {len(self.types)} outputs")
+        return self.types[0]
+
+    def out(self, i: int = 0) -> Value:
+        return Value(self.id, i)
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str  # the block definition's name (or Parent.repeat_name for repeat bodies)
+    kind: str  # "model" | "block" | "repeat"
+    hyper: tuple[HyperParam, ...] = ()
+    span: Span | None = None
+    doc: str = ""
+    file: str = ""
+    inputs: list[int] = field(default_factory=list)
+    outputs: list[tuple[str, Value]] = field(default_factory=list)
+    dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
+    _g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False)
+    _ids: itertools.count = field(default_factory=itertools.count, repr=False)
+    # nodes() in order, until the next mutation: passes and backends walk block instances
+    # once per call site, which is exponential in the nesting of blocks that call blocks
+    _order: list[int] | None = field(default=None, repr=False)
+    _names: set[str] | None = field(default=None, repr=False)  # for fresh_name
+    _free: dict[str, int] = field(default_factory=dict, repr=False)
+
+    # ---- construction
+    def add(
+        self,
+        op: str,
+        inputs=(),
+        *,
+        call: OpCall | None = None,
+        attrs: Attrs | dict | None = None,
+        types=(),
+        name: str,
+        module: str | None = None,
+        span: Span | None = None,
+        callee: Graph | None = None,
+        doc: str = "",
+    ) -> Node:
+        inputs = tuple(inputs)
+        for v in inputs:
+            self._check_value(v)
+        if isinstance(attrs, dict):
+            attrs = Attrs.of(attrs)
+        nid = next(self._ids)
+        node = Node(nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, callee, doc)
+        if op not in STRUCTURAL and call is not None and attrs is None:
+            node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        self._order = None
+        if self._names is not None:
+            self._names.add(name)
+        self._g.add_node(nid, node=node)
+        for pos, v in enumerate(inputs):
+            self._g.add_edge(v.node, nid, key=pos, out=v.index)
+        return node
+
+    def add_op(self, call: OpCall, inputs, *, name: str, module=None, span=None) -> Node:
+        """Add a registry op; its attributes and output types come from the op's shape rule."""
+        return self.add(call.op, inputs, call=call, name=name, module=module, span=span)
+
+    # ---- queries
+    def node(self, nid: int) -> Node:
+        return self._g.nodes[nid]["node"]
+
+    def nodes(self) -> list[Node]:
+        """All nodes in a deterministic topological order (ties broken by creation order)."""
+        if self._order is None or len(self._order) != self._g.number_of_nodes():
+            self._order = list(nx.lexicographical_topological_sort(self._g))
+        return [self.node(n) for n in self._order]
+
+    def __len__(self) -> int:
+        return self._g.number_of_nodes()
+
+    def type_of(self, v: Value) -> TensorType:
+        return self.node(v.node).types[v.index]
+
+    def users(self, v: Value) -> list[tuple[Node, int]]:
+        """(user node, input position) for every use of v, in a stable order."""
+        out = []
+        for _, dst, key, data in self._g.out_edges(v.node, keys=True, data=True):
+            if data["out"] == v.index:
+                out.append((self.node(dst), key))
+        out.sort(key=lambda p: (p[0].id, p[1]))
+        return out
+
+    def is_output(self, v: Value) -> bool:
+        return any(o == v for _, o in self.outputs)
+
+    def input_nodes(self) -> list[Node]:
+        return [self.node(n) for n in self.inputs]
+
+    # ---- mutation
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        if old == new:
+            return
+        self._check_value(new)
+        for user, pos in self.users(old):
+            self._set_input(user, pos, new)
+        self.outputs = [(n, new if v == old else v) for n, v in self.outputs]
+
+    def set_inputs(self, node: Node, inputs) -> None:
+        self._order = None
+        for pos in range(len(node.inputs)):
+            self._g.remove_edge(node.inputs[pos].node, node.id, key=pos)
+        node.inputs = tuple(inputs)
+        for pos, v in enumerate(node.inputs):
+            self._check_value(v)
+            self._g.add_edge(v.node, node.id, key=pos, out=v.index)
+
+    def _set_input(self, node: Node, pos: int, new: Value) -> None:
+        self._order = None
+        self._g.remove_edge(node.inputs[pos].node, node.id, key=pos)
+        ins = list(node.inputs)
+        ins[pos] = new
+        node.inputs = tuple(ins)
+        self._g.add_edge(new.node, node.id, key=pos, out=new.index)
+
+    def erase(self, node: Node) -> None:
+        if self._g.out_degree(node.id):
+            raise InternalError(f"erasing node {node.name} which still has users")
+        if any(v.node == node.id for _, v in self.outputs):
+            raise InternalError(f"erasing node {node.name} which is a graph output")
+        if node.id in self.inputs:
+            raise InternalError(f"erasing input {node.name}")
+        self._order = None
+        self._names = None
+        self._g.remove_node(node.id)
+
+    def _check_value(self, v: Value) -> None:
+        if v.node not in self._g:
+            raise InternalError(f"value {v} refers to a node not in graph {self.name}")
+        if not 0 <= v.index < len(self.node(v.node).types):
+            raise InternalError(f"value {v} refers to a missing output")
+
+    def fresh_name(self, base: str) -> str:
+        # The taken names and, per base, the lowest suffix that may be free are kept between
+        # calls: a body of n statements named from one base was O(n**2) to elaborate.
+        if self._names is None:
+            self._names = {self.node(n).name for n in self._g.nodes}
+            self._free = {}
+        if base not in self._names:
+            return base
+        for i in itertools.count(self._free.get(base, 1)):
+            if f"{base}_{i}" not in self._names:
+                self._free[base] = i
+                return f"{base}_{i}"
+        raise InternalError("unreachable")
+
+    # ---- checking
+    def verify(self, _done: set | None = None) -> None:
+        """Check structure (edges, order, names) and re-derive every type."""
+        # a block instance called from many places is checked once (else: exponential time)
+        done = set() if _done is None else _done
+        if self in done:
+            return
+        done.add(self)
+        if not nx.is_directed_acyclic_graph(self._g):
+            raise InternalError(f"graph {self.name} has a cycle")
+        names: dict[str, int] = {}
+        for node in self.nodes():
+            if node.name in names:
+                raise InternalError(f"graph {self.name}: node name {node.name!r} used twice")
+            names[node.name] = node.id
+            edges = sorted(
+                (k, (s, d["out"])) for s, _, k, d in self._g.in_edges(node.id, keys=True, data=True)
+            )
+            expect = [(i, (v.node, v.index)) for i, v in enumerate(node.inputs)]
+            if edges != expect:
+                raise InternalError(f"graph {self.name}: edges of {node.name} disagree with its inputs")
+            in_types = [self.type_of(v) for v in node.inputs]
+            if node.op == "input":
+                if node.id not in self.inputs or node.inputs:
+                    raise InternalError(f"graph {self.name}: stray input node {node.name}")
+            elif node.op in ("call", "repeat"):
+                if node.callee is None:
+                    raise InternalError(f"{node.op} node {node.name} has no callee")
+                node.callee.verify(done)
+                types = check_call(node, in_types) if node.op == "call" else check_repeat(node, in_types)
+                if types != node.types:
+                    raise InternalError(f"graph {self.name}: types of {node.name} are stale")
+            else:
+                attrs, types = infer(node, in_types)
+                if types != node.types or attrs != node.attrs:
+                    raise InternalError(
+                        f"graph {self.name}: node {node.name} ({node.op}) has types "
+                        f"{[str(t) for t in node.types]} but its inputs give {[str(t) for t in types]}"
+                    )
+        for _, v in self.outputs:
+            self._check_value(v)
+
+    def walk(self, prefix: str = ""):
+        """(scope path, graph) for this graph and every graph it calls, depth first."""
+        yield prefix, self
+        for node in self.nodes():
+            if node.callee is not None:
+                path = f"{prefix}.{node.name}" if prefix else node.name
+                yield from node.callee.walk(path)
+
+
+def infer(node: Node, in_types) -> tuple[Attrs, tuple[TensorType, ...]]:
+    """Run the registry shape rule of `node` on `in_types`."""
+    op = registry.get(node.op)
+    call = replace(node.call, inputs=tuple(in_types))
+    try:
+        attrs, types = op.check(call)
+    except NNError as e:
+        raise e.with_span(node.span) from None
+    return Attrs.of(attrs), tuple(types)
+
+
+def split_lift(node_name: str, actual: TensorType, declared: TensorType) -> tuple[str, ...]:
+    """The axes of `actual` a block call is lifted over (those its input does not declare)."""
+    missing = [a.name for a in declared.axes if not actual.has(a.name)]
+    if missing:
+        raise ShapeError(
+            f"{node_name} expects an input with axes {declared} but got {actual} "
+            f"(no axis '{missing[0]}'; use 'rename' if it has another name)"
+        )
+    return tuple(a.name for a in actual.axes if not declared.has(a.name))
+
+
+def bind_dims(node_name: str, actual: TensorType, declared: TensorType, binding: dict[str, Size]):
+    """Check sizes of a call's input against the callee's declaration, binding its dynamic axes."""
+    for dax in declared.axes:
+        aax = actual.axis(dax.name)
+        syms = dax.size.symbols()
+        if not syms:
+            if aax.size != dax.size:
+                raise ShapeError(
+                    f"{node_name}: axis '{dax.name}' has size {aax.size}, but the block declares {dax.size}"
+                )
+            continue
+        (sym,) = syms
+        if sym in binding and binding[sym] != aax.size:
+            raise ShapeError(
+                f"{node_name}: axis '{dax.name}' has size {aax.size} here but {binding[sym]} "
+                "in another input"
+            )
+        mult = next(a.multiple for a, _ in dax.size.terms)
+        if mult > 1 and aax.size.exact_div(mult) is None:
+            raise ShapeError(
+                f"{node_name}: axis '{dax.name}' must be a multiple of {mult}, found {aax.size}"
+            )
+        binding[sym] = aax.size
+    if actual.dtype != declared.dtype:
+        raise ShapeError(f"{node_name}: expects {declared.dtype} input, found {actual}")
+
+
+def check_call(node: Node, in_types) -> tuple[TensorType, ...]:
+    """Output types of a block call node; its recorded `lift` must be the one its inputs give."""
+    types, lift = call_types(node.callee, in_types)
+    if node.attrs.get("lift") is not None and tuple(node.attrs["lift"]) != lift:
+        raise InternalError(f"call {node.name}: recorded lift {node.attrs['lift']} but its inputs give {lift}")
+    return types
+
+
+def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[str, ...]]:
+    """Output types of a call of `callee` on `in_types` (its dynamic axes bound, lifted) and
+    the axes it is lifted over, in the order the first input carries them."""
+    declared = [callee.node(i).type for i in callee.inputs]
+    label = f"block {callee.name}"
+    if len(in_types) != len(declared):
+        raise ShapeError(f"{label} takes {len(declared)} input(s), found {len(in_types)}")
+    lift = None
+    lift_axes = {}
+    binding: dict[str, Size] = {}
+    for actual, decl in zip(in_types, declared):
+        extra = split_lift(label, actual, decl)
+        if lift is None:
+            lift = extra
+        elif set(extra) != set(lift):
+            raise ShapeError(
+                f"{label}: every input must carry the same extra axes; found "
+                f"[{', '.join(lift)}] and [{', '.join(extra)}]"
+            )
+        for name in extra:
+            ax = actual.axis(name)
+            if name in lift_axes and lift_axes[name].size != ax.size:
+                raise ShapeError(f"{label}: lifted axis '{name}' has sizes {lift_axes[name].size} and {ax.size}")
+            lift_axes[name] = ax
+        bind_dims(label, actual, decl, binding)
+    lifted = tuple(lift_axes[n] for n in (lift or ()))
+    outs = []
+    caller_axes = {}  # callee symbol -> the caller's axis bound to it
+    for actual, decl in zip(in_types, declared):
+        for dax in decl.axes:
+            sym = dax.size.bare_symbol()
+            if sym is not None:
+                caller_axes.setdefault(sym, actual.axis(dax.name))
+    for _, v in callee.outputs:
+        t = callee.type_of(v).subst(binding, caller_axes)
+        clash = {a.name for a in t.axes} & set(lift or ())
+        if clash:
+            raise ShapeError(f"{label}: its output axis '{sorted(clash)[0]}' clashes with a lifted axis")
+        outs.append(TensorType(lifted + t.axes, t.dtype))
+    return tuple(outs), tuple(lift or ())
+
+
+def check_repeat(node: Node, in_types) -> tuple[TensorType, ...]:
+    body = node.callee
+    declared = [body.node(i).type for i in body.inputs]
+    if list(in_types) != declared:
+        raise ShapeError(f"repeat {node.name}: inputs do not match its body")
+    return tuple(body.type_of(v) for _, v in body.outputs)

@@ -1,0 +1,309 @@
+"""The textual IR's printer (its parser is parser.py beside it). Printing a
+model's graphs, parsing the text and printing again gives the same text, and the parsed
+graphs verify: the text holds every field of the IR (calls as the call site gave them,
+types with their size codes, spans)."""
+
+from __future__ import annotations
+
+import json
+import re
+from fractions import Fraction
+
+from nncircuit.errors import InternalError, Span
+from nncircuit.ir.graph import Graph, HyperParam, Node, Value
+from nncircuit.ops.registry import AxisSpec, OpCall
+from nncircuit.types.sizes import Dim, Floor, Size
+from nncircuit.types.tensor import Axis, HVal, TensorType
+
+KINDS = ("model", "block", "repeat")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+# words the value syntax gives a meaning; a bare name equal to one is printed quoted
+_WORDS = frozenset({"true", "false", "none", "size", "axis"})
+
+
+def all_graphs(root: Graph) -> list[Graph]:
+    """Every graph `root` reaches, each once, callees before their callers (root last)."""
+    out: list[Graph] = []
+    seen: set[int] = set()
+
+    def visit(g: Graph):
+        if id(g) in seen:
+            return
+        seen.add(id(g))
+        for n in g.nodes():
+            if n.callee is not None:
+                visit(n.callee)
+        out.append(g)
+
+    visit(root)
+    return out
+
+
+# ==== printing ================================================================================
+
+
+def print_ir(root: Graph, *, locs: bool = True) -> str:
+    """The text of `root` and every graph it calls (callees first). `locs=False` leaves out
+    source locations (the text still parses, to graphs without spans)."""
+    return _Printer(locs).module(root)
+
+
+class _Printer:
+    def __init__(self, locs: bool):
+        self.locs = locs
+        self.files: list[str] = []
+        self.labels: dict[int, str] = {}
+
+    def module(self, root: Graph) -> str:
+        graphs = all_graphs(root)
+        taken: set[str] = set()
+        for g in graphs:
+            label, k = g.name, 2
+            while label in taken:
+                label = f"{g.name}.{k}"
+                k += 1
+            taken.add(label)
+            self.labels[id(g)] = label
+        body = [self.graph(g) for g in graphs]
+        head = ["# nncircuit IR"]
+        if self.files:
+            head.append("files " + ", ".join(_q(f) for f in self.files))
+        return "\n".join(head) + "\n\n" + "\n\n".join(body) + "\n"
+
+    # ---- pieces
+    def file_index(self, path: str) -> int:
+        if path not in self.files:
+            self.files.append(path)
+        return self.files.index(path)
+
+    def loc(self, span: Span | None) -> str:
+        if not self.locs or span is None:
+            return ""
+        f = self.file_index(span.file)
+        text = f"{f}:{span.line}:{span.col}"
+        if span.end_line == span.line and span.end_col:
+            text += f"-{span.end_col}"
+        elif span.end_line:
+            text += f"-{span.end_line}:{span.end_col}"
+        return f" loc({text})"
+
+    def graph(self, g: Graph) -> str:
+        if g.kind not in KINDS:
+            raise InternalError(f"graph {g.name} has kind {g.kind!r}")
+        hyper = ", ".join(_hyper_text(h) for h in g.hyper)
+        head = f"{g.kind} @{self.labels[id(g)]} = {_name(g.name)}({hyper})"
+        span_file = g.span.file if g.span is not None else ""
+        if g.file != span_file or (not self.locs and g.file):
+            head += f" file {_q(g.file)}"
+        lines = [head + self.loc(g.span) + " {"]
+        if g.doc:
+            lines.append(f"  doc {_q(g.doc)}")
+        if g.dims:
+            lines.append("  dims " + ", ".join(f"{_name(k)} = {v}" for k, v in g.dims.items()))
+        names = {n.id: _node_name(n.name) for n in g.nodes()}
+        lines.append("  in " + ", ".join(f"%{names[i]}" for i in g.inputs))
+        for n in g.nodes():
+            lines.append("  " + self.node(g, n, names))
+        outs = ", ".join(f"{_name(k)} = {_value(g, v, names)}" for k, v in g.outputs)
+        lines.append(f"  out {outs}")
+        lines.append("}")
+        return "\n".join(lines)
+
+    def node(self, g: Graph, n: Node, names: dict[int, str]) -> str:
+        ins = [_value(g, v, names) for v in n.inputs]
+        if n.op == "input":
+            _only_attrs(n, {"name"})
+            body = f"input {_name(n.attrs['name'])}"
+        elif n.op == "call":
+            _only_attrs(n, {"block", "args", "lift"})
+            args = ", ".join(f"{_name(k)} = {_hval(v)}" for k, v in n.attrs["args"])
+            body = (
+                f"call @{self.labels[id(n.callee)]}({', '.join(ins)}) block {_name(n.attrs['block'])} "
+                f"args({args})"
+            )
+            if n.attrs["lift"]:
+                body += f" lift [{', '.join(_name(a) for a in n.attrs['lift'])}]"
+        elif n.op == "repeat":
+            _only_attrs(n, {"count", "shared", "carried"})
+            k = n.attrs["carried"]
+            free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
+            body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.attrs['count'])}"
+            if n.attrs["shared"]:
+                body += " shared"
+        else:
+            if n.call is None:
+                raise InternalError(f"node {n.name} ({n.op}) has no call to print")
+            body = _call_text(n.call, ins)
+        text = f"%{n.name} = {body} : {', '.join(type_text(t) for t in n.types)}"
+        if n.module is not None:
+            text += f" module {_name(n.module)}"
+        if n.doc:
+            text += f" doc {_q(n.doc)}"
+        return text + self.loc(n.span)
+
+
+def _only_attrs(n: Node, keys: set[str]):
+    extra = set(n.attrs.keys()) - keys
+    if extra or (n.op != "input" and keys - set(n.attrs.keys())):
+        raise InternalError(f"{n.op} node {n.name} has attributes {sorted(n.attrs.keys())}")
+
+
+def _q(s: str) -> str:
+    """A string literal (JSON's escapes; other characters as they are)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _node_name(s: str) -> str:
+    if not s.isidentifier():
+        raise InternalError(f"cannot print the node name {s!r}")
+    return s
+
+
+def _name(s) -> str:
+    if not isinstance(s, str) or not _NAME_RE.fullmatch(s):
+        raise InternalError(f"cannot print {s!r} as a name")
+    return s
+
+
+def _value(g: Graph, v: Value, names: dict[int, str]) -> str:
+    base = f"%{names[v.node]}"
+    return base if len(g.node(v.node).types) == 1 else f"{base}.{v.index}"
+
+
+def _hyper_text(h: HyperParam) -> str:
+    text = f"{_name(h.name)} = {_hval(h.value)}"
+    if h.default is not None:
+        text += f" default {_q(h.default)}"
+    return text
+
+
+def _literal(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)
+        if not re.fullmatch(r"-?\d+(\.\d*)?([eE][+-]?\d+)?", text):
+            raise InternalError(f"cannot print the number {v!r}")
+        return text
+    if isinstance(v, str):
+        return _q(v)
+    raise InternalError(f"cannot print {v!r} as a literal")
+
+
+def _hval(h: HVal) -> str:
+    lit = _literal(h.value)
+    if h.expr == repr(h.value):
+        return lit
+    code = h.expr if h.expr.isidentifier() and h.expr not in _WORDS else _q(h.expr)
+    return f"{lit}@{code}"
+
+
+def size_text(s: Size) -> str:
+    """A size in the IR's syntax: `64`, `seq`, `seq%8`, `floor(h + 1, 2) - 1`, `3/2 * w`."""
+    parts: list[str] = []
+    for atom, c in s.terms:
+        if isinstance(atom, Dim):
+            base = _name(atom.name) + (f"%{atom.multiple}" if atom.multiple != 1 else "")
+        elif isinstance(atom, Floor):
+            base = f"floor({size_text(atom.num)}, {atom.den})"
+        else:
+            raise InternalError(f"unknown size atom {atom!r}")
+        parts.append(_term(c, base, first=not parts))
+    if s.const or not parts:
+        parts.append(_term(s.const, "", first=not parts))
+    return "".join(parts)
+
+
+def _term(c: Fraction, base: str, *, first: bool) -> str:
+    sign = "-" if c < 0 else "+"
+    mag = abs(c)
+    coef = str(mag.numerator) if mag.denominator == 1 else f"{mag.numerator}/{mag.denominator}"
+    if not base:
+        body = coef
+    elif mag == 1:
+        body = base
+    else:
+        body = f"{coef} * {base}"
+    if first:
+        return f"-{body}" if sign == "-" else body
+    return f" {sign} {body}"
+
+
+def axis_text(a: Axis) -> str:
+    if a.code is None and a.size == Size.dim(a.name):
+        return _name(a.name)
+    text = f"{_name(a.name)}: {size_text(a.size)}"
+    if a.code is not None:
+        text += "@" + (a.code if _bare_code(a.code) else _q(a.code))
+    return text
+
+
+def _bare_code(code: str) -> bool:
+    """A code printed as is after '@': a name (`d`) or a plain integer (`3`)."""
+    return (code.isidentifier() and code not in _WORDS) or (code.isdigit() and str(int(code)) == code)
+
+
+def type_text(t: TensorType) -> str:
+    body = ", ".join(axis_text(a) for a in t.axes)
+    return f"[{body}]" + ("" if t.dtype == "float32" else f" {t.dtype}")
+
+
+def _spec_text(s: AxisSpec) -> str:
+    return _name(s.name) if s.size is None else f"{_name(s.name)}: {_hval(s.size)}"
+
+
+def _specs(specs) -> str:
+    return "[" + ", ".join(_spec_text(s) for s in specs) + "]"
+
+
+def _kw_value(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, HVal):
+        return _hval(v)
+    if isinstance(v, str):
+        if not v.isidentifier() or v in _WORDS:
+            raise InternalError(f"cannot print the name {v!r}")
+        return v
+    if isinstance(v, (bool, int, float)):
+        # a raw number reads back as a constant hyperparameter value: the same text
+        return _literal(v)
+    if isinstance(v, tuple):
+        inner = ", ".join(_kw_value(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, Size):
+        return f"size({size_text(v)})"
+    if isinstance(v, AxisSpec):
+        return f"axis({_spec_text(v)})"
+    if isinstance(v, OpCall):
+        return _call_text(v, [])
+    raise InternalError(f"cannot print the argument {v!r}")
+
+
+def _call_text(call: OpCall, ins: list[str]) -> str:
+    parts = list(ins)
+    if (call.src is None) != (call.dst is None):
+        raise InternalError(f"call of {call.op} has only one side of 'IN -> OUT'")
+    if call.dst is not None:
+        if call.src:
+            parts.append(f"{_specs(call.src)} -> {_specs(call.dst)}")
+        elif parts:
+            parts[-1] += f" -> {_specs(call.dst)}"
+        else:
+            parts.append(f"-> {_specs(call.dst)}")
+    if call.over is not None:
+        parts.append(f"over {_specs(call.over)}")
+    if call.axes is not None:
+        parts.append(f"axes {_specs(call.axes)}")
+    for p in call.positional:
+        if isinstance(p, AxisSpec):
+            parts.append(_spec_text(p))
+        elif isinstance(p, HVal):
+            parts.append(_hval(p))
+        else:
+            raise InternalError(f"cannot print the positional argument {p!r} of {call.op}")
+    for k, v in call.kwargs:
+        parts.append(f"{_name(k)} = {_kw_value(v)}")
+    return f"{call.op}({', '.join(parts)})"

@@ -1,0 +1,881 @@
+"""Elaboration: resolve names, bind hyperparameters, instantiate blocks, and build the typed
+IR graph of a model, checking every shape on the way."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from nncircuit.lang import tree as A
+from nncircuit.ops import registry
+from nncircuit.errors import (
+    HyperparameterError,
+    NameResolutionError,
+    NNError,
+    ResourceError,
+    ShapeError,
+    Span,
+    did_you_mean,
+)
+from nncircuit.ir.graph import Graph, HyperParam, Value, call_types, check_repeat
+from nncircuit.lang.program import Program
+from nncircuit.names import pyname
+from nncircuit.ops.registry import AxisSpec, OpCall, OpDef
+from nncircuit.types.sizes import MAX_SIZE, Size
+from nncircuit.types.tensor import Axis, HVal, TensorType
+
+MAX_REPEAT = 100_000
+MAX_NESTING = 64
+MAX_UNROLLED = 1_000_000  # operations once calls are inlined and repeats unrolled
+
+
+# ---- values an expression can have ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TVal:
+    value: Value
+
+
+@dataclass(frozen=True)
+class TupleV:
+    items: tuple
+
+
+@dataclass
+class Fn:
+    """An op or block, possibly with its non-tensor arguments given, not yet applied."""
+
+    kind: str  # "op" | "block"
+    name: str
+    opdef: OpDef | None = None
+    block: A.BlockDef | None = None
+    args: tuple = ()  # evaluated ast args (see _eval_args)
+    instance: str | None = None  # module name once bound to a name
+    tensors: tuple = ()  # tensors given with the partial application
+    span: Span | None = None
+    hyper: dict | None = None  # blocks: evaluated hyperparameter args
+    hyper_order: tuple = ()
+
+
+@dataclass
+class Ctx:
+    """Elaboration of one graph: the environment and what is in scope."""
+
+    graph: Graph
+    env: dict = field(default_factory=dict)
+    parent: Ctx | None = None
+    free: dict = field(default_factory=dict)  # parent Value -> body input Value (repeat bodies)
+    reserved: set = field(default_factory=set)
+    modules: dict = field(default_factory=dict)  # module name -> param signature (weight sharing)
+    axis_sizes: dict = field(default_factory=dict)
+
+    def lookup(self, name: str):
+        if name in self.env:
+            return self.env[name]
+        if self.parent is not None:
+            v = self.parent.lookup(name)
+            if isinstance(v, TVal):
+                return TVal(self._free_input(name, v.value))
+            if isinstance(v, TupleV):
+                return TupleV(tuple(TVal(self._free_input(name, t.value)) for t in v.items))
+            if isinstance(v, Fn) and v.instance is not None:
+                raise NameResolutionError(
+                    f"'{name}' is a learned instance bound outside this repeat; bind it inside "
+                    "the repeat (with 'repeat N shared', one instance serves every iteration)"
+                )
+            return v
+        return None
+
+    def peek(self, name: str):
+        """The binding of `name` without making it an input of a repeat body."""
+        if name in self.env:
+            return self.env[name]
+        return self.parent.peek(name) if self.parent is not None else None
+
+    def _free_input(self, name: str, outer: Value) -> Value:
+        if outer not in self.free:
+            t = self.parent.graph.type_of(outer)
+            node = self.graph.add(
+                "input", attrs={"name": name}, types=(t,), name=self.graph.fresh_name(name)
+            )
+            self.graph.inputs.append(node.id)
+            self.free[outer] = node.out()
+            self.note_type(t)
+        return self.free[outer]
+
+    def note_type(self, t: TensorType):
+        for a in t.axes:
+            self.axis_sizes.setdefault(a.name, a.size)
+
+    def fresh(self, base: str) -> str:
+        name = self.graph.fresh_name(base)
+        i = 1
+        while name in self.reserved:
+            name = self.graph.fresh_name(f"{base}_{i}")
+            i += 1
+        return name
+
+
+def snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    return s.lower()
+
+
+def _wrap(expr: str) -> str:
+    return f"({expr})" if " " in expr and not (expr.startswith("(") and expr.endswith(")")) else expr
+
+
+class Elaborator:
+    def __init__(self, program: Program):
+        self.program = program
+        self.instances: dict[tuple, Graph] = {}
+        self.sizes: dict[Graph, int] = {}  # memo of unrolled()
+        self.stack: list[str] = []
+
+    # ---- entry point
+    def model(self, name: str | None, params: dict) -> Graph:
+        bdef = self.program.model(name)
+        known = {p.name for p in bdef.params}
+        for k in sorted(params):
+            if k not in known:
+                raise HyperparameterError(
+                    f"model {bdef.name} has no hyperparameter '{k}'{did_you_mean(k, known)}; "
+                    f"known: {', '.join(p.name for p in bdef.params) or 'none'}"
+                )
+        for k, v in params.items():
+            bad = not isinstance(v, (int, float, bool, str)) or (isinstance(v, float) and not math.isfinite(v))
+            if bad:
+                raise HyperparameterError(f"hyperparameter '{k}' must be a finite number, a string or a boolean, found {v!r}")
+        given = {k: HVal(v, repr(v)) for k, v in params.items()}
+        try:
+            g = self.instantiate(bdef, given, bdef.span)
+            self.check_unrolled(g, bdef.span, f"model {bdef.name}")
+            return g
+        except RecursionError:
+            raise ResourceError("the spec nests too deeply to elaborate", bdef.span) from None
+
+    def unrolled(self, g: Graph) -> int:
+        """Operations of g once every call is inlined and every repeat unrolled (what a
+        backend that inlines builds, and a bound on the modules torch builds)."""
+        n = self.sizes.get(g)
+        if n is None:
+            n = 0
+            for node in g.nodes():
+                if node.op == "call":
+                    n += 1 + self.unrolled(node.callee)
+                elif node.op == "repeat":
+                    n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
+                else:
+                    n += 1
+            self.sizes[g] = n
+        return n
+
+    def check_unrolled(self, g: Graph, span: Span, what: str, times: int = 1):
+        n = times * self.unrolled(g)
+        if n > MAX_UNROLLED:
+            raise ResourceError(
+                f"{what} unrolls to {n:,} operations, over the limit of {MAX_UNROLLED:,} "
+                "(blocks that call blocks several times multiply)", span)
+
+    # ---- hyperparameters
+    def bind_hyper(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> tuple[HyperParam, ...]:
+        known = [p.name for p in bdef.params]
+        for k in given:
+            if k not in known:
+                raise HyperparameterError(
+                    f"block {bdef.name} has no hyperparameter '{k}'{did_you_mean(k, known)}; "
+                    f"known: {', '.join(known) or 'none'}",
+                    span,
+                )
+        scope = Ctx(Graph(bdef.name, "block"))
+        out = []
+        for p in bdef.params:
+            default = None
+            if p.default is not None:
+                dval = self.expr(scope, p.default)
+                if not isinstance(dval, HVal):
+                    raise HyperparameterError(
+                        f"the default of '{p.name}' must be a number, string or boolean", p.default.span
+                    )
+                default = dval.expr
+            if p.name in given:
+                value = given[p.name].value
+            elif p.default is not None:
+                value = dval.value
+            else:
+                raise HyperparameterError(
+                    f"block {bdef.name} needs a value for hyperparameter '{p.name}'", span
+                )
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+                raise ResourceError(f"hyperparameter {p.name} = {value} is larger than the limit {MAX_SIZE}", span)
+            hv = HVal(value, pyname(p.name))
+            scope.env[p.name] = hv
+            out.append(HyperParam(p.name, hv, default))
+        return tuple(out)
+
+    # ---- blocks
+    def instantiate(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> Graph:
+        try:
+            return self._instantiate(bdef, given, span)
+        except NNError as e:
+            # an error inside a block says where that instance was asked for
+            if span is not None and bdef.kind == "block" and (e.span is None or e.span != span):
+                args = ", ".join(f"{k}={v.value!r}" for k, v in given.items())
+                note = f"in {bdef.name}({args}), used at {span.file}:{span.line}:{span.col}"
+                if note not in e.notes:
+                    e.notes = e.notes + (note,)
+            raise
+
+    def _instantiate(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> Graph:
+        hyper = self.bind_hyper(bdef, given, span)
+        key = (bdef.span.file, bdef.name, tuple((h.name, type(h.value.value).__name__, h.value.value) for h in hyper))
+        if key in self.instances:
+            return self.instances[key]
+        if bdef.name in self.stack:
+            chain = " -> ".join(self.stack[self.stack.index(bdef.name):] + [bdef.name])
+            raise NameResolutionError(f"block {bdef.name} uses itself: {chain}", span)
+        if len(self.stack) >= MAX_NESTING:
+            raise ResourceError(f"blocks nest more than {MAX_NESTING} deep", span)
+        self.stack.append(bdef.name)
+        try:
+            g = Graph(bdef.name, bdef.kind, hyper, bdef.span, bdef.doc, bdef.span.file)
+            ctx = Ctx(g)
+            for h in hyper:
+                ctx.env[h.name] = h.value
+            self.body(ctx, bdef.body)
+            if not g.outputs:
+                raise ShapeError(f"{bdef.kind} {bdef.name} has no 'out' statement", bdef.span)
+            if not g.inputs and bdef.kind == "block":
+                raise ShapeError(f"block {bdef.name} has no 'in' declaration", bdef.span)
+        finally:
+            self.stack.pop()
+        self.instances[key] = g
+        return g
+
+    def body(self, ctx: Ctx, stmts):
+        for st in stmts:
+            try:
+                if isinstance(st, A.InDecl):
+                    self.in_decl(ctx, st)
+                elif isinstance(st, A.Assign):
+                    self.assign(ctx, st)
+                elif isinstance(st, A.OutStmt):
+                    self.out_stmt(ctx, st)
+                elif isinstance(st, A.Repeat):
+                    self.repeat(ctx, st)
+            except NNError as e:
+                raise e.with_span(st.span) from None
+
+    def in_decl(self, ctx: Ctx, st: A.InDecl):
+        g = ctx.graph
+        if ctx.parent is not None:
+            raise ShapeError("'in' declarations belong at the top of a block, not inside repeat", st.span)
+        for item in st.items:
+            if item.name in ctx.env:
+                raise NameResolutionError(f"'{item.name}' is already defined", item.span)
+            axes = []
+            for ad in item.type.axes:
+                axes.append(self.axis_decl(ctx, ad, item.name))
+            try:
+                t = TensorType(tuple(axes), item.type.dtype)
+            except ShapeError as e:
+                raise e.with_span(item.type.span) from None
+            node = g.add("input", attrs={"name": item.name}, types=(t,), name=item.name, span=item.span)
+            g.inputs.append(node.id)
+            ctx.env[item.name] = TVal(node.out())
+            ctx.note_type(t)
+
+    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl, owner: str) -> Axis:
+        g = ctx.graph
+        sd = ad.size
+        if sd is not None and sd.expr is None:
+            # `h: ?` — this input's own run-time size, not tied to other inputs' `h`
+            sym = f"{owner}.{ad.name}"
+            g.dims.setdefault(sym, 0)
+            return Axis(ad.name, Size.dim(sym))
+        if sd is None:
+            v = ctx.env.get(ad.name)
+            if isinstance(v, HVal):
+                return Axis(ad.name, self.size_of(v, ad.span, ad.name), v.expr)
+            if ad.name in ctx.axis_sizes:
+                return Axis(ad.name, ctx.axis_sizes[ad.name])
+            g.dims.setdefault(ad.name, 1 if ad.name == "batch" else 0)
+            return Axis(ad.name, Size.dim(ad.name))
+        val = self.expr(ctx, sd.expr)
+        if not isinstance(val, HVal):
+            raise ShapeError(f"the size of axis '{ad.name}' must be a number", sd.span)
+        n = self.size_of(val, sd.span, ad.name)
+        if not sd.dynamic:
+            return Axis(ad.name, n, val.expr)
+        mult = 1
+        if sd.multiple is not None:
+            m = self.expr(ctx, sd.multiple)
+            mult = self.size_of(m, sd.multiple.span, ad.name).value if isinstance(m, HVal) else 0
+            if mult < 1:
+                raise ShapeError(f"axis '{ad.name}': the multiple must be a positive integer", sd.span)
+            if n.value % mult:
+                raise ShapeError(f"axis '{ad.name}': typical size {n.value} is not a multiple of {mult}", sd.span)
+        g.dims[ad.name] = n.value
+        return Axis(ad.name, Size.dim(ad.name, mult))
+
+    def size_of(self, v: HVal, span: Span, what: str) -> Size:
+        if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 1:
+            raise ShapeError(f"axis '{what}' needs a positive integer size, found {v.value!r}", span)
+        try:
+            return Size.of(v.value)
+        except ShapeError as e:
+            raise e.with_span(span) from None
+
+    def assign(self, ctx: Ctx, st: A.Assign):
+        # a first definition names the operation that computes it; a re-assignment
+        # (`x = x + ...`) leaves the operation its own name
+        hint = st.targets[0] if len(st.targets) == 1 and ctx.peek(st.targets[0]) is None else None
+        val = self.expr(ctx, st.value, hint)
+        if len(st.targets) == 1:
+            (name,) = st.targets
+            if isinstance(val, Fn) and val.instance is None and self._learned(val):
+                val.instance = ctx.fresh(name)
+                ctx.reserved.add(val.instance)
+            ctx.env[name] = val
+            return
+        items = val.items if isinstance(val, TupleV) else None
+        if items is None or len(items) != len(st.targets):
+            n = len(items) if items is not None else 1
+            raise ShapeError(f"cannot unpack {n} value(s) into {len(st.targets)} names", st.span)
+        for name, item in zip(st.targets, items):
+            ctx.env[name] = item
+
+    def out_stmt(self, ctx: Ctx, st: A.OutStmt):
+        g = ctx.graph
+        if ctx.parent is not None:
+            raise ShapeError("'out' belongs to a block, not inside repeat", st.span)
+        for item in st.items:
+            hint = item.name
+            val = self.expr(ctx, item.value, hint)
+            vals = val.items if isinstance(val, TupleV) else (val,)
+            for i, v in enumerate(vals):
+                if not isinstance(v, TVal):
+                    raise ShapeError(f"a block's output must be a tensor, found {_describe(v)}", item.span)
+                name = item.name or (item.value.id if isinstance(item.value, A.Name) else "out")
+                if len(vals) > 1:
+                    name = f"{name}{i}"
+                taken = {n for n, _ in g.outputs}
+                base, k = name, 1
+                while name in taken:
+                    name = f"{base}_{k}"
+                    k += 1
+                g.outputs.append((name, v.value))
+
+    def repeat(self, ctx: Ctx, st: A.Repeat):
+        count = self.expr(ctx, st.count)
+        if not isinstance(count, HVal) or not isinstance(count.value, int) or isinstance(count.value, bool) or count.value < 0:
+            raise HyperparameterError(
+                f"repeat needs a non-negative integer count, found {_describe(count)}", st.count.span
+            )
+        if count.value > MAX_REPEAT:
+            raise ResourceError(f"repeat {count.value} is more than the limit of {MAX_REPEAT}", st.count.span)
+        parent = ctx.graph
+        name = ctx.fresh(st.name or "layers")
+        ctx.reserved.add(name)
+        body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
+        body_g.dims = parent.dims
+        inner = Ctx(body_g, parent=ctx)
+        inner.axis_sizes = dict(ctx.axis_sizes)
+        carried = []
+        for n in _assigned(st.body, []):  # a nested repeat's updates are this one's too
+            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
+                ctx.env[n] = ctx.lookup(n)  # an enclosing body's value: an input here too
+            if isinstance(ctx.env.get(n), TVal):
+                carried.append(n)
+        # the carried values are the first inputs, in order of first assignment
+        for n in carried:
+            inner.lookup(n)
+        self.body(inner, st.body)
+        free_outer = [v for v in inner.free if v not in [ctx.env[n].value for n in carried]]
+        outer_inputs = [ctx.env[n].value for n in carried] + free_outer
+        body_g.inputs = [inner.free[v].node for v in outer_inputs]
+        for n in carried:
+            v = inner.env[n]
+            if not isinstance(v, TVal):
+                raise ShapeError(f"repeat: '{n}' must stay a tensor", st.span)
+            body_g.outputs.append((n, v.value))
+            before, after = parent.type_of(ctx.env[n].value), body_g.type_of(v.value)
+            if before != after:
+                raise ShapeError(
+                    f"repeat changes '{n}' from {before} to {after}; a repeated body must keep "
+                    "the types of the values it updates",
+                    st.span,
+                )
+        if not carried:
+            raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
+        node = parent.add(
+            "repeat",
+            outer_inputs,
+            attrs={"count": count, "shared": st.shared, "carried": len(carried)},
+            types=tuple(body_g.type_of(v) for _, v in body_g.outputs),
+            name=name,
+            module=name,
+            span=st.span,
+            callee=body_g,
+        )
+        check_repeat(node, [parent.type_of(v) for v in outer_inputs])
+        self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
+        for i, n in enumerate(carried):
+            ctx.env[n] = TVal(node.out(i))
+
+    # ---- expressions
+    def expr(self, ctx: Ctx, e, hint: str | None = None):
+        try:
+            return self._expr(ctx, e, hint)
+        except NNError as err:
+            raise err.with_span(e.span) from None
+
+    def _expr(self, ctx: Ctx, e, hint):
+        if isinstance(e, A.Number):
+            if isinstance(e.value, float) and not math.isfinite(e.value):
+                raise HyperparameterError(f"number {e.value} is not finite", e.span)
+            if isinstance(e.value, int) and e.value > 2**63 - 1:
+                raise ResourceError(f"the number {e.value} is larger than a 64-bit integer", e.span)
+            return HVal(e.value, repr(e.value))
+        if isinstance(e, A.String):
+            return HVal(e.value, repr(e.value))
+        if isinstance(e, A.Bool):
+            return HVal(e.value, repr(e.value))
+        if isinstance(e, A.Name):
+            return self.name(ctx, e)
+        if isinstance(e, A.Tuple):
+            return TupleV(tuple(self.expr(ctx, i) for i in e.items))
+        if isinstance(e, A.Neg):
+            v = self.expr(ctx, e.operand)
+            if isinstance(v, HVal):
+                return self.hval_arith("-", HVal(0, "0"), v, e.span)
+            return self.apply_op(ctx, self.op_fn("neg", e.span), (self._tensor(v, e.operand.span),), e.span, hint)
+        if isinstance(e, A.BinOp):
+            return self.binop(ctx, e, hint)
+        if isinstance(e, A.Rename):
+            # the name goes to the operation whose result is renamed: `k = Linear(x, ..) rename a -> b`
+            v = self._tensor(self.expr(ctx, e.operand, hint), e.operand.span)
+            call = OpCall("rename", (), kwargs=(("new", e.new), ("old", e.old)))
+            return self._add(ctx, call, (v,), e.span, None)
+        if isinstance(e, A.Index):
+            v = self._tensor(self.expr(ctx, e.operand), e.operand.span)
+            idx = self.expr(ctx, e.index)
+            call = OpCall("select", (), kwargs=(("axis", e.axis), ("index", idx)))
+            return self._add(ctx, call, (v,), e.span, hint)
+        if isinstance(e, A.Call):
+            return self.call(ctx, e, hint)
+        raise NNError(f"unsupported expression {type(e).__name__}", e.span)
+
+    def name(self, ctx: Ctx, e: A.Name):
+        v = ctx.lookup(e.id)
+        if v is not None:
+            return v
+        blocks = self.program.scope(ctx.graph.file)
+        if e.id in blocks:
+            return Fn("block", e.id, block=blocks[e.id], span=e.span)
+        ops = registry.all_ops()
+        if e.id in ops:
+            return self.op_fn(e.id, e.span)
+        known = set(ops) | set(blocks) | _all_names(ctx)
+        raise NameResolutionError(f"unknown name '{e.id}'{did_you_mean(e.id, known)}", e.span)
+
+    def op_fn(self, name: str, span: Span) -> Fn:
+        return Fn("op", name, opdef=registry.get(name), span=span)
+
+    def _tensor(self, v, span) -> Value:
+        if isinstance(v, TVal):
+            return v.value
+        raise ShapeError(f"expected a tensor, found {_describe(v)}", span)
+
+    def binop(self, ctx: Ctx, e: A.BinOp, hint):
+        if e.op == "|>":
+            left = self.expr(ctx, e.left)
+            fn = self.expr(ctx, e.right)
+            if not isinstance(fn, Fn):
+                raise ShapeError(f"the right side of '|>' must be an operation or block, found {_describe(fn)}", e.right.span)
+            items = left.items if isinstance(left, TupleV) else (left,)
+            tensors = tuple(self._tensor(i, e.left.span) for i in items)
+            return self.apply(ctx, fn, tensors, e.right.span, hint)
+        a = self.expr(ctx, e.left)
+        b = self.expr(ctx, e.right)
+        if isinstance(a, HVal) and isinstance(b, HVal):
+            out = self.hval_arith(e.op, a, b, e.span)
+            v = out.value
+            if isinstance(v, float) and not math.isfinite(v):  # 1e308 * 10: no `inf` in code
+                raise HyperparameterError(f"{a.expr} {e.op} {b.expr} is {v}, not a finite number", e.span)
+            if isinstance(v, int) and abs(v) > 2**63 - 1:
+                raise ResourceError(f"{a.expr} {e.op} {b.expr} is larger than a 64-bit integer", e.span)
+            return out
+        op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}[e.op]
+        if isinstance(a, TVal) and isinstance(b, TVal):
+            return self.apply_op(ctx, self.op_fn(op, e.span), (a.value, b.value), e.span, hint)
+        if isinstance(a, TVal) and isinstance(b, HVal):
+            call = OpCall(op, (), kwargs=(("scalar", b), ("side", "right")))
+            return self._add(ctx, call, (a.value,), e.span, hint)
+        if isinstance(a, HVal) and isinstance(b, TVal):
+            call = OpCall(op, (), kwargs=(("scalar", a), ("side", "left")))
+            return self._add(ctx, call, (b.value,), e.span, hint)
+        raise ShapeError(f"cannot apply '{e.op}' to {_describe(a)} and {_describe(b)}", e.span)
+
+    def hval_arith(self, op: str, a: HVal, b: HVal, span: Span) -> HVal:
+        x, y = a.value, b.value
+        if any(isinstance(v, (str, bool)) for v in (x, y)):
+            raise HyperparameterError(f"cannot apply '{op}' to {x!r} and {y!r}", span)
+        try:
+            if op == "+":
+                return HVal(x + y, f"{_wrap(a.expr)} + {_wrap(b.expr)}")
+            if op == "-":
+                if a.expr == "0":
+                    return HVal(-y, f"-{_wrap(b.expr)}")
+                return HVal(x - y, f"{_wrap(a.expr)} - {_wrap(b.expr)}")
+            if op == "*":
+                return HVal(x * y, f"{_wrap(a.expr)} * {_wrap(b.expr)}")
+            if op == "/":
+                if y == 0:
+                    raise HyperparameterError(f"division by zero ({a.expr} / {b.expr})", span)
+                if isinstance(x, int) and isinstance(y, int):
+                    if x % y:
+                        raise HyperparameterError(
+                            f"{a.expr} / {b.expr}: {x} is not divisible by {y} "
+                            "(write a float, e.g. 1.0 / 3, for a fraction)",
+                            span,
+                        )
+                    return HVal(x // y, f"{_wrap(a.expr)} // {_wrap(b.expr)}")
+                return HVal(x / y, f"{_wrap(a.expr)} / {_wrap(b.expr)}")
+            if op == "**":
+                if isinstance(y, int) and abs(y) > 64 or (isinstance(x, int) and abs(x) > 2**20 and y > 4):
+                    raise ResourceError(f"{x} ** {y} is too large", span)
+                return HVal(x**y, f"{_wrap(a.expr)} ** {_wrap(b.expr)}")
+        except (OverflowError, ZeroDivisionError) as err:
+            raise HyperparameterError(f"{a.expr} {op} {b.expr}: {err}", span) from None
+        raise HyperparameterError(f"unknown operator {op}", span)
+
+    # ---- calls and application
+    def call(self, ctx: Ctx, e: A.Call, hint):
+        fn = self.expr(ctx, e.func)
+        if isinstance(fn, HVal) or (fn is None):
+            raise ShapeError(f"{_describe(fn)} cannot be called", e.func.span)
+        if isinstance(e.func, A.Name) and e.func.id in SCALAR_FUNCS and isinstance(fn, Fn):
+            vals = [self.expr(ctx, a.value) for a in e.args if isinstance(a, A.PosArg)]
+            if vals and len(vals) == len(e.args) and all(isinstance(v, HVal) for v in vals):
+                return SCALAR_FUNCS[e.func.id](vals, e.span)
+        if not isinstance(fn, Fn):
+            raise ShapeError(f"{_describe(fn)} cannot be called", e.func.span)
+        if fn.args or fn.hyper is not None or fn.instance is not None:
+            # an already-configured op or block: the call's arguments are its tensors
+            tensors = []
+            for a in e.args:
+                if not isinstance(a, A.PosArg):
+                    raise ShapeError(f"'{fn.name}' is already configured; pass only tensors here", a.span)
+                v = self.expr(ctx, a.value)
+                items = v.items if isinstance(v, TupleV) else (v,)
+                tensors.extend(self._tensor(i, a.span) for i in items)
+            return self.apply(ctx, fn, tuple(tensors), e.span, hint)
+        if fn.kind == "block":
+            return self.block_args(ctx, fn, e, hint)
+        return self.op_args(ctx, fn, e, hint)
+
+    def block_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint):
+        tensors, hyper, order = [], {}, []
+        params = [p.name for p in fn.block.params]
+        pos = 0
+        for a in e.args:
+            if isinstance(a, A.KwArg):
+                if a.name in hyper:
+                    raise HyperparameterError(f"hyperparameter '{a.name}' given twice", a.span)
+                hyper[a.name] = self._hval(self.expr(ctx, a.value), a.value.span, a.name)
+                order.append(a.name)
+            elif isinstance(a, A.PosArg):
+                v = self.expr(ctx, a.value)
+                if isinstance(v, (TVal, TupleV)):
+                    items = v.items if isinstance(v, TupleV) else (v,)
+                    tensors.extend(self._tensor(i, a.span) for i in items)
+                    continue
+                if pos >= len(params):
+                    raise HyperparameterError(
+                        f"block {fn.name} takes {len(params)} hyperparameter(s), found more", a.span
+                    )
+                hyper[params[pos]] = self._hval(v, a.span, params[pos])
+                order.append(params[pos])
+                pos += 1
+            else:
+                raise ShapeError(f"block {fn.name} takes hyperparameters and tensors, not axis arguments", a.span)
+        out = Fn("block", fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order))
+        if tensors:
+            return self.apply(ctx, out, tuple(tensors), e.span, hint)
+        return out
+
+    def _hval(self, v, span, name) -> HVal:
+        if not isinstance(v, HVal):
+            raise HyperparameterError(f"hyperparameter '{name}' must be a number, string or boolean, found {_describe(v)}", span)
+        return v
+
+    def op_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint):
+        op = fn.opdef
+        n_axis = len(op.positional)
+        pos_args = [a for a in e.args if isinstance(a, A.PosArg)]
+        axis_pos = pos_args[len(pos_args) - n_axis:] if n_axis and len(pos_args) >= n_axis else []
+        tensors, pieces = [], {"positional": [], "kwargs": []}
+        for a in e.args:
+            if isinstance(a, A.PosArg):
+                if any(a is p for p in axis_pos):
+                    if not isinstance(a.value, A.Name):
+                        raise ShapeError(f"{op.name} expects an axis name here", a.span)
+                    pieces["positional"].append(AxisSpec(a.value.id))
+                    continue
+                v = self.expr(ctx, a.value)
+                if isinstance(v, (TVal, TupleV)):
+                    items = v.items if isinstance(v, TupleV) else (v,)
+                    tensors.extend(self._tensor(i, a.span) for i in items)
+                else:
+                    raise ShapeError(
+                        f"{op.name} takes tensors as positional arguments, found {_describe(v)}"
+                        + (f"; keywords: {', '.join(op.kwargs)}" if op.kwargs else ""),
+                        a.span,
+                    )
+            elif isinstance(a, A.KwArg):
+                if a.name not in op.kwargs:
+                    raise ShapeError(
+                        f"{op.name} has no argument '{a.name}'{did_you_mean(a.name, op.kwargs)}"
+                        + (f"; it takes {', '.join(op.kwargs)}" if op.kwargs else ""),
+                        a.span,
+                    )
+                if any(k == a.name for k, _ in pieces["kwargs"]):
+                    raise ShapeError(f"argument '{a.name}' given twice", a.span)
+                pieces["kwargs"].append((a.name, self.kwarg(ctx, op, a)))
+            elif isinstance(a, A.MapArg):
+                if "map" not in op.takes:
+                    raise ShapeError(f"{op.name} takes no 'IN -> OUT' axes", a.span)
+                if (
+                    op.name == "einsum"
+                    and len(a.src) == 1
+                    and a.src[0].size is None
+                    and isinstance(ctx.lookup(a.src[0].name), TVal)
+                ):
+                    tensors.append(ctx.lookup(a.src[0].name).value)
+                    pieces["src"] = ()
+                else:
+                    pieces["src"] = self.axis_specs(ctx, a.src)
+                pieces["dst"] = self.axis_specs(ctx, a.dst)
+            elif isinstance(a, A.OverArg):
+                if "over" not in op.takes:
+                    raise ShapeError(f"{op.name} takes no 'over' axes", a.span)
+                pieces["over"] = self.axis_specs(ctx, a.axes)
+            elif isinstance(a, A.AxesArg):
+                if "axes" not in op.takes:
+                    raise ShapeError(f"{op.name} takes no axis list", a.span)
+                pieces["axes"] = self.axis_specs(ctx, a.axes)
+        args = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pieces.items()))
+        out = Fn("op", op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
+        if op.arity == 0 or (tensors and (op.arity is None or len(tensors) >= op.arity)):
+            return self.apply(ctx, out, (), e.span, hint)
+        return out  # configured, not applied: its (remaining) tensors come from a call or a pipe
+
+    def kwarg(self, ctx: Ctx, op: OpDef, a: A.KwArg):
+        if a.name == "tied":
+            if not isinstance(a.value, A.Name):
+                raise ShapeError("tied names an Embedding or Linear instance: tied = wte", a.span)
+            v = ctx.env.get(a.value.id)
+            if not isinstance(v, Fn) or v.instance is None:
+                raise NameResolutionError(
+                    f"tied = {a.value.id}: no learned instance named '{a.value.id}' in this block", a.value.span
+                )
+            return v.instance
+        if a.name == "into" and isinstance(a.value, A.Name):
+            return a.value.id
+        v = self.expr(ctx, a.value)
+        if isinstance(v, TupleV):
+            if not all(isinstance(i, HVal) for i in v.items):
+                raise ShapeError(f"argument '{a.name}' must be numbers", a.span)
+            return v.items
+        if not isinstance(v, HVal):
+            raise ShapeError(f"argument '{a.name}' must be a number, string or boolean, found {_describe(v)}", a.span)
+        if a.name == "to":
+            return v.value
+        return v
+
+    def axis_specs(self, ctx: Ctx, refs) -> tuple[AxisSpec, ...]:
+        out = []
+        for r in refs:
+            if r.size is not None:
+                v = self.expr(ctx, r.size)
+                if not isinstance(v, HVal):
+                    raise ShapeError(f"the size of axis '{r.name}' must be a number", r.size.span)
+                out.append(AxisSpec(r.name, v))
+            else:
+                v = ctx.peek(r.name)
+                out.append(AxisSpec(r.name, v if isinstance(v, HVal) else None))
+        names = [s.name for s in out]
+        for n in names:
+            if names.count(n) > 1:
+                raise ShapeError(f"axis '{n}' is named twice", refs[0].span)
+        return tuple(out)
+
+    def _learned(self, fn: Fn) -> bool:
+        return fn.kind == "block" or (fn.opdef is not None and fn.opdef.learned)
+
+    def apply(self, ctx: Ctx, fn: Fn, tensors: tuple, span: Span, hint):
+        if fn.kind == "block":
+            return self.apply_block(ctx, fn, tensors, span, hint)
+        return self.apply_op(ctx, fn, tensors, span, hint)
+
+    def apply_op(self, ctx: Ctx, fn: Fn, tensors: tuple, span: Span, hint):
+        op = fn.opdef
+        tensors = tuple(fn.tensors) + tuple(tensors)
+        if op.arity is not None and len(tensors) != op.arity:
+            raise ShapeError(f"{op.name} takes {op.arity} tensor(s), found {len(tensors)}", span)
+        if op.arity is None and not tensors:
+            raise ShapeError(f"{op.name} needs at least one tensor", span)
+        pieces = dict(fn.args)
+        kwargs = tuple(pieces.get("kwargs", ()))
+        positional = tuple(pieces.get("positional", ()))
+        if op.name == "positions" and positional:
+            size = ctx.axis_sizes.get(positional[0].name)
+            if size is not None:
+                kwargs = kwargs + (("_size", size),)
+        call = OpCall(
+            op.name,
+            (),
+            src=pieces.get("src"),
+            dst=pieces.get("dst"),
+            over=pieces.get("over"),
+            axes=pieces.get("axes"),
+            positional=positional,
+            kwargs=tuple(sorted(kwargs)),
+        )
+        return self._add(ctx, call, tensors, span, hint, fn)
+
+    def _add(self, ctx: Ctx, call: OpCall, tensors, span, hint, fn: Fn | None = None):
+        g = ctx.graph
+        op = registry.get(call.op)
+        module = None
+        if op.learned:
+            if fn is not None and fn.instance is not None:
+                module = fn.instance
+                name = g.fresh_name(module)
+            else:
+                name = ctx.fresh(hint or snake(op.name))
+                module = name
+        else:
+            name = ctx.fresh(hint or call.op)
+        node = g.add_op(call, tensors, name=name, module=module, span=span)
+        if op.learned:
+            self._check_sharing(ctx, node, op, span)
+        for t in node.types:
+            ctx.note_type(t)
+        if len(node.types) == 1:
+            return TVal(node.out())
+        return TupleV(tuple(TVal(node.out(i)) for i in range(len(node.types))))
+
+    def _check_sharing(self, ctx: Ctx, node, op: OpDef, span):
+        specs = op.params(node.attrs, ())
+        sig = (node.op, tuple((p.name, tuple(s.value for s in p.shape)) for p in specs))
+        prev = ctx.modules.get(node.module)
+        if prev is not None and prev != sig:
+            raise ShapeError(f"'{node.module}' is applied again with different weight shapes", span)
+        ctx.modules[node.module] = sig
+        tied = node.attrs.get("tied")
+        if tied is not None:
+            target = ctx.modules.get(tied)
+            mine = (node.attrs["out_features"].value, node.attrs["in_features"].value)
+            theirs = dict(target[1]).get("weight") if target else None
+            if theirs is None:
+                raise NameResolutionError(f"tied = {tied}: '{tied}' has not been applied yet, so it has no weight", span)
+            if tuple(theirs) != mine:
+                raise ShapeError(
+                    f"tied = {tied}: its weight is {list(theirs)} but this Linear needs {list(mine)}", span
+                )
+
+    def apply_block(self, ctx: Ctx, fn: Fn, tensors, span, hint):
+        hyper = fn.hyper or {}
+        callee = self.instantiate(fn.block, hyper, span)
+        self.check_unrolled(callee, span, f"block {fn.name}")
+        g = ctx.graph
+        if fn.instance is not None:
+            module = fn.instance
+            name = g.fresh_name(module)
+        else:
+            name = ctx.fresh(hint or snake(fn.name))
+            module = name
+        args = tuple((k, hyper[k]) for k in fn.hyper_order)
+        try:
+            types, lift = call_types(callee, [g.type_of(v) for v in tensors])
+        except NNError as e:
+            raise e.with_span(span) from None
+        node = g.add(
+            "call", tensors, attrs={"block": fn.name, "args": args, "lift": lift}, types=types,
+            name=name, module=module, span=span, callee=callee,
+        )
+        prev = ctx.modules.get(module)
+        sig = ("call", fn.name, args)
+        if prev is not None and prev != sig:
+            raise ShapeError(f"'{module}' is applied again with different hyperparameters", span)
+        ctx.modules[module] = sig
+        for t in node.types:
+            ctx.note_type(t)
+        if len(node.types) == 1:
+            return TVal(node.out())
+        return TupleV(tuple(TVal(node.out(i)) for i in range(len(node.types))))
+
+
+def _assigned(stmts, out: list[str]) -> list[str]:
+    """Names a block of statements assigns, nested repeats included, in order of first
+    assignment."""
+    for s in stmts:
+        targets = s.targets if isinstance(s, A.Assign) else ()
+        for t in targets:
+            if t not in out:
+                out.append(t)
+        if isinstance(s, A.Repeat):
+            _assigned(s.body, out)
+    return out
+
+
+def _describe(v) -> str:
+    if isinstance(v, HVal):
+        return f"the value {v.value!r}"
+    if isinstance(v, TVal):
+        return "a tensor"
+    if isinstance(v, TupleV):
+        return f"a tuple of {len(v.items)}"
+    if isinstance(v, Fn):
+        return f"the {'block' if v.kind == 'block' else 'operation'} '{v.name}'"
+    return "nothing"
+
+
+def _all_names(ctx: Ctx) -> set[str]:
+    out = set(ctx.env)
+    if ctx.parent is not None:
+        out |= _all_names(ctx.parent)
+    return out
+
+
+def _scalar(fn, pyfn):
+    def apply(vals, span):
+        try:
+            if any(isinstance(v.value, (bool, str)) for v in vals):
+                raise HyperparameterError(f"{fn} needs numbers", span)
+            x = [v.value for v in vals]
+            return HVal(pyfn(*x), f"{'math.' if fn in ('sqrt', 'exp', 'log') else ''}{fn}({', '.join(v.expr for v in vals)})")
+        except (ValueError, OverflowError) as err:
+            raise HyperparameterError(f"{fn}: {err}", span) from None
+
+    return apply
+
+
+SCALAR_FUNCS = {
+    "sqrt": _scalar("sqrt", math.sqrt),
+    "exp": _scalar("exp", math.exp),
+    "log": _scalar("log", math.log),
+    "abs": _scalar("abs", abs),
+    "min": _scalar("min", min),
+    "max": _scalar("max", max),
+}
+
+
+def elaborate(program: Program, model: str | None = None, params: dict | None = None) -> Graph:
+    graph = Elaborator(program).model(model, params or {})
+    graph.verify()
+    return graph

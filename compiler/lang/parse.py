@@ -1,0 +1,351 @@
+"""Parse .nn text with the Lark grammar into the AST of `ast.py`; syntax errors become
+`ParseError`s that point at the offending token."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+
+from nncircuit.lang import tree as A
+from nncircuit.errors import ParseError, Span
+
+# What a user should read for each terminal the parser expected.
+_TERMINAL_NAMES = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "DTYPE": "a dtype",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "TILDE": "'~'",
+    "QMARK": "'?'",
+    "PERCENT": "'%'",
+    "__ANON_0": "'->'",
+    "__ANON_1": "'|>'",
+    "__ANON_2": "'**'",
+    "BLOCK": "'block'",
+    "MODEL": "'model'",
+    "SHARED": "'shared'",
+    "$END": "end of file",
+}
+
+MAX_SOURCE_BYTES = 4 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    text = resources.files("nncircuit.grammar").joinpath("nn.lark").read_text(encoding="utf-8")
+    # cache=True: the parse table is built once per grammar version and reused across runs
+    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+
+
+def _describe_expected(expected) -> str:
+    names = []
+    for t in sorted(expected):
+        name = _TERMINAL_NAMES.get(t)
+        if name is None:
+            pattern = _parser().get_terminal(t).pattern if t in _terminal_names() else None
+            value = getattr(pattern, "value", None)
+            name = f"'{value}'" if value and pattern.type == "str" else t.lower()
+        if name not in names:
+            names.append(name)
+    if len(names) > 8:
+        names = names[:8] + ["..."]
+    return ", ".join(names)
+
+
+@functools.lru_cache(maxsize=1)
+def _terminal_names() -> frozenset[str]:
+    return frozenset(t.name for t in _parser().terminals)
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"'{tok.value}'"
+
+
+class _ToAst(Transformer):
+    def __init__(self, file: str, text: str, docs: dict[int, str]):
+        super().__init__()
+        self.file = file
+        self.text = text
+        self.docs = docs
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.file, 1, 1, text=self.text)
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column, self.text)
+
+    def _tok_span(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column, self.text)
+
+    # ---- file level
+    @v_args(meta=True)
+    def start(self, meta, items):
+        imports = tuple(i for i in items if isinstance(i, A.Import))
+        blocks = tuple(i for i in items if isinstance(i, A.BlockDef))
+        return A.Module(self._span(meta), self.file, imports, blocks)
+
+    @v_args(meta=True)
+    def import_all(self, meta, children):
+        return A.Import(self._span(meta), children[0].value[1:-1], None)
+
+    @v_args(meta=True)
+    def import_some(self, meta, children):
+        path, *names = children
+        return A.Import(self._span(meta), path.value[1:-1], tuple(str(n) for n in names))
+
+    @v_args(meta=True)
+    def block_def(self, meta, children):
+        kind, name, params, *body = children
+        doc_lines = []
+        line = meta.line - 1
+        while line in self.docs:
+            doc_lines.insert(0, self.docs[line])
+            line -= 1
+        return A.BlockDef(
+            self._span(meta),
+            str(kind),
+            str(name),
+            tuple(params or ()),
+            tuple(body),
+            "\n".join(doc_lines),
+        )
+
+    def params(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def param(self, meta, children):
+        name, default = children
+        return A.Param(self._span(meta), str(name), default)
+
+    # ---- statements
+    @v_args(meta=True)
+    def in_decl(self, meta, items):
+        return A.InDecl(self._span(meta), tuple(items))
+
+    @v_args(meta=True)
+    def in_item(self, meta, children):
+        name, ttype = children
+        return A.InItem(self._span(meta), str(name), ttype)
+
+    @v_args(meta=True)
+    def ttype(self, meta, children):
+        *axes, dtype = children
+        axes = tuple(a for a in axes if a is not None)
+        return A.TensorTypeDecl(self._span(meta), axes, str(dtype) if dtype else "float32")
+
+    @v_args(meta=True)
+    def axis_decl(self, meta, children):
+        name, size = children
+        return A.AxisDecl(self._span(meta), str(name), size)
+
+    @v_args(meta=True)
+    def size_static(self, meta, children):
+        return A.SizeDecl(self._span(meta), children[0], False, None)
+
+    @v_args(meta=True)
+    def size_dynamic(self, meta, children):
+        return A.SizeDecl(self._span(meta), children[0], True, children[1])
+
+    @v_args(meta=True)
+    def size_free(self, meta, children):
+        return A.SizeDecl(self._span(meta), None, True, None)
+
+    @v_args(meta=True)
+    def out_stmt(self, meta, items):
+        return A.OutStmt(self._span(meta), tuple(items))
+
+    @v_args(meta=True)
+    def out_item(self, meta, children):
+        name, value = children
+        return A.OutItem(self._span(meta), str(name) if name is not None else None, value)
+
+    @v_args(meta=True)
+    def assign(self, meta, children):
+        *targets, value = children
+        return A.Assign(self._span(meta), tuple(str(t) for t in targets), value)
+
+    @v_args(meta=True)
+    def repeat_stmt(self, meta, children):
+        count, shared, name, *body = children
+        return A.Repeat(
+            self._span(meta), count, shared is not None, str(name) if name else None, tuple(body)
+        )
+
+    # ---- expressions
+    def _bin(op):
+        @v_args(meta=True)
+        def make(self, meta, children):
+            return A.BinOp(self._span(meta), op, children[0], children[1])
+
+        return make
+
+    add = _bin("+")
+    sub = _bin("-")
+    mul = _bin("*")
+    div = _bin("/")
+    pow = _bin("**")
+    pipe = _bin("|>")
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return A.Neg(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        func, args = children
+        return A.Call(self._span(meta), func, tuple(args or ()))
+
+    @v_args(meta=True)
+    def rename(self, meta, children):
+        operand, old, new = children
+        return A.Rename(self._span(meta), operand, str(old), str(new))
+
+    @v_args(meta=True)
+    def index(self, meta, children):
+        operand, axis, idx = children
+        return A.Index(self._span(meta), operand, str(axis), idx)
+
+    def name(self, children):
+        tok = children[0]
+        return A.Name(self._tok_span(tok), str(tok))
+
+    def number(self, children):
+        tok = children[0]
+        text = str(tok)
+        is_float = any(c in text for c in ".eE")
+        if not is_float and len(text) > 100:  # Python refuses to convert past 4300 digits
+            raise ParseError(f"the number {text[:20]}... has {len(text)} digits; the limit is 100",
+                             self._tok_span(tok))
+        return A.Number(self._tok_span(tok), float(text) if is_float else int(text))
+
+    def string(self, children):
+        tok = children[0]
+        return A.String(self._tok_span(tok), tok.value[1:-1])
+
+    @v_args(meta=True)
+    def true(self, meta, children):
+        return A.Bool(self._span(meta), True)
+
+    @v_args(meta=True)
+    def false(self, meta, children):
+        return A.Bool(self._span(meta), False)
+
+    @v_args(meta=True)
+    def tuple(self, meta, children):
+        return A.Tuple(self._span(meta), tuple(c for c in children if c is not None))
+
+    # ---- call arguments
+    def args(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def pos_arg(self, meta, children):
+        return A.PosArg(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def kw_arg(self, meta, children):
+        return A.KwArg(self._span(meta), str(children[0]), children[1])
+
+    @v_args(meta=True)
+    def map_arg(self, meta, children):
+        return A.MapArg(self._span(meta), children[0], children[1])
+
+    @v_args(meta=True)
+    def over_arg(self, meta, children):
+        return A.OverArg(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def axes_arg(self, meta, children):
+        return A.AxesArg(self._span(meta), children[0])
+
+    def axes_side(self, children):
+        (c,) = children
+        return c if isinstance(c, tuple) else (c,)
+
+    def axes_list(self, children):
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def axis_ref(self, meta, children):
+        name, size = children
+        return A.AxisRef(self._span(meta), str(name), size)
+
+
+def parse(text: str, file: str = "<string>") -> A.Module:
+    """Parse a whole .nn file. Raises ParseError with the position of the first mistake."""
+    return _parse(text, file)
+
+
+@functools.lru_cache(maxsize=16)  # the AST is frozen: `nnc check` of N models parses once
+def _parse(text: str, file: str) -> A.Module:
+    if len(text) > MAX_SOURCE_BYTES:
+        raise ParseError(
+            f"file is {len(text)} characters long; the limit is {MAX_SOURCE_BYTES}",
+            Span(file, 1, 1, text=""),
+        )
+    docs: dict[int, str] = {}
+    parser = _parser()
+    try:
+        # Doc comments are ignored by the grammar; the lexer hands them to us by line.
+        for tok in parser.lex(text, dont_ignore=True):
+            if tok.type == "DOC":
+                docs[tok.line] = tok.value[2:].strip()
+        tree = parser.parse(text)
+        return _ToAst(file, text, docs).transform(tree)
+    except lark.exceptions.UnexpectedCharacters as e:
+        ch = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else "?"
+        raise ParseError(
+            f"unexpected character {ch!r}" + _expected_suffix(e.allowed),
+            Span(file, e.line, e.column, text=text),
+        ) from None
+    except lark.exceptions.UnexpectedToken as e:
+        tok = e.token
+        line = tok.line if tok.line is not None else max(1, text.count("\n") + 1)
+        col = tok.column if tok.column is not None else 1
+        if tok.type == "$END":
+            line, col = _end_position(text)
+        raise ParseError(
+            f"unexpected {_describe_token(tok)}" + _expected_suffix(e.expected),
+            Span(file, line, col, tok.end_line or line, tok.end_column or col + 1, text),
+        ) from None
+    except lark.exceptions.UnexpectedEOF as e:
+        line, col = _end_position(text)
+        raise ParseError(
+            "unexpected end of file" + _expected_suffix(e.expected), Span(file, line, col, text=text)
+        ) from None
+    except lark.exceptions.VisitError as e:  # raised while building the AST
+        if isinstance(e.orig_exc, ParseError):
+            raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise ParseError("expression nested too deeply", Span(file, 1, 1, text=text)) from None
+        raise
+    except RecursionError:
+        raise ParseError("expression nested too deeply", Span(file, 1, 1, text=text)) from None
+
+
+def _expected_suffix(expected) -> str:
+    expected = [t for t in (expected or ()) if not t.startswith("__IGNORE")]
+    return f"; expected {_describe_expected(expected)}" if expected else ""
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1

@@ -1,0 +1,150 @@
+"""Loading a .nn file and the local .nn files it imports (relative to the importing file;
+cycles reported with their chain) into one table of block definitions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from nncircuit.lang import tree as A
+from nncircuit.errors import ImportCycleError, NameResolutionError, NNError, ParseError, Span
+from nncircuit.lang.parse import parse
+
+
+@dataclass
+class Program:
+    root: str  # the file the user named
+    files: dict[str, A.Module] = field(default_factory=dict)  # path -> parsed module
+    scopes: dict[str, dict[str, A.BlockDef]] = field(default_factory=dict)  # path -> visible blocks
+
+    def scope(self, file: str) -> dict[str, A.BlockDef]:
+        """The blocks visible in `file`: its own and those it imports."""
+        return self.scopes.get(file, {})
+
+    @property
+    def blocks(self) -> dict[str, A.BlockDef]:
+        return self.scope(self.root)
+
+    def models(self) -> list[A.BlockDef]:
+        root = self.files[self.root]
+        return [b for b in root.blocks if b.kind == "model"]
+
+    def model(self, name: str | None) -> A.BlockDef:
+        models = self.models()
+        if name is None:
+            if not models:
+                raise NameResolutionError(f"{self.root} defines no model", _file_span(self.root))
+            return models[0]
+        for b in models:
+            if b.name == name:
+                return b
+        from nncircuit.errors import did_you_mean
+
+        known = [m.name for m in models]
+        raise NameResolutionError(
+            f"no model named '{name}' in {self.root}{did_you_mean(name, known)}; "
+            f"models: {', '.join(known) or 'none'}"
+        )
+
+
+def _file_span(path: str) -> Span:
+    return Span(path, 1, 1)
+
+
+def read_source(path: str, span: Span | None = None) -> str:
+    """Read a spec file as UTF-8 text, turning every way that can fail into a diagnostic."""
+    try:
+        if os.path.isdir(path):
+            raise NNError(f"'{path}' is a directory, not a .nn file", span)
+        with open(path, "rb") as f:
+            data = f.read(8 * 1024 * 1024 + 1)
+    except NNError:
+        raise
+    except FileNotFoundError:
+        raise NameResolutionError(f"no such file: '{path}'", span) from None
+    except OSError as e:
+        raise NNError(f"cannot read '{path}': {e.strerror or e}", span) from None
+    if b"\0" in data:
+        raise ParseError(f"'{path}' is a binary file, not a .nn spec", Span(path, 1, 1))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = data[: e.start].decode("utf-8", "replace")
+        line = text.count("\n") + 1
+        col = len(text) - (text.rfind("\n") + 1) + 1
+        raise ParseError(
+            f"'{path}' is not valid UTF-8 (byte 0x{data[e.start]:02x})",
+            Span(path, line, col, text=text),
+        ) from None
+
+
+def load(path: str, text: str | None = None) -> Program:
+    """Parse `path` (or `text`, labelled with `path`) and everything it imports."""
+    prog = Program(root=path)
+    _load_file(prog, path, text, chain=(), span=None)
+    return prog
+
+
+def load_text(text: str, file: str = "<string>") -> Program:
+    return load(file, text)
+
+
+def _load_file(prog: Program, path: str, text: str | None, chain: tuple[str, ...], span: Span | None):
+    key = path if text is not None else os.path.normpath(path)
+    if key in chain:
+        cycle = " -> ".join(list(chain[chain.index(key):]) + [key])
+        raise ImportCycleError(f"import cycle: {cycle}", span)
+    if key in prog.files:
+        return prog.files[key]
+    if text is None:
+        text = read_source(path, span)
+    module = parse(text, key)
+    if not chain:
+        prog.root = key
+    prog.files[key] = module
+    base = os.path.dirname(path) if text is not None else os.path.dirname(key)
+    imported: dict[str, A.BlockDef] = {}
+    for imp in module.imports:
+        target = _resolve_import(imp, base)
+        sub = _load_file(prog, target, None, chain + (key,), imp.span)
+        names = {b.name: b for b in sub.blocks}  # its own blocks; its imports are its own business
+        # an imported file's own imports are visible to it, not re-exported
+        wanted = imp.names if imp.names is not None else tuple(names)
+        for n in wanted:
+            if n not in names:
+                from nncircuit.errors import did_you_mean
+
+                raise NameResolutionError(
+                    f"'{imp.path}' defines no block '{n}'{did_you_mean(n, names)}", imp.span
+                )
+            imported[n] = names[n]
+    scope: dict[str, A.BlockDef] = {}
+    for n, b in imported.items():
+        _define(scope, n, b)
+    for b in module.blocks:
+        _define(scope, b.name, b)
+    prog.scopes[key] = scope
+    return module
+
+
+def _define(scope: dict, name: str, b: A.BlockDef):
+    prev = scope.get(name)
+    if prev is not None and prev is not b:
+        raise NameResolutionError(
+            f"block '{name}' is defined twice (first at {prev.span.file}:{prev.span.line})", b.span
+        )
+    scope[name] = b
+
+
+def _resolve_import(imp: A.Import, base: str) -> str:
+    p = imp.path
+    if "://" in p or p.startswith(("/", "\\")) or (len(p) > 1 and p[1] == ":"):
+        raise ImportCycleError(
+            f"imports name local .nn files relative to this file; '{p}' is not one", imp.span
+        )
+    if not p.endswith(".nn"):
+        raise ImportCycleError(f"only .nn files can be imported, found '{p}'", imp.span)
+    target = os.path.normpath(os.path.join(base, p))
+    if not os.path.isfile(target):
+        raise NameResolutionError(f"imported file '{p}' not found (looked for {target})", imp.span)
+    return target

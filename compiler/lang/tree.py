@@ -1,0 +1,204 @@
+"""The syntax tree of a .nn file: frozen dataclasses, each with the span it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nncircuit.errors import Span
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span = field(compare=False, repr=False)
+
+
+# ---- expressions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    id: str
+
+
+@dataclass(frozen=True)
+class Number(Node):
+    value: int | float
+
+
+@dataclass(frozen=True)
+class String(Node):
+    value: str
+
+
+@dataclass(frozen=True)
+class Bool(Node):
+    value: bool
+
+
+@dataclass(frozen=True)
+class BinOp(Node):
+    op: str  # + - * / ** |>
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Neg(Node):
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Tuple(Node):
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Rename(Node):
+    operand: Expr
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    operand: Expr
+    axis: str
+    index: Expr
+
+
+@dataclass(frozen=True)
+class AxisRef(Node):
+    """An axis named in an argument: `d`, or `c: 64` to give its size."""
+
+    name: str
+    size: Expr | None
+
+
+@dataclass(frozen=True)
+class PosArg(Node):
+    value: Expr
+
+
+@dataclass(frozen=True)
+class KwArg(Node):
+    name: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class MapArg(Node):
+    """`src -> dst`: the axes an operation consumes and the ones it produces."""
+
+    src: tuple[AxisRef, ...]
+    dst: tuple[AxisRef, ...]
+
+
+@dataclass(frozen=True)
+class OverArg(Node):
+    axes: tuple[AxisRef, ...]
+
+
+@dataclass(frozen=True)
+class AxesArg(Node):
+    axes: tuple[AxisRef, ...]
+
+
+Arg = PosArg | KwArg | MapArg | OverArg | AxesArg
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    func: Expr
+    args: tuple[Arg, ...]
+
+
+Expr = Name | Number | String | Bool | BinOp | Neg | Tuple | Rename | Index | Call
+
+
+# ---- declarations and statements ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SizeDecl(Node):
+    expr: Expr | None  # None: `?`, a run-time size of this input's own
+    dynamic: bool  # `~224`: known only at run time; 224 is its typical size
+    multiple: Expr | None  # `~224 % 16`: the size is a multiple of 16
+
+
+@dataclass(frozen=True)
+class AxisDecl(Node):
+    name: str
+    size: SizeDecl | None
+
+
+@dataclass(frozen=True)
+class TensorTypeDecl(Node):
+    axes: tuple[AxisDecl, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class InItem(Node):
+    name: str
+    type: TensorTypeDecl
+
+
+@dataclass(frozen=True)
+class InDecl(Node):
+    items: tuple[InItem, ...]
+
+
+@dataclass(frozen=True)
+class OutItem(Node):
+    name: str | None
+    value: Expr
+
+
+@dataclass(frozen=True)
+class OutStmt(Node):
+    items: tuple[OutItem, ...]
+
+
+@dataclass(frozen=True)
+class Assign(Node):
+    targets: tuple[str, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Repeat(Node):
+    count: Expr
+    shared: bool
+    name: str | None
+    body: tuple[Stmt, ...]
+
+
+Stmt = InDecl | OutStmt | Assign | Repeat
+
+
+@dataclass(frozen=True)
+class Param(Node):
+    name: str
+    default: Expr | None
+
+
+@dataclass(frozen=True)
+class BlockDef(Node):
+    kind: str  # "block" or "model"
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    doc: str
+
+
+@dataclass(frozen=True)
+class Import(Node):
+    path: str
+    names: tuple[str, ...] | None  # None: every block of the file
+
+
+@dataclass(frozen=True)
+class Module(Node):
+    file: str
+    imports: tuple[Import, ...]
+    blocks: tuple[BlockDef, ...]

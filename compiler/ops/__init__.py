@@ -1,0 +1,7 @@
+"""The op registry and the op families that register in it. Importing this package (which any
+import of `nncircuit.ops.registry` does first) registers every op."""
+
+from nncircuit.ops import registry
+from nncircuit.ops import core, fused, nn  # noqa: F401  (each registers its ops on import)
+
+__all__ = ["registry"]

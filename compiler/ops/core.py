@@ -1,0 +1,574 @@
+"""Pure (parameter-free) primitives: elementwise maps, arithmetic with broadcasting by axis
+name, softmax, contraction, axis bookkeeping, reductions, masks and indexing."""
+
+from __future__ import annotations
+
+import math
+
+from nncircuit.ops.registry import (
+    OpCall,
+    OpDef,
+    as_float,
+    as_int,
+    broadcast,
+    fail,
+    new_axis,
+    over_names,
+    register,
+    require_axis,
+    require_float,
+)
+from nncircuit.types.sizes import Size
+from nncircuit.types.tensor import DTYPES, Axis, TensorType
+
+# ---- elementwise maps ---------------------------------------------------------------------
+
+UNARY = {
+    "relu": "max(x, 0)",
+    "gelu": "x * Φ(x), exact",
+    "gelu_tanh": "GELU with the tanh approximation (GPT-2's)",
+    "silu": "x * sigmoid(x)",
+    "sigmoid": "1 / (1 + exp(-x))",
+    "tanh": "hyperbolic tangent",
+    "exp": "e ** x",
+    "log": "natural logarithm",
+    "sqrt": "square root",
+    "abs": "absolute value",
+    "neg": "-x",
+}
+
+
+def _unary_check(call: OpCall):
+    (t,) = call.inputs
+    require_float(call.op, t)
+    return {}, (t,)
+
+
+for _name, _doc in UNARY.items():
+    register(
+        OpDef(
+            name=_name,
+            doc=f"Elementwise {_doc}; every axis is carried.",
+            check=_unary_check,
+            arity=1,
+            glyph=_name,
+            example=f"x |> {_name}",
+        )
+    )
+
+
+def _dropout_check(call: OpCall):
+    (t,) = call.inputs
+    p = as_float("dropout", "p", call.kw("p", 0.1))
+    if not 0.0 <= p < 1.0:
+        raise fail(f"dropout: p must be in [0, 1), found {p}")
+    return {"p": p}, (t,)
+
+
+register(
+    OpDef(
+        name="dropout",
+        doc="Zeroes elements with probability p while training; identity in eval mode.",
+        check=_dropout_check,
+        arity=1,
+        kwargs=("p",),
+        glyph="dropout",
+        example="x |> dropout(p = 0.1)",
+    )
+)
+
+
+# ---- arithmetic ----------------------------------------------------------------------------
+
+BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+
+
+def _binary_check(call: OpCall):
+    scalar = call.kw("scalar")
+    if scalar is not None:
+        (t,) = call.inputs
+        side = call.kw("side", "right")
+        if not isinstance(scalar.value, (int, float)) or isinstance(scalar.value, bool):
+            raise fail(f"cannot apply '{BINARY[call.op]}' to a tensor and {scalar.value!r}")
+        if call.op in ("div", "pow") and t.dtype not in ("float32", "float16", "bfloat16", "float64"):
+            t = t.with_dtype("float32")
+        if isinstance(scalar.value, float) and t.dtype in ("int64", "int32", "bool"):
+            t = t.with_dtype("float32")
+        return {"scalar": scalar, "side": side}, (t,)
+    a, b = call.inputs
+    return {}, (broadcast(f"'{BINARY[call.op]}'", a, b),)
+
+
+def _binary_flops(attrs, ins, outs, env):
+    return 0
+
+
+for _name, _sym in BINARY.items():
+    register(
+        OpDef(
+            name=_name,
+            doc=f"Elementwise `a {_sym} b`. Axes are matched by name: an axis only one side has "
+            "is broadcast, a shared axis must have the same size on both sides. One side may "
+            "be a number.",
+            check=_binary_check,
+            arity=None,
+            glyph=_sym,
+            example=f"x {_sym} y",
+        )
+    )
+
+
+# ---- normalising maps ----------------------------------------------------------------------
+
+
+def _softmax_check(call: OpCall):
+    (t,) = call.inputs
+    require_float(call.op, t)
+    (axis,) = _one_over(call)
+    require_axis(call.op, t, axis)
+    return {"axis": axis.name}, (t,)
+
+
+def _one_over(call: OpCall):
+    names = over_names(call.op, call)
+    if len(names) != 1:
+        raise fail(f"{call.op} acts on exactly one axis, found 'over [{', '.join(names)}]'")
+    return call.over
+
+
+for _name in ("softmax", "log_softmax"):
+    register(
+        OpDef(
+            name=_name,
+            doc=f"{_name} along one axis (`over AXIS`); other axes are carried.",
+            check=_softmax_check,
+            arity=1,
+            takes=frozenset({"over"}),
+            glyph="◁",
+            example=f"{_name}(scores, over key)",
+        )
+    )
+
+
+# ---- contraction ---------------------------------------------------------------------------
+
+
+def _einsum_check(call: OpCall):
+    if call.dst is None:
+        raise fail("einsum needs its output axes: einsum(a, b -> [i, j])")
+    if len(call.inputs) < 1:
+        raise fail("einsum needs at least one tensor")
+    sizes: dict[str, Axis] = {}
+    for t in call.inputs:
+        require_float("einsum", t)
+        for ax in t.axes:
+            if ax.name in sizes and sizes[ax.name].size != ax.size:
+                raise fail(
+                    f"einsum: axis '{ax.name}' has size {sizes[ax.name].size} in one input "
+                    f"and {ax.size} in another"
+                )
+            sizes.setdefault(ax.name, ax)
+    out = []
+    for spec in call.dst:
+        if spec.name not in sizes:
+            raise fail(
+                f"einsum: output axis '{spec.name}' is in no input "
+                f"(inputs: {', '.join(str(t) for t in call.inputs)})"
+            )
+        out.append(sizes[spec.name])
+    return {"out": tuple(a.name for a in out)}, (TensorType(tuple(out), call.inputs[0].dtype),)
+
+
+def _einsum_flops(attrs, ins, outs, env):
+    if len(ins) < 2:
+        return 0
+    names: dict[str, int] = {}
+    for t in ins:
+        for ax in t.axes:
+            names[ax.name] = ax.size.evaluate(env)
+    return 2 * math.prod(names.values())
+
+
+register(
+    OpDef(
+        name="einsum",
+        doc="Contraction by axis name: the output keeps the listed axes; every other axis "
+        "of the inputs is summed over.",
+        check=_einsum_check,
+        arity=None,
+        takes=frozenset({"map"}),
+        flops=_einsum_flops,
+        glyph="∪",
+        example="einsum(q, k -> [heads, seq, key])",
+    )
+)
+
+
+# ---- axis bookkeeping ----------------------------------------------------------------------
+
+
+def _rename_check(call: OpCall):
+    (t,) = call.inputs
+    old, new = call.kw("old"), call.kw("new")
+    if not t.has(old):
+        raise fail(f"rename: the input {t} has no axis '{old}'")
+    if t.has(new) and new != old:
+        raise fail(f"rename: the input {t} already has an axis '{new}'")
+    axes = tuple(Axis(new, a.size) if a.name == old else a for a in t.axes)
+    return {"old": old, "new": new}, (t.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="rename",
+        doc="Gives an axis a new name; the data is untouched.",
+        check=_rename_check,
+        arity=1,
+        glyph="",
+        example="k = x rename seq -> key",
+    )
+)
+
+
+def _transpose_check(call: OpCall):
+    (t,) = call.inputs
+    if len(call.positional) != 2:
+        raise fail("transpose takes two axes: transpose(x, a, b)")
+    a, b = call.positional
+    require_axis("transpose", t, a)
+    require_axis("transpose", t, b)
+    axes = list(t.axes)
+    i, j = t.index(a.name), t.index(b.name)
+    axes[i], axes[j] = axes[j], axes[i]
+    return {"a": a.name, "b": b.name}, (t.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="transpose",
+        doc="Swaps the positions of two axes (a layout choice; names keep their meaning).",
+        check=_transpose_check,
+        arity=1,
+        positional=("axis", "axis"),
+        glyph="⇅",
+        example="transpose(x, d, seq)",
+    )
+)
+
+
+def _flatten_check(call: OpCall):
+    (t,) = call.inputs
+    if call.src is None or call.dst is None or len(call.dst) != 1:
+        raise fail("flatten merges axes into one: flatten([h, w] -> seq)")
+    names = tuple(s.name for s in call.src)
+    for s in call.src:
+        require_axis("flatten", t, s)
+    idx = [t.index(n) for n in names]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        raise fail(f"flatten: axes {', '.join(names)} must stand next to each other in that order in {t}")
+    size = Size.of(1)
+    for n in names:
+        ax = t.axis(n)
+        size = size * ax.size if (ax.size.is_static or size.is_static) else None
+        if size is None:
+            raise fail(f"flatten: cannot merge two run-time sized axes in {t}")
+    (dst,) = call.dst
+    if t.has(dst.name) and dst.name not in names:
+        raise fail(f"flatten: the input {t} already has an axis '{dst.name}'")
+    out = Axis(dst.name, size)
+    axes = [a for a in t.axes[: idx[0]]] + [out] + [a for a in t.axes[idx[-1] + 1 :]]
+    return {"axes": names, "into": dst.name}, (t.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="flatten",
+        doc="Merges adjacent axes into one, in order.",
+        check=_flatten_check,
+        arity=1,
+        takes=frozenset({"map"}),
+        glyph="⋈",
+        example="x |> flatten([h, w] -> seq)",
+    )
+)
+
+
+def _unflatten_check(call: OpCall):
+    (t,) = call.inputs
+    if call.src is None or len(call.src) != 1 or call.dst is None:
+        raise fail("unflatten splits one axis: unflatten(d -> [heads, dh])")
+    (src,) = call.src
+    ax = require_axis("unflatten", t, src)
+    outs = tuple(new_axis("unflatten", s) for s in call.dst)
+    total = math.prod(a.size.value for a in outs)
+    if not (ax.size.is_static and ax.size.value == total):
+        raise fail(f"unflatten: axis '{src.name}' has size {ax.size} but {', '.join(map(str, outs))} make {total}")
+    i = t.index(src.name)
+    for a in outs:
+        if t.has(a.name) and a.name != src.name:
+            raise fail(f"unflatten: the input {t} already has an axis '{a.name}'")
+    axes = list(t.axes[:i]) + list(outs) + list(t.axes[i + 1 :])
+    sizes = tuple(s.size for s in call.dst)
+    return {"axis": src.name, "into": outs, "sizes": sizes}, (t.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="unflatten",
+        doc="Splits one axis into several whose sizes multiply to its size.",
+        check=_unflatten_check,
+        arity=1,
+        takes=frozenset({"map"}),
+        glyph="⋉",
+        example="x |> unflatten(d -> [heads, dh])",
+    )
+)
+
+
+def _concat_check(call: OpCall):
+    (axis,) = _one_over(call)
+    name = axis.name
+    if len(call.inputs) < 2:
+        raise fail("concat needs at least two tensors")
+    # An input without the axis contributes one slice; other axes are matched by name.
+    with_axis = [t for t in call.inputs if t.has(name)]
+    if not with_axis:
+        raise fail(f"concat: no input has the axis '{name}'")
+    first = max(with_axis, key=lambda t: t.rank)  # its layout is the result's
+    total = Size.of(0)
+    base = first.with_axes(a for a in first.axes if a.name != name)
+    for t in call.inputs:
+        total = total + (t.axis(name).size if t.has(name) else Size.of(1))
+        stripped = t.with_axes(a for a in t.axes if a.name != name)
+        base = broadcast("concat", base, stripped)
+        if stripped.rank > base.rank:
+            base = broadcast("concat", stripped, base)
+    pos = first.index(name)
+    axes = list(base.axes)
+    axes.insert(min(pos, len(axes)), Axis(name, total))
+    return {"axis": name}, (base.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="concat",
+        doc="Joins tensors along an axis. An input that lacks the axis adds one slice "
+        "(e.g. a class token); other axes are matched by name and broadcast.",
+        check=_concat_check,
+        arity=None,
+        takes=frozenset({"over"}),
+        glyph="⊕",
+        example="concat(cls, x, over seq)",
+    )
+)
+
+
+def _reduce_check(call: OpCall):
+    (t,) = call.inputs
+    names = over_names(call.op, call)
+    for s in call.over:
+        require_axis(call.op, t, s)
+    out = t.with_axes(a for a in t.axes if a.name not in names)
+    if call.op == "mean":
+        require_float("mean", t)
+    return {"axes": names}, (out,)
+
+
+for _name in ("sum", "mean", "max", "min"):
+    register(
+        OpDef(
+            name=_name,
+            doc=f"Reduces the named axes by {_name}; they disappear from the type.",
+            check=_reduce_check,
+            arity=1,
+            takes=frozenset({"over"}),
+            glyph=f"{_name}",
+            example=f"{_name}(x, over [h, w])",
+        )
+    )
+
+
+def _cast_check(call: OpCall):
+    (t,) = call.inputs
+    to = call.kw("to")
+    if to not in DTYPES:
+        raise fail(f"cast: 'to' must be one of {', '.join(DTYPES)}, found {to!r}")
+    return {"to": to}, (t.with_dtype(to),)
+
+
+register(
+    OpDef(
+        name="cast",
+        doc="Converts the element type.",
+        check=_cast_check,
+        arity=1,
+        kwargs=("to",),
+        glyph="cast",
+        example='cast(x, to = "float16")',
+    )
+)
+
+
+# ---- masks, positions, indexing ------------------------------------------------------------
+
+
+def _causal_check(call: OpCall):
+    (t,) = call.inputs
+    names = over_names("causal", call)
+    if len(names) != 2:
+        raise fail("causal needs two axes: causal(scores, over [seq, key])")
+    for s in call.over:
+        require_axis("causal", t, s)
+    return {"query": names[0], "key": names[1]}, (t,)
+
+
+register(
+    OpDef(
+        name="causal",
+        doc="Sets scores to -inf where the key position (second axis) is after the query "
+        "position (first axis).",
+        check=_causal_check,
+        arity=1,
+        takes=frozenset({"over"}),
+        glyph="◸",
+        example="causal(scores, over [seq, key])",
+    )
+)
+
+
+def _positions_check(call: OpCall):
+    if len(call.positional) != 1:
+        raise fail("positions takes one axis: positions(seq)")
+    (spec,) = call.positional
+    size = call.kw("_size")
+    if size is None:
+        raise fail(f"positions: '{spec.name}' is not an axis of any tensor in scope")
+    return {"axis": Axis(spec.name, size)}, (TensorType((Axis(spec.name, size),), "int64"),)
+
+
+register(
+    OpDef(
+        name="positions",
+        doc="The integers 0, 1, …, n-1 along an axis of size n (int64).",
+        check=_positions_check,
+        arity=0,
+        positional=("axis",),
+        glyph="#",
+        example="positions(seq)",
+    )
+)
+
+
+def _select_check(call: OpCall):
+    (t,) = call.inputs
+    axis = call.kw("axis")
+    spec = call.kw("index")
+    if not t.has(axis):
+        raise fail(f"index: the input {t} has no axis '{axis}'")
+    idx = as_int("index", "the index", spec)
+    size = t.axis(axis).size
+    if size.is_static and not -size.value <= idx < size.value:
+        raise fail(f"index {idx} is out of range for axis '{axis}' of size {size.value}")
+    return {"axis": axis, "index": spec}, (t.with_axes(a for a in t.axes if a.name != axis),)
+
+
+register(
+    OpDef(
+        name="select",
+        doc="Takes one position along an axis, which disappears: `x[seq = 0]`.",
+        check=_select_check,
+        arity=1,
+        glyph="[·]",
+        example="x[seq = 0]",
+    )
+)
+
+
+def _topk_check(call: OpCall):
+    (t,) = call.inputs
+    (axis,) = _one_over(call)
+    ax = require_axis("top_k", t, axis)
+    k = call.kw("k")
+    kv = as_int("top_k", "k", k, minimum=1)
+    if ax.size.is_static and kv > ax.size.value:
+        raise fail(f"top_k: k={kv} is larger than axis '{axis.name}' of size {ax.size.value}")
+    into = call.kw("into")
+    into = into if isinstance(into, str) else axis.name
+    axes = tuple(Axis(into, Size.of(kv)) if a.name == axis.name else a for a in t.axes)
+    vals = t.with_axes(axes)
+    return {"axis": axis.name, "k": k, "into": into}, (vals, vals.with_dtype("int64"))
+
+
+register(
+    OpDef(
+        name="top_k",
+        doc="The k largest values along an axis and their indices (a pair): the routing "
+        "primitive of mixtures of experts.",
+        check=_topk_check,
+        arity=1,
+        kwargs=("k", "into"),
+        takes=frozenset({"over"}),
+        glyph="top-k",
+        example="vals, idx = top_k(scores, over expert, k = 2)",
+    )
+)
+
+
+def _gather_check(call: OpCall):
+    src, idx = call.inputs
+    (axis,) = _one_over(call)
+    require_axis("gather", src, axis)
+    if idx.dtype not in ("int64", "int32"):
+        raise fail(f"gather: indices must be integers, found {idx}")
+    if not idx.has(axis.name):
+        raise fail(f"gather: the indices {idx} must have the gathered axis '{axis.name}'")
+    out = broadcast("gather", src.with_axes(a for a in src.axes if a.name != axis.name),
+                    idx.with_axes(a for a in idx.axes if a.name != axis.name))
+    pos = src.index(axis.name)
+    axes = list(out.axes)
+    axes.insert(min(pos, len(axes)), idx.axis(axis.name))
+    return {"axis": axis.name}, (TensorType(tuple(axes), src.dtype),)
+
+
+register(
+    OpDef(
+        name="gather",
+        doc="Picks elements of `src` along an axis at the positions `idx` holds there "
+        "(data-dependent routing); the other axes are matched by name.",
+        check=_gather_check,
+        arity=2,
+        takes=frozenset({"over"}),
+        glyph="gather",
+        example="gather(x, idx, over expert)",
+    )
+)
+
+
+def _pad_to_check(call: OpCall):
+    x, like = call.inputs
+    names = over_names("pad_to", call)
+    axes = []
+    for a in x.axes:
+        if a.name in names:
+            if not like.has(a.name):
+                raise fail(f"pad_to: the reference {like} has no axis '{a.name}'")
+            axes.append(like.axis(a.name))
+        else:
+            axes.append(a)
+    for s in call.over:
+        require_axis("pad_to", x, s)
+    return {"axes": names}, (x.with_axes(axes),)
+
+
+register(
+    OpDef(
+        name="pad_to",
+        doc="Zero-pads (or centre-crops) the named axes of the first tensor to the sizes the "
+        "second tensor has there: a U-Net's skip connection at any input size.",
+        check=_pad_to_check,
+        arity=2,
+        takes=frozenset({"over"}),
+        glyph="⊡",
+        example="pad_to(up, skip, over [h, w])",
+    )
+)

@@ -1,0 +1,466 @@
+"""Learned primitives (capitalised: they own parameters) and the spatial ops that go with
+them: Linear, Embedding, norms, convolutions, pooling, free parameters."""
+
+from __future__ import annotations
+
+import math
+
+from nncircuit.ops.registry import (
+    Attrs,
+    OpCall,
+    OpDef,
+    ParamSpec,
+    as_bool,
+    as_float,
+    as_int,
+    fail,
+    new_axis,
+    numel,
+    over_names,
+    product_hval,
+    register,
+    replace_axes,
+    require_axis,
+    require_float,
+    size_hval,
+    static_size,
+)
+from nncircuit.types.sizes import Size
+from nncircuit.types.tensor import Axis, HVal, TensorType
+
+# ---- Linear --------------------------------------------------------------------------------
+
+
+def _linear_check(call: OpCall):
+    (t,) = call.inputs
+    require_float("Linear", t)
+    if call.src is None or call.dst is None:
+        raise fail("Linear needs 'IN -> OUT' axes, e.g. Linear(d -> hidden)")
+    in_sizes = []
+    for s in call.src:
+        ax = require_axis("Linear", t, s)
+        static_size("Linear", ax)
+        in_sizes.append(size_hval(ax, s))
+    outs = tuple(new_axis("Linear", s) for s in call.dst)
+    out_type = replace_axes(t, tuple(s.name for s in call.src), outs)
+    bias = as_bool("Linear", "bias", call.kw("bias", True))
+    tied = call.kw("tied")
+    attrs = {
+        "in_axes": tuple(s.name for s in call.src),
+        "out_axes": outs,
+        "in_features": product_hval(tuple(in_sizes)),
+        "out_features": product_hval(tuple(s.size for s in call.dst)),
+        "out_sizes": tuple(s.size for s in call.dst),
+        "bias": bias,
+        "tied": tied,
+    }
+    return attrs, (out_type,)
+
+
+def _linear_params(a: Attrs, ins):
+    fan_in = int(a["in_features"].value)
+    out = []
+    if a["tied"] is None:
+        out.append(ParamSpec("weight", (a["out_features"], a["in_features"]), "uniform_fan_in", fan_in=fan_in))
+    if a["bias"]:
+        out.append(ParamSpec("bias", (a["out_features"],), "uniform_fan_in", fan_in=fan_in))
+    return tuple(out)
+
+
+def _linear_flops(a, ins, outs, env):
+    return 2 * numel(outs[0], env) * int(a["in_features"].value)
+
+
+register(
+    OpDef(
+        name="Linear",
+        doc="Affine map from the IN axes to the OUT axes; other axes are carried. "
+        "`bias = false` drops the bias; `tied = E` reuses the weight of Embedding E.",
+        check=_linear_check,
+        arity=1,
+        learned=True,
+        params=_linear_params,
+        flops=_linear_flops,
+        kwargs=("bias", "tied"),
+        takes=frozenset({"map"}),
+        glyph="L",
+        example="x |> Linear(d -> [heads, dh])",
+    )
+)
+
+
+# ---- Embedding -----------------------------------------------------------------------------
+
+
+def _embedding_check(call: OpCall):
+    (t,) = call.inputs
+    if t.dtype not in ("int64", "int32"):
+        raise fail(f"Embedding needs integer ids, found {t}")
+    if call.src is None or call.dst is None or len(call.src) != 1 or len(call.dst) != 1:
+        raise fail("Embedding needs 'vocab -> d', e.g. Embedding(vocab -> d)")
+    (src,), (dst,) = call.src, call.dst
+    if src.size is None:
+        raise fail(f"Embedding: the number of entries '{src.name}' is unknown; write '{src.name}: N'")
+    as_int("Embedding", "the number of entries", src.size, minimum=1)
+    out = new_axis("Embedding", dst)
+    if t.has(out.name):
+        raise fail(f"Embedding: the ids {t} already have an axis '{out.name}'")
+    attrs = {"num": src.size, "out_axis": out, "dim": dst.size}
+    return attrs, (TensorType(t.axes + (out,), "float32"),)
+
+
+register(
+    OpDef(
+        name="Embedding",
+        doc="A lookup table: integer ids of any axes in, one new axis of vectors out.",
+        check=_embedding_check,
+        arity=1,
+        learned=True,
+        params=lambda a, ins: (ParamSpec("weight", (a["num"], a["dim"]), "normal"),),
+        takes=frozenset({"map"}),
+        glyph="E",
+        example="tokens |> Embedding(vocab -> d)",
+    )
+)
+
+
+# ---- normalisation ---------------------------------------------------------------------------
+
+
+def _norm_check(call: OpCall):
+    (t,) = call.inputs
+    require_float(call.op, t)
+    names = over_names(call.op, call)
+    sizes = []
+    for s in call.over:
+        ax = require_axis(call.op, t, s)
+        static_size(call.op, ax)
+        sizes.append(size_hval(ax, s))
+    default_eps = 1e-5 if call.op == "LayerNorm" else 1e-6
+    attrs = {
+        "axes": names,
+        "shape": tuple(sizes),
+        "eps": as_float(call.op, "eps", call.kw("eps", default_eps)),
+        "affine": as_bool(call.op, "affine", call.kw("affine", True)),
+        "bias": as_bool(call.op, "bias", call.kw("bias", call.op == "LayerNorm")),
+    }
+    return attrs, (t,)
+
+
+def _norm_params(a: Attrs, ins):
+    if not a["affine"]:
+        return ()
+    out = [ParamSpec("weight", a["shape"], "ones")]
+    if a["bias"]:
+        out.append(ParamSpec("bias", a["shape"], "zeros"))
+    return tuple(out)
+
+
+for _name, _doc in (
+    ("LayerNorm", "Normalises over the named axes to zero mean and unit variance, then scales and shifts."),
+    ("RMSNorm", "Divides by the root mean square over the named axes, then scales."),
+):
+    register(
+        OpDef(
+            name=_name,
+            doc=_doc,
+            check=_norm_check,
+            arity=1,
+            learned=True,
+            params=_norm_params,
+            kwargs=("eps", "affine", "bias"),
+            takes=frozenset({"over"}),
+            glyph="○",
+            example=f"{_name}(x, over d)",
+        )
+    )
+
+
+def _batchnorm_check(call: OpCall):
+    (t,) = call.inputs
+    require_float("BatchNorm", t)
+    if len(call.positional) != 1:
+        raise fail("BatchNorm takes the feature axis: BatchNorm(c)")
+    (spec,) = call.positional
+    ax = require_axis("BatchNorm", t, spec)
+    static_size("BatchNorm", ax)
+    attrs = {
+        "axis": spec.name,
+        "num": size_hval(ax, spec),
+        "eps": as_float("BatchNorm", "eps", call.kw("eps", 1e-5)),
+        "momentum": as_float("BatchNorm", "momentum", call.kw("momentum", 0.1)),
+    }
+    return attrs, (t,)
+
+
+register(
+    OpDef(
+        name="BatchNorm",
+        doc="Per-feature normalisation with batch statistics (running averages in eval mode); "
+        "the statistics are taken over every axis but the feature axis.",
+        check=_batchnorm_check,
+        arity=1,
+        learned=True,
+        params=lambda a, ins: (
+            ParamSpec("weight", (a["num"],), "ones"),
+            ParamSpec("bias", (a["num"],), "zeros"),
+            ParamSpec("running_mean", (a["num"],), "zeros", buffer=True),
+            ParamSpec("running_var", (a["num"],), "ones", buffer=True),
+        ),
+        kwargs=("eps", "momentum"),
+        positional=("axis",),
+        glyph="○",
+        example="BatchNorm(x, c)",
+    )
+)
+
+
+# ---- convolution and pooling ---------------------------------------------------------------
+
+
+def _tuple_arg(op, name, v, n, default, *, minimum=0):
+    """An int argument for each spatial axis: one value for all, or a tuple of n."""
+    if v is None:
+        v = default
+    vals = v if isinstance(v, tuple) else (v,) * n
+    if len(vals) != n:
+        raise fail(f"{op}: {name} needs {n} values (one per spatial axis), found {len(vals)}")
+    out = []
+    for x in vals:
+        if not isinstance(x, HVal):
+            x = HVal.const(x)
+        as_int(op, name, x, minimum=minimum)
+        out.append(x)
+    return tuple(out)
+
+
+def _spatial(op: str, call: OpCall, t: TensorType):
+    names = over_names(op, call)
+    if not 1 <= len(names) <= 3:
+        raise fail(f"{op} works over 1 to 3 spatial axes, found {len(names)}")
+    for s in call.over:
+        require_axis(op, t, s)
+    return names
+
+
+def _conv_out(size: Size, k: int, s: int, p: int, d: int) -> Size:
+    return (size + 2 * p - d * (k - 1) - 1).floordiv(s) + 1
+
+
+def _convt_out(size: Size, k: int, s: int, p: int, d: int, op_: int) -> Size:
+    return (size - 1) * s - 2 * p + d * (k - 1) + op_ + 1
+
+
+def _conv_common(call: OpCall, transposed: bool):
+    op = call.op
+    (t,) = call.inputs
+    require_float(op, t)
+    if call.src is None or call.dst is None or len(call.src) != 1 or len(call.dst) != 1:
+        raise fail(f"{op} needs 'CHANNELS_IN -> CHANNELS_OUT', e.g. {op}(c -> c: 64, kernel = 3, over [h, w])")
+    spatial = _spatial(op, call, t)
+    (src,), (dst,) = call.src, call.dst
+    cin_ax = require_axis(op, t, src)
+    cin = size_hval(cin_ax, src)
+    static_size(op, cin_ax)
+    if src.name in spatial:
+        raise fail(f"{op}: the channel axis '{src.name}' cannot also be spatial")
+    n = len(spatial)
+    if call.kw("kernel") is None:
+        raise fail(f"{op} needs a kernel size: kernel = 3")
+    kernel = _tuple_arg(op, "kernel", call.kw("kernel"), n, 1, minimum=1)
+    stride = _tuple_arg(op, "stride", call.kw("stride"), n, 1, minimum=1)
+    dilation = _tuple_arg(op, "dilation", call.kw("dilation"), n, 1, minimum=1)
+    groups = call.kw("groups", HVal.const(1))
+    groups = groups if isinstance(groups, HVal) else HVal.const(groups)
+    g = as_int(op, "groups", groups, minimum=1)
+    pad_arg = call.kw("padding", 0)
+    if isinstance(pad_arg, HVal) and pad_arg.value == "same":
+        if transposed or any(s.value != 1 for s in stride):
+            raise fail(f"{op}: padding = \"same\" needs stride 1")
+        if any((d.value * (k.value - 1)) % 2 for k, d in zip(kernel, dilation)):
+            raise fail(f"{op}: padding = \"same\" needs an odd kernel extent")
+        padding = tuple(HVal.const(d.value * (k.value - 1) // 2) for k, d in zip(kernel, dilation))
+    else:
+        padding = _tuple_arg(op, "padding", pad_arg, n, 0)
+    cout_ax = new_axis(op, dst)
+    cout = dst.size
+    if cin.value % g or cout.value % g:
+        raise fail(f"{op}: groups={g} must divide both {cin.value} input and {cout.value} output channels")
+    out_pad = _tuple_arg(op, "output_padding", call.kw("output_padding"), n, 0) if transposed else None
+    axes = []
+    for a in t.axes:
+        if a.name == src.name:
+            axes.append(cout_ax)
+        elif a.name in spatial:
+            i = spatial.index(a.name)
+            k, s, p, d = kernel[i].value, stride[i].value, padding[i].value, dilation[i].value
+            if transposed:
+                size = _convt_out(a.size, k, s, p, d, out_pad[i].value)
+            else:
+                size = _conv_out(a.size, k, s, p, d)
+            if size.is_static and size.value < 1:
+                raise fail(f"{op}: axis '{a.name}' of size {a.size} is too small for kernel {k} "
+                           f"(stride {s}, padding {p}, dilation {d})")
+            axes.append(Axis(a.name, size))
+        else:
+            axes.append(a)
+    if dst.name != src.name and t.has(dst.name):
+        raise fail(f"{op}: the input {t} already has an axis '{dst.name}'")
+    attrs = {
+        "channel": src.name,
+        "out_axis": cout_ax,
+        "in_channels": cin,
+        "out_channels": cout,
+        "spatial": spatial,
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+        "bias": as_bool(op, "bias", call.kw("bias", True)),
+    }
+    if transposed:
+        attrs["output_padding"] = out_pad
+    return attrs, (t.with_axes(axes),)
+
+
+def _conv_params(a: Attrs, ins):
+    g = int(a["groups"].value)
+    k = tuple(a["kernel"])
+    cin, cout = a["in_channels"], a["out_channels"]
+    if "output_padding" in a.keys():  # transposed: weight is [in, out / groups, *k]
+        per = HVal(cout.value // g, f"({cout.expr}) // ({a['groups'].expr})")
+        shape = (cin, per) + k
+        fan_in = per.value * math.prod(x.value for x in k)
+    else:
+        per = HVal(cin.value // g, f"({cin.expr}) // ({a['groups'].expr})")
+        shape = (cout, per) + k
+        fan_in = per.value * math.prod(x.value for x in k)
+    out = [ParamSpec("weight", shape, "uniform_fan_in", fan_in=fan_in)]
+    if a["bias"]:
+        out.append(ParamSpec("bias", (cout,), "uniform_fan_in", fan_in=fan_in))
+    return tuple(out)
+
+
+def _conv_flops(a, ins, outs, env):
+    g = int(a["groups"].value)
+    k = math.prod(x.value for x in a["kernel"])
+    if "output_padding" in a.keys():
+        return 2 * numel(ins[0], env) * int(a["out_channels"].value) // g * k
+    return 2 * numel(outs[0], env) * int(a["in_channels"].value) // g * k
+
+
+_CONV_KW = ("kernel", "stride", "padding", "dilation", "groups", "bias")
+register(
+    OpDef(
+        name="Conv",
+        doc="Convolution over 1–3 spatial axes (`over [h, w]`) mapping the channel axis "
+        "(`c -> c: 64`). Each spatial axis becomes (position, window) and the window is "
+        "contracted; strided, dilated and grouped (depthwise) forms via keywords.",
+        check=lambda call: _conv_common(call, False),
+        arity=1,
+        learned=True,
+        params=_conv_params,
+        flops=_conv_flops,
+        kwargs=_CONV_KW,
+        takes=frozenset({"map", "over"}),
+        glyph="★",
+        example="Conv(x, c -> c: 64, kernel = 3, padding = 1, over [h, w])",
+    )
+)
+register(
+    OpDef(
+        name="ConvTranspose",
+        doc="Transposed convolution (the gradient of Conv): upsamples the spatial axes.",
+        check=lambda call: _conv_common(call, True),
+        arity=1,
+        learned=True,
+        params=_conv_params,
+        flops=_conv_flops,
+        kwargs=_CONV_KW + ("output_padding",),
+        takes=frozenset({"map", "over"}),
+        glyph="★ᵀ",
+        example="ConvTranspose(x, c -> c: 64, kernel = 2, stride = 2, over [h, w])",
+    )
+)
+
+
+def _pool_check(call: OpCall):
+    op = call.op
+    (t,) = call.inputs
+    require_float(op, t)
+    spatial = _spatial(op, call, t)
+    n = len(spatial)
+    if call.kw("kernel") is None:
+        raise fail(f"{op} needs a kernel size: kernel = 2")
+    kernel = _tuple_arg(op, "kernel", call.kw("kernel"), n, 1, minimum=1)
+    stride = _tuple_arg(op, "stride", call.kw("stride"), n, None, minimum=1) if call.kw("stride") is not None else kernel
+    padding = _tuple_arg(op, "padding", call.kw("padding"), n, 0)
+    for k, p in zip(kernel, padding):
+        if 2 * p.value > k.value:
+            raise fail(f"{op}: padding {p.value} must be at most half the kernel {k.value}")
+    axes = []
+    for a in t.axes:
+        if a.name in spatial:
+            i = spatial.index(a.name)
+            size = _conv_out(a.size, kernel[i].value, stride[i].value, padding[i].value, 1)
+            if size.is_static and size.value < 1:
+                raise fail(f"{op}: axis '{a.name}' of size {a.size} is smaller than the kernel {kernel[i].value}")
+            axes.append(Axis(a.name, size))
+        else:
+            axes.append(a)
+    return {"spatial": spatial, "kernel": kernel, "stride": stride, "padding": padding}, (t.with_axes(axes),)
+
+
+for _name, _g in (("maxpool", "max"), ("avgpool", "avg")):
+    register(
+        OpDef(
+            name=_name,
+            doc=f"{_g}-pooling over windows of the spatial axes (stride defaults to the kernel).",
+            check=_pool_check,
+            arity=1,
+            kwargs=("kernel", "stride", "padding"),
+            takes=frozenset({"over"}),
+            glyph=_g,
+            example=f"{_name}(x, kernel = 2, over [h, w])",
+        )
+    )
+
+
+# ---- free parameters -----------------------------------------------------------------------
+
+
+def _param_check(call: OpCall):
+    if call.axes is None:
+        raise fail("Param needs its axes: Param([seq: n, d])")
+    axes = tuple(new_axis("Param", s) for s in call.axes)
+    init = call.kw("init", HVal.const("normal"))
+    init_v = init.value if isinstance(init, HVal) else init
+    if init_v not in ("normal", "zeros", "ones"):
+        raise fail(f"Param: init must be \"normal\", \"zeros\" or \"ones\", found {init_v!r}")
+    std = as_float("Param", "std", call.kw("std", 1.0))
+    attrs = {"axes": axes, "sizes": tuple(s.size for s in call.axes), "init": init_v, "std": std}
+    return attrs, (TensorType(axes, "float32"),)
+
+
+def _param_params(a: Attrs, ins):
+    init = a["init"] if a["init"] != "normal" else f"normal:{a['std']}"
+    return (ParamSpec("weight", a["sizes"], init),)
+
+
+register(
+    OpDef(
+        name="Param",
+        doc="A free learned tensor with the given axes (class tokens, position tables). "
+        "init = \"normal\" (with std), \"zeros\" or \"ones\".",
+        check=_param_check,
+        arity=0,
+        learned=True,
+        params=_param_params,
+        kwargs=("init", "std"),
+        takes=frozenset({"axes"}),
+        glyph="θ",
+        example="pos = Param([seq: n, d], std = 0.02)",
+    )
+)
+

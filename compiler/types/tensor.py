@@ -1,0 +1,113 @@
+"""Types of the IR: named axes, tensor types, and hyperparameter values that remember the
+expression they came from (so generated code stays parametric)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nncircuit.errors import ShapeError
+from nncircuit.types.sizes import Size
+
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    size: Size
+    # Python expression of a static size over the enclosing block's hyperparameters, when
+    # the spec gave one; not part of the type's identity.
+    code: str | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ShapeError(f"axis name {self.name!r} is not an identifier")
+
+    def __str__(self) -> str:
+        if not self.size.is_static and str(self.size) == self.name:
+            return self.name
+        return f"{self.name}: {self.size}"
+
+
+@dataclass(frozen=True)
+class TensorType:
+    axes: tuple[Axis, ...]
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        names = [a.name for a in self.axes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ShapeError(f"axis {dup[0]!r} appears twice in {self}")
+        if self.dtype not in DTYPES:
+            raise ShapeError(f"unknown dtype {self.dtype!r}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes)
+
+    @property
+    def rank(self) -> int:
+        return len(self.axes)
+
+    def has(self, name: str) -> bool:
+        return name in self.names
+
+    def axis(self, name: str) -> Axis:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise ShapeError(f"{self} has no axis {name!r}")
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def with_axes(self, axes) -> TensorType:
+        return TensorType(tuple(axes), self.dtype)
+
+    def with_dtype(self, dtype: str) -> TensorType:
+        return TensorType(self.axes, dtype)
+
+    def symbols(self) -> set[str]:
+        out: set[str] = set()
+        for a in self.axes:
+            out |= a.size.symbols()
+        return out
+
+    def subst(self, mapping: dict[str, Size], axes: dict[str, Axis] | None = None) -> TensorType:
+        """Bind dynamic sizes. An axis whose size is a bare symbol keeps the caller's code
+        for it (`axes`, by symbol); other codes are dropped: they are in the callee's terms."""
+        out = []
+        for a in self.axes:
+            sym = a.size.bare_symbol()
+            if axes and sym in axes:
+                out.append(Axis(a.name, axes[sym].size, axes[sym].code))
+            else:
+                out.append(Axis(a.name, a.size.subst(mapping)))
+        return TensorType(tuple(out), self.dtype)
+
+    def __str__(self) -> str:
+        body = ", ".join(str(a) for a in self.axes)
+        suffix = "" if self.dtype == "float32" else f" {self.dtype}"
+        return f"[{body}]{suffix}"
+
+
+@dataclass(frozen=True)
+class HVal:
+    """A hyperparameter-derived value and the Python expression (over the enclosing block's
+    hyperparameter names) that computes it, so generated code stays parametric."""
+
+    value: int | float | bool | str
+    expr: str
+
+    def __post_init__(self):
+        if not isinstance(self.value, (int, float, bool, str)):
+            raise TypeError(f"HVal of {type(self.value).__name__}")
+
+    @staticmethod
+    def const(value) -> HVal:
+        return HVal(value, repr(value))
+
+    def __str__(self) -> str:
+        return repr(self.value)
