@@ -84,6 +84,18 @@ class Spec:
             self._source = generate(self.graph, os.path.basename(self.path))
         return self._source
 
+    def write(self, out: str, to: str | None = None, **options) -> str:
+        """Compile to a file with a backend of the backend table (`to`, else the one that
+        `out`'s extension names: .py torch, .onnx ONNX); returns the backend's report."""
+        from nncircuit.backends import BACKENDS, by_extension
+
+        backend = BACKENDS.get(to) if to is not None else by_extension(out)
+        if backend is None:
+            known = ", ".join(f"{b.name} ({' '.join(b.extensions)})" for b in BACKENDS.values())
+            what = f"named {to!r}" if to is not None else f"writes {out!r}"
+            raise ValueError(f"no backend {what}; backends: {known}")
+        return backend.emit(self, out, **options)
+
     def _repr_svg_(self) -> str:
         """The circuit diagram, so that a notebook shows a Spec as a picture."""
         from nncircuit.backends.diagram.render import svg
@@ -162,8 +174,9 @@ def export_onnx(path, out, model=None, state_dict=None, **kwargs) -> str:
     """Lower a spec straight to an ONNX file (no torch needed without a state_dict).
     `kwargs` holds export options (seed, weights, opset, functions, fp16, quantize); every
     other keyword is a hyperparameter. Returns the export's report."""
-    from nncircuit.backends.onnx.export import OPTIONS, export_spec
+    from nncircuit.backends import BACKENDS
 
-    options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs}
+    onnx = BACKENDS["onnx"]
+    options = {k: kwargs.pop(k) for k in onnx.options if k in kwargs}
     spec = load(path, model, **kwargs)
-    return export_spec(spec, out, state_dict=state_dict, **options)
+    return onnx.emit(spec, out, state_dict=state_dict, **options)

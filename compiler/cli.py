@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from nncircuit.backends import BACKENDS
 from nncircuit.errors import NNError
 
 REPORT = "this is a bug in nncircuit, not in your spec; please report it with the spec that caused it"
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile to PyTorch source or ONNX")
     _common(p)
-    p.add_argument("--to", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--to", choices=sorted(BACKENDS), default="torch",
+                   help="; ".join(f"{b.name}: {b.doc}" for b in BACKENDS.values()))
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument("--seed", type=int, default=0, help="seed of initial weights (ONNX)")
     p.add_argument("--weights", help="weights for ONNX: .safetensors or a torch state_dict .pt")
@@ -131,20 +133,17 @@ def _check_library(path: str) -> int:
 
 def cmd_compile(args) -> int:
     from nncircuit.api import load
+    from nncircuit.backends import BACKENDS
 
+    backend = BACKENDS[args.to]
+    given = {k: getattr(args, k) for b in BACKENDS.values() for k in b.options if hasattr(args, k)}
+    for k, v in sorted(given.items()):
+        if k not in backend.options and v not in (None, False, 0):
+            owner = next(b.name for b in BACKENDS.values() if k in b.options)
+            raise NNError(f"--{k} applies to --to {owner}, not to --to {backend.name}")
     opt = 2 if args.opt is None and args.passes is None else args.opt
     spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
-    if args.to == "torch":
-        _write_text(args.output, spec.torch_source())
-        print(f"wrote {args.output}: class {spec.graph.name}, {spec.param_count():,} parameters")
-        return 0
-    from nncircuit.backends.onnx.export import export_spec
-
-    report = export_spec(
-        spec, args.output, seed=args.seed, weights=args.weights, opset=args.opset,
-        functions=args.functions, fp16=args.fp16, quantize=args.quantize,
-    )
-    print(report)
+    print(backend.emit(spec, args.output, **{k: v for k, v in given.items() if k in backend.options}))
     return 0
 
 
@@ -194,18 +193,6 @@ def cmd_render(args) -> int:
     what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
     print(f"wrote {args.output}: {spec.model}, {what}")
     return 0
-
-
-def _write_text(path: str, text: str):
-    from nncircuit.errors import NNError
-
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
 
 
 COMMANDS = {

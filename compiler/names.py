@@ -1,10 +1,13 @@
-"""Spec names as safe Python identifiers: a name from a spec can never become code."""
+"""The one naming authority: spec names as safe Python identifiers (a name from a spec can
+never become code), the snake_case name of an op or block, and fresh names that avoid the
+ones already taken."""
 
 from __future__ import annotations
 
 import builtins
 import keyword
 import re
+from collections.abc import Callable, Container
 
 # Attributes every torch.nn.Module has (torch 2.x): a submodule or hyperparameter stored under
 # one of these names would be shadowed by, or shadow, the method.
@@ -41,3 +44,44 @@ def pyname(name: str) -> str:
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED or name.endswith("_"):
         return name + "_"
     return name
+
+
+def snake(name: str) -> str:
+    """The snake_case name the elaborator gives an unnamed use of op or block `name`
+    (`LayerNorm` -> `layer_norm`, `RMSNorm` -> `rmsnorm`): it becomes a module name and so part
+    of the state_dict keys, which is why the rule never changes."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def fresh(base: str, taken: Container[str] | Callable[[str], bool], *, sep: str = "_", first: int = 1) -> str:
+    """`base` if it is not taken, else `base{sep}{k}` for the first k from `first` that is not.
+    `taken` is a collection of names or a predicate."""
+    is_taken = taken if callable(taken) else taken.__contains__
+    if not is_taken(base):
+        return base
+    k = first
+    while is_taken(f"{base}{sep}{k}"):
+        k += 1
+    return f"{base}{sep}{k}"
+
+
+class NameAuthority:
+    """A scope of names: `fresh` returns a name no earlier call (nor `claim`) returned."""
+
+    def __init__(self, taken=(), *, sep: str = "_", first: int = 1):
+        self.taken: set[str] = set(taken)
+        self.sep = sep
+        self.first = first
+
+    def claim(self, name: str) -> None:
+        self.taken.add(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.taken
+
+    def fresh(self, base: str, also: Callable[[str], bool] | None = None) -> str:
+        """A free name from `base`; `also` marks more names as taken for this call."""
+        name = fresh(base, (lambda n: n in self.taken or also(n)) if also else self.taken,
+                     sep=self.sep, first=self.first)
+        self.taken.add(name)
+        return name

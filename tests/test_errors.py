@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import nncircuit
 from nncircuit.cli import main
 
 # (source, expected message (regex), line, column)
@@ -133,3 +134,13 @@ def test_error_inside_a_block_says_where_it_was_used(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a.nn:1:16: error: d / 3: 4 is not divisible by 3" in err
     assert f"note: in B(d=4), used at {path}:4:7" in err
+
+
+@pytest.mark.parametrize("target", ["b.txt", "/abs/b.nn"])
+def test_a_bad_import_path_is_a_name_error_not_an_import_cycle(tmp_path, target):
+    from nncircuit.errors import ImportCycleError, NameResolutionError
+
+    (tmp_path / "a.nn").write_text(f'import "{target}"\nmodel M(d = 2) {{ in x: [d] out x }}\n')
+    with pytest.raises(NameResolutionError) as info:
+        nncircuit.load(str(tmp_path / "a.nn"))
+    assert not isinstance(info.value, ImportCycleError)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nncircuit.names import snake
 from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
 from nncircuit.errors import NNError, ShapeError, did_you_mean
@@ -157,10 +158,6 @@ def block_params(node: Node) -> int:
         times = 1 if node.attrs["shared"] else int(node.attrs["count"].value)
         return times * analysis.param_count(node.callee)
     return analysis.param_count(node.callee)
-
-
-def snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def is_auto_name(name: str, base: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from nncircuit.names import fresh
 from nncircuit.ops import registry
 from nncircuit.ir.graph import Graph, Node, Value
 
@@ -192,11 +193,7 @@ def _mid(path: str, taken: dict[str, str]) -> str:
     if path in taken:
         return taken[path]
     base = "n_" + re.sub(r"[^A-Za-z0-9_]", "_", path.replace(".", "__"))
-    cand, k = base, 1
-    used = set(taken.values())
-    while cand in used:
-        k += 1
-        cand = f"{base}_{k}"
+    cand = fresh(base, set(taken.values()), first=2)
     taken[path] = cand
     return cand
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nncircuit.names import fresh
 from nncircuit.errors import InternalError, LoweringError
 from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import Axis, TensorType
@@ -81,10 +82,7 @@ class Names:
         self.wanted: set[str] = set()
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken or name in self.wanted:
-            name = f"{base}_{k}"
-            k += 1
+        name = fresh(base, lambda n: n in self.taken or n in self.wanted)
         self.taken.add(name)
         return name
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nncircuit.names import fresh
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, LoweringError, NNError
 from nncircuit.ir.graph import Graph, Node, Value
@@ -28,7 +29,6 @@ from nncircuit.backends.structure import class_name, input_dependent, single_cal
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 21
-OPTIONS = ("seed", "weights", "opset", "functions", "fp16", "quantize")
 
 
 # ---- inlining ----------------------------------------------------------------------------
@@ -259,9 +259,7 @@ class Functions:
         if body in self.by_body:
             return self.by_body[body], weights, declared, prefixes
         base = class_name(g)
-        name, k = base, 2
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh(base, self.names, first=2)
         self.names.add(name)
         proto.name = name
         self.protos.append(proto)

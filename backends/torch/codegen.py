@@ -10,7 +10,7 @@ import re
 
 from nncircuit.errors import InternalError, LoweringError
 from nncircuit.ir.graph import Graph, Node, Value
-from nncircuit.names import pyname
+from nncircuit.names import fresh, pyname
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import HVal
 
@@ -148,10 +148,7 @@ class TorchGen:
         key = (g.file, g.name)
         if key not in self.names:
             base = class_name(g)
-            name, k = base, 2
-            while name in self.names.values():
-                name, k = f"{base}{k}", k + 1
-            self.names[key] = name
+            self.names[key] = fresh(base, set(self.names.values()), sep="", first=2)
         return self.names[key]
 
     def _lifts(self, g: Graph, lead: int):
@@ -180,9 +177,8 @@ class TorchGen:
             # Another instance of the definition whose code differs: a size its class
             # computes from hyperparameters without an expression (after a pooling, say)
             # was written as a number. It gets a class of its own.
-            base, k = name, 2
-            while name in self.classes or name in self.names.values():
-                name, k = f"{base}_{k}", k + 1
+            base = name
+            name = fresh(base, lambda n: n in self.classes or n in self.names.values(), first=2)
             self.variant_of[g] = name
             self.lift_counts[name] = set(self.lift_counts.get(base, set()))
             code = self._class(g, name)
@@ -346,12 +342,7 @@ class TorchGen:
         return cx.vars[v]
 
     def _fresh_var(self, cx: Cx, base: str) -> str:
-        name = pyname(base)
-        k = 1
-        cand = name
-        while cand in cx.used_vars or cand in ("layer", "self"):
-            cand = f"{name}_{k}"
-            k += 1
+        cand = fresh(pyname(base), lambda n: n in cx.used_vars or n in ("layer", "self"))
         cx.used_vars.add(cand)
         return cand
 
@@ -414,3 +405,12 @@ def _safe_filename(path: str) -> str:
 def generate(model: Graph, source_name: str = "") -> str:
     """The PyTorch source of `model` (deterministic: same graph, same text)."""
     return TorchGen(model, source_name=source_name).generate()
+
+
+def emit(spec, out: str) -> str:
+    """The torch backend's entry in the backend table: write the spec's module source."""
+    from nncircuit.analysis.cost import param_count
+    from nncircuit.io import write_atomic
+
+    write_atomic(out, spec.torch_source())
+    return f"wrote {out}: class {spec.graph.name}, {param_count(spec.graph):,} parameters"

@@ -140,9 +140,6 @@ class Graph:
     def is_output(self, v: Value) -> bool:
         return any(o == v for _, o in self.outputs)
 
-    def input_nodes(self) -> list[Node]:
-        return [self.node(n) for n in self.inputs]
-
     # ---- mutation
     def replace_all_uses(self, old: Value, new: Value) -> None:
         if old == new:
@@ -151,15 +148,6 @@ class Graph:
         for user, pos in self.users(old):
             self._set_input(user, pos, new)
         self.outputs = [(n, new if v == old else v) for n, v in self.outputs]
-
-    def set_inputs(self, node: Node, inputs) -> None:
-        self._order = None
-        for pos in range(len(node.inputs)):
-            self._g.remove_edge(node.inputs[pos].node, node.id, key=pos)
-        node.inputs = tuple(inputs)
-        for pos, v in enumerate(node.inputs):
-            self._check_value(v)
-            self._g.add_edge(v.node, node.id, key=pos, out=v.index)
 
     def _set_input(self, node: Node, pos: int, new: Value) -> None:
         self._order = None

@@ -9,6 +9,7 @@ import json
 import re
 from fractions import Fraction
 
+from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
 from nncircuit.ir.graph import Graph, HyperParam, Node, Value
 from nncircuit.ops.registry import AxisSpec, OpCall
@@ -58,10 +59,7 @@ class _Printer:
         graphs = all_graphs(root)
         taken: set[str] = set()
         for g in graphs:
-            label, k = g.name, 2
-            while label in taken:
-                label = f"{g.name}.{k}"
-                k += 1
+            label = fresh(g.name, taken, sep=".", first=2)
             taken.add(label)
             self.labels[id(g)] = label
         body = [self.graph(g) for g in graphs]

@@ -4,9 +4,9 @@ IR graph of a model, checking every shape on the way."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
+from nncircuit.names import fresh, snake
 from nncircuit.lang import tree as A
 from nncircuit.ops import registry
 from nncircuit.errors import (
@@ -116,11 +116,6 @@ class Ctx:
             name = self.graph.fresh_name(f"{base}_{i}")
             i += 1
         return name
-
-
-def snake(name: str) -> str:
-    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
-    return s.lower()
 
 
 def _wrap(expr: str) -> str:
@@ -361,11 +356,7 @@ class Elaborator:
                 name = item.name or (item.value.id if isinstance(item.value, A.Name) else "out")
                 if len(vals) > 1:
                     name = f"{name}{i}"
-                taken = {n for n, _ in g.outputs}
-                base, k = name, 1
-                while name in taken:
-                    name = f"{base}_{k}"
-                    k += 1
+                name = fresh(name, {n for n, _ in g.outputs})
                 g.outputs.append((name, v.value))
 
     def repeat(self, ctx: Ctx, st: A.Repeat):

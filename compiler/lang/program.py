@@ -139,11 +139,11 @@ def _define(scope: dict, name: str, b: A.BlockDef):
 def _resolve_import(imp: A.Import, base: str) -> str:
     p = imp.path
     if "://" in p or p.startswith(("/", "\\")) or (len(p) > 1 and p[1] == ":"):
-        raise ImportCycleError(
+        raise NameResolutionError(
             f"imports name local .nn files relative to this file; '{p}' is not one", imp.span
         )
     if not p.endswith(".nn"):
-        raise ImportCycleError(f"only .nn files can be imported, found '{p}'", imp.span)
+        raise NameResolutionError(f"only .nn files can be imported, found '{p}'", imp.span)
     target = os.path.normpath(os.path.join(base, p))
     if not os.path.isfile(target):
         raise NameResolutionError(f"imported file '{p}' not found (looked for {target})", imp.span)

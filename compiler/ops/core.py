@@ -99,10 +99,6 @@ def _binary_check(call: OpCall):
     return {}, (broadcast(f"'{BINARY[call.op]}'", a, b),)
 
 
-def _binary_flops(attrs, ins, outs, env):
-    return 0
-
-
 for _name, _sym in BINARY.items():
     register(
         OpDef(
