@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-O", dest="opt", type=int, choices=[0, 1, 2], default=None, help="optimisation level")
     p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
 
+    p = sub.add_parser("opt", help="run passes over a textual IR file (as `nnc ir` prints it)")
+    p.add_argument("file", help="the .ir file")
+    p.add_argument("--passes", help="comma-separated pass pipeline, e.g. canonicalize,cse,dce")
+    p.add_argument("-O", dest="opt", type=int, choices=[0, 1, 2], default=None, help="optimisation level")
+    p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+
     p = sub.add_parser("summary", help="parameters, FLOPs and memory per block")
     _common(p)
     p.add_argument("--input", action="append", default=[], metavar="AXIS=SIZE",
@@ -150,10 +156,23 @@ def cmd_compile(args) -> int:
 def cmd_ir(args) -> int:
     """Print the IR, after the passes asked for (and after each, if asked)."""
     from nncircuit.api import load
+
+    spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
+    return _run_passes(spec.graph, args)
+
+
+def cmd_opt(args) -> int:
+    """Read textual IR, run passes over it, print the result: the optimizer on its own."""
+    from nncircuit.ir.parser import parse_ir
+    from nncircuit.lang.program import read_source
+
+    return _run_passes(parse_ir(read_source(args.file), args.file), args)
+
+
+def _run_passes(root, args) -> int:
     from nncircuit.ir.printer import print_ir
     from nncircuit.passes import PassManager, pipeline
 
-    spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
     pm = PassManager(pipeline(args.passes, args.opt))
     out = sys.stdout
     if args.print_after_all:
@@ -163,9 +182,9 @@ def cmd_ir(args) -> int:
             out.write("\n")
 
         pm.after = after
-    pm.run(spec.graph)
+    pm.run(root)
     if not (args.print_after_all and pm.passes):
-        out.write(print_ir(spec.graph))
+        out.write(print_ir(root))
     return 0
 
 
@@ -199,6 +218,7 @@ COMMANDS = {
     "check": cmd_check,
     "compile": cmd_compile,
     "ir": cmd_ir,
+    "opt": cmd_opt,
     "summary": cmd_summary,
     "render": cmd_render,
 }

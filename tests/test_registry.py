@@ -52,3 +52,42 @@ def test_language_reference_lists_every_op():
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen_docs.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_traits_and_figures_are_declared_on_the_entry_and_checked():
+    from nncircuit.ops.registry import FIGURES, OpDef
+
+    ops = registry.all_ops()
+    assert ops["dropout"].is_random and ops["BatchNorm"].is_stateful and ops["rename"].is_view
+    assert not ops["Linear"].traits
+    assert ops["einsum"].figure == "cup" and ops["softmax"].figure == "triangle"
+    assert {op.figure for op in ops.values()} <= set(FIGURES)
+    with pytest.raises(ValueError, match="unknown trait 'pure'"):
+        OpDef("x", "", lambda c: ({}, ()), 1, traits=frozenset({"pure"}))
+    with pytest.raises(ValueError, match="unknown figure 'star'"):
+        OpDef("x", "", lambda c: ({}, ()), 1, figure="star")
+
+
+def test_passes_ask_the_op_for_its_traits(monkeypatch):
+    """CSE merges two identical relu calls, but not once relu says it is random."""
+    import dataclasses
+
+    import nncircuit
+    from nncircuit.passes import optimize
+
+    src = "model M(d = 2) { in x: [d]\n a = relu(x)\n b = relu(x)\n out a + b }\n"
+
+    def count_relu(spec_text, tmp):
+        p = tmp / "m.nn"
+        p.write_text(spec_text)
+        g = optimize(nncircuit.load(str(p)).graph, passes="cse,dce")
+        return sum(n.op == "relu" for n in g.nodes())
+
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        assert count_relu(src, pathlib.Path(d)) == 1
+        random_relu = dataclasses.replace(registry.REGISTRY["relu"], traits=frozenset({"random"}))
+        monkeypatch.setitem(registry.REGISTRY, "relu", random_relu)
+        assert count_relu(src, pathlib.Path(d)) == 2

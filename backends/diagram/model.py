@@ -207,6 +207,8 @@ def model_title(g: Graph) -> str:
 TAG, BOX, CIRCLE, TRIANGLE, TRAPEZOID, MERGE, CUP, RELABEL, SOURCE = (
     "tag", "box", "circle", "triangle", "trapezoid", "merge", "cup", "relabel", "source",
 )
+# a registry entry's `figure` names the kind it is drawn as
+FIGURE_KINDS = {"cup": CUP, "circle": CIRCLE, "triangle": TRIANGLE, "trapezoid": TRAPEZOID, "relabel": RELABEL}
 
 
 @dataclass(frozen=True)
@@ -278,16 +280,8 @@ def look(node: Node, g: Graph) -> Look:
         text = glyph
     if not node.inputs:
         kind = SOURCE
-    elif glyph == "":
-        kind = RELABEL
-    elif glyph == "∪":
-        kind = CUP
-    elif glyph == "○":
-        kind = CIRCLE
-    elif glyph == "◁":
-        kind = TRIANGLE
-    elif glyph.startswith("★"):
-        kind = TRAPEZOID
+    elif op.figure != "auto":
+        kind = FIGURE_KINDS[op.figure]
     elif len(node.inputs) >= 2 and not acted:
         kind = MERGE
     elif len(node.inputs) == 1 and len(node.types) == 1 and not acted:

@@ -36,8 +36,6 @@ def param_count(g: Graph, *, buffers: bool = False) -> int:
 # ---- FLOPs and activation memory -------------------------------------------------------------
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "bool": 1}
-# ops whose result is a view of their input (or a parameter itself): no new memory
-VIEWS = frozenset({"rename", "transpose", "select", "flatten", "unflatten", "Param"})
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
             op = registry.get(n.op)
             ins = tuple(g.type_of(v) for v in n.inputs)
             flops = op.flops(n.attrs, ins, n.types, env) * mult
-            acts = 0 if n.op in VIEWS else sum(_bytes(t, env) for t in n.types) * mult
+            acts = 0 if op.is_view else sum(_bytes(t, env) for t in n.types) * mult
             params = 0
             if first:
                 params = sum(p.numel for p in op.params(n.attrs, ins) if not p.buffer) * pmult

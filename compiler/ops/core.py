@@ -72,6 +72,7 @@ register(
         check=_dropout_check,
         arity=1,
         kwargs=("p",),
+        traits=frozenset({"random"}),
         glyph="dropout",
         example="x |> dropout(p = 0.1)",
     )
@@ -140,6 +141,7 @@ for _name in ("softmax", "log_softmax"):
             check=_softmax_check,
             arity=1,
             takes=frozenset({"over"}),
+            figure="triangle",
             glyph="◁",
             example=f"{_name}(scores, over key)",
         )
@@ -194,6 +196,7 @@ register(
         arity=None,
         takes=frozenset({"map"}),
         flops=_einsum_flops,
+        figure="cup",
         glyph="∪",
         example="einsum(q, k -> [heads, seq, key])",
     )
@@ -220,6 +223,8 @@ register(
         doc="Gives an axis a new name; the data is untouched.",
         check=_rename_check,
         arity=1,
+        traits=frozenset({"view"}),
+        figure="relabel",
         glyph="",
         example="k = x rename seq -> key",
     )
@@ -246,6 +251,7 @@ register(
         check=_transpose_check,
         arity=1,
         positional=("axis", "axis"),
+        traits=frozenset({"view"}),
         glyph="⇅",
         example="transpose(x, d, seq)",
     )
@@ -283,6 +289,7 @@ register(
         check=_flatten_check,
         arity=1,
         takes=frozenset({"map"}),
+        traits=frozenset({"view"}),
         glyph="⋈",
         example="x |> flatten([h, w] -> seq)",
     )
@@ -315,6 +322,7 @@ register(
         check=_unflatten_check,
         arity=1,
         takes=frozenset({"map"}),
+        traits=frozenset({"view"}),
         glyph="⋉",
         example="x |> unflatten(d -> [heads, dh])",
     )
@@ -474,6 +482,7 @@ register(
         doc="Takes one position along an axis, which disappears: `x[seq = 0]`.",
         check=_select_check,
         arity=1,
+        traits=frozenset({"view"}),
         glyph="[·]",
         example="x[seq = 0]",
     )

@@ -237,6 +237,7 @@ register(
         arity=2,
         takes=frozenset({"map"}),
         flops=_matmul_flops,
+        figure="cup",
         glyph="∪",
         example="matmul(%w, %v -> [seq, dv])  # in the IR, written by nnc -O2",
     )

@@ -170,6 +170,7 @@ for _name, _doc in (
             params=_norm_params,
             kwargs=("eps", "affine", "bias"),
             takes=frozenset({"over"}),
+            figure="circle",
             glyph="○",
             example=f"{_name}(x, over d)",
         )
@@ -209,6 +210,8 @@ register(
         ),
         kwargs=("eps", "momentum"),
         positional=("axis",),
+        traits=frozenset({"stateful"}),
+        figure="circle",
         glyph="○",
         example="BatchNorm(x, c)",
     )
@@ -364,6 +367,7 @@ register(
         flops=_conv_flops,
         kwargs=_CONV_KW,
         takes=frozenset({"map", "over"}),
+        figure="trapezoid",
         glyph="★",
         example="Conv(x, c -> c: 64, kernel = 3, padding = 1, over [h, w])",
     )
@@ -379,6 +383,7 @@ register(
         flops=_conv_flops,
         kwargs=_CONV_KW + ("output_padding",),
         takes=frozenset({"map", "over"}),
+        figure="trapezoid",
         glyph="★ᵀ",
         example="ConvTranspose(x, c -> c: 64, kernel = 2, stride = 2, over [h, w])",
     )
@@ -459,6 +464,7 @@ register(
         params=_param_params,
         kwargs=("init", "std"),
         takes=frozenset({"axes"}),
+        traits=frozenset({"view"}),
         glyph="θ",
         example="pos = Param([seq: n, d], std = 0.02)",
     )

@@ -106,7 +106,38 @@ class OpDef:
     positional: tuple[str, ...] = ()  # kinds of non-tensor positional args: "axis" | "value"
     takes: frozenset[str] = field(default_factory=frozenset)  # {"map", "over", "axes"}
     example: str = ""
+    # What passes, analysis and backends ask of an op instead of keeping lists of op names:
+    # "random" (draws random numbers: never merged by CSE), "stateful" (updates state of its
+    # own while training: never removed while its module lives), "view" (its result is a view
+    # of its input or a parameter itself: no new activation memory).
+    traits: frozenset[str] = field(default_factory=frozenset)
+    # How a circuit diagram draws it (the conventions of neural circuit diagrams): "auto" (by
+    # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
+    # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only).
+    figure: str = "auto"
 
+    def __post_init__(self):
+        unknown = sorted(self.traits - TRAITS)
+        if unknown:
+            raise ValueError(f"op {self.name!r}: unknown trait {unknown[0]!r}; traits: {', '.join(sorted(TRAITS))}")
+        if self.figure not in FIGURES:
+            raise ValueError(f"op {self.name!r}: unknown figure {self.figure!r}; figures: {', '.join(FIGURES)}")
+
+    @property
+    def is_random(self) -> bool:
+        return "random" in self.traits
+
+    @property
+    def is_stateful(self) -> bool:
+        return "stateful" in self.traits
+
+    @property
+    def is_view(self) -> bool:
+        return "view" in self.traits
+
+
+TRAITS = frozenset({"random", "stateful", "view"})
+FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel")
 
 REGISTRY: dict[str, OpDef] = {}
 

@@ -221,16 +221,21 @@ def _hv_bin(a: HVal, op: str, b: HVal) -> HVal | None:
 # ==== common subexpressions and dead code =====================================================
 
 
-RANDOM = frozenset({"dropout"})
-STATEFUL = frozenset({"BatchNorm"})  # updates its running statistics while training
+def _has_trait(n: Node, traits: frozenset[str], memo: dict[tuple, bool]) -> bool:
+    """Whether node `n` is an op with one of `traits` (asked of its registry entry), or calls
+    a graph that holds one."""
+    if n.callee is None:
+        return n.op not in ("input",) and bool(registry.get(n.op).traits & traits)
+    key = (id(n.callee), traits)
+    if key not in memo:
+        memo[key] = False
+        memo[key] = any(_has_trait(m, traits, memo) for m in n.callee.nodes())
+    return memo[key]
 
 
-def _holds(g: Graph, ops: frozenset, memo: dict[int, bool]) -> bool:
-    """Whether a graph, or a graph it calls, holds one of `ops`."""
-    if id(g) not in memo:
-        memo[id(g)] = False
-        memo[id(g)] = any(n.op in ops or (n.callee is not None and _holds(n.callee, ops, memo)) for n in g.nodes())
-    return memo[id(g)]
+# two random draws are two draws; a stateful op updates its state while training
+NOT_MERGED = frozenset({"random", "stateful"})
+KEPT = frozenset({"stateful"})
 
 
 @register_pass
@@ -243,12 +248,10 @@ class CSE(Pass):
 
     def run(self, graph: Graph) -> bool:
         seen: dict = {}
-        memo: dict[int, bool] = {}
+        memo: dict[tuple, bool] = {}
         changed = False
         for n in graph.nodes():
-            if n.op == "input" or n.op in RANDOM | STATEFUL:
-                continue
-            if n.callee is not None and _holds(n.callee, RANDOM | STATEFUL, memo):
+            if n.op == "input" or _has_trait(n, NOT_MERGED, memo):
                 continue
             key = (
                 n.op, n.inputs, n.call, n.module, id(n.callee),
@@ -273,7 +276,7 @@ class DCE(Pass):
 
     def run(self, graph: Graph) -> bool:
         changed = False
-        memo: dict[int, bool] = {}
+        memo: dict[tuple, bool] = {}
         progress = True
         while progress:
             progress = False
@@ -285,7 +288,7 @@ class DCE(Pass):
                     continue
                 if n.module is not None and modules[n.module] == 1 and _owns_state(graph, n):
                     continue
-                if n.op in STATEFUL or (n.callee is not None and _holds(n.callee, STATEFUL, memo)):
+                if _has_trait(n, KEPT, memo):
                     continue
                 if n.module is not None:
                     modules[n.module] -= 1
