@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expand", action="append", default=[], metavar="BLOCK", help="always expand this block")
     p.add_argument("--cost", action="store_true", help="show parameters and FLOPs (batch 1, typical sizes) per block")
 
+    p = sub.add_parser("fmt", help="rewrite .nn files in the canonical layout (comments kept)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files or folders; '-' reads stdin, writes stdout")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 listing the files that would change")
+
+    sub.add_parser("lsp", help="run the language server over stdio (needs the 'lsp' extra)")
+
     return ap
 
 
@@ -172,6 +178,18 @@ def cmd_render(args) -> int:
     return run_cli_render(spec, args)
 
 
+def cmd_fmt(args) -> int:
+    from .fmt import run_cli_fmt
+
+    return run_cli_fmt(args)
+
+
+def cmd_lsp(args) -> int:
+    from .lsp import run_cli_lsp
+
+    return run_cli_lsp(args)
+
+
 def _write_text(path: str, text: str):
     from .errors import NNError
 
@@ -190,6 +208,8 @@ COMMANDS = {
     "ir": cmd_ir,
     "summary": cmd_summary,
     "render": cmd_render,
+    "fmt": cmd_fmt,
+    "lsp": cmd_lsp,
 }
 
 
