@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from .lsp_index import Index, Location, Symbol, analyze
+from .lsp_index import Diagnostic, Index, Location, Symbol, analyze
 
 _SYMBOL_KINDS = {
     "model": "Class", "block": "Class", "param": "TypeParameter", "input": "Variable",
@@ -69,7 +69,13 @@ def build_server():
 
     def refresh(uri: str, version: int | None):
         doc = server.workspace.get_text_document(uri)
-        index = analyze(to_fs_path(uri) or uri, doc.source)
+        path = to_fs_path(uri) or uri
+        try:
+            index = analyze(path, doc.source)
+        except Exception as e:  # a bug of ours: say so in the editor, keep serving
+            index = Index(path, doc.source)
+            index.diagnostics.append(Diagnostic(1, 1, 1, 1, f"internal error: {type(e).__name__}: {e}"
+                                                "; this is a bug in nncircuit, please report it"))
         indexes[uri] = index
         if index.module is not None:
             last_good[uri] = index
@@ -155,6 +161,23 @@ def build_server():
             )
 
         return [convert(s) for s in index.symbols()]
+
+    @server.feature(T.TEXT_DOCUMENT_FORMATTING)
+    def formatting(ls, params: T.DocumentFormattingParams):
+        from .errors import NNError
+        from .fmt import format_text
+
+        uri = params.text_document.uri
+        doc = server.workspace.get_text_document(uri)
+        try:
+            new = format_text(doc.source, to_fs_path(uri) or uri)
+        except (NNError, RecursionError):
+            return None  # the diagnostics already say why
+        if new == doc.source:
+            return []
+        lines = doc.source.split("\n")
+        end = T.Position(line=len(lines) - 1, character=_utf16_col(lines[-1], len(lines[-1])))
+        return [T.TextEdit(range=T.Range(start=T.Position(line=0, character=0), end=end), new_text=new)]
 
     return server
 
