@@ -389,19 +389,21 @@ def _run(args) -> int:
     if args.files == ["-"]:
         sys.stdout.write(format_text(sys.stdin.read(), "<stdin>"))
         return 0
-    changed = []
+    changed, failed = [], 0
     for path in _expand(args.files):
-        text = read_source(path)
-        new = format_text(text, path)
-        if new == text:
-            continue
-        changed.append(path)
-        if not args.check:
-            _write_atomic(path, new)
-    if args.check:
-        for path in changed:
-            print(f"would reformat {path}")
-        return 1 if changed else 0
+        try:  # one bad file is reported; the others are still formatted
+            text = read_source(path)
+            new = format_text(text, path)
+            if new == text:
+                continue
+            changed.append(path)
+            if not args.check:
+                _write_atomic(path, new)
+        except NNError as e:
+            if isinstance(e, InternalError):
+                raise
+            print(e.render(), file=sys.stderr)
+            failed += 1
     for path in changed:
-        print(f"reformatted {path}")
-    return 0
+        print(f"would reformat {path}" if args.check else f"reformatted {path}")
+    return 1 if failed or (args.check and changed) else 0

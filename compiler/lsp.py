@@ -115,7 +115,8 @@ def build_server():
         index = current(params.text_document.uri)
         if index is None:
             return None
-        text = index.hover(*where(index, params.position))
+        others = tuple(ix for u, ix in sorted(indexes.items()) if u != params.text_document.uri)
+        text = index.hover(*where(index, params.position), others)
         if text is None:
             return None
         return T.Hover(contents=T.MarkupContent(kind=T.MarkupKind.Markdown, value=text))

@@ -69,14 +69,21 @@ class Index:
     records: dict[Location, Record] = field(default_factory=dict)
 
     # ---- hover
-    def hover(self, line: int, col: int) -> str | None:
+    def hover(self, line: int, col: int, others: tuple[Index, ...] = ()) -> str | None:
+        """What is known at (line, col); `others` are analyses of other documents, which may
+        have elaborated this file's blocks where this one could not (a block that needs
+        hyperparameters, in a library imported by a model)."""
         word = word_at(self.text, line, col)
-        hits = [r for r in self.records.values() if r.span.file == self.path and _inside(r.span, line, col)]
-        hits.sort(key=lambda r: _length(self.text, r.span))
+        hits, used_by = self._hits(line, col), ""
+        for other in others if not hits else ():
+            hits = other._hits(line, col, self.path)
+            if hits:
+                used_by = f"  (as used in {os.path.basename(other.path)})"
+                break
         parts = []
         if hits:
             r = hits[0]
-            parts.append(f"{r.label}: {_join(r.shown)}" if r.label else _join(r.shown))
+            parts.append((f"{r.label}: {_join(r.shown)}" if r.label else _join(r.shown)) + used_by)
             if r.shown and r.shown[0].startswith(("op ", "block ", "model ")):
                 result = next((h for h in hits[1:] if h.shown and h.shown[0].startswith("[")), None)
                 if result is not None:
@@ -90,6 +97,12 @@ class Index:
         doc = self._doc_of(word[0]) if word else ""
         text = "```nn\n" + "\n".join(parts) + "\n```"
         return text + (f"\n\n{doc}" if doc else "")
+
+    def _hits(self, line: int, col: int, file: str | None = None) -> list[Record]:
+        file = file or self.path
+        hits = [r for r in self.records.values() if r.span.file == file and _inside(r.span, line, col)]
+        hits.sort(key=lambda r: _length(self.text, r.span))
+        return hits
 
     def _doc_of(self, name: str) -> str:
         block = self.blocks().get(name)

@@ -268,3 +268,10 @@ def test_cli_syntax_error_leaves_the_file_alone(tmp_path):
     assert re.match(rf"{re.escape(str(bad))}:4:1: error: unexpected '}}'", r.stderr), r.stderr
     assert "Traceback" not in r.stderr
     assert bad.read_text() == "model M() {\n  in x: [b]\n  out x |>\n}\n"
+    # with other files: the bad one is reported, the good ones are still formatted
+    good = tmp_path / "good.nn"
+    good.write_text("block B(){in x:[d] out x}")
+    r = nnc("fmt", str(bad), str(good))
+    assert r.returncode == 1 and "bad.nn:4:1: error" in r.stderr
+    assert r.stdout.splitlines() == [f"reformatted {good}"]
+    assert good.read_text() == "block B() {\n    in  x: [d]\n    out x\n}\n"

@@ -228,6 +228,24 @@ def test_a_session(client):
     assert children["x"].get("detail") == "[batch, seq, d: 768]"
     assert gpt2["selectionRange"]["start"] == at(good, "GPT2(")
 
+    # a library block that needs a hyperparameter: its types as the open model uses it
+    lib_uri = from_fs_path(ATTENTION)
+    lib = open(ATTENTION, encoding="utf-8").read()
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": lib_uri, "languageId": "nn", "version": 1, "text": lib}})
+    assert client.diagnostics(lib_uri, 1) == []
+    h = client.request("textDocument/hover", {"textDocument": {"uri": lib_uri},
+                                              "position": at(lib, "scores = causal")})
+    assert h["contents"]["value"].startswith(
+        "```nn\nscores: [seq, key]  (as used in transformer.nn)")
+    h = client.request("textDocument/hover", {"textDocument": {"uri": lib_uri},
+                                              "position": at(lib, "in  q", offset=4, nth=1)})
+    assert "q: [seq, dh: 64]  (as used in transformer.nn)" in h["contents"]["value"]
+    h = client.request("textDocument/hover", {"textDocument": {"uri": lib_uri},
+                                              "position": at(lib, "in  q", offset=4, nth=0)})
+    assert "q: [seq, dh]" in h["contents"]["value"]  # Attention is not used: what the text says
+    client.notify("textDocument/didClose", {"textDocument": {"uri": lib_uri}})
+
     # formatting: the spec is canonical already; a messy text gets one whole-document edit
     opts = {"tabSize": 4, "insertSpaces": True}
     assert client.request("textDocument/formatting", {"textDocument": doc, "options": opts}) == []
