@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expand", action="append", default=[], metavar="BLOCK", help="always expand this block")
     p.add_argument("--cost", action="store_true", help="show parameters and FLOPs (batch 1, typical sizes) per block")
 
+    p = sub.add_parser("fmt", help="rewrite .nn files in the canonical layout (comments kept)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files or folders; '-' reads stdin, writes stdout")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 listing the files that would change")
+
+    sub.add_parser("lsp", help="run the language server over stdio (needs the 'lsp' extra)")
+
     return ap
 
 
@@ -214,6 +220,18 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_fmt(args) -> int:
+    from nncircuit.editor.fmt import run_cli_fmt
+
+    return run_cli_fmt(args)
+
+
+def cmd_lsp(args) -> int:
+    from nncircuit.editor.lsp import run_cli_lsp
+
+    return run_cli_lsp(args)
+
+
 COMMANDS = {
     "check": cmd_check,
     "compile": cmd_compile,
@@ -221,6 +239,8 @@ COMMANDS = {
     "opt": cmd_opt,
     "summary": cmd_summary,
     "render": cmd_render,
+    "fmt": cmd_fmt,
+    "lsp": cmd_lsp,
 }
 
 

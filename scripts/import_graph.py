@@ -26,7 +26,7 @@ LAYERS = [
     ("lang", "analysis"),
     ("passes",),
     ("backends",),
-    ("api", "cli", "zoo", "lsp", "fmt", "highlight"),
+    ("api", "editor", "cli", "zoo"),
 ]
 # backends that must not import each other (what both need lives in nncircuit.backends.*)
 SIBLINGS = ("nncircuit.backends.torch", "nncircuit.backends.onnx", "nncircuit.backends.diagram")
