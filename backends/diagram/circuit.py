@@ -3,7 +3,7 @@ glyphs on the wires they act on, the other wires pass over them, blocks are name
 that open into their own sub-diagram, a repeat is drawn once with ×N.
 
 This module turns a graph into placed cells (recursively for open blocks); drawing them
-is diagram_circuit_draw's job."""
+is circuit_draw.py's job."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The ONNX lowering table: one entry per registry op. An entry turns one IR node, whose
-operands are `Tensor`s of known full rank, into ONNX nodes, matching the PyTorch lowering
-(backends/torch_ops.py) exactly in eval mode."""
+"""The ONNX lowerings of the plain registry ops (the fused ops' are in fused.py; table.py
+joins both). An entry turns one IR node, whose operands are `Tensor`s of known full rank,
+into ONNX nodes, matching the PyTorch lowering (backends/torch/ops.py) exactly in eval mode."""
 
 from __future__ import annotations
 

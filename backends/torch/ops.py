@@ -359,7 +359,7 @@ def _param_init(n: Node, cx):
     return f"nn.Parameter(torch.randn({shape}) * {n.attrs['std']!r})"
 
 
-# ---- fused ops (the optimizer's; compiler/ops_fused.py) ------------------------------------
+# ---- fused ops (the optimizer's; nncircuit.ops.fused) --------------------------------------
 
 
 def _attention(n: Node, a, cx):

@@ -1,6 +1,6 @@
 """The fusion passes of -O2: attention (softmax(q·k)·v as one op), sibling Linears as one
 matrix product, and two-operand einsums that are batched matrix products as `matmul`. The
-rules of compiler/passes.py hold: structural rewrites, exact types, the state_dict kept."""
+rules of the cleanup passes (cleanup.py) hold: structural rewrites, exact types, the state_dict kept."""
 
 from __future__ import annotations
 
