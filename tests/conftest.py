@@ -31,3 +31,34 @@ SMALL = {
     ("conv.nn", "ConvNet"): {},
     ("conv.nn", "TextCNN"): {},
 }
+
+
+# ---- the fast tier: `pytest -m "not slow"` is the inner loop; CI runs everything ----------
+
+# end-to-end, fuzzing and differential modules, whole
+SLOW_MODULES = {
+    "test_differential.py", "test_fuzz.py", "test_references.py", "test_packaging.py", "test_lsp.py",
+}
+# single slow tests (by function name, any parameters) in otherwise fast modules
+SLOW_TESTS = {
+    "test_hostile.py": {"test_outputs_identical_across_hash_seeds", "test_bombs_allocate_nothing"},
+    "test_onnx.py": {
+        "test_export_works_without_torch", "test_zoo_model_checks_and_matches_torch",
+        "test_functions_model_checks_and_matches_torch", "test_weights_files", "test_other_opsets",
+        "test_optimized_models_match_torch", "test_fp16_and_int8_report_their_accuracy",
+    },
+    "test_passes.py": {"test_O2_matches_O0", "test_every_pass_keeps_random_specs_valid", "test_O2_trains_like_O0"},
+    "test_specs.py": {"test_generated_file_runs_without_nncircuit", "test_dynamic_image_sizes"},
+    "test_render.py": {"test_rendering_does_not_depend_on_the_hash_seed", "test_cli_writes_every_format"},
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end, fuzz, differential or long tests (skip with -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = os.path.basename(str(item.fspath))
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS.get(module, ()):
+            item.add_marker(pytest.mark.slow)
