@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from nncircuit.errors import NNError
+from nncircuit.io import write_atomic
 
 from . import diagram_model as dm
 
@@ -97,18 +98,8 @@ def rasterize(svg_text: str, fmt: str) -> bytes:
     return cairosvg.svg2pdf(bytestring=data)
 
 
-def write(path: str, content: bytes | str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        if isinstance(content, str):
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                f.write(content)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(content)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
+def write(path: str, content: bytes | str, inputs=()) -> None:
+    write_atomic(path, content, inputs=inputs)
 
 
 def run_cli_render(spec, args) -> int:
@@ -117,7 +108,7 @@ def run_cli_render(spec, args) -> int:
     if fmt not in FORMATS:
         raise NNError(f"cannot render to '{args.output}': the extension must be one of {', '.join(FORMATS)}")
     content = render(spec, fmt, opts)
-    write(args.output, content)
+    write(args.output, content, inputs=tuple(spec.program.files))
     what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
     print(f"wrote {args.output}: {spec.model}, {what}")
     return 0

@@ -4,10 +4,12 @@ diagnostic and exit status 1; a bug of ours says so and asks for a report."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from .errors import NNError
+from .io import write_atomic
 
 REPORT = "this is a bug in nncircuit, not in your spec; please report it with the spec that caused it"
 
@@ -35,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile to PyTorch source or ONNX")
     _common(p)
-    p.add_argument("--to", choices=["torch", "onnx"], default="torch")
-    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument("--to", choices=["torch", "onnx"], default=None,
+                   help="output format (default: from the extension of -o: .onnx is ONNX, else torch)")
+    p.add_argument("-o", "--output", required=True, help="output file (.py or .onnx)")
     p.add_argument("--seed", type=int, default=0, help="seed of initial weights (ONNX)")
     p.add_argument("--weights", help="weights for ONNX: .safetensors or a torch state_dict .pt")
     p.add_argument("--opset", type=int, default=None)
@@ -73,8 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _params(args) -> dict:
     from .api import parse_param
 
+    from .errors import HyperparameterError
+
     out = {}
     for text in args.param:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
+            raise HyperparameterError(
+                f"-p {text.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')}: "
+                "the value is not valid UTF-8"
+            ) from None
         k, v = parse_param(text)
         out[k] = v
     return out
@@ -83,7 +95,11 @@ def _params(args) -> dict:
 def _max_params(args):
     from .api import DEFAULT_MAX_PARAMS
 
-    return int(args.max_params) if args.max_params is not None else DEFAULT_MAX_PARAMS
+    if args.max_params is None:
+        return DEFAULT_MAX_PARAMS
+    if not math.isfinite(args.max_params) or args.max_params < 0:
+        raise NNError(f"--max-params must be a finite number of 0 or more, found {args.max_params}")
+    return int(args.max_params)
 
 
 def cmd_check(args) -> int:
@@ -132,10 +148,11 @@ def _check_library(path: str) -> int:
 def cmd_compile(args) -> int:
     from .api import load
 
+    fmt = _compile_format(args.to, args.output)
     opt = 2 if args.opt is None and args.passes is None else args.opt
     spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
-    if args.to == "torch":
-        _write_text(args.output, spec.torch_source())
+    if fmt == "torch":
+        write_atomic(args.output, spec.torch_source(), inputs=input_files(spec, args.weights))
         print(f"wrote {args.output}: class {spec.graph.name}, {spec.param_count():,} parameters")
         return 0
     from .backends.onnx_export import export_spec
@@ -172,16 +189,21 @@ def cmd_render(args) -> int:
     return run_cli_render(spec, args)
 
 
-def _write_text(path: str, text: str):
-    from .errors import NNError
+def _compile_format(to: str | None, output: str) -> str:
+    """`--to`, or the format the extension of `-o` names; a contradiction is refused."""
+    ext = os.path.splitext(output)[1].lower()
+    implied = {".onnx": "onnx", ".py": "torch"}.get(ext)
+    if to is None:
+        return implied or "torch"
+    if implied is not None and implied != to:
+        raise NNError(f"--to {to} contradicts the output '{output}', which names {implied}; "
+                      f"drop --to or use a {'.py' if to == 'torch' else '.onnx'} file")
+    return to
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
+
+def input_files(spec, *extra) -> tuple[str, ...]:
+    """Every file a run reads: the spec, the files it imports, and `extra` (weights)."""
+    return tuple(spec.program.files) + tuple(e for e in extra if e)
 
 
 COMMANDS = {
