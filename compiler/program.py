@@ -9,7 +9,14 @@ import sys
 from dataclasses import dataclass, field
 
 from . import ast as A
-from .errors import ImportCycleError, NameResolutionError, NNError, ParseError, Span
+from .errors import (
+    ImportCycleError,
+    NameResolutionError,
+    NNError,
+    ParseError,
+    Span,
+    normalize_newlines,
+)
 from .syntax import parse
 
 
@@ -103,7 +110,7 @@ def _decode(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        text = data[: e.start].decode("utf-8", "replace")
+        text = normalize_newlines(data[: e.start].decode("utf-8", "replace"))
         line = text.count("\n") + 1
         col = len(text) - (text.rfind("\n") + 1) + 1
         raise ParseError(

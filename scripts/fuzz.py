@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import specgen  # noqa: E402
 
 from nncircuit import cli  # noqa: E402
+from nncircuit.errors import normalize_newlines  # noqa: E402
 from nncircuit.io import write_atomic  # noqa: E402
 
 # A diagnostic about a spec's text starts `FILE:LINE:COL: error: `; these are about the file
@@ -132,7 +133,7 @@ def problem(o: Outcome, path: str, text: str | None, limit: float | None = None)
             if not any(w in first for w in WHOLE_FILE):
                 return f"a diagnostic without FILE:LINE:COL: {first}"
         elif text is not None and os.path.abspath(m["file"]) == os.path.abspath(path):
-            lines = text.split("\n")
+            lines = normalize_newlines(text).split("\n")  # the lines editors and nnc count
             line, col = int(m["line"]), int(m["col"])
             if not 1 <= line <= len(lines) or not 1 <= col <= len(lines[line - 1]) + 2:
                 return f"position {line}:{col} is outside the file ({len(lines)} lines): {first}"

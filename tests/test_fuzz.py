@@ -197,7 +197,8 @@ HOSTILE = {
 
 # Inputs that are valid specs; every other one is a mistake and must be reported as one.
 VALID = {"10,000 nested parentheses", "unicode in comments", "tabs", "CRLF line ends",
-         "many models", "a very long line", "an empty type", "3,000 statements"}
+         "many models", "a very long line", "an empty type", "3,000 statements",
+         "a line separator"}  # U+2028 ends a line, as in editors (test_trust_hazards.py)
 # What the diagnostic of some of the mistakes says.
 SAYS = {
     "a repeat of a billion": "limit",

@@ -342,6 +342,13 @@ def test_diagnostics_count_the_lines_an_editor_shows(name):
     assert shown[1] == "        out nope" and shown[2] == "            ^~~~", shown
 
 
+def test_invalid_utf8_is_placed_on_the_line_an_editor_shows(tmp_path, capsys):
+    path = tmp_path / "bad.nn"
+    path.write_bytes(b"model M() {\r in x: [d: 4]\r out \xff x }")
+    rc, err = nnc("check", path, capsys=capsys)
+    assert rc == 1 and err.startswith(f"{path}:3:6: error: "), err
+
+
 def test_a_doc_comment_ends_at_a_line_separator():
     text = "## the doc\u2028model M() { in x: [d: 4]\n out x }\n"
     assert nncircuit.load("m.nn", text=text).graph.doc == "the doc"
