@@ -28,8 +28,8 @@ def write_atomic(path: str, content: str | bytes, *, inputs=(), mode: int | None
         raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
     try:
         try:
-            # mkstemp's 0600 would hide outputs from others
-            os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
+            if hasattr(os, "fchmod"):  # mkstemp's 0600 would hide outputs from others
+                os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
             with os.fdopen(fd, "wb") as f:
                 fd = -1  # the file object owns it now
                 f.write(data)
@@ -91,7 +91,9 @@ def cache_dir() -> str | None:
 def read_private(folder: str, name: str) -> bytes | None:
     """The bytes of `folder/name` if both are the user's own and nobody else can write
     them (checked on the opened file, following no symlink); None otherwise."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    if os.open not in os.supports_dir_fd or not hasattr(os, "O_NOFOLLOW"):
+        return None  # no way to open it without a race: no cache
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
     dflags = flags | getattr(os, "O_DIRECTORY", 0)
     try:
         dfd = os.open(folder, dflags)
