@@ -75,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _params(args) -> dict:
     from .api import parse_param
-
     from .errors import HyperparameterError
 
     out = {}
