@@ -4,6 +4,7 @@ diagnostic and exit status 1; a bug of ours says so and asks for a report."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -36,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile to PyTorch source or ONNX")
     _common(p)
-    p.add_argument("--to", choices=sorted(BACKENDS), default="torch",
-                   help="; ".join(f"{b.name}: {b.doc}" for b in BACKENDS.values()))
+    p.add_argument("--to", choices=sorted(BACKENDS), default=None,
+                   help="the backend (default: the one the extension of -o names, else torch): "
+                   + "; ".join(f"{b.name} ({' '.join(b.extensions)}): {b.doc}" for b in BACKENDS.values()))
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument("--seed", type=int, default=0, help="seed of initial weights (ONNX)")
     p.add_argument("--weights", help="weights for ONNX: .safetensors or a torch state_dict .pt")
@@ -86,9 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _params(args) -> dict:
     from nncircuit.api import parse_param
+    from nncircuit.errors import HyperparameterError
 
     out = {}
     for text in args.param:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
+            raise HyperparameterError(
+                f"-p {text.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')}: "
+                "the value is not valid UTF-8"
+            ) from None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
+            raise HyperparameterError(
+                f"-p {text.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')}: "
+                "the value is not valid UTF-8"
+            ) from None
         k, v = parse_param(text)
         out[k] = v
     return out
@@ -97,7 +114,11 @@ def _params(args) -> dict:
 def _max_params(args):
     from nncircuit.api import DEFAULT_MAX_PARAMS
 
-    return int(args.max_params) if args.max_params is not None else DEFAULT_MAX_PARAMS
+    if args.max_params is None:
+        return DEFAULT_MAX_PARAMS
+    if not math.isfinite(args.max_params) or args.max_params < 0:
+        raise NNError(f"--max-params must be a finite number of 0 or more, found {args.max_params}")
+    return int(args.max_params)
 
 
 def cmd_check(args) -> int:
@@ -147,7 +168,7 @@ def cmd_compile(args) -> int:
     from nncircuit.api import load
     from nncircuit.backends import BACKENDS
 
-    backend = BACKENDS[args.to]
+    backend = _compile_backend(args.to, args.output)
     given = {k: getattr(args, k) for b in BACKENDS.values() for k in b.options if hasattr(args, k)}
     for k, v in sorted(given.items()):
         if k not in backend.options and v not in (None, False, 0):
@@ -157,6 +178,20 @@ def cmd_compile(args) -> int:
     spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
     print(backend.emit(spec, args.output, **{k: v for k, v in given.items() if k in backend.options}))
     return 0
+
+
+def _compile_backend(to: str | None, output: str):
+    """The backend `--to` names, else the one the extension of `-o` names (torch when none
+    does); a contradiction between the two is refused."""
+    from nncircuit.backends import BACKENDS, by_extension
+
+    implied = by_extension(output)
+    if to is None:
+        return implied or BACKENDS["torch"]
+    if implied is not None and implied.name != to:
+        raise NNError(f"--to {to} contradicts the output '{output}', which names {implied.name}; "
+                      f"drop --to or use a {BACKENDS[to].extensions[0]} file")
+    return BACKENDS[to]
 
 
 def cmd_ir(args) -> int:
@@ -214,7 +249,7 @@ def cmd_render(args) -> int:
     if fmt not in FORMATS:
         raise NNError(f"cannot render to '{args.output}': the extension must be one of {', '.join(FORMATS)}")
     content = render(spec, fmt, opts)
-    write(args.output, content)
+    write(args.output, content, inputs=tuple(spec.program.files))
     what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
     print(f"wrote {args.output}: {spec.model}, {what}")
     return 0

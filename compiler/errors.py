@@ -19,10 +19,24 @@ class Span:
     text: str = ""  # the whole source, so the offending line can be shown
 
     def source_line(self) -> str:
-        lines = self.text.splitlines()
+        lines = normalize_newlines(self.text).split("\n")
         if 1 <= self.line <= len(lines):
             return lines[self.line - 1]
         return ""
+
+
+# Every character an editor may end a line at. The lexer and diagnostics both see each as
+# one "\n", so no statement hides on a line the compiler thinks is a comment's.
+LINE_TERMINATORS = ("\r\n", "\r", "\v", "\f", "\x85", "\u2028", "\u2029")
+
+
+def normalize_newlines(text: str) -> str:
+    """`text` with every line terminator made a "\n" (a CR LF pair is one terminator)."""
+    if not any(t in text for t in LINE_TERMINATORS):
+        return text
+    for t in LINE_TERMINATORS:
+        text = text.replace(t, "\n")
+    return text
 
 
 class NNError(Exception):

@@ -7,8 +7,9 @@ backend and compared (in-memory vs imported file, -O0 vs -O2, torch vs onnxrunti
     python scripts/fuzz.py --time 60 --seed 7 --out fuzz-findings
 
 A finding is an input on which nnc crashes (a traceback, exit status 2), takes more than
---limit seconds, gives a diagnostic without FILE:LINE:COL for a mistake inside the spec or
-one that points outside the file, rejects a generated well-typed spec, or whose backends
+--limit seconds of CPU time (not of wall-clock time, which a busy machine stretches), gives
+a diagnostic without FILE:LINE:COL for a mistake inside the spec or one that points outside
+the file, rejects a generated well-typed spec, or whose backends
 disagree. Each finding is written to --out with the command that shows it; the run ends with
 one line of counts. The exit status is 1 when there was a finding."""
 
@@ -32,6 +33,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import specgen  # noqa: E402
 
 from nncircuit import cli  # noqa: E402
+from nncircuit.errors import normalize_newlines  # noqa: E402
+from nncircuit.io import write_atomic  # noqa: E402
 
 # A diagnostic about a spec's text starts `FILE:LINE:COL: error: `; these are about the file
 # or the command line as a whole and have no position to give.
@@ -43,18 +46,28 @@ WHOLE_FILE = (
 
 
 class Hang(BaseException):
-    """Raised by the alarm in a run that takes too long (not an Exception: nnc's own
+    """Raised by the timer in a run that takes too long (not an Exception: nnc's own
     handler must not take it for a bug of its own)."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+# A run blocked without using the CPU (reading a pipe, say) is stopped after this many times
+# its CPU limit of wall-clock time: a loaded machine slows a run, it does not block it.
+BLOCKED_FACTOR = 30
 
 
 @dataclass
 class Outcome:
     argv: list
     rc: object
-    seconds: float
+    seconds: float  # wall-clock, for the record
     stdout: str
     stderr: str
     crash: str = ""  # the traceback of an exception that escaped cli.main
+    cpu_seconds: float = 0.0  # what the limits judge
 
     @property
     def text(self) -> str:
@@ -62,45 +75,55 @@ class Outcome:
 
 
 def run_cli(argv: list, limit: float | None = None) -> Outcome:
-    """Run `nnc ARGV` in this process, capturing its output; with `limit` (seconds, needs
-    SIGALRM), a run that takes longer is stopped and reported as a hang."""
+    """Run `nnc ARGV` in this process, capturing its output; with `limit` (CPU seconds of
+    this process; needs SIGPROF), a run that uses more is stopped and reported as a hang, as
+    is one still running after BLOCKED_FACTOR times `limit` of wall-clock time."""
     out, err = io.StringIO(), io.StringIO()
     crash = ""
-    alarm = limit is not None and hasattr(signal, "SIGALRM")
-    if alarm:
-        def on_alarm(signum, frame):
-            raise Hang()
+    timed = limit is not None and hasattr(signal, "SIGPROF") and hasattr(signal, "SIGALRM")
+    if timed:
+        def on_cpu(signum, frame):
+            raise Hang(f"used more than {limit} s of CPU time")
 
-        old = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, limit)
-    t0 = time.perf_counter()
+        def on_wall(signum, frame):
+            raise Hang(f"blocked: still running after {limit * BLOCKED_FACTOR:g} s")
+
+        old = signal.signal(signal.SIGPROF, on_cpu), signal.signal(signal.SIGALRM, on_wall)
+        signal.setitimer(signal.ITIMER_PROF, limit)
+        signal.setitimer(signal.ITIMER_REAL, limit * BLOCKED_FACTOR)
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = cli.main([str(a) for a in argv])
     except SystemExit as e:  # argparse's usage errors
         rc = e.code
-    except Hang:
-        rc, crash = "hang", f"still running after {limit} s"
+    except Hang as h:
+        rc, crash = "hang", h.why
     except BaseException:  # noqa: BLE001 - anything escaping main is the finding
         rc, crash = "exception", traceback.format_exc()
     finally:
-        if alarm:
+        if timed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
-    return Outcome(list(argv), rc, time.perf_counter() - t0, out.getvalue(), err.getvalue(), crash)
+            signal.signal(signal.SIGPROF, old[0])
+            signal.signal(signal.SIGALRM, old[1])
+    return Outcome(list(argv), rc, time.perf_counter() - t0, out.getvalue(), err.getvalue(), crash,
+                   cpu_seconds=time.process_time() - c0)
 
 
-def problem(o: Outcome, path: str, text: str | None, limit: float = 2.0) -> str | None:
+def problem(o: Outcome, path: str, text: str | None, limit: float | None = None) -> str | None:
     """What is wrong with an outcome of nnc on the spec at `path` (its text, when it is
-    text), or None. Exit status 0 and 1 are both fine; a diagnostic must be one."""
+    text), or None. Exit status 0 and 1 are both fine; a diagnostic must be one. With
+    `limit`, a run that used more CPU seconds than that is too slow (tests pass none: no
+    time decides a unit test)."""
     if o.crash:
         return f"{o.rc}: {o.crash.strip().splitlines()[-1]}"
     if o.rc not in (0, 1):
         return f"exit status {o.rc}: {o.stderr.strip()[-300:]}"
     if "Traceback (most recent call last)" in o.text or "internal error" in o.stderr:
         return f"a traceback or internal error: {o.stderr.strip()[-300:]}"
-    if o.seconds > limit:
-        return f"took {o.seconds:.2f} s (limit {limit} s)"
+    if limit is not None and o.cpu_seconds > limit:
+        return f"took {o.cpu_seconds:.2f} s of CPU time (limit {limit} s)"
     if o.rc == 1:
         first = o.stderr.strip().splitlines()[0] if o.stderr.strip() else ""
         if not first:
@@ -110,7 +133,7 @@ def problem(o: Outcome, path: str, text: str | None, limit: float = 2.0) -> str 
             if not any(w in first for w in WHOLE_FILE):
                 return f"a diagnostic without FILE:LINE:COL: {first}"
         elif text is not None and os.path.abspath(m["file"]) == os.path.abspath(path):
-            lines = text.split("\n")
+            lines = normalize_newlines(text).split("\n")  # the lines editors and nnc count
             line, col = int(m["line"]), int(m["col"])
             if not 1 <= line <= len(lines) or not 1 <= col <= len(lines[line - 1]) + 2:
                 return f"position {line}:{col} is outside the file ({len(lines)} lines): {first}"
@@ -136,8 +159,7 @@ def commands(path: str, work: str, deep: bool) -> list[list[str]]:
 
 def try_input(data: bytes, path: str, work: str, *, deep: bool, limit: float) -> tuple[list[str], object]:
     """Run nnc on one input: the problems it shows, and the exit status of `check`."""
-    with open(path, "wb") as f:
-        f.write(data)
+    write_atomic(path, data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -188,8 +210,7 @@ def differential(gs: specgen.GenSpec, work: str) -> str | None:
     if [tuple(y.shape) for y in want] != shapes:
         return f"run-time shapes {[tuple(y.shape) for y in want]}, the types say {shapes}"
     pyfile = os.path.join(work, "generated_model.py")
-    with open(pyfile, "w", encoding="utf-8") as f:
-        f.write(spec.torch_source())
+    write_atomic(pyfile, spec.torch_source())
     ms = importlib.util.spec_from_file_location("nnc_fuzz_generated", pyfile)
     mod = importlib.util.module_from_spec(ms)
     ms.loader.exec_module(mod)
@@ -208,8 +229,7 @@ def differential(gs: specgen.GenSpec, work: str) -> str | None:
         import onnxruntime as ort
 
         src, onnx_path = os.path.join(work, "generated.nn"), os.path.join(work, "generated.onnx")
-        with open(src, "w", encoding="utf-8") as f:
-            f.write(gs.text)
+        write_atomic(src, gs.text)
         nncircuit.export_onnx(src, onnx_path, state_dict=base.state_dict(), **gs.params)
         sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
         got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), specgen.make_inputs(gs))})
@@ -253,7 +273,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--time", type=float, default=60.0, help="seconds to fuzz (default 60)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the input stream")
-    ap.add_argument("--limit", type=float, default=2.0, help="seconds one `nnc check` may take")
+    ap.add_argument("--limit", type=float, default=2.0,
+                    help="CPU seconds one `nnc check` may take (other commands: 4 times as many, "
+                         "at least 10)")
     ap.add_argument("--out", default="fuzz-findings", help="folder for the findings")
     ap.add_argument("--deep-every", type=int, default=4,
                     help="run every command (compile, ir, summary, render, onnx) on every Nth input")
@@ -310,10 +332,8 @@ def signature(finding: str) -> str:
 def _record(out: str, k: int, how: str, data: bytes, found: list[str]) -> str:
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"finding-{k:04d}.nn")
-    with open(path, "wb") as f:
-        f.write(data)
-    with open(path + ".txt", "w", encoding="utf-8") as f:
-        f.write(f"input: {how}\n" + "\n".join(found) + "\n")
+    write_atomic(path, data)
+    write_atomic(path + ".txt", f"input: {how}\n" + "\n".join(found) + "\n")
     return f"{path}: {found[0][:200]}"
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 
 from nncircuit.ops import registry
+from nncircuit.io import write_atomic
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "language.md")
 BEGIN, END = "<!-- ops:begin -->", "<!-- ops:end -->"
@@ -47,8 +48,7 @@ def main() -> int:
             print("docs/language.md is out of date: run python scripts/gen_docs.py", file=sys.stderr)
             return 1
         return 0
-    with open(DOC, "w", encoding="utf-8") as f:
-        f.write(new)
+    write_atomic(DOC, new)
     return 0
 
 

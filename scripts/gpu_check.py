@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import nncircuit  # noqa: E402
+from nncircuit.io import write_atomic  # noqa: E402
 from conftest import SMALL  # noqa: E402
 from helpers import random_inputs  # noqa: E402
 
@@ -71,8 +72,8 @@ def main() -> int:
         print(f"{r['model']:28} {r['fp32_rel_err']:10.2e} {r['bf16_rel_err']:10.2e} "
               f"{r['compiled_rel_err']:10.2e} {r['compile_s']:9.1f} {r['grad_finite']}")
     if "--json" in sys.argv:
-        with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+        data = {"device": torch.cuda.get_device_name(), "rows": rows}
+        write_atomic(sys.argv[sys.argv.index("--json") + 1], json.dumps(data, indent=2))
     bad = [r for r in rows if r["fp32_rel_err"] > 1e-4 or r["compiled_rel_err"] > 1e-4
            or r["bf16_rel_err"] > 5e-2 or not r["grad_finite"]]
     return 1 if bad else 0

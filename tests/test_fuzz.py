@@ -1,9 +1,10 @@
 """No input crashes nnc: random bytes, truncated and mutated versions of every spec in
 specs/, mutated generated specs, deep nesting, huge numbers, unicode, empty files, a
 directory or a binary file given as a spec. Every one ends in exit status 0 or 1 (never 2,
-an internal error), without a traceback, within 2 s, and a diagnostic about the spec's text
-names FILE:LINE:COL inside the file. The oracle is scripts/fuzz.py's, which runs the same
-checks for as long as one likes (see CONTRIBUTING.md)."""
+an internal error), without a traceback, and a diagnostic about the spec's text names
+FILE:LINE:COL inside the file. The oracle is scripts/fuzz.py's, which runs the same checks
+for as long as one likes (see CONTRIBUTING.md) and also judges the CPU time each input
+takes; no time, wall-clock or CPU, decides a test here."""
 
 from __future__ import annotations
 
@@ -22,17 +23,17 @@ from conftest import ROOT, SPECS
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import fuzz  # noqa: E402
 
-LIMIT = 2.0  # seconds per input
+RUNAWAY = 120.0  # CPU seconds after which an input is stopped, so that a bug cannot hang the suite
 SPEC_FILES = sorted(
     os.path.relpath(os.path.join(d, f), SPECS) for d, _, fs in os.walk(SPECS) for f in fs if f.endswith(".nn")
 )
 
 
 def bounded(examples: int):
-    """Hypothesis settings for the normal run: a fixed number of examples; the 2 s limit per
-    input is the oracle's, the deadline only stops a runaway example."""
+    """Hypothesis settings for the normal run: a fixed number of examples and no deadline
+    (a busy machine would fail it)."""
     return settings(
-        max_examples=examples, deadline=10_000,
+        max_examples=examples, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
 
@@ -53,8 +54,8 @@ def assert_graceful(data, path, *argv, text=None):
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-    o = fuzz.run_cli(list(argv) or ["check", str(path)], limit=10.0)
-    p = fuzz.problem(o, str(path), text, LIMIT)
+    o = fuzz.run_cli(list(argv) or ["check", str(path)], limit=RUNAWAY)
+    p = fuzz.problem(o, str(path), text)
     assert p is None, f"{p}\n--- input ---\n{data[:2000]!r}\n--- stderr ---\n{o.stderr}{o.crash}"
     return o
 
@@ -196,7 +197,8 @@ HOSTILE = {
 
 # Inputs that are valid specs; every other one is a mistake and must be reported as one.
 VALID = {"10,000 nested parentheses", "unicode in comments", "tabs", "CRLF line ends",
-         "many models", "a very long line", "an empty type", "3,000 statements"}
+         "many models", "a very long line", "an empty type", "3,000 statements",
+         "a line separator"}  # U+2028 ends a line, as in editors (test_trust_hazards.py)
 # What the diagnostic of some of the mistakes says.
 SAYS = {
     "a repeat of a billion": "limit",
@@ -260,6 +262,7 @@ def test_oversized_file(tmp_path):
 # ---- the real executable: a few runs in a subprocess ----------------------------------------
 
 
+# subprocess timeouts below are runaway guards (600 s), never a limit on how fast nnc is
 def _nnc() -> list[str]:
     exe = shutil.which("nnc")
     return [exe] if exe else [sys.executable, "-m", "nncircuit.cli"]
@@ -269,7 +272,7 @@ def _nnc() -> list[str]:
 def test_subprocess(tmp_path, name):
     path = tmp_path / "hostile.nn"
     path.write_bytes(HOSTILE[name].encode("utf-8"))
-    r = subprocess.run([*_nnc(), "check", str(path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*_nnc(), "check", str(path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == (0 if name in VALID else 1), r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
     assert r.returncode == 0 or r.stderr.startswith(f"{path}:"), r.stderr
@@ -279,5 +282,5 @@ def test_subprocess_directory_and_binary(tmp_path):
     (tmp_path / "d.nn").mkdir()
     (tmp_path / "b.nn").write_bytes(b"\x00\x01\x02binary")
     for f in ("d.nn", "b.nn"):
-        r = subprocess.run([*_nnc(), "check", str(tmp_path / f)], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([*_nnc(), "check", str(tmp_path / f)], capture_output=True, text=True, timeout=600)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr

@@ -4,9 +4,9 @@ extension: .svg, .png and .pdf (through cairosvg), .dot (Graphviz), .mmd (Mermai
 
 from __future__ import annotations
 
-import os
 
 from nncircuit.errors import NNError
+from nncircuit.io import write_atomic
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.draw import options, svg
 
@@ -50,15 +50,5 @@ def rasterize(svg_text: str, fmt: str) -> bytes:
     return cairosvg.svg2pdf(bytestring=data)
 
 
-def write(path: str, content: bytes | str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        if isinstance(content, str):
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                f.write(content)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(content)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
+def write(path: str, content: bytes | str, inputs=()) -> None:
+    write_atomic(path, content, inputs=inputs)

@@ -5,7 +5,8 @@ PDF renderer resolves) so that layouts can size boxes around their labels."""
 from __future__ import annotations
 
 import math
-from xml.sax.saxutils import escape, quoteattr
+import re
+from xml.sax import saxutils
 
 FONT = "DejaVu Sans, Verdana, Helvetica, Arial, sans-serif"
 
@@ -28,6 +29,28 @@ _BOLD = (
 )
 _OTHER = {"×": 838, "…": 1000, "·": 318, "→": 838, "↦": 838, "θ": 612, "ᵀ": 385, "√": 637, "÷": 838}
 _WIDE = 900  # symbols (★ ◁ ○ ∪ ⋈ …) and anything not listed
+
+
+# Characters XML 1.0 does not allow, even escaped: a spec's doc comment or string
+# hyperparameter holding one would make the SVG (and the PNG/PDF made from it) unreadable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def _visible(m: re.Match) -> str:
+    c = ord(m.group())
+    if c < 0x20:
+        return chr(0x2400 + c)  # its Control Pictures glyph: ␀ ␁ ...
+    return "\u2421" if c == 0x7F else "\ufffd"
+
+
+def escape(text: str) -> str:
+    """`text` as XML character data: markup escaped, characters XML forbids made visible."""
+    return saxutils.escape(_NOT_XML.sub(_visible, text))
+
+
+def quoteattr(text: str) -> str:
+    """`text` as a quoted XML attribute value, as `escape` treats character data."""
+    return saxutils.quoteattr(_NOT_XML.sub(_visible, text))
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:

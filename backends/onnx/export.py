@@ -12,9 +12,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from nncircuit.names import fresh
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, LoweringError, NNError
+from nncircuit.names import fresh
+from nncircuit.io import write_atomic
 from nncircuit.ir.graph import Graph, Node, Value
 from nncircuit.names import pyname
 from nncircuit.ops.registry import ParamSpec
@@ -461,7 +462,7 @@ def export_spec(
             f"({len(reference) / 2**20:.2f} MiB -> {len(data) / 2**20:.2f} MiB); "
             + accuracy(spec, reference, data)
         )
-    write_atomic(out, data)
+    write_atomic(out, data, inputs=(*spec.program.files, weights))
     count = sum(int(np.prod(W.shape_of(p))) for p in low.params.values())
     params = spec.param_count()  # learned ones; the initializers also hold buffers
     n_nodes = len(low.nodes) + sum(len(f.node) for f in low.functions)
@@ -473,22 +474,3 @@ def export_spec(
         + (f" in {len(low.functions)} local functions and the graph" if low.functions else "")
     )
     return "\n".join([head] + notes)
-
-
-# ---- writing ------------------------------------------------------------------------------
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: no partial file is ever left."""
-    d, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None

@@ -107,10 +107,21 @@ def from_state_dict(sd, *, source: str = "state_dict") -> dict[str, np.ndarray]:
         if not isinstance(k, str):
             raise LoweringError(f"{source}: parameter names must be strings, found {k!r}")
         if hasattr(v, "detach"):  # a torch tensor, without importing torch
-            v = v.detach().cpu()
-            if str(v.dtype) == "torch.bfloat16":
-                v = v.float()
-            v = v.numpy()
+            layout = str(getattr(v, "layout", "torch.strided"))
+            if layout != "torch.strided":
+                kind = layout.removeprefix("torch.").removesuffix("_coo").replace("_", " ")
+                raise LoweringError(
+                    f"{source}: '{k}' is a {kind} tensor; save it dense (tensor.to_dense())"
+                )
+            try:
+                v = v.detach().cpu()
+                if str(v.dtype) == "torch.bfloat16":
+                    v = v.float()
+                v = v.numpy()
+            except (RuntimeError, TypeError, ValueError) as e:  # quantized, meta, ...
+                raise LoweringError(
+                    f"{source}: '{k}' ({v.dtype}) cannot be read as an array: {e}"
+                ) from None
         if not isinstance(v, np.ndarray):
             raise LoweringError(f"{source}: '{k}' is a {type(v).__name__}, not a tensor")
         out[k] = v
@@ -124,7 +135,8 @@ def bind(
     declared: dict[str, ParamSpec] | None = None,
 ) -> dict[str, np.ndarray]:
     """float32 values for every parameter the model uses: `given` checked against the
-    expected names and shapes, or seeded initial values. `declared` parameters belong to
+    expected names, shapes and types (floating point, finite in float32 where finite in the
+    file), or seeded initial values. `declared` parameters belong to
     modules that are never applied: a weights file may hold them (checked), none is made."""
     if given is None:
         return {name: init_param(name, spec, seed) for name, spec in params.items()}
@@ -138,18 +150,37 @@ def bind(
         problems.append(f"missing {_list(missing)}")
     if extra:
         problems.append(f"unexpected {_list(extra)}")
-    bad = []
+    bad, rejected = [], set()
     for name, spec in expected.items():
         if name in given:
             want, have = shape_of(spec), tuple(given[name].shape)
+            rejected.add(name)
             if want != have:
                 bad.append(f"'{name}' has shape {list(have)} but the spec needs {list(want)}")
-            elif given[name].dtype.kind not in "fiu":
-                bad.append(f"'{name}' has dtype {given[name].dtype}, not a number type")
+            elif given[name].dtype.kind != "f":  # int8 weights would become small integers
+                bad.append(
+                    f"'{name}' has dtype {given[name].dtype}, but the spec's parameters are "
+                    "floating point (dequantize it first)"
+                )
+            else:
+                rejected.discard(name)
+    out = {}
+    for name in params:
+        if name in given and name not in rejected:
+            src = given[name]
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[name] = np.ascontiguousarray(src, dtype=np.float32)
+            overflow = np.isinf(out[name]) & np.isfinite(src)
+            if overflow.any():
+                at = tuple(int(i) for i in np.argwhere(overflow)[0])
+                bad.append(
+                    f"'{name}' holds {float(src[at]):g} at {list(at)}, beyond float32 "
+                    f"(largest {float(np.finfo(np.float32).max):.4g})"
+                )
     problems += bad[:5] + ([f"{len(bad) - 5} more tensors differ"] if len(bad) > 5 else [])
     if problems:
         raise LoweringError("weights do not match the spec: " + "; ".join(problems))
-    return {name: np.ascontiguousarray(given[name], dtype=np.float32) for name in params}
+    return out
 
 
 def _list(names: list[str], limit: int = 5) -> str:

@@ -412,5 +412,5 @@ def emit(spec, out: str) -> str:
     from nncircuit.analysis.cost import param_count
     from nncircuit.io import write_atomic
 
-    write_atomic(out, spec.torch_source())
+    write_atomic(out, spec.torch_source(), inputs=tuple(spec.program.files))
     return f"wrote {out}: class {spec.graph.name}, {param_count(spec.graph):,} parameters"

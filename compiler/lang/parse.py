@@ -4,63 +4,86 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
+import os
+import sys
 from importlib import resources
 
 import lark
 from lark import Lark, Token, Transformer, v_args
 
 from nncircuit.lang import tree as A
-from nncircuit.errors import ParseError, Span
+from nncircuit.errors import InternalError, NNError, ParseError, Span, normalize_newlines
+from nncircuit.io import cache_dir, read_private, write_atomic
 
-# What a user should read for each terminal the parser expected.
-_TERMINAL_NAMES = {
+# What a user should read for the terminals that match a pattern; every other terminal is a
+# literal (the grammar names them all) and reads as itself, quoted.
+_PATTERN_NAMES = {
     "NAME": "a name",
     "NUMBER": "a number",
     "STRING": "a string",
     "DTYPE": "a dtype",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "LSQB": "'['",
-    "RSQB": "']'",
-    "LBRACE": "'{'",
-    "RBRACE": "'}'",
-    "COMMA": "','",
-    "COLON": "':'",
-    "EQUAL": "'='",
-    "PLUS": "'+'",
-    "MINUS": "'-'",
-    "STAR": "'*'",
-    "SLASH": "'/'",
-    "TILDE": "'~'",
-    "QMARK": "'?'",
-    "PERCENT": "'%'",
-    "__ANON_0": "'->'",
-    "__ANON_1": "'|>'",
-    "__ANON_2": "'**'",
-    "BLOCK": "'block'",
-    "MODEL": "'model'",
-    "SHARED": "'shared'",
+    "DOC": "a doc comment",
+    "COMMENT": "a comment",
+    "WS": "white space",
     "$END": "end of file",
 }
 
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 
+_PARSER_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     text = resources.files("nncircuit.grammar").joinpath("nn.lark").read_text(encoding="utf-8")
-    # cache=True: the parse table is built once per grammar version and reused across runs
-    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    return _cached_parser(text)
+
+
+def _cached_parser(grammar: str) -> Lark:
+    """The LALR parser of `grammar`, its table kept in the user's own cache folder (building
+    it costs about 90 ms of CPU time, loading it 10 ms). The table is a pickle, so it is read only
+    from a folder and a file that are the user's own and writable by nobody else, and never
+    from a shared place such as the temp folder (where Lark's own `cache=True` keeps it)."""
+    key = hashlib.sha256(
+        "\0".join([grammar, lark.__version__, repr(sorted(_PARSER_OPTIONS.items())),
+                   sys.version]).encode("utf-8")
+    ).hexdigest()[:32]
+    name = f"parser-{key}.pickle"
+    folder = cache_dir()
+    if folder is not None:
+        data = read_private(folder, name)
+        if data is not None:
+            try:
+                return Lark.load(io.BytesIO(data))
+            except Exception:  # a damaged table of our own: build it again
+                pass
+    parser = Lark(grammar, **_PARSER_OPTIONS)
+    if folder is not None:
+        buf = io.BytesIO()
+        parser.save(buf)
+        try:
+            write_atomic(os.path.join(folder, name), buf.getvalue(), mode=0o600)
+        except NNError:  # a cache that cannot be written is only slower
+            pass
+    return parser
+
+
+def terminal_spelling(name: str) -> str:
+    """How a message names terminal `name`: `'->'` for a literal, `a name` for a pattern."""
+    if name in _PATTERN_NAMES:
+        return _PATTERN_NAMES[name]
+    term = _terminals().get(name)
+    if term is None or term.pattern.type != "str":
+        raise InternalError(f"the grammar's terminal {name} has no spelling for messages")
+    return f"'{term.pattern.value}'"
 
 
 def _describe_expected(expected) -> str:
     names = []
     for t in sorted(expected):
-        name = _TERMINAL_NAMES.get(t)
-        if name is None:
-            pattern = _parser().get_terminal(t).pattern if t in _terminal_names() else None
-            value = getattr(pattern, "value", None)
-            name = f"'{value}'" if value and pattern.type == "str" else t.lower()
+        name = terminal_spelling(t)
         if name not in names:
             names.append(name)
     if len(names) > 8:
@@ -69,8 +92,8 @@ def _describe_expected(expected) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _terminal_names() -> frozenset[str]:
-    return frozenset(t.name for t in _parser().terminals)
+def _terminals() -> dict:
+    return {t.name: t for t in _parser().terminals}
 
 
 def _describe_token(tok: Token) -> str:
@@ -301,6 +324,7 @@ def _parse(text: str, file: str) -> A.Module:
             f"file is {len(text)} characters long; the limit is {MAX_SOURCE_BYTES}",
             Span(file, 1, 1, text=""),
         )
+    text = normalize_newlines(text)  # the lines the lexer counts are the lines an editor shows
     docs: dict[int, str] = {}
     parser = _parser()
     try:
@@ -342,7 +366,8 @@ def _parse(text: str, file: str) -> A.Module:
 
 
 def _expected_suffix(expected) -> str:
-    expected = [t for t in (expected or ()) if not t.startswith("__IGNORE")]
+    ignored = set(_parser().lexer_conf.ignore)
+    expected = [t for t in (expected or ()) if t not in ignored]
     return f"; expected {_describe_expected(expected)}" if expected else ""
 
 

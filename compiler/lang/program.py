@@ -4,10 +4,19 @@ cycles reported with their chain) into one table of block definitions."""
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from dataclasses import dataclass, field
 
 from nncircuit.lang import tree as A
-from nncircuit.errors import ImportCycleError, NameResolutionError, NNError, ParseError, Span
+from nncircuit.errors import (
+    ImportCycleError,
+    NameResolutionError,
+    NNError,
+    ParseError,
+    Span,
+    normalize_newlines,
+)
 from nncircuit.lang.parse import parse
 
 
@@ -16,6 +25,7 @@ class Program:
     root: str  # the file the user named
     files: dict[str, A.Module] = field(default_factory=dict)  # path -> parsed module
     scopes: dict[str, dict[str, A.BlockDef]] = field(default_factory=dict)  # path -> visible blocks
+    real: dict[str, str] = field(default_factory=dict)  # the OS's path of a file -> its key
 
     def scope(self, file: str) -> dict[str, A.BlockDef]:
         """The blocks visible in `file`: its own and those it imports."""
@@ -51,25 +61,56 @@ def _file_span(path: str) -> Span:
     return Span(path, 1, 1)
 
 
+_STDIN_TEXT: dict[str, str] = {}  # the spec read from standard input, which reads only once
+
+
 def read_source(path: str, span: Span | None = None) -> str:
-    """Read a spec file as UTF-8 text, turning every way that can fail into a diagnostic."""
+    """Read a spec file as UTF-8 text, turning every way that can fail into a diagnostic.
+    Only a regular file is opened (a FIFO or a device would block forever), except standard
+    input named as `-` or `/dev/stdin`, which is read once and remembered."""
+    if _is_stdin(path):
+        if "stdin" not in _STDIN_TEXT:
+            _STDIN_TEXT["stdin"] = _decode(path, sys.stdin.buffer.read(8 * 1024 * 1024 + 1))
+        return _STDIN_TEXT["stdin"]
     try:
-        if os.path.isdir(path):
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
             raise NNError(f"'{path}' is a directory, not a .nn file", span)
-        with open(path, "rb") as f:
+        if not stat.S_ISREG(st.st_mode):
+            raise NNError(f"'{path}' is not a regular file (a pipe or a device?); give a .nn file", span)
+        # O_NONBLOCK: a file swapped for a FIFO after the check still cannot block the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise NNError(f"'{path}' is not a regular file; give a .nn file", span)
             data = f.read(8 * 1024 * 1024 + 1)
     except NNError:
         raise
     except FileNotFoundError:
         raise NameResolutionError(f"no such file: '{path}'", span) from None
-    except OSError as e:
-        raise NNError(f"cannot read '{path}': {e.strerror or e}", span) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise NNError(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}", span) from None
+    return _decode(path, data)
+
+
+def _is_stdin(path: str) -> bool:
+    if path == "-":
+        return True
+    if path not in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
+        return False
+    try:  # only when it is the pipe or terminal we were given, not a file redirected in
+        return not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _decode(path: str, data: bytes) -> str:
     if b"\0" in data:
         raise ParseError(f"'{path}' is a binary file, not a .nn spec", Span(path, 1, 1))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        text = data[: e.start].decode("utf-8", "replace")
+        text = normalize_newlines(data[: e.start].decode("utf-8", "replace"))
         line = text.count("\n") + 1
         col = len(text) - (text.rfind("\n") + 1) + 1
         raise ParseError(
@@ -90,7 +131,11 @@ def load_text(text: str, file: str = "<string>") -> Program:
 
 
 def _load_file(prog: Program, path: str, text: str | None, chain: tuple[str, ...], span: Span | None):
-    key = path if text is not None else os.path.normpath(path)
+    if text is None:
+        real = os.path.realpath(path)  # one file reached by two names is one file
+        key = prog.real.setdefault(real, shown_path(path))
+    else:
+        key = path
     if key in chain:
         cycle = " -> ".join(list(chain[chain.index(key):]) + [key])
         raise ImportCycleError(f"import cycle: {cycle}", span)
@@ -102,7 +147,7 @@ def _load_file(prog: Program, path: str, text: str | None, chain: tuple[str, ...
     if not chain:
         prog.root = key
     prog.files[key] = module
-    base = os.path.dirname(path) if text is not None else os.path.dirname(key)
+    base = "" if _is_stdin(path) else os.path.dirname(path)  # what the user named, not `key`
     imported: dict[str, A.BlockDef] = {}
     for imp in module.imports:
         target = _resolve_import(imp, base)
@@ -144,7 +189,16 @@ def _resolve_import(imp: A.Import, base: str) -> str:
         )
     if not p.endswith(".nn"):
         raise NameResolutionError(f"only .nn files can be imported, found '{p}'", imp.span)
-    target = os.path.normpath(os.path.join(base, p))
+    target = os.path.join(base, p)  # the OS resolves `..` after symlinks; normpath would not
     if not os.path.isfile(target):
-        raise NameResolutionError(f"imported file '{p}' not found (looked for {target})", imp.span)
+        raise NameResolutionError(
+            f"imported file '{p}' not found (looked for {shown_path(target)})", imp.span
+        )
     return target
+
+
+def shown_path(path: str) -> str:
+    """`path` as diagnostics show it: without `.` and `..` where removing them names the
+    same file (it does not past a symlinked folder: `link/..` is the link's parent)."""
+    short = os.path.normpath(path)
+    return short if os.path.realpath(short) == os.path.realpath(path) else path
