@@ -71,7 +71,7 @@ def scramble(text: str, rng: random.Random) -> str:
     trailing) sprinkled wherever a line break is allowed."""
     out, n = [], 0
     for tok in _parser().lex(text, dont_ignore=True):
-        if tok.type.startswith("__IGNORE"):
+        if tok.type == "WS":
             continue
         if tok.type in ("COMMENT", "DOC"):
             out.append(" " + tok.value + "\n")

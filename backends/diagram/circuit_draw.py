@@ -273,9 +273,9 @@ def _cup(svg: Svg, d: OpDraw, x, y, w):
     for ys in summed.values():
         if len(ys) == 1:
             _dot(svg, x + 7, ys[0], 2.0)
-        for a, b in zip(ys, ys[1:]):
-            reach = min(8.0, 4 + abs(b - a) * 0.2)
-            svg.el("path", d=path_d([("M", x + 7, a), ("C", x + 7 + reach, a, x + 7 + reach, b, x + 7, b)]),
+        for y0, y1 in zip(ys, ys[1:]):
+            reach = min(8.0, 4 + abs(y1 - y0) * 0.2)
+            svg.el("path", d=path_d([("M", x + 7, y0), ("C", x + 7 + reach, y0, x + 7 + reach, y1, x + 7, y1)]),
                    fill="none", stroke=INK, stroke_width=1.6, cls="cup")
 
 

@@ -268,7 +268,7 @@ def route(p: Placement, b: Band) -> Route:
         for k, y in enumerate(ys):
             y2 = cell.y + cell.ins[slot][k]
             xs = x0 if is_trunk else bx
-            segs = [("M", xs, y)]
+            segs: list[tuple] = [("M", xs, y)]
             if abs(y2 - y) > 0.01:
                 segs.append(("L", bx, y))
                 mid = bx + p.bend / 2

@@ -19,7 +19,7 @@ from nncircuit.types.tensor import Axis, TensorType
 
 FUNCTION_DOMAIN = "nncircuit"
 
-ELEM = {
+ELEM: dict[str, int] = {
     "float32": TensorProto.FLOAT,
     "float16": TensorProto.FLOAT16,
     "bfloat16": TensorProto.BFLOAT16,
@@ -28,7 +28,7 @@ ELEM = {
     "int32": TensorProto.INT32,
     "bool": TensorProto.BOOL,
 }
-NUMPY = {
+NUMPY: dict[int, type] = {
     TensorProto.FLOAT: np.float32,
     TensorProto.FLOAT16: np.float16,
     TensorProto.DOUBLE: np.float64,
@@ -36,7 +36,7 @@ NUMPY = {
     TensorProto.INT32: np.int32,
     TensorProto.BOOL: np.bool_,
 }
-SHORT = {
+SHORT: dict[int, str] = {
     TensorProto.FLOAT: "f32",
     TensorProto.FLOAT16: "f16",
     TensorProto.BFLOAT16: "bf16",
@@ -394,6 +394,8 @@ class Dims:
             total = b.op("Add", [total, b.const(np.array(int(s.const * den), dtype=np.int64))])
         if den != 1:
             total = b.op("Div", [total, b.const(np.array(den, dtype=np.int64))])
+        if total is None:
+            raise InternalError(f"size {s} has no terms and is not static")
         return total
 
 
@@ -407,7 +409,7 @@ def _fmt(x) -> str:
 def value_info(name: str, t: TensorType, elem: int) -> onnx.ValueInfoProto:
     """A graph input/output declaration: static sizes as numbers, dynamic axes by their
     spec name (dim_param), sizes computed from dynamic axes left unnamed."""
-    dims = []
+    dims: list[int | str | None] = []
     for ax in t.axes:
         if ax.size.is_static:
             dims.append(ax.size.value)

@@ -99,8 +99,7 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
         if n.module is not None:
             seen.add(n.module)
         if n.op in ("call", "repeat"):
-            at = len(rows)
-            rows.append(None)  # placeholder: the parent row goes before its children
+            at = len(rows)  # the parent row goes before its children
             if n.op == "call":
                 names = n.attrs["lift"]
                 extra = tuple((a, n.types[0].axis(a).size.evaluate(env)) for a in names)
@@ -115,7 +114,7 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
                 label = f"repeat {count} × {n.callee.name}" + (" shared" if n.attrs["shared"] else "")
             if not first:
                 c = Cost(0, c.flops, c.activations, c.by_op)
-            rows[at] = BlockCost(path, depth, label, c, _shown(n.types, lift, env))
+            rows.insert(at, BlockCost(path, depth, label, c, _shown(n.types, lift, env)))
         else:
             op = registry.get(n.op)
             ins = tuple(g.type_of(v) for v in n.inputs)

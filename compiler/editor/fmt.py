@@ -8,12 +8,13 @@ is left alone with an internal error: formatting never changes what a spec means
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
 
 from nncircuit.lang import tree as A
-from nncircuit.errors import InternalError, NNError
+from nncircuit.errors import InternalError, NNError, normalize_newlines
 from nncircuit.io import write_atomic
 from nncircuit.lang.parse import _parser, parse
 
@@ -58,7 +59,7 @@ class Unit:
 class _Printer:
     def __init__(self, text: str, tokens):
         self.text = text
-        code = [t for t in tokens if t.type not in ("COMMENT", "DOC") and not t.type.startswith("__IGNORE")]
+        code = [t for t in tokens if t.type not in ("COMMENT", "DOC") and not _is_space(t)]
         self.code_pos = [(t.line, t.column) for t in code]
         self.code_type = [t.type for t in code]
         self.offsets = [0]
@@ -188,7 +189,7 @@ class _Printer:
         one = head + self.expr(e)
         if len(one) <= WIDTH or not (isinstance(e, A.BinOp) and e.op == "|>"):
             return [one]
-        stages = []
+        stages: list[str] = []
         while isinstance(e, A.BinOp) and e.op == "|>":
             stages.insert(0, self.wrap(e.right, _ARITH))
             e = e.left
@@ -210,12 +211,22 @@ def _tokens(text: str):
     return list(_parser().lex(text, dont_ignore=True))
 
 
+def _is_space(tok) -> bool:
+    """White space the grammar ignores (every ignored terminal but the comments)."""
+    return tok.type in _space_terminals()
+
+
+@functools.cache
+def _space_terminals() -> frozenset[str]:
+    return frozenset(_parser().lexer_conf.ignore) - {"COMMENT", "DOC"}
+
+
 def _comments(tokens) -> list[Comment]:
     out, code_lines = [], set()
     for tok in tokens:
         if tok.type in ("COMMENT", "DOC"):
             out.append(Comment(tok.line, tok.column, tok.value.rstrip(), tok.line in code_lines))
-        elif not tok.type.startswith("__IGNORE"):
+        elif not _is_space(tok):
             code_lines.add(tok.end_line)
     return out
 
@@ -268,7 +279,7 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
 def _attach(units: list[Unit], comments: list[Comment]) -> list[Comment]:
     """Give each comment to the unit it trails, precedes or sits inside; return those after
     the last unit."""
-    tail = []
+    tail: list[Comment] = []
     for c in comments:
         pos = (c.line, c.col)
         before = [u for u in units if u.start < pos]
@@ -301,7 +312,7 @@ def _layout(units: list[Unit], tail: list[Comment]) -> list[str]:
 
     for u in units:
         ind = INDENT * (u.depth + (1 if u.close else 0))
-        force = u.top or (u.depth == 0 and not u.close and state["top_close"])
+        force = bool(u.top or (u.depth == 0 and not u.close and state["top_close"]))
         for c in u.leading:
             put([ind + c.text], c.line, force=force)
             force = False
@@ -326,6 +337,7 @@ def _layout(units: list[Unit], tail: list[Comment]) -> list[str]:
 
 def format_text(text: str, file: str = "<string>") -> str:
     """The canonical layout of a .nn file. Raises ParseError for a file that does not parse."""
+    text = normalize_newlines(text)  # the lines the parser counts: every line terminator alike
     module = parse(text, file)
     tokens = _tokens(text)
     pr = _Printer(text, tokens)
@@ -350,7 +362,7 @@ def _check_same(module: A.Module, result: str, file: str):
 
 
 def _expand(paths) -> list[str]:
-    out = []
+    out: list[str] = []
     for p in paths:
         if p != "-" and os.path.isdir(p):
             for root, dirs, files in os.walk(p):

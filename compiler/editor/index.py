@@ -279,11 +279,11 @@ class Index:
                     rec = self.records.get(loc)
                     out.append(Symbol(t, "value", _join(rec.shown) if rec else "", _loc(st.span), loc))
             elif isinstance(st, A.OutStmt):
-                for item in st.items:
-                    name = item.name or _src(self.text, item.value)
-                    rec = self.records.get(_loc(item.value.span))
+                for out_item in st.items:
+                    name = out_item.name or _src(self.text, out_item.value)
+                    rec = self.records.get(_loc(out_item.value.span))
                     out.append(Symbol(name, "output", _join(rec.shown) if rec else "",
-                                      _loc(item.span), _loc(item.span)))
+                                      _loc(out_item.span), _loc(out_item.span)))
             elif isinstance(st, A.Repeat):
                 label = f"repeat {_src(self.text, st.count)}" + (f" as {st.name}" if st.name else "")
                 loc = _loc(st.span)

@@ -102,6 +102,16 @@ def _describe_token(tok: Token) -> str:
     return f"'{tok.value}'"
 
 
+def _bin(op: str):
+    """The transformer rule of a binary operator."""
+
+    @v_args(meta=True)
+    def make(self, meta, children):
+        return A.BinOp(self._span(meta), op, children[0], children[1])
+
+    return make
+
+
 class _ToAst(Transformer):
     def __init__(self, file: str, text: str, docs: dict[int, str]):
         super().__init__()
@@ -115,6 +125,8 @@ class _ToAst(Transformer):
         return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column, self.text)
 
     def _tok_span(self, tok: Token) -> Span:
+        if tok.line is None or tok.column is None or tok.end_line is None or tok.end_column is None:
+            return Span(self.file, 1, 1, text=self.text)
         return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column, self.text)
 
     # ---- file level
@@ -213,13 +225,6 @@ class _ToAst(Transformer):
         )
 
     # ---- expressions
-    def _bin(op):
-        @v_args(meta=True)
-        def make(self, meta, children):
-            return A.BinOp(self._span(meta), op, children[0], children[1])
-
-        return make
-
     add = _bin("+")
     sub = _bin("-")
     mul = _bin("*")
@@ -330,12 +335,13 @@ def _parse(text: str, file: str) -> A.Module:
     try:
         # Doc comments are ignored by the grammar; the lexer hands them to us by line.
         for tok in parser.lex(text, dont_ignore=True):
-            if tok.type == "DOC":
+            if tok.type == "DOC" and tok.line is not None:
                 docs[tok.line] = tok.value[2:].strip()
         tree = parser.parse(text)
         return _ToAst(file, text, docs).transform(tree)
     except lark.exceptions.UnexpectedCharacters as e:
-        ch = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else "?"
+        pos = e.pos_in_stream
+        ch = text[pos] if pos is not None and 0 <= pos < len(text) else "?"
         raise ParseError(
             f"unexpected character {ch!r}" + _expected_suffix(e.allowed),
             Span(file, e.line, e.column, text=text),
