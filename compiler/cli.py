@@ -99,13 +99,6 @@ def _params(args) -> dict:
                 f"-p {text.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')}: "
                 "the value is not valid UTF-8"
             ) from None
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
-            raise HyperparameterError(
-                f"-p {text.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')}: "
-                "the value is not valid UTF-8"
-            ) from None
         k, v = parse_param(text)
         out[k] = v
     return out
