@@ -14,7 +14,7 @@ from nncircuit.pynames import pyname
 from nncircuit.sizes import Size
 from nncircuit.types import HVal
 
-from .torch_ops import HELPERS, TORCH_LOWERINGS, move
+from .torch_ops import HELPERS, TORCH_LOWERINGS, init_lines, move
 
 
 def class_name(g: Graph) -> str:
@@ -270,7 +270,10 @@ class TorchGen:
                     continue
                 if isinstance(code, tuple):  # a fused op building several modules: (attr, code)
                     lines.extend(f"        self.{pyname(m)} = {c}  {line}" for m, c in code)
-                    continue
+                else:
+                    lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
+                lines.extend(f"        {c}" for c in init_lines(n, cx))
+                continue
             lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
 
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
