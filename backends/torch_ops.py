@@ -177,7 +177,8 @@ def _select(n: Node, a, cx):
 
 def _topk(n: Node, a, cx):
     (t,) = cx.in_types(n)
-    return f"torch.topk({a[0]}, {cx.hv(n.attrs['k'])}, dim={dim(t, n.attrs['axis'])})"
+    cx.need_helper("top_k")
+    return f"_top_k({a[0]}, {cx.hv(n.attrs['k'])}, {dim(t, n.attrs['axis'])})"
 
 
 def _gather(n: Node, a, cx):
@@ -546,6 +547,13 @@ def _gather_broadcast(src, idx, dim):
     src_shape, idx_shape = list(shape), list(shape)
     src_shape[dim], idx_shape[dim] = src.shape[dim], idx.shape[dim]
     return torch.gather(src.expand(src_shape), dim, idx.expand(idx_shape))
+''',
+    "top_k": '''
+def _top_k(x, k, dim):
+    """The k largest values along `dim`, largest first, and their indices. Among equal values
+    the lower index comes first (ONNX TopK's rule; torch.topk promises no order for ties)."""
+    values, indices = torch.sort(x, dim=dim, descending=True, stable=True)
+    return values.narrow(dim, 0, k), indices.narrow(dim, 0, k)
 ''',
     "linear_group": '''
 def _linear_group(x, layers, shapes):
