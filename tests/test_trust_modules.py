@@ -255,3 +255,108 @@ def test_embedding_in_range_ids_agree():
     )
     (got,) = sess.run(None, {"ids": ids})
     np.testing.assert_allclose(got, m(torch.from_numpy(ids)).detach().numpy())
+
+
+# ---- 6. generated modules check their inputs --------------------------------------------------
+
+ATT = """
+model Att(d = 8, heads = 2, dh = d / heads) {
+    in  q: [batch, seq, heads, dh], k: [batch, key, heads, dh], v: [batch, key, heads, dh]
+    w = softmax(einsum(q, k -> [batch, heads, seq, key]), over key)
+    out einsum(w, v -> [batch, seq, heads, dh])
+}
+
+model Padded(d = 4) {
+    in  x: [batch, seq: ~16 % 8, d], ids: [batch] int64, mask: [batch, seq] bool
+    out Linear(x, d -> d) + Embedding(ids, n: 3 -> d) + cast(mask, to = "float32")
+}
+"""
+
+
+def _att_inputs(**shapes):
+    s = {"q": (2, 5, 2, 4), "k": (2, 7, 2, 4), "v": (2, 7, 2, 4)} | shapes
+    return [torch.randn(*s[n]) for n in ("q", "k", "v")]
+
+
+def test_valid_inputs_still_run():
+    m = load(ATT, "Att").module(seed=0)
+    assert tuple(m(*_att_inputs()).shape) == (2, 5, 2, 4)
+
+
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        # a static axis of the wrong size: dh 8 where the spec says 4 (= d / heads)
+        ({"q": (2, 5, 2, 8)}, "Att: input 'q' axis 'dh' must be 4; got shape (2, 5, 2, 8)"),
+        # a shared run-time axis: `key` 7 in k but 1 in v would broadcast
+        ({"v": (2, 1, 2, 4)}, "Att: input 'v' axis 'key' must equal axis 'key' of input 'k' (7); got shape (2, 1, 2, 4)"),
+        ({"k": (3, 7, 2, 4)}, "Att: input 'k' axis 'batch' must equal axis 'batch' of input 'q' (2)"),
+        # an extra leading axis, which the einsums would carry through
+        ({"q": (3, 2, 5, 2, 4)}, "Att: input 'q' must have 4 axes [batch, seq, heads, dh]; got shape (3, 2, 5, 2, 4)"),
+    ],
+)
+def test_forward_refuses_inputs_the_spec_forbids(shapes, message):
+    """Issue 6: these ran and returned a result."""
+    m = load(ATT, "Att").module(seed=0)
+    with pytest.raises(ValueError) as err:
+        m(*_att_inputs(**shapes))
+    assert message in str(err.value)
+
+
+def test_forward_checks_dtypes_multiples_and_hyperparameters():
+    spec = load(ATT, "Padded")
+    m = spec.module(seed=0)
+    x, ids, mask = torch.randn(2, 8, 4), torch.tensor([0, 2]), torch.ones(2, 8, dtype=torch.bool)
+    assert tuple(m(x, ids, mask).shape) == (2, 8, 4)
+    assert tuple(m(x.half().float(), ids.int(), mask).shape) == (2, 8, 4)  # int32 ids are ids too
+    with pytest.raises(TypeError, match="Padded: input 'ids' \\[batch\\] must be an integer tensor"):
+        m(x, ids.float(), mask)
+    with pytest.raises(TypeError, match="input 'mask' \\[batch, seq\\] must be a bool tensor"):
+        m(x, ids, mask.float())
+    with pytest.raises(TypeError, match="input 'x' \\[batch, seq, d\\] must be a floating-point tensor"):
+        m(x.long(), ids, mask)
+    with pytest.raises(ValueError, match="input 'x' axis 'seq' must be a multiple of 8"):
+        m(torch.randn(2, 6, 4), ids, mask[:, :6])
+    with pytest.raises(ValueError, match="input 'mask' axis 'seq' must equal axis 'seq' of input 'x'"):
+        m(x, ids, torch.ones(2, 16, dtype=torch.bool))
+    wide = spec.torch_class()(d=6)  # the check follows the hyperparameter, not the spec's 4
+    assert tuple(wide(torch.randn(2, 8, 6), ids, mask).shape) == (2, 8, 6)
+    with pytest.raises(ValueError, match="input 'x' axis 'd' must be 6"):
+        wide(x, ids, mask)
+
+
+def test_gpt2_names_its_input_and_axis():
+    m = nncircuit.load(os.path.join(SPECS, "transformer.nn"), "GPT2", vocab=97, ctx=32, d=64, heads=4, layers=2).module(seed=0)
+    with pytest.raises(ValueError, match=r"GPT2: input 'tokens' must have 2 axes \[batch, seq\]; got shape \(2, 7, 3\)"):
+        m(torch.zeros(2, 7, 3, dtype=torch.long))
+
+
+def _tiny_gpt2():
+    spec = nncircuit.load(os.path.join(SPECS, "transformer.nn"), "GPT2", vocab=50, ctx=32, d=16, heads=2, layers=1)
+    return spec.module(seed=0).eval()
+
+
+def test_checks_keep_torch_export_with_dynamic_batch_and_seq():
+    from torch.export import Dim, export
+
+    m = _tiny_gpt2()
+    tokens = torch.randint(0, 50, (2, 8))
+    ep = export(m, (tokens,), dynamic_shapes={"tokens": {0: Dim("batch"), 1: Dim("seq", max=32)}})
+    other = torch.randint(0, 50, (3, 11))
+    torch.testing.assert_close(ep.module()(other), m(other))
+    with pytest.raises(Exception):  # the exported program refuses a third axis too
+        ep.module()(torch.randint(0, 50, (3, 11, 2)))
+
+
+def test_checks_keep_torch_compile_fullgraph():
+    """fullgraph=True fails on any graph break; the checks become guards, not graph ops
+    (the eager backend keeps the test fast: capture is what the checks could break)."""
+    torch._dynamo.reset()
+    m = _tiny_gpt2()
+    c = torch.compile(m, fullgraph=True, dynamic=True, backend="eager")
+    for shape in [(2, 8), (3, 11)]:
+        tokens = torch.randint(0, 50, shape)
+        torch.testing.assert_close(c(tokens), m(tokens))
+    with pytest.raises(Exception, match="must have 2 axes"):
+        c(torch.randint(0, 50, (3, 11, 2)))
+    torch._dynamo.reset()
