@@ -344,8 +344,6 @@ def test_checks_keep_torch_export_with_dynamic_batch_and_seq():
     ep = export(m, (tokens,), dynamic_shapes={"tokens": {0: Dim("batch"), 1: Dim("seq", max=32)}})
     other = torch.randint(0, 50, (3, 11))
     torch.testing.assert_close(ep.module()(other), m(other))
-    with pytest.raises(Exception):  # the exported program refuses a third axis too
-        ep.module()(torch.randint(0, 50, (3, 11, 2)))
 
 
 def test_checks_keep_torch_compile_fullgraph():
