@@ -485,7 +485,7 @@ ONNX_LOWERINGS: dict[str, Lowering] = {
     "gather": Lowering(_gather, "GatherElements (Expand to broadcast)"),
     "pad_to": Lowering(_pad_to, "Pad (negative pads crop)"),
     "Linear": Lowering(_linear, "MatMul, Add"),
-    "Embedding": Lowering(_embedding, "Gather"),
+    "Embedding": Lowering(_embedding, "Less, Where, Gather"),
     "LayerNorm": Lowering(_layernorm, "LayerNormalization", min_opset=17),
     "RMSNorm": Lowering(_rmsnorm, "ReduceMean, Sqrt, Reciprocal, Mul"),
     "BatchNorm": Lowering(_batchnorm, "BatchNormalization"),
