@@ -705,15 +705,22 @@ class Elaborator:
             return e.id
         if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in INIT_KINDS:
             pos, kw = [], []
+
+            def number(a):
+                v = self.expr(ctx, a.value)
+                if not isinstance(v, HVal):
+                    raise ShapeError(f"the arguments of {e.func.id} are numbers, found {_describe(v)}", a.span)
+                return v
+
             for a in e.args:
                 if isinstance(a, A.PosArg):
-                    pos.append(self._hval(self.expr(ctx, a.value), a.span, e.func.id))
+                    pos.append(number(a))
                 elif isinstance(a, A.KwArg) and a.name == "mode" and isinstance(a.value, A.Name):
                     kw.append((a.name, a.value.id))
                 elif isinstance(a, A.KwArg):
-                    kw.append((a.name, self._hval(self.expr(ctx, a.value), a.span, a.name)))
+                    kw.append((a.name, number(a)))
                 else:
-                    raise ShapeError(f"{e.func.id} takes numbers", a.span)
+                    raise ShapeError(f"the arguments of {e.func.id} are numbers", a.span)
             return OpCall(e.func.id, (), positional=tuple(pos), kwargs=tuple(kw))
         head = e.func if isinstance(e, A.Call) else e
         if isinstance(head, A.Name) and (isinstance(e, A.Call) or ctx.peek(head.id) is None):

@@ -193,6 +193,8 @@ def test_init_round_trips_through_the_ir_text():
         ("Linear(x, d -> e, init = kaiming_normal(mode = fan_up))", "must be fan_in or fan_out"),
         ("Linear(x, d -> e, init = xavier_normal(gain = \"big\"))", "must be a number"),
         ("Param([d, e], init = zeros, std = 0.1)", "std goes with init = normal"),
+        ("Linear(x, d -> e, init = normal(x))", "the arguments of normal are numbers, found"),
+        ("Linear(x, d -> e, init = d)", "init names an initialisation"),
     ],
 )
 def test_bad_init_is_an_error_at_the_call(call, message):
