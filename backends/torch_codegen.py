@@ -377,7 +377,12 @@ class TorchGen:
                 here = f"{var}.shape[{i - t.rank}]"
                 what = f"input '{name}' axis '{ax.name}'"
                 if ax.size.is_static:
-                    size = cx.hv(HVal(ax.size.value, ax.code)) if ax.code else str(ax.size.value)
+                    # the hyperparameter expression, so the check follows the instance's
+                    # values; the number where the expression names no hyperparameter of
+                    # this model (IR text may say `8@d` in a model without `d`)
+                    size = str(ax.size.value)
+                    if ax.code and _names(ax.code) <= {pyname(h.name) for h in g.hyper} | {"math", "abs", "min", "max"}:
+                        size = cx.hv(HVal(ax.size.value, ax.code))
                     check(f"{here} != {size}", "ValueError", f"{what} must be ", f"{{{size}}}{shape}")
                     continue
                 sym = ax.size.bare_symbol()
@@ -498,6 +503,15 @@ def _is_literal(expr: str) -> bool:
         return True
     except (ValueError, SyntaxError):
         return False
+
+
+def _names(code: str) -> set[str]:
+    """The names a hyperparameter expression reads."""
+    try:
+        tree = pyast.parse(code, mode="eval")
+    except SyntaxError:
+        return {code}
+    return {n.id for n in pyast.walk(tree) if isinstance(n, pyast.Name)}
 
 
 def _safe_filename(path: str) -> str:
