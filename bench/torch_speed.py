@@ -3,6 +3,9 @@ and weights: forward and forward+backward latency on the CPU in float32, side by
 
 from __future__ import annotations
 
+import os
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +38,60 @@ def _train_step(m, x, y):
         F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).backward()
 
     return run
+
+
+_CHECK = re.compile(r"\n        if [^\n]*:\n            raise (?:ValueError|TypeError)\([^\n]*\)")
+
+
+def without_input_checks(source: str, model: str) -> str:
+    """The generated source with the model forward's input checks taken out."""
+    head = f"class {model}(nn.Module):"
+    at = source.index(head)
+    fwd = source.index("    def forward(", at)
+    body = source.index("\n", fwd)
+    end = body
+    while True:
+        m = _CHECK.match(source, end)
+        if m is None:
+            break
+        end = m.end()
+    if end == body:
+        raise ValueError(f"no input checks found in {model}.forward")
+    return source[:body] + source[end:]
+
+
+def input_check_cost(log, *, rounds: int = 200, quick: bool = False) -> dict:
+    """Forward time of a small GPT-2 (d=128, 2 layers, vocab 1000, batch 4×64) with the
+    model forward's input checks over the same module without them: paired ratio over many
+    alternating rounds, same weights, eval mode, no autograd."""
+    import types
+
+    import nncircuit
+
+    from .env import SPECS
+
+    rounds = 30 if quick else rounds
+    spec = nncircuit.load(os.path.join(SPECS, "transformer.nn"), "GPT2", vocab=1000, ctx=64, d=128, heads=4, layers=2, opt=2)
+    source = spec.torch_source()
+    mods = {}
+    for name, src in (("with checks", source), ("without checks", without_input_checks(source, "GPT2"))):
+        ns = types.ModuleType(f"bench_checks_{len(mods)}")
+        exec(compile(src, f"<{name}>", "exec"), ns.__dict__)
+        mods[name] = ns.GPT2(vocab=1000, ctx=64, d=128, heads=4, layers=2).eval()
+    mods["without checks"].load_state_dict(mods["with checks"].state_dict())
+    x = torch.randint(0, 1000, (4, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.equal(mods["with checks"](x), mods["without checks"](x)):
+            raise RuntimeError("the module without checks computes something else")
+    log(f"torch: input checks: {rounds} paired rounds")
+    stats = side_by_side({k: _forward(m, x) for k, m in mods.items()}, warmup=5, repeat=rounds, max_repeat=rounds)
+    ratio = paired_ratio(stats["with checks"], stats["without checks"])
+    return {
+        "config": "GPT2 d=128, heads=4, layers=2, vocab=1000, -O2; batch 4, seq 64; forward, eval, no_grad",
+        "threads": torch.get_num_threads(),
+        "times": {k: v.to_json() for k, v in stats.items()},
+        "ratio_with_over_without": ratio.ratio_json(),
+    }
 
 
 def run(quick: bool, log, budget: float | None = None) -> dict:
@@ -85,7 +142,11 @@ def run(quick: bool, log, budget: float | None = None) -> dict:
             }
         rows.append(row)
         del compiled, ref
+    checks = input_check_cost(log, quick=quick)
+    log(f"torch: input checks cost: with/without = {checks['ratio_with_over_without']['median']:.4f} "
+        f"(95% CI {checks['ratio_with_over_without']['ci95']})")
     return {
+        "input_checks": checks,
         "threads": THREADS,
         "tolerance": TOLERANCE,
         "warmup": warmup,

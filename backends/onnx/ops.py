@@ -304,8 +304,15 @@ def _linear(cx: OpCx):
 
 
 def _embedding(cx: OpCx):
-    (ids,) = cx.ins
-    return [cx.result(cx.b.op("Gather", [cx.weight("weight"), ids.name], axis=0))]
+    """Gather rows. ONNX Gather reads a negative id from the end of the table, where torch's
+    nn.Embedding raises: a negative id is sent past the end, so onnxruntime raises too
+    (`indices element out of data bounds`) and every backend refuses ids outside 0 .. N-1."""
+    b = cx.b
+    ids = b.cast(cx.ins[0], "int64")
+    num = b.const(np.array(int(cx.attrs["num"].value), dtype=np.int64))
+    zero = b.const(np.array(0, dtype=np.int64))
+    safe = b.op("Where", [b.op("Less", [ids.name, zero]), num, ids.name])
+    return [cx.result(b.op("Gather", [cx.weight("weight"), safe], axis=0))]
 
 
 def _to_end(b: Builder, x: Tensor, axes) -> tuple[Tensor, tuple[str, ...]]:
@@ -477,7 +484,7 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "gather": Lowering(_gather, "GatherElements (Expand to broadcast)"),
     "pad_to": Lowering(_pad_to, "Pad (negative pads crop)"),
     "Linear": Lowering(_linear, "MatMul, Add"),
-    "Embedding": Lowering(_embedding, "Gather"),
+    "Embedding": Lowering(_embedding, "Less, Where, Gather"),
     "LayerNorm": Lowering(_layernorm, "LayerNormalization", min_opset=17),
     "RMSNorm": Lowering(_rmsnorm, "ReduceMean, Sqrt, Reciprocal, Mul"),
     "BatchNorm": Lowering(_batchnorm, "BatchNormalization"),

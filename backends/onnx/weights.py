@@ -39,7 +39,8 @@ def shape_of(spec: ParamSpec) -> tuple[int, ...]:
 
 
 def init_param(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
-    """The seeded initial value of one parameter. Each tensor draws from its own stream,
+    """The seeded initial value of one parameter, drawn from the distribution its Init names
+    (fans computed as torch.nn.init computes them). Each tensor draws from its own stream,
     keyed by seed and name, so adding a layer does not change the others."""
     shape = shape_of(spec)
     digest = hashlib.sha256(name.encode()).digest()
@@ -47,20 +48,42 @@ def init_param(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
         [seed & 0xFFFFFFFF, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()]
     )
     init = spec.init
-    if init in ("uniform_fan_in", "kaiming_conv"):  # kaiming_uniform(a=sqrt(5)) has this bound too
-        fan_in = spec.fan_in or int(np.prod(shape[1:], dtype=np.int64)) or 1
-        bound = 1.0 / np.sqrt(fan_in)
+    kind = init.kind
+    fan_in, fan_out = _fans(shape)
+    if kind == "fan_in_uniform":
+        bound = 1.0 / np.sqrt(spec.fan_in or fan_in or 1)
         out = rng.uniform(-bound, bound, shape)
-    elif init == "normal" or init.startswith("normal:"):
-        std = float(init.split(":", 1)[1]) if ":" in init else 1.0
-        out = rng.standard_normal(shape) * std
-    elif init == "ones":
-        out = np.ones(shape)
-    elif init == "zeros":
-        out = np.zeros(shape)
+    elif kind == "normal":
+        out = rng.standard_normal(shape) * init.arg("std") + init.arg("mean")
+    elif kind == "uniform":
+        out = rng.uniform(init.arg("low"), init.arg("high"), shape)
+    elif kind in ("ones", "zeros", "constant"):
+        out = np.full(shape, {"ones": 1.0, "zeros": 0.0}.get(kind) if kind != "constant" else init.arg("value"))
+    elif kind in ("xavier_uniform", "xavier_normal"):
+        std = init.arg("gain") * np.sqrt(2.0 / max(fan_in + fan_out, 1))
+        if kind == "xavier_uniform":
+            out = rng.uniform(-np.sqrt(3.0) * std, np.sqrt(3.0) * std, shape)
+        else:
+            out = rng.standard_normal(shape) * std
+    elif kind in ("kaiming_uniform", "kaiming_normal"):
+        a = init.arg("a")
+        fan = fan_in if init.mode == "fan_in" else fan_out
+        std = np.sqrt(2.0 / (1 + a * a)) / np.sqrt(max(fan, 1))
+        if kind == "kaiming_uniform":
+            out = rng.uniform(-np.sqrt(3.0) * std, np.sqrt(3.0) * std, shape)
+        else:
+            out = rng.standard_normal(shape) * std
     else:
-        raise LoweringError(f"parameter '{name}': unknown initialisation '{init}'")
-    return out.astype(np.float32)
+        raise LoweringError(f"parameter '{name}': unknown initialisation '{kind}'")
+    return np.asarray(out, dtype=np.float32).reshape(shape)
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """torch.nn.init's fans: dim 1 times the receptive field in, dim 0 times it out."""
+    if len(shape) < 2:
+        return (shape[0] if shape else 1), (shape[0] if shape else 1)
+    receptive = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
 
 
 def load_weights(path: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import HVal
 
 from nncircuit.backends.structure import class_name, single_call_body
-from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, move
+from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, init_lines, move
 
 
 class Cx:
@@ -259,7 +259,10 @@ class TorchGen:
                     continue
                 if isinstance(code, tuple):  # a fused op building several modules: (attr, code)
                     lines.extend(f"        self.{pyname(m)} = {c}  {line}" for m, c in code)
-                    continue
+                else:
+                    lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
+                lines.extend(f"        {c}" for c in init_lines(n, cx))
+                continue
             lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
 
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
@@ -270,6 +273,8 @@ class TorchGen:
             cx.vars[Value(nid)] = var
             ins.append(var)
         lines.append(f"    def forward(self, {', '.join(ins)}):" if ins else "    def forward(self):")
+        if g is self.model:
+            lines.extend(self._input_checks(g, cx))
         last = None
         for n in g.nodes():
             if n.op == "input":
@@ -324,6 +329,66 @@ class TorchGen:
             lines.append(f"        return {outs[0]}")
         else:
             lines.append(f"        return {', '.join(outs)}")
+
+    def _input_checks(self, g: Graph, cx: Cx) -> list[str]:
+        """The model's forward refuses what the spec refuses: each input's rank, dtype kind,
+        static sizes (from the hyperparameters), multiples, and run-time sizes two inputs
+        share. Plain `if`s on `.shape`: free next to the forward pass, and torch.export and
+        torch.compile(fullgraph=True) turn them into guards (torch._check with a message
+        breaks both)."""
+        out: list[str] = []
+        dims = cx.dim_code()
+        owner = {}  # `x.shape[-1]` -> (input name, axis name): where a run-time size is read
+        for nid in g.inputs:
+            t = g.node(nid).type
+            for ax in t.axes:
+                owner[f"{cx.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"] = (g.node(nid).attrs["name"], ax.name)
+
+        def check(test: str, cls: str, text: str, dyn: str) -> None:
+            # spec names reach the code only through repr; `dyn` is generated code only
+            out.append(f"        if {test}:")
+            out.append(f"            raise {cls}({repr(g.name + ': ' + text)} f{repr(dyn)})")
+
+        for nid in g.inputs:
+            node = g.node(nid)
+            t, var, name = node.type, cx.vars[Value(nid)], node.attrs["name"]
+            axes = ", ".join(t.names)
+            shape = f"; got shape {{tuple({var}.shape)}}"
+            check(f"{var}.dim() != {t.rank}", "ValueError", f"input '{name}' must have {t.rank} axes [{axes}]", shape)
+            if t.dtype in ("float32", "float16", "bfloat16", "float64"):
+                test, kind = f"not {var}.is_floating_point()", "a floating-point tensor"
+            elif t.dtype in ("int64", "int32"):
+                test, kind = f"{var}.dtype not in (torch.int64, torch.int32)", "an integer tensor (int64 or int32)"
+            else:
+                test, kind = f"{var}.dtype != torch.bool", "a bool tensor"
+            check(test, "TypeError", f"input '{name}' [{axes}] must be {kind}", f"; got {{{var}.dtype}}")
+            for i, ax in enumerate(t.axes):
+                here = f"{var}.shape[{i - t.rank}]"
+                what = f"input '{name}' axis '{ax.name}'"
+                if ax.size.is_static:
+                    # the hyperparameter expression, so the check follows the instance's
+                    # values; the number where the expression names no hyperparameter of
+                    # this model (IR text may say `8@d` in a model without `d`)
+                    size = str(ax.size.value)
+                    if ax.code and _names(ax.code) <= {pyname(h.name) for h in g.hyper} | {"math", "abs", "min", "max"}:
+                        size = cx.hv(HVal(ax.size.value, ax.code))
+                    check(f"{here} != {size}", "ValueError", f"{what} must be ", f"{{{size}}}{shape}")
+                    continue
+                sym = ax.size.bare_symbol()
+                if sym is not None:
+                    m = ax.size.terms[0][0].multiple
+                    if m > 1:
+                        check(f"{here} % {m}", "ValueError", f"{what} must be a multiple of {m}", shape)
+                    if dims.get(sym) == here:
+                        continue  # this axis defines the run-time size
+                try:
+                    want = cx.size(ax.size)
+                except LoweringError:  # a size no input defines alone: the ops check it
+                    continue
+                first = owner.get(dims.get(sym, "")) if sym is not None else None
+                other = f"axis '{first[1]}' of input '{first[0]}'" if first else "the size of the other inputs' axes"
+                check(f"{here} != {want}", "ValueError", f"{what} must equal {other}", f" ({{{want}}}){shape}")
+        return out
 
     def _output(self, g: Graph, cx: Cx, v: Value) -> str:
         """A block output computed without its inputs (positions, a Param) has no lift
@@ -395,6 +460,15 @@ def _is_literal(expr: str) -> bool:
         return True
     except (ValueError, SyntaxError):
         return False
+
+
+def _names(code: str) -> set[str]:
+    """The names a hyperparameter expression reads."""
+    try:
+        tree = pyast.parse(code, mode="eval")
+    except SyntaxError:
+        return {code}
+    return {n.id for n in pyast.walk(tree) if isinstance(n, pyast.Name)}
 
 
 def _safe_filename(path: str) -> str:

@@ -7,6 +7,8 @@ import ast as pyast
 from dataclasses import dataclass
 from collections.abc import Callable
 
+from nncircuit.ops import registry
+from nncircuit.errors import LoweringError
 from nncircuit.ir.graph import Node
 from nncircuit.types.tensor import TensorType
 
@@ -175,7 +177,8 @@ def _select(n: Node, a, cx):
 
 def _topk(n: Node, a, cx):
     (t,) = cx.in_types(n)
-    return f"torch.topk({a[0]}, {cx.hv(n.attrs['k'])}, dim={dim(t, n.attrs['axis'])})"
+    cx.need_helper("top_k")
+    return f"_top_k({a[0]}, {cx.hv(n.attrs['k'])}, {dim(t, n.attrs['axis'])})"
 
 
 def _gather(n: Node, a, cx):
@@ -352,11 +355,67 @@ def _pool(fn: str):
 def _param_init(n: Node, cx):
     shape = ", ".join(cx.hv(s) for s in n.attrs["sizes"])
     init = n.attrs["init"]
-    if init == "zeros":
+    if init.kind == "zeros":
         return f"nn.Parameter(torch.zeros({shape}))"
-    if init == "ones":
+    if init.kind == "ones":
         return f"nn.Parameter(torch.ones({shape}))"
-    return f"nn.Parameter(torch.randn({shape}) * {n.attrs['std']!r})"
+    if _param_made_normal(init):
+        return f"nn.Parameter(torch.randn({shape}) * {cx.hv(init.args[0])})"
+    return f"nn.Parameter(torch.empty({shape}))"  # init_lines fills it
+
+
+def _param_made_normal(init) -> bool:
+    return init.kind == "normal" and init.args[1].value == 0
+
+
+def init_lines(n: Node, cx) -> list[str]:
+    """`nn.init` calls for the parameters of learned op n whose initialisation the spec
+    chose (the others keep what the module's constructor does, PyTorch's default)."""
+    opdef = registry.get(n.op)
+    out = []
+    for p in opdef.params(n.attrs, cx.in_types(n)):
+        if not p.explicit or p.buffer:
+            continue
+        if n.op == "Param" and (p.init.kind in ("zeros", "ones") or _param_made_normal(p.init)):
+            continue  # its constructor made it so
+        if "." in p.name:  # a fused op's parameter of another module: `q.weight`
+            owner, _, leaf = p.name.rpartition(".")
+            owner, target = f"self.{cx.pyname(owner)}", f"self.{cx.pyname(owner)}.{leaf}"
+        elif n.op == "Param" or (n.op == "Linear" and n.attrs["tied"] is not None):
+            owner = target = f"self.{cx.mod(n)}"
+        else:
+            owner, target = f"self.{cx.mod(n)}", f"self.{cx.mod(n)}.{p.name}"
+        out.append(_init_call(p.init, target, owner, n, cx))
+    return out
+
+
+def _init_call(init, target: str, owner: str, n: Node, cx) -> str:
+    a = [cx.hv(x) for x in init.args]
+    k = init.kind
+    if k in ("zeros", "ones"):
+        return f"nn.init.{k}_({target})"
+    if k == "constant":
+        return f"nn.init.constant_({target}, {a[0]})"
+    if k == "normal":
+        mean = "" if init.args[1].value == 0 else f"mean={a[1]}, "
+        return f"nn.init.normal_({target}, {mean}std={a[0]})"
+    if k == "uniform":
+        return f"nn.init.uniform_({target}, {a[0]}, {a[1]})"
+    if k in ("xavier_uniform", "xavier_normal"):
+        gain = "" if init.args[0].value == 1 else f", gain={a[0]}"
+        return f"nn.init.{k}_({target}{gain})"
+    if k in ("kaiming_uniform", "kaiming_normal"):
+        extra = "" if init.args[0].value == 0 else f", a={a[0]}"
+        if init.mode != "fan_in":
+            extra += f', mode="{init.mode}"'
+        return f"nn.init.{k}_({target}{extra})"
+    if k == "fan_in_uniform":  # PyTorch's bias default: ±1/sqrt(fan_in of the weight)
+        if n.op == "Linear" or target.endswith(".weight"):
+            fan = cx.hv(n.attrs["in_features"]) if n.op == "Linear" else f"{target}[0].numel()"
+        else:
+            fan = f"{owner}.weight[0].numel()"
+        return f"nn.init.uniform_({target}, -1 / math.sqrt({fan}), 1 / math.sqrt({fan}))"
+    raise LoweringError(f"no torch code for the initialisation '{k}'", n.span)
 
 
 # ---- fused ops (the optimizer's; nncircuit.ops.fused) --------------------------------------
@@ -488,6 +547,13 @@ def _gather_broadcast(src, idx, dim):
     src_shape, idx_shape = list(shape), list(shape)
     src_shape[dim], idx_shape[dim] = src.shape[dim], idx.shape[dim]
     return torch.gather(src.expand(src_shape), dim, idx.expand(idx_shape))
+''',
+    "top_k": '''
+def _top_k(x, k, dim):
+    """The k largest values along `dim`, largest first, and their indices. Among equal values
+    the lower index comes first (ONNX TopK's rule; torch.topk promises no order for ties)."""
+    values, indices = torch.sort(x, dim=dim, descending=True, stable=True)
+    return values.narrow(dim, 0, k), indices.narrow(dim, 0, k)
 ''',
     "linear_group": '''
 def _linear_group(x, layers, shapes):

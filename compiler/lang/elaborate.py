@@ -21,7 +21,7 @@ from nncircuit.errors import (
 from nncircuit.ir.graph import Graph, HyperParam, Value, call_types, check_repeat
 from nncircuit.lang.program import Program
 from nncircuit.names import pyname
-from nncircuit.ops.registry import AxisSpec, OpCall, OpDef
+from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
@@ -676,6 +676,8 @@ class Elaborator:
             return v.instance
         if a.name == "into" and isinstance(a.value, A.Name):
             return a.value.id
+        if a.name in ("init", "bias_init"):
+            return self.init_arg(ctx, a.value)
         v = self.expr(ctx, a.value)
         if isinstance(v, TupleV):
             if not all(isinstance(i, HVal) for i in v.items):
@@ -686,6 +688,44 @@ class Elaborator:
         if a.name == "to":
             return v.value
         return v
+
+    def init_arg(self, ctx: Ctx, e):
+        """`init = zeros`, `init = normal(0.02 / sqrt(2 * layers))`, `kaiming_normal(mode =
+        fan_out)`: the kind as a name and its arguments as values (the op checks them)."""
+        if isinstance(e, A.Name) and e.id in INIT_KINDS:
+            return e.id
+        if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in INIT_KINDS:
+            pos, kw = [], []
+
+            def number(a):
+                v = self.expr(ctx, a.value)
+                if not isinstance(v, HVal):
+                    raise ShapeError(f"the arguments of {e.func.id} are numbers, found {_describe(v)}", a.span)
+                return v
+
+            for a in e.args:
+                if isinstance(a, A.PosArg):
+                    pos.append(number(a))
+                elif isinstance(a, A.KwArg) and a.name == "mode" and isinstance(a.value, A.Name):
+                    kw.append((a.name, a.value.id))
+                elif isinstance(a, A.KwArg):
+                    kw.append((a.name, number(a)))
+                else:
+                    raise ShapeError(f"the arguments of {e.func.id} are numbers", a.span)
+            return OpCall(e.func.id, (), positional=tuple(pos), kwargs=tuple(kw))
+        head = e.func if isinstance(e, A.Call) else e
+        if isinstance(head, A.Name) and (isinstance(e, A.Call) or ctx.peek(head.id) is None):
+            raise ShapeError(
+                f"unknown initialisation '{head.id}'{did_you_mean(head.id, INIT_KINDS)}; "
+                f"known: {', '.join(sorted(INIT_KINDS))}",
+                head.span,
+            )
+        v = self.expr(ctx, e)
+        if isinstance(v, HVal) and isinstance(v.value, str):
+            return v
+        raise ShapeError(
+            f"init names an initialisation ({', '.join(sorted(INIT_KINDS))}), found {_describe(v)}", e.span
+        )
 
     def axis_specs(self, ctx: Ctx, refs) -> tuple[AxisSpec, ...]:
         out = []

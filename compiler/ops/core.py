@@ -508,7 +508,8 @@ register(
     OpDef(
         name="top_k",
         doc="The k largest values along an axis and their indices (a pair): the routing "
-        "primitive of mixtures of experts.",
+        "primitive of mixtures of experts. Largest first; among equal values the lower "
+        "index first, in every backend.",
         check=_topk_check,
         arity=1,
         kwargs=("k", "into"),

@@ -10,6 +10,8 @@ from dataclasses import replace
 from nncircuit.ops import registry
 from nncircuit.names import pyname
 from nncircuit.ops.registry import (
+    FAN_IN_UNIFORM,
+    TORCH_WEIGHT,
     OpCall,
     OpDef,
     ParamSpec,
@@ -150,6 +152,8 @@ def _linear_group_check(call: OpCall):
         "out_sizes": tuple(a["out_sizes"] for a in per),
         "out_axes": tuple(a["out_axes"] for a in per),
         "bias": first["bias"],
+        "init": tuple(a["init"] for a in per),  # each member's own initialisation
+        "bias_init": tuple(a["bias_init"] for a in per),
     }
     return attrs, tuple(outs)
 
@@ -158,10 +162,11 @@ def _linear_group_params(a, ins):
     out = []
     # named `member.weight`: a parameter of another module of the same block, as the
     # state_dict of the unfused model has it
-    for m, fin, fout in zip(a["members"], a["in_features"], a["out_features"]):
-        out.append(ParamSpec(f"{pyname(m)}.weight", (fout, fin), "uniform_fan_in", fan_in=int(fin.value)))
+    for m, fin, fout, w, b in zip(a["members"], a["in_features"], a["out_features"], a["init"], a["bias_init"]):
+        fan_in = int(fin.value)
+        out.append(ParamSpec(f"{pyname(m)}.weight", (fout, fin), w or TORCH_WEIGHT, fan_in=fan_in, explicit=w is not None))
         if a["bias"]:
-            out.append(ParamSpec(f"{pyname(m)}.bias", (fout,), "uniform_fan_in", fan_in=int(fin.value)))
+            out.append(ParamSpec(f"{pyname(m)}.bias", (fout,), b or FAN_IN_UNIFORM, fan_in=fan_in, explicit=b is not None))
     return tuple(out)
 
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 import math
 
 from nncircuit.ops.registry import (
+    FAN_IN_UNIFORM,
+    ONES,
+    STD_NORMAL,
+    TORCH_WEIGHT,
+    ZEROS,
     Attrs,
     OpCall,
     OpDef,
@@ -17,6 +22,7 @@ from nncircuit.ops.registry import (
     new_axis,
     numel,
     over_names,
+    parse_init,
     product_hval,
     register,
     replace_axes,
@@ -53,17 +59,31 @@ def _linear_check(call: OpCall):
         "out_sizes": tuple(s.size for s in call.dst),
         "bias": bias,
         "tied": tied,
+        "init": parse_init("Linear", "init", call.kw("init"), ndim=2),
+        "bias_init": parse_init("Linear", "bias_init", call.kw("bias_init"), ndim=1),
     }
+    if tied is not None and attrs["init"] is not None:
+        raise fail("Linear: a tied Linear has no weight of its own to initialise; drop init")
+    if not bias and attrs["bias_init"] is not None:
+        raise fail("Linear: bias_init given but bias = false")
     return attrs, (out_type,)
+
+
+def _chosen(given, default):
+    """(init, explicit): the spec's choice, else the op's PyTorch default."""
+    return (given, True) if given is not None else (default, False)
 
 
 def _linear_params(a: Attrs, ins):
     fan_in = int(a["in_features"].value)
     out = []
     if a["tied"] is None:
-        out.append(ParamSpec("weight", (a["out_features"], a["in_features"]), "uniform_fan_in", fan_in=fan_in))
+        w, wx = _chosen(a["init"], TORCH_WEIGHT)
+        out.append(ParamSpec("weight", (a["out_features"], a["in_features"]), w, fan_in=fan_in, explicit=wx))
     if a["bias"]:
-        out.append(ParamSpec("bias", (a["out_features"],), "uniform_fan_in", fan_in=fan_in))
+        # a tied Linear's bias is a bare nn.Parameter made as zeros
+        b, bx = _chosen(a["bias_init"], FAN_IN_UNIFORM if a["tied"] is None else ZEROS)
+        out.append(ParamSpec("bias", (a["out_features"],), b, fan_in=fan_in, explicit=bx))
     return tuple(out)
 
 
@@ -81,7 +101,7 @@ register(
         learned=True,
         params=_linear_params,
         flops=_linear_flops,
-        kwargs=("bias", "tied"),
+        kwargs=("bias", "tied", "init", "bias_init"),
         takes=frozenset({"map"}),
         glyph="L",
         example="x |> Linear(d -> [heads, dh])",
@@ -105,18 +125,23 @@ def _embedding_check(call: OpCall):
     out = new_axis("Embedding", dst)
     if t.has(out.name):
         raise fail(f"Embedding: the ids {t} already have an axis '{out.name}'")
-    attrs = {"num": src.size, "out_axis": out, "dim": dst.size}
+    attrs = {"num": src.size, "out_axis": out, "dim": dst.size,
+             "init": parse_init("Embedding", "init", call.kw("init"), ndim=2)}
     return attrs, (TensorType(t.axes + (out,), "float32"),)
 
 
 register(
     OpDef(
         name="Embedding",
-        doc="A lookup table: integer ids of any axes in, one new axis of vectors out.",
+        doc="A lookup table: integer ids of any axes in, one new axis of vectors out. "
+        "An id outside 0 .. N-1 (a negative one too) is an error in every backend.",
         check=_embedding_check,
         arity=1,
         learned=True,
-        params=lambda a, ins: (ParamSpec("weight", (a["num"], a["dim"]), "normal"),),
+        params=lambda a, ins: (
+            ParamSpec("weight", (a["num"], a["dim"]), a["init"] or STD_NORMAL, explicit=a["init"] is not None),
+        ),
+        kwargs=("init",),
         takes=frozenset({"map"}),
         glyph="E",
         example="tokens |> Embedding(vocab -> d)",
@@ -143,16 +168,24 @@ def _norm_check(call: OpCall):
         "eps": as_float(call.op, "eps", call.kw("eps", default_eps)),
         "affine": as_bool(call.op, "affine", call.kw("affine", True)),
         "bias": as_bool(call.op, "bias", call.kw("bias", call.op == "LayerNorm")),
+        "init": parse_init(call.op, "init", call.kw("init"), ndim=len(sizes)),
+        "bias_init": parse_init(call.op, "bias_init", call.kw("bias_init"), ndim=len(sizes)),
     }
+    if (attrs["init"] or attrs["bias_init"]) is not None and not attrs["affine"]:
+        raise fail(f"{call.op}: affine = false has no parameters to initialise")
+    if attrs["bias_init"] is not None and not attrs["bias"]:
+        raise fail(f"{call.op}: bias_init given but the norm has no bias")
     return attrs, (t,)
 
 
 def _norm_params(a: Attrs, ins):
     if not a["affine"]:
         return ()
-    out = [ParamSpec("weight", a["shape"], "ones")]
+    w, wx = _chosen(a["init"], ONES)
+    out = [ParamSpec("weight", a["shape"], w, explicit=wx)]
     if a["bias"]:
-        out.append(ParamSpec("bias", a["shape"], "zeros"))
+        b, bx = _chosen(a["bias_init"], ZEROS)
+        out.append(ParamSpec("bias", a["shape"], b, explicit=bx))
     return tuple(out)
 
 
@@ -168,7 +201,7 @@ for _name, _doc in (
             arity=1,
             learned=True,
             params=_norm_params,
-            kwargs=("eps", "affine", "bias"),
+            kwargs=("eps", "affine", "bias", "init", "bias_init"),
             takes=frozenset({"over"}),
             figure="circle",
             glyph="○",
@@ -190,6 +223,8 @@ def _batchnorm_check(call: OpCall):
         "num": size_hval(ax, spec),
         "eps": as_float("BatchNorm", "eps", call.kw("eps", 1e-5)),
         "momentum": as_float("BatchNorm", "momentum", call.kw("momentum", 0.1)),
+        "init": parse_init("BatchNorm", "init", call.kw("init"), ndim=1),
+        "bias_init": parse_init("BatchNorm", "bias_init", call.kw("bias_init"), ndim=1),
     }
     return attrs, (t,)
 
@@ -203,12 +238,12 @@ register(
         arity=1,
         learned=True,
         params=lambda a, ins: (
-            ParamSpec("weight", (a["num"],), "ones"),
-            ParamSpec("bias", (a["num"],), "zeros"),
-            ParamSpec("running_mean", (a["num"],), "zeros", buffer=True),
-            ParamSpec("running_var", (a["num"],), "ones", buffer=True),
+            ParamSpec("weight", (a["num"],), a["init"] or ONES, explicit=a["init"] is not None),
+            ParamSpec("bias", (a["num"],), a["bias_init"] or ZEROS, explicit=a["bias_init"] is not None),
+            ParamSpec("running_mean", (a["num"],), ZEROS, buffer=True),
+            ParamSpec("running_var", (a["num"],), ONES, buffer=True),
         ),
-        kwargs=("eps", "momentum"),
+        kwargs=("eps", "momentum", "init", "bias_init"),
         positional=("axis",),
         traits=frozenset({"stateful"}),
         figure="circle",
@@ -321,7 +356,11 @@ def _conv_common(call: OpCall, transposed: bool):
         "dilation": dilation,
         "groups": groups,
         "bias": as_bool(op, "bias", call.kw("bias", True)),
+        "init": parse_init(op, "init", call.kw("init"), ndim=2 + n),
+        "bias_init": parse_init(op, "bias_init", call.kw("bias_init"), ndim=1),
     }
+    if not attrs["bias"] and attrs["bias_init"] is not None:
+        raise fail(f"{op}: bias_init given but bias = false")
     if transposed:
         attrs["output_padding"] = out_pad
     return attrs, (t.with_axes(axes),)
@@ -339,9 +378,11 @@ def _conv_params(a: Attrs, ins):
         per = HVal(cin.value // g, f"({cin.expr}) // ({a['groups'].expr})")
         shape = (cout, per) + k
         fan_in = per.value * math.prod(x.value for x in k)
-    out = [ParamSpec("weight", shape, "uniform_fan_in", fan_in=fan_in)]
+    w, wx = _chosen(a["init"], TORCH_WEIGHT)
+    out = [ParamSpec("weight", shape, w, fan_in=fan_in, explicit=wx)]
     if a["bias"]:
-        out.append(ParamSpec("bias", (cout,), "uniform_fan_in", fan_in=fan_in))
+        b, bx = _chosen(a["bias_init"], FAN_IN_UNIFORM)
+        out.append(ParamSpec("bias", (cout,), b, fan_in=fan_in, explicit=bx))
     return tuple(out)
 
 
@@ -353,7 +394,7 @@ def _conv_flops(a, ins, outs, env):
     return 2 * numel(outs[0], env) * int(a["in_channels"].value) // g * k
 
 
-_CONV_KW = ("kernel", "stride", "padding", "dilation", "groups", "bias")
+_CONV_KW = ("kernel", "stride", "padding", "dilation", "groups", "bias", "init", "bias_init")
 register(
     OpDef(
         name="Conv",
@@ -439,25 +480,27 @@ def _param_check(call: OpCall):
     if call.axes is None:
         raise fail("Param needs its axes: Param([seq: n, d])")
     axes = tuple(new_axis("Param", s) for s in call.axes)
-    init = call.kw("init", HVal.const("normal"))
-    init_v = init.value if isinstance(init, HVal) else init
-    if init_v not in ("normal", "zeros", "ones"):
-        raise fail(f"Param: init must be \"normal\", \"zeros\" or \"ones\", found {init_v!r}")
-    std = as_float("Param", "std", call.kw("std", 1.0))
-    attrs = {"axes": axes, "sizes": tuple(s.size for s in call.axes), "init": init_v, "std": std}
+    init = parse_init("Param", "init", call.kw("init", "normal"), ndim=len(axes))
+    std = call.kw("std")
+    if std is not None:  # `std = S`: the older spelling of init = normal(S)
+        if init.kind != "normal" or call.kw("init") not in (None, "normal", HVal.const("normal")):
+            raise fail("Param: std goes with init = normal; write init = normal(STD) instead")
+        as_float("Param", "std", std)
+        init = parse_init("Param", "init", OpCall("normal", (), positional=(std,)), ndim=len(axes))
+    attrs = {"axes": axes, "sizes": tuple(s.size for s in call.axes), "init": init}
     return attrs, (TensorType(axes, "float32"),)
 
 
 def _param_params(a: Attrs, ins):
-    init = a["init"] if a["init"] != "normal" else f"normal:{a['std']}"
-    return (ParamSpec("weight", a["sizes"], init),)
+    return (ParamSpec("weight", a["sizes"], a["init"], explicit=True),)
 
 
 register(
     OpDef(
         name="Param",
         doc="A free learned tensor with the given axes (class tokens, position tables). "
-        "init = \"normal\" (with std), \"zeros\" or \"ones\".",
+        "init = normal(STD) (the default: normal(1)), zeros, ones, uniform(B), ...; "
+        "`std = S` is short for init = normal(S).",
         check=_param_check,
         arity=0,
         learned=True,
@@ -466,7 +509,7 @@ register(
         takes=frozenset({"axes"}),
         traits=frozenset({"view"}),
         glyph="θ",
-        example="pos = Param([seq: n, d], std = 0.02)",
+        example="pos = Param([seq: n, d], init = normal(0.02))",
     )
 )
 

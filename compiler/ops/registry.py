@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
-from nncircuit.errors import ShapeError
+from nncircuit.errors import ShapeError, did_you_mean
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import FLOAT_DTYPES, Axis, HVal, TensorType
 
@@ -75,15 +75,150 @@ class OpCall:
         return default
 
 
+# How a parameter's initial values are drawn: the kind and the names of its arguments, in
+# the order a spec gives them positionally (with their defaults; None: required).
+INIT_KINDS: dict[str, tuple[tuple[str, float | None], ...]] = {
+    "zeros": (),
+    "ones": (),
+    "constant": (("value", None),),
+    "normal": (("std", 1.0), ("mean", 0.0)),
+    "uniform": (("low", None), ("high", None)),  # uniform(b) is uniform(-b, b)
+    "xavier_uniform": (("gain", 1.0),),
+    "xavier_normal": (("gain", 1.0),),
+    "kaiming_uniform": (("a", 0.0),),  # gain sqrt(2 / (1 + a²)), PyTorch's leaky_relu rule
+    "kaiming_normal": (("a", 0.0),),
+    "fan_in_uniform": (),  # uniform(±1/sqrt(fan_in)): PyTorch's Linear/Conv bias default
+}
+FAN_INITS = frozenset({"xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"})
+INIT_MODES = ("fan_in", "fan_out")
+
+
+@dataclass(frozen=True)
+class Init:
+    """A parameter's initial distribution. `args` follow INIT_KINDS[kind] (all given, as
+    HVals, so generated code keeps hyperparameter expressions); `mode` is the fan the
+    kaiming kinds scale by."""
+
+    kind: str
+    args: tuple[HVal, ...] = ()
+    mode: str = "fan_in"
+
+    def __post_init__(self):
+        if self.kind not in INIT_KINDS:
+            raise ShapeError(f"unknown initialisation '{self.kind}'")
+        if len(self.args) != len(INIT_KINDS[self.kind]):
+            raise ShapeError(f"initialisation {self.kind} needs {len(INIT_KINDS[self.kind])} argument(s)")
+        if self.mode not in INIT_MODES:
+            raise ShapeError(f"initialisation mode must be fan_in or fan_out, found {self.mode!r}")
+
+    def arg(self, name: str) -> float:
+        names = [n for n, _ in INIT_KINDS[self.kind]]
+        return float(self.args[names.index(name)].value)
+
+    def __str__(self) -> str:
+        parts = [a.expr for a in self.args]
+        if self.mode != "fan_in":
+            parts.append(f"mode = {self.mode}")
+        return f"{self.kind}({', '.join(parts)})" if parts else self.kind
+
+
+def _num(v: float) -> HVal:
+    return HVal.const(v)
+
+
+ZEROS = Init("zeros")
+ONES = Init("ones")
+FAN_IN_UNIFORM = Init("fan_in_uniform")
+# nn.Linear / nn.Conv weight: kaiming_uniform(a=sqrt(5)), i.e. uniform(±1/sqrt(fan_in))
+TORCH_WEIGHT = Init("kaiming_uniform", (HVal(math.sqrt(5), "math.sqrt(5)"),))
+STD_NORMAL = Init("normal", (_num(1.0), _num(0.0)))
+
+
+def parse_init(op: str, key: str, v, *, ndim: int) -> Init | None:
+    """The Init a call's `init`/`bias_init` argument names (None when absent): a bare kind
+    (`zeros`), a call of one (`normal(0.02)`, `kaiming_normal(mode = fan_out)`), or a string
+    (`"zeros"`, as Param's older form). `ndim`: the rank of the parameter it applies to."""
+    if v is None:
+        return None
+    if isinstance(v, HVal) and isinstance(v.value, str):
+        v = v.value
+    if isinstance(v, str):
+        kind, pos, kw = v, (), ()
+    elif isinstance(v, OpCall) and v.src is None and v.over is None and v.axes is None:
+        kind, pos, kw = v.op, v.positional, v.kwargs
+    else:
+        raise fail(f"{op}: {key} must name an initialisation, e.g. {key} = normal(0.02); found {v!r}")
+    if kind not in INIT_KINDS:
+        raise fail(
+            f"{op}: unknown initialisation '{kind}' for {key}{did_you_mean(kind, tuple(INIT_KINDS))}; "
+            f"known: {', '.join(sorted(INIT_KINDS))}"
+        )
+    spec = INIT_KINDS[kind]
+    names = [n for n, _ in spec]
+    given: dict[str, HVal] = {}
+    if len(pos) > len(spec):
+        raise fail(f"{op}: {kind} takes at most {len(spec)} argument(s) ({', '.join(names) or 'none'}), found {len(pos)}")
+    for name, p in zip(names, pos):
+        if not isinstance(p, HVal):
+            raise fail(f"{op}: the argument '{name}' of {kind} must be a number")
+        given[name] = p
+    mode = "fan_in"
+    for k, val in kw:
+        if k == "mode" and kind.startswith("kaiming"):
+            mode = val.value if isinstance(val, HVal) else val
+            if mode not in INIT_MODES:
+                raise fail(f"{op}: mode of {kind} must be fan_in or fan_out, found {mode!r}")
+        elif k in names and k not in given and isinstance(val, HVal):
+            given[k] = val
+        else:
+            raise fail(f"{op}: {kind} has no argument '{k}'" + (f"; it takes {', '.join(names)}" if names else ""))
+    if kind == "uniform" and "low" in given and "high" not in given:  # uniform(b): ±b
+        b = given["low"]
+        given = {"low": HVal(-_number(op, kind, "low", b), f"-({b.expr})"), "high": b}
+    args = []
+    for name, default in spec:
+        if name in given:
+            _number(op, kind, name, given[name])
+            args.append(given[name])
+        elif default is None:
+            raise fail(f"{op}: {kind} needs its argument '{name}', e.g. {key} = {kind}(0.1)")
+        else:
+            args.append(_num(default))
+    init = Init(kind, tuple(args), mode)
+    if kind in ("normal",) and init.arg("std") < 0:
+        raise fail(f"{op}: the std of {key} must not be negative, found {init.arg('std')}")
+    if kind == "uniform" and init.arg("low") > init.arg("high"):
+        raise fail(f"{op}: uniform needs low <= high, found {init.arg('low')} > {init.arg('high')}")
+    if kind in FAN_INITS and ndim < 2:
+        raise fail(f"{op}: {kind} needs a parameter of at least two axes (it scales by fan-in/out); "
+                   f"{key} applies to one of {ndim}")
+    return init
+
+
+def _number(op: str, kind: str, name: str, v: HVal) -> float:
+    if isinstance(v.value, bool) or not isinstance(v.value, (int, float)):
+        raise fail(f"{op}: the argument '{name}' of {kind} must be a number, found {v.value!r}")
+    if not math.isfinite(float(v.value)):
+        raise fail(f"{op}: the argument '{name}' of {kind} must be finite")
+    return float(v.value)
+
+
 @dataclass(frozen=True)
 class ParamSpec:
-    """A learned tensor (or buffer) an op owns; shape in PyTorch's layout."""
+    """A learned tensor (or buffer) an op owns; shape in PyTorch's layout. `init` is its
+    initial distribution; `explicit` says the spec chose it (the torch backend emits code
+    for those; the others are what the torch module's constructor does already)."""
 
     name: str
     shape: tuple[HVal, ...]
-    init: str  # "uniform_fan_in" | "normal" | "ones" | "zeros" | "normal:STD" | "kaiming_conv"
+    init: Init
     buffer: bool = False
     fan_in: int = 0
+    explicit: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.init, Init):
+            raise TypeError(f"ParamSpec {self.name}: init must be an Init, found {self.init!r}")
 
     @property
     def numel(self) -> int:
