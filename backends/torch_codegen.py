@@ -315,8 +315,8 @@ class TorchGen:
                     lines.append(f"        for _ in range({cx.hv(n.attrs['count'])}):")
                     lines.append(f"            {lhs} = self.{pyname(n.module)}({call_args})")
                 else:
-                    lines.append(f"        for layer in self.{pyname(n.module)}:")
-                    lines.append(f"            {lhs} = layer({call_args})")
+                    lines.append(f"        for _layer in self.{pyname(n.module)}:")
+                    lines.append(f"            {lhs} = _layer({call_args})")
                 if k > 1:
                     lines.append(f"        {var} = ({lhs},)")
             else:
@@ -356,7 +356,7 @@ class TorchGen:
         name = pyname(base)
         k = 1
         cand = name
-        while cand in cx.used_vars or cand in ("layer", "self"):
+        while cand in cx.used_vars or cand == "self":
             cand = f"{name}_{k}"
             k += 1
         cx.used_vars.add(cand)

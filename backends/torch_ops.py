@@ -350,7 +350,8 @@ def _pool(fn: str):
 
 
 def _param_init(n: Node, cx):
-    shape = ", ".join(cx.hv(s) for s in n.attrs["sizes"])
+    # a scalar Param([]) has the empty shape: torch.ones() with no size is an error
+    shape = ", ".join(cx.hv(s) for s in n.attrs["sizes"]) or "()"
     init = n.attrs["init"]
     if init == "zeros":
         return f"nn.Parameter(torch.zeros({shape}))"

@@ -149,7 +149,8 @@ def bind(
     problems += bad[:5] + ([f"{len(bad) - 5} more tensors differ"] if len(bad) > 5 else [])
     if problems:
         raise LoweringError("weights do not match the spec: " + "; ".join(problems))
-    return {name: np.ascontiguousarray(given[name], dtype=np.float32) for name in params}
+    # not np.ascontiguousarray: it makes a scalar (Param([])) one-dimensional
+    return {name: np.asarray(given[name], dtype=np.float32, order="C") for name in params}
 
 
 def _list(names: list[str], limit: int = 5) -> str:

@@ -106,3 +106,73 @@ def test_scalar_functions_still_compute_on_numbers():
         }
     """)
     assert spec.graph.hyper[1].value.value == 4.0 + 1.0 + 0.0 + 2 + 1 + 3
+
+
+# ---- 9. Param([]), repeat ... as layer, eps, output_padding ------------------------------
+
+
+@pytest.mark.parametrize("init", ["normal", "ones", "zeros"])
+def test_scalar_param_builds_and_both_backends_agree(init):
+    spec = load(f"""
+        model M() {{
+            in  x: [batch, d: 3]
+            p = Param([], init = "{init}")
+            out x * p
+        }}
+    """)
+    assert spec.module().state_dict()["p"].shape == ()
+    ref, got = run_both(spec)
+    assert got[0].shape == ref[0].shape == (2, 3)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)
+
+
+def test_repeat_named_layer_keeps_its_name_in_the_state_dict():
+    spec = load("""
+        model M() {
+            in  x: [batch, d: 3]
+            repeat 2 as layer { x = Linear(x, d -> d: 3) |> relu }
+            out x
+        }
+    """)
+    keys = list(spec.module().state_dict())
+    assert keys == ["layer.0.linear.weight", "layer.0.linear.bias", "layer.1.linear.weight", "layer.1.linear.bias"]
+    ref, got = run_both(spec)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("call", [
+    "LayerNorm(x, over d, eps = -1)", "LayerNorm(x, over d, eps = 0)", "RMSNorm(x, over d, eps = -1e-6)",
+    "BatchNorm(x, d, eps = -1)",
+])
+def test_non_positive_eps_is_refused_at_its_call(call):
+    with pytest.raises(ShapeError, match="eps must be a positive number") as e:
+        load(f"""
+            model M() {{
+                in  x: [batch, d: 3]
+                out {call}
+            }}
+        """)
+    assert (e.value.span.line, e.value.span.col) == (4, 9)
+
+
+@pytest.mark.parametrize("kw", ["stride = 2, output_padding = 2", "stride = 1, dilation = 2, output_padding = 1"])
+def test_conv_transpose_output_padding_must_be_below_the_stride(kw):
+    with pytest.raises(ShapeError, match="output_padding on 'h' must be smaller than the stride"):
+        load(f"""
+            model M() {{
+                in  x: [batch, c: 2, h: 8]
+                out ConvTranspose(x, c -> c: 2, kernel = 3, {kw}, over h)
+            }}
+        """)
+
+
+def test_conv_transpose_output_padding_below_the_stride_runs_in_both_backends():
+    spec = load("""
+        model M() {
+            in  x: [batch, c: 2, h: 8]
+            out ConvTranspose(x, c -> c: 2, kernel = 3, stride = 3, dilation = 2, output_padding = 2, over h)
+        }
+    """)
+    ref, got = run_both(spec)
+    assert ref[0].shape == (2, 2, 28)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
