@@ -150,13 +150,22 @@ def _reduce(method: str):
     return Lowering(fwd)
 
 
+def _causal_diagonal(x: str, t: TensorType, q: str, k: str) -> str:
+    """Where the causal mask starts: aligned at the end (bottom-right), so that with a key/value
+    cache query i stands at key position i + (key - query). One when the type says the two
+    axes have the same size."""
+    if t.axis(q).size == t.axis(k).size:
+        return "1"
+    return f"{x}.shape[{dim(t, k)}] - {x}.shape[{dim(t, q)}] + 1"
+
+
 def _causal(n: Node, a, cx):
     t = n.type
     q, k = n.attrs["query"], n.attrs["key"]
     x = a[0]
     mask = (
         f"torch.ones({x}.shape[{dim(t, q)}], {x}.shape[{dim(t, k)}], dtype=torch.bool, "
-        f"device={x}.device).triu(1)"
+        f"device={x}.device).triu({_causal_diagonal(x, t, q, k)})"
     )
     mtype = TensorType(tuple(ax for ax in t.axes if ax.name in (q, k)), "bool")
     mtype = mtype if mtype.names == (q, k) else mtype.with_axes((mtype.axis(q), mtype.axis(k)))
@@ -370,7 +379,15 @@ def _attention(n: Node, a, cx):
     qq = move(a[0], q.names, b + (at["query"], at["feature"]))
     kk = move(a[1], k.names, b + (at["key"], at["feature"]))
     vv = move(a[2], v.names, b + (at["key"], at["value_feature"]))
-    causal = ", is_causal=True" if at["causal"] else ""
+    causal = ""
+    if at["causal"] and q.axis(at["query"]).size == k.axis(at["key"]).size:
+        causal = ", is_causal=True"
+    elif at["causal"]:
+        # is_causal aligns the mask top-left; the causal op aligns it bottom-right (a query
+        # stands at the end of a longer key), so the mask is given: True where attending
+        nq, nk = f"{qq}.shape[-2]", f"{kk}.shape[-2]"
+        causal = (f", attn_mask=torch.ones({nq}, {nk}, dtype=torch.bool, device={a[0]}.device)"
+                  f".tril({nk} - {nq})")
     y = f"F.scaled_dot_product_attention({qq}, {kk}, {vv}{causal}, scale={cx.hv(at['scale'])})"
     return move(y, b + (at["query"], at["value_feature"]), n.type.names)
 

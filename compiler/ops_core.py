@@ -426,7 +426,9 @@ register(
     OpDef(
         name="causal",
         doc="Sets scores to -inf where the key position (second axis) is after the query "
-        "position (first axis).",
+        "position (first axis), lined up at the end: with more keys than queries (a decode step "
+        "with a key/value cache) query i stands at key position i + (key − seq), as in "
+        "FlashAttention and Hugging Face.",
         check=_causal_check,
         arity=1,
         takes=frozenset({"over"}),

@@ -11,7 +11,7 @@ import torch
 import nncircuit
 from helpers import random_inputs
 from nncircuit.backends.onnx_export import build
-from nncircuit.errors import NNError, ShapeError
+from nncircuit.errors import ShapeError
 
 
 def load(src: str, model=None, **params):
@@ -176,3 +176,46 @@ def test_conv_transpose_output_padding_below_the_stride_runs_in_both_backends():
     ref, got = run_both(spec)
     assert ref[0].shape == (2, 2, 28)
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+# ---- 4. causal lines the mask up at the end (bottom-right) ------------------------------------
+
+
+DECODE = """
+    model Decode(d = 4) {
+        in  q: [batch, seq, d], k: [batch, key, d], v: [batch, key, d]
+        w = softmax(causal(einsum(q, k -> [batch, seq, key]) / 2.0, over [seq, key]), over key)
+        out einsum(w, v -> [batch, seq, d])
+    }
+"""
+
+
+@pytest.mark.parametrize("opt", [0, 2])
+@pytest.mark.parametrize("seq, key", [(3, 7), (1, 5), (4, 4)])
+def test_causal_aligns_queries_with_the_end_of_a_longer_key(opt, seq, key):
+    spec = nncircuit.load("test.nn", text=textwrap.dedent(DECODE), opt=opt)
+    assert (opt == 2) == any(n.op == "attention" for n in spec.graph.nodes())
+    ref, got = run_both(spec, sizes={"seq": seq, "key": key})
+    q, k, v = random_inputs(spec, {"seq": seq, "key": key})
+    # query i stands at key position i + (key - seq): it sees keys 0 .. i + key - seq
+    visible = torch.ones(seq, key, dtype=torch.bool).tril(key - seq)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=0.5).numpy()
+    np.testing.assert_allclose(ref[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_causal_self_attention_keeps_the_plain_forms():
+    # seq renamed to key: one size by type, so the fused path keeps is_causal=True
+    src = textwrap.dedent("""
+        model Self(d = 4) {
+            in  x: [batch, seq, d]
+            k = x rename seq -> key
+            w = softmax(causal(einsum(x, k -> [batch, seq, key]), over [seq, key]), over key)
+            out einsum(w, k -> [batch, seq, d])
+        }
+    """)
+    assert ".triu(1)" in nncircuit.load("test.nn", text=src).torch_source()
+    spec = nncircuit.load("test.nn", opt=2, text=src)
+    assert "is_causal=True" in spec.torch_source() and "attn_mask" not in spec.torch_source()
+    ref, got = run_both(spec, sizes={"seq": 5})
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
