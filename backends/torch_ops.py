@@ -379,15 +379,13 @@ def _attention(n: Node, a, cx):
     qq = move(a[0], q.names, b + (at["query"], at["feature"]))
     kk = move(a[1], k.names, b + (at["key"], at["feature"]))
     vv = move(a[2], v.names, b + (at["key"], at["value_feature"]))
-    causal = ""
-    if at["causal"] and q.axis(at["query"]).size == k.axis(at["key"]).size:
-        causal = ", is_causal=True"
-    elif at["causal"]:
-        # is_causal aligns the mask top-left; the causal op aligns it bottom-right (a query
-        # stands at the end of a longer key), so the mask is given: True where attending
-        nq, nk = f"{qq}.shape[-2]", f"{kk}.shape[-2]"
-        causal = (f", attn_mask=torch.ones({nq}, {nk}, dtype=torch.bool, device={a[0]}.device)"
-                  f".tril({nk} - {nq})")
+    if at["causal"] and q.axis(at["query"]).size != k.axis(at["key"]).size:
+        # SDPA's is_causal lines the mask up top-left, the causal op bottom-right: the two
+        # agree only when query and key have one size, which the types do not promise here
+        cx.need_helper("causal_attention")
+        y = f"_causal_attention({qq}, {kk}, {vv}, {cx.hv(at['scale'])})"
+        return move(y, b + (at["query"], at["value_feature"]), n.type.names)
+    causal = ", is_causal=True" if at["causal"] else ""
     y = f"F.scaled_dot_product_attention({qq}, {kk}, {vv}{causal}, scale={cx.hv(at['scale'])})"
     return move(y, b + (at["query"], at["value_feature"]), n.type.names)
 
@@ -516,6 +514,16 @@ def _linear_group(x, layers, shapes):
     bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
     parts = F.linear(x, weight, bias).split([m.out_features for m in layers], -1)
     return tuple(p if s is None else p.unflatten(-1, s) for p, s in zip(parts, shapes))
+''',
+    "causal_attention": '''
+def _causal_attention(q, k, v, scale):
+    """Causal scaled dot-product attention with the mask lined up at the end (bottom-right):
+    with more keys than queries (a key/value cache) query i stands at key i + (keys - queries)."""
+    nq, nk = q.shape[-2], k.shape[-2]
+    if nq == nk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    mask = torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril(nk - nq)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 ''',
     "channels_first": '''
 def _channels_first(fn, x, k):

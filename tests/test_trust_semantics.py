@@ -185,7 +185,7 @@ DECODE = """
     model Decode(d = 4) {
         in  q: [batch, seq, d], k: [batch, key, d], v: [batch, key, d]
         w = softmax(causal(einsum(q, k -> [batch, seq, key]) / 2.0, over [seq, key]), over key)
-        out einsum(w, v -> [batch, seq, d])
+        out einsum(w, v, over key)
     }
 """
 
@@ -195,6 +195,7 @@ DECODE = """
 def test_causal_aligns_queries_with_the_end_of_a_longer_key(opt, seq, key):
     spec = nncircuit.load("test.nn", text=textwrap.dedent(DECODE), opt=opt)
     assert (opt == 2) == any(n.op == "attention" for n in spec.graph.nodes())
+    assert (opt == 2) == ("_causal_attention(" in spec.torch_source())  # not SDPA's is_causal
     ref, got = run_both(spec, sizes={"seq": seq, "key": key})
     q, k, v = random_inputs(spec, {"seq": seq, "key": key})
     # query i stands at key position i + (key - seq): it sees keys 0 .. i + key - seq
@@ -211,7 +212,7 @@ def test_causal_self_attention_keeps_the_plain_forms():
             in  x: [batch, seq, d]
             k = x rename seq -> key
             w = softmax(causal(einsum(x, k -> [batch, seq, key]), over [seq, key]), over key)
-            out einsum(w, k -> [batch, seq, d])
+            out einsum(w, k, over key)
         }
     """)
     assert ".triu(1)" in nncircuit.load("test.nn", text=src).torch_source()
@@ -219,3 +220,110 @@ def test_causal_self_attention_keeps_the_plain_forms():
     assert "is_causal=True" in spec.torch_source() and "attn_mask" not in spec.torch_source()
     ref, got = run_both(spec, sizes={"seq": 5})
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
+
+
+# ---- 5. no silent contraction of a run-time axis, no silent outer broadcast ------------------
+
+
+DIN = """
+    model Pool(e = 4) {{
+        in  w: [batch, seq], k: [batch, seq, e]
+        out {expr}
+    }}
+"""
+
+
+def test_einsum_refuses_to_sum_a_run_time_axis_every_input_carries():
+    with pytest.raises(ShapeError) as e:
+        load(DIN.format(expr="einsum(w, k -> [e])"))
+    msg = str(e.value)
+    assert "einsum would sum over axes 'batch', 'seq', run-time axes that every input carries" in msg
+    assert "add ', over [batch, seq]'" in msg and "einsum(..., over [batch, seq])" in msg
+    assert "-> [e, batch, seq]" in msg
+    assert (e.value.span.line, e.value.span.col) == (4, 9)  # the einsum, in the user's file
+    with pytest.raises(ShapeError, match="would sum over axis 'seq'"):
+        load(DIN.format(expr="einsum(w, k -> [batch, e])"))
+
+
+@pytest.mark.parametrize("expr", [
+    "einsum(w, k, over seq)", "einsum(w, k -> [batch, e], over seq)", "einsum(k, w, over [seq])",
+])
+def test_einsum_over_names_the_summed_axes_and_keeps_the_rest(expr):
+    spec = load(DIN.format(expr=expr))
+    assert [str(t) for _, t in spec.outputs()] == ["[batch, e: 4]"]
+    w, k = torch.randn(3, 5), torch.randn(3, 5, 4)
+    ref, got = run_both(spec, [w, k])
+    want = torch.einsum("bs,bse->be", w, k).numpy()
+    np.testing.assert_allclose(ref[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_einsum_sum_over_batch_when_it_is_meant():
+    spec = load(DIN.format(expr="einsum(w, k -> [e], over [batch, seq])"))
+    w, k = torch.randn(3, 5), torch.randn(3, 5, 4)
+    ref, got = run_both(spec, [w, k])
+    np.testing.assert_allclose(got[0], torch.einsum("bs,bse->e", w, k).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ref[0], got[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("einsum(w, k -> [e], over seq)", "axis 'batch' in neither the output nor 'over'"),
+    ("einsum(w, k -> [batch, e], over [seq, e])", "axis 'e' is both kept"),
+    ("einsum(w, k, over key)", "axis 'key' to sum over is in no input"),
+    ("einsum(w, k)", "einsum needs its output axes"),
+])
+def test_einsum_over_mistakes_are_positioned_errors(expr, message):
+    with pytest.raises(ShapeError, match=message) as e:
+        load(DIN.format(expr=expr))
+    assert e.value.span.line == 4
+
+
+def test_einsum_may_still_sum_static_axes_and_axes_one_input_lacks():
+    # the query-key product sums the static feature axis: unchanged
+    spec = load("""
+        model M(dh = 4) {
+            in  q: [batch, seq, dh], k: [batch, key, dh]
+            out einsum(q, k -> [batch, seq, key])
+        }
+    """)
+    assert [str(t) for _, t in spec.outputs()] == ["[batch, seq, key]"]
+
+
+def test_outer_broadcast_is_an_error_that_says_how_to_write_it():
+    with pytest.raises(ShapeError) as e:
+        load("""
+            model M(d = 3, hidden = 5) {
+                in  x: [batch, seq, d]
+                out x + Linear(x, d -> hidden)
+            }
+        """)
+    msg = str(e.value)
+    assert "'+': each side has an axis the other lacks ([batch, seq, d: 3] has d; [batch, seq, hidden: 5] has hidden)" in msg
+    assert "add(a, b, outer = true)" in msg
+    assert (e.value.span.line, e.value.span.col) == (4, 9)
+
+
+def test_explicit_outer_broadcast_and_implicit_subset_broadcast():
+    spec = load("""
+        model M(d = 3, hidden = 5) {
+            in  x: [batch, seq, d], bias: [d], pos: [seq, d]
+            h = Linear(x, d -> hidden)
+            out add(x, h, outer = true), mul(x[seq = 0], h, outer = true), x + bias + pos, pos - x
+        }
+    """)
+    assert [str(t) for _, t in spec.outputs()] == [
+        "[batch, seq, d: 3, hidden: 5]", "[batch, seq, hidden: 5, d: 3]", "[batch, seq, d: 3]", "[batch, seq, d: 3]",
+    ]
+    x, bias, pos = torch.randn(2, 4, 3), torch.randn(3), torch.randn(4, 3)
+    ref, got = run_both(spec, [x, bias, pos])
+    h = spec.module(seed=0).eval().h(x).detach()
+    np.testing.assert_allclose(ref[0], (x[..., :, None] + h[..., None, :]).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ref[1], (x[:, 0][:, None, None, :] * h[..., None]).numpy(), rtol=1e-5, atol=1e-6)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_add_by_name_takes_two_tensors():
+    # `add(x)` was an internal error (a Python unpacking error reached the user)
+    with pytest.raises(ShapeError, match="add takes two tensors, found 1"):
+        load("model M() { in x: [batch, d: 3]\n out add(x) }")
