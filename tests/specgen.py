@@ -345,8 +345,14 @@ class Gen:
         self.assign(sc, self.ch.pick([f"{fn}({x}, over {ax})", f"{x} |> {fn}(over {ax})"]), t)
 
     def op_causal(self, sc):
-        name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
-        q, k = self.ch.pick([(a.name, b.name) for a in t.axes for b in t.axes if a is not b])
+        # the mask is lined up at the end: with more queries than keys the first queries see
+        # no key (a row of -inf, NaN after softmax), so the key axis is never the shorter one
+        # for any hyperparameter values: the same size, one query, or constants that say so
+        def fits(q: Ax, k: Ax) -> bool:
+            return q.expr == k.expr or q.expr == "1" or (q.expr.isdigit() and k.expr.isdigit() and int(k.expr) >= int(q.expr))
+
+        name, t = self.pick(sc, lambda t: any(fits(a, b) for a in t.axes for b in t.axes if a is not b))
+        q, k = self.ch.pick([(a.name, b.name) for a in t.axes for b in t.axes if a is not b and fits(a, b)])
         self.assign(sc, f"softmax(causal({name}, over [{q}, {k}]), over {k})", t)
 
     def op_einsum(self, sc):

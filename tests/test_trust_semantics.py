@@ -75,6 +75,25 @@ def test_read_only_alias_of_a_carried_value_keeps_its_first_value():
         np.testing.assert_allclose(outs[0], (4 * x).numpy(), rtol=1e-6)
 
 
+def test_aliased_carried_values_in_nested_repeats():
+    spec = load("""
+        model M() {
+            in  x: [batch, d: 3]
+            a = x * 0
+            b = a
+            repeat 2 {
+                repeat 3 shared { a = a + 1 }
+                b = b + a
+            }
+            out a, b
+        }
+    """)
+    ref, got = run_both(spec)
+    for outs in (ref, got):
+        np.testing.assert_array_equal(outs[0], np.full((2, 3), 6.0, np.float32))
+        np.testing.assert_array_equal(outs[1], np.full((2, 3), 9.0, np.float32))
+
+
 # ---- 2. a learned op inside exp/log/sqrt/abs/min/max is made once ---------------------------
 
 
@@ -327,3 +346,20 @@ def test_add_by_name_takes_two_tensors():
     # `add(x)` was an internal error (a Python unpacking error reached the user)
     with pytest.raises(ShapeError, match="add takes two tensors, found 1"):
         load("model M() { in x: [batch, d: 3]\n out add(x) }")
+
+
+def test_explicit_forms_survive_the_textual_ir():
+    from nncircuit.backends.torch_codegen import generate
+    from nncircuit.irtext import parse_ir, print_ir
+
+    spec = load("""
+        model M(e = 4) {
+            in  w: [batch, seq], k: [batch, seq, e]
+            out einsum(w, k, over seq), einsum(w, k -> [e], over [batch, seq]), add(w, k[seq = 0], outer = true)
+        }
+    """)
+    text = print_ir(spec.graph)
+    assert "einsum(%w, %k, over [seq])" in text and "], over [batch, seq])" in text and "outer = true" in text
+    back = parse_ir(text)
+    assert print_ir(back) == text
+    assert generate(back, "m.nn") == generate(spec.graph, "m.nn")
