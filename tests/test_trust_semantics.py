@@ -363,3 +363,27 @@ def test_explicit_forms_survive_the_textual_ir():
     back = parse_ir(text)
     assert print_ir(back) == text
     assert generate(back, "m.nn") == generate(spec.graph, "m.nn")
+
+
+# ---- found on the way: the differential run at 300 seeds ------------------------------------
+
+
+def test_onnx_lifts_a_block_output_that_ignores_the_inputs():
+    # torch expands such an output to the call's lifted axes; ONNX refused the export
+    spec = load("""
+        block B() {
+            in  x: [c: 3]
+            y = pad_to(cast(positions(c), to = "float32"), x, over c)
+            out gelu(y), Param([c: 3], init = "ones") * 2
+        }
+        model M() {
+            in  x: [batch, s: 5, c: 3]
+            p, q = B()(x)
+            out p + x, q
+        }
+    """)
+    x = torch.randn(2, 5, 3)
+    ref, got = run_both(spec, [x])
+    assert got[0].shape == ref[0].shape == (2, 5, 3) and got[1].shape == ref[1].shape == (2, 5, 3)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
