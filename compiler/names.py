@@ -24,9 +24,11 @@ NN_MODULE_ATTRS = frozenset(
     training type xpu zero_grad""".split()
 )
 
-# Names the generated code uses itself; a spec name equal to one of them gets a suffix.
+# Names the generated code uses itself; a spec name equal to one of them gets a suffix. (Its
+# own locals start with `_`, which no escaped spec name does, so they need no entry here: a
+# repeat named `layer` keeps its state_dict keys `layer.0...`.)
 RESERVED = frozenset(
-    {"self", "torch", "nn", "F", "math", "functools", "super", "layer"}
+    {"self", "torch", "nn", "F", "math", "functools", "super"}
     | set(dir(builtins))
     | NN_MODULE_ATTRS
 )

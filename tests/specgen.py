@@ -107,9 +107,13 @@ def compatible(a: Ax, b: Ax) -> bool:
     return a.expr == b.expr or _one(a) or _one(b)
 
 
-def broadcast(a: T, b: T) -> T | None:
+def broadcast(a: T, b: T, *, outer: bool = True) -> T | None:
     """The language's rule: the layout of the operand with more axes (the left one on a
-    tie), the other's extra axes appended; a shared axis must agree or be 1."""
+    tie), the other's extra axes appended; a shared axis must agree or be 1. Unless `outer`
+    (an explicit `add(a, b, outer = true)`; concat and gather), one side's axes must include
+    the other's."""
+    if not outer and set(a.names) - set(b.names) and set(b.names) - set(a.names):
+        return None
     if len(b.axes) > len(a.axes):
         a, b = b, a
     axes = list(a.axes)
@@ -320,10 +324,17 @@ class Gen:
 
     def op_binary(self, sc):
         a, ta = self.pick(sc)
-        b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
+        outer = self.ch.chance(0.25)  # an outer broadcast is written out: add(x, y, outer = true)
+        b, tb = self.pick(sc, lambda t: broadcast(ta, t, outer=outer) is not None)
         x, y = self.operand(a, ta), self.operand(b, tb)
-        expr = self.ch.pick([f"{x} + {y}", f"{x} - {y}", f"{x} * {y}",
-                             f"{x} / (abs({y}) + 1)", f"(abs({x}) + 1) ** tanh({y})"])
+        if outer and broadcast(ta, tb, outer=False) is None:
+            fn = self.ch.pick(["add", "sub", "mul", "div", "pow"])
+            y = f"abs({y}) + 1" if fn == "div" else f"tanh({y})" if fn == "pow" else y
+            x = f"abs({x}) + 1" if fn == "pow" else x
+            expr = f"{fn}({x}, {y}, outer = true)"
+        else:
+            expr = self.ch.pick([f"{x} + {y}", f"{x} - {y}", f"{x} * {y}",
+                                 f"{x} / (abs({y}) + 1)", f"(abs({x}) + 1) ** tanh({y})"])
         self.assign(sc, expr, broadcast(ta, tb))
 
     def op_softmax(self, sc):
@@ -334,8 +345,14 @@ class Gen:
         self.assign(sc, self.ch.pick([f"{fn}({x}, over {ax})", f"{x} |> {fn}(over {ax})"]), t)
 
     def op_causal(self, sc):
-        name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
-        q, k = self.ch.pick([(a.name, b.name) for a in t.axes for b in t.axes if a is not b])
+        # the mask is lined up at the end: with more queries than keys the first queries see
+        # no key (a row of -inf, NaN after softmax), so the key axis is never the shorter one
+        # for any hyperparameter values: the same size, one query, or constants that say so
+        def fits(q: Ax, k: Ax) -> bool:
+            return q.expr == k.expr or q.expr == "1" or (q.expr.isdigit() and k.expr.isdigit() and int(k.expr) >= int(q.expr))
+
+        name, t = self.pick(sc, lambda t: any(fits(a, b) for a in t.axes for b in t.axes if a is not b))
+        q, k = self.ch.pick([(a.name, b.name) for a in t.axes for b in t.axes if a is not b and fits(a, b)])
         self.assign(sc, f"softmax(causal({name}, over [{q}, {k}]), over {k})", t)
 
     def op_einsum(self, sc):
@@ -346,14 +363,25 @@ class Gen:
             return shared and all(ta.get(x.name).expr == x.expr for x in shared)
 
         if self.ch.chance(0.2):
-            sizes, args = {x.name: x for x in ta.axes}, a
+            sizes, args, ins = {x.name: x for x in ta.axes}, a, [ta]
         else:
             b, tb = self.pick(sc, fits)
-            sizes, args = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {b}"
+            sizes, args, ins = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {b}", [ta, tb]
+        if len(sizes) > 1 and self.ch.chance(0.3):  # einsum(a, b, over [..]): sums those, keeps the rest
+            summed: list[str] = []
+            for _ in range(self.ch.integer(1, min(2, len(sizes) - 1))):
+                summed.append(self.ch.pick([n for n in sizes if n not in summed]))
+            kept = tuple(sizes[n] for n in sizes if n not in summed)
+            self.assign(sc, f"einsum({args}, over [{', '.join(summed)}])", T(kept))
+            return
         out: list[str] = []
         for _ in range(self.ch.integer(1, min(3, len(sizes)))):
             out.append(self.ch.pick([n for n in sizes if n not in out]))
-        self.assign(sc, f"einsum({args} -> [{', '.join(out)}])", T(tuple(sizes[n] for n in out)))
+        dropped = [n for n in sizes if n not in out]
+        # a run-time axis every input carries is summed only when named
+        hidden = [n for n in dropped if sizes[n].dynamic and all(t.get(n) for t in ins)]
+        over = f", over [{', '.join(dropped)}]" if dropped and (hidden or self.ch.chance(0.2)) else ""
+        self.assign(sc, f"einsum({args} -> [{', '.join(out)}]{over})", T(tuple(sizes[n] for n in out)))
 
     def op_transpose(self, sc):
         name, t = self.pick(sc, lambda t: len(t.axes) >= 2)

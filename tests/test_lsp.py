@@ -149,7 +149,7 @@ def at(text: str, needle: str, offset: int = 0, nth: int = 0) -> dict:
 def test_a_session(client):
     uri = from_fs_path(TRANSFORMER)
     good = open(TRANSFORMER, encoding="utf-8").read()
-    bad = good.replace("q = Linear(x, d -> [heads, dh])", "q = Linaer(x, d -> [heads, dh])")
+    bad = good.replace("q = Linear(x, d -> [heads, dh]", "q = Linaer(x, d -> [heads, dh]")
     assert bad != good
     doc = {"uri": uri}
 
@@ -184,13 +184,13 @@ def test_a_session(client):
                                               "position": at(good, "out logits", offset=4)})
     assert "logits: [batch, seq, vocab: 50257]" in h["contents"]["value"]
     h = client.request("textDocument/hover", {"textDocument": doc,
-                                              "position": at(good, "MLP(d)", nth=0)})
-    assert "block MLP(d, hidden = 4 * d)" in h["contents"]["value"]
+                                              "position": at(good, "MLP(d, proj_std = 0.02 /")})
+    assert "block MLP(d, hidden = 4 * d, proj_std = 0.02)" in h["contents"]["value"]
     assert "feed-forward" in h["contents"]["value"]  # the block's doc comment
 
     # definition: a block of this file, and a block of an imported file
     loc = client.request("textDocument/definition", {"textDocument": doc,
-                                                     "position": at(good, "MLP(d)", offset=1)})
+                                                     "position": at(good, "MLP(d, proj_std = 0.02 /", offset=1)})
     loc = loc[0] if isinstance(loc, list) else loc
     assert loc["uri"] == uri
     assert loc["range"]["start"] == at(good, "MLP(d, hidden")
@@ -249,14 +249,15 @@ def test_a_session(client):
     # formatting: the spec is canonical already; a messy text gets one whole-document edit
     opts = {"tabSize": 4, "insertSpaces": True}
     assert client.request("textDocument/formatting", {"textDocument": doc, "options": opts}) == []
-    messy = good.replace("    wpe = Embedding(ctx -> d)", "  wpe=Embedding(ctx->d)  # positions")
+    messy = good.replace("    wpe = Embedding(ctx -> d, init = normal(0.02))",
+                         "  wpe=Embedding(ctx->d,init=normal(0.02))  # positions")
     client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 3},
                                              "contentChanges": [{"text": messy}]})
     assert client.diagnostics(uri, 3) == []
     (edit,) = client.request("textDocument/formatting", {"textDocument": doc, "options": opts})
     assert edit["range"]["start"] == {"line": 0, "character": 0}
-    assert edit["newText"] == good.replace("wpe = Embedding(ctx -> d)",
-                                           "wpe = Embedding(ctx -> d)  # positions")
+    assert edit["newText"] == good.replace("wpe = Embedding(ctx -> d, init = normal(0.02))",
+                                           "wpe = Embedding(ctx -> d, init = normal(0.02))  # positions")
 
     assert client.request("shutdown", None) is None
     client.notify("exit", None)

@@ -52,7 +52,7 @@ model Layout(d = 6) {
     un = x |> unflatten(d -> [a: 2, b: 3]) |> transpose(a, seq)
     last = x[seq = -1]
     cat = concat(cls, x, row, over seq)
-    summed = einsum(x -> [d, batch])
+    summed = einsum(x -> [d, batch], over seq)
     k = x rename seq -> key
     sc = causal(einsum(x, k -> [batch, key, seq]), over [seq, key])
     att = attention(x, k, k rename d -> e, d -> e, over [seq, key], causal = true)

@@ -221,7 +221,7 @@ block @Attention = Attention(dh = 16@dh) {
   %div = div(%einsum, scalar = 4.0@"math.sqrt(dh)", side = right) : [seq, key]
   %scores = causal(%div, over [seq, key]) : [seq, key]
   %softmax = softmax(%scores, over [key]) : [seq, key]
-  %einsum_1 = einsum(%softmax, %v -> [seq, dv]) : [seq, dv]
+  %einsum_1 = einsum(%softmax, %v -> [seq, dv], over [key]) : [seq, dv]
   out out = %einsum_1
 }
 """,
@@ -248,7 +248,7 @@ model @M = M(s = 0.5@s) {
   %w = einsum(%k, %q -> [batch, heads, seq, key]) : [batch, heads: 2, seq, key]
   %ws = mul(%w, scalar = 0.5@s, side = left) : [batch, heads: 2, seq, key]
   %p = softmax(%ws, over [key]) : [batch, heads: 2, seq, key]
-  %o = einsum(%v, %p -> [batch, seq, heads, f]) : [batch, seq, heads: 2, f: 3]
+  %o = einsum(%v, %p -> [batch, seq, heads, f], over [key]) : [batch, seq, heads: 2, f: 3]
   out o = %o
 }
 """,
@@ -274,8 +274,8 @@ model @M = M() {
   %v = input v : [key, f: 3]
   %w = einsum(%q, %k -> [seq, key]) : [seq, key]
   %p = softmax(%w, over [key]) : [seq, key]
-  %o = einsum(%p, %v -> [seq, f]) : [seq, f: 3]
-  %o2 = einsum(%p, %v -> [f, seq]) : [f: 3, seq]
+  %o = einsum(%p, %v -> [seq, f], over [key]) : [seq, f: 3]
+  %o2 = einsum(%p, %v -> [f, seq], over [key]) : [f: 3, seq]
   out o = %o, o2 = %o2
 }
 """,
@@ -287,8 +287,8 @@ model @M = M() {
   %v = input v : [key, f: 3]
   %w = einsum(%q, %k -> [seq, key]) : [seq, key]
   %p = softmax(%w, over [key]) : [seq, key]
-  %o = einsum(%p, %v -> [seq, f]) : [seq, f: 3]
-  %o2 = einsum(%p, %v -> [f, seq]) : [f: 3, seq]
+  %o = einsum(%p, %v -> [seq, f], over [key]) : [seq, f: 3]
+  %o2 = einsum(%p, %v -> [f, seq], over [key]) : [f: 3, seq]
   out o = %o, o2 = %o2
 }
 """,

@@ -266,7 +266,7 @@ ATT = """
 model Att(d = 8, heads = 2, dh = d / heads) {
     in  q: [batch, seq, heads, dh], k: [batch, key, heads, dh], v: [batch, key, heads, dh]
     w = softmax(einsum(q, k -> [batch, heads, seq, key]), over key)
-    out einsum(w, v -> [batch, seq, heads, dh])
+    out einsum(w, v -> [batch, seq, heads, dh], over key)
 }
 
 model Padded(d = 4) {

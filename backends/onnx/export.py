@@ -129,16 +129,22 @@ class Lowerer:
             outs = self.functions.call(self, callee, args, path, child)
         else:
             outs = self.graph(callee, args, path, child, None)
-        return [self._back(callee, o, t) for o, t in zip(outs, n.types)]
+        return [self._back(callee, o, t, args[0] if args else None) for o, t in zip(outs, n.types)]
 
-    def _back(self, g: Graph, o: Tensor, t) -> Tensor:
-        """A callee's result seen by the caller, whose type includes the lifted axes."""
+    def _back(self, g: Graph, o: Tensor, t, first: Tensor | None) -> Tensor:
+        """A callee's result seen by the caller, whose type includes the lifted axes. A result
+        computed without the inputs (positions, a Param, pad_to of one) lacks them at run
+        time: it takes those of the first input, as in the torch backend."""
         if o.rank < t.rank:
-            raise LoweringError(
-                f"block {g.name} returns a value that does not depend on its inputs, so it "
-                "lacks the axes the call is lifted over; add it to an input first",
-                g.span,
-            )
+            if first is None:
+                raise LoweringError(
+                    f"block {g.name} returns a value that does not depend on its inputs, so it "
+                    "lacks the axes the call is lifted over; add it to an input first",
+                    g.span,
+                )
+            lead = first.rank - g.node(g.inputs[0]).type.rank  # lifted axes and outer prefix
+            target = self.b.cat([self.b.shape(first.name, 0, lead), self.b.shape(o.name, o.prefix)])
+            return Tensor(self.b.op("Expand", [o.name, target]), t, lead + o.type.rank - t.rank)
         return Tensor(o.name, t, o.rank - t.rank)
 
     def _repeat(
@@ -171,7 +177,8 @@ class Lowerer:
             else:
                 outs = self.graph(body, carried + free, scope, child, dims)
             if inner is None:
-                outs = [self._back(body, o, t) for o, t in zip(outs, n.types)]
+                first = (carried + free)[0] if carried + free else None
+                outs = [self._back(body, o, t, first) for o, t in zip(outs, n.types)]
             carried = outs
         return carried
 

@@ -3,14 +3,13 @@ the entries of backends/onnx_ops.py. Each matches its PyTorch lowering in eval m
 
 from __future__ import annotations
 
-import numpy as np
 
 from nncircuit.names import pyname
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import Axis
 
 from nncircuit.backends.onnx.builder import Tensor
-from nncircuit.backends.onnx.ops import Lowering, OpCx
+from nncircuit.backends.onnx.ops import Lowering, OpCx, causal_mask
 
 
 def _attention(cx: OpCx):
@@ -25,11 +24,8 @@ def _attention(cx: OpCx):
     scores = b.op("Mul", [scores, cx.scalar_like(float(at["scale"].value), q)])
     rank = max(t.prefix for t in cx.ins) + len(batch) + 2
     if at["causal"]:
-        zero = b.const(np.array(0, dtype=np.int64))
-        one = b.const(np.array(1, dtype=np.int64))
-        rq = b.op("Range", [zero, b.dim(scores, rank - 2), one])
-        rk = b.op("Range", [zero, b.dim(scores, rank - 1), one])
-        mask = b.op("Greater", [b.unsqueeze(rk, [0]), b.unsqueeze(rq, [1])])  # key after query
+        same = q.type.axis(at["query"]).size == k.type.axis(at["key"]).size
+        mask = causal_mask(b, scores, rank - 2, rank - 1, same)
         scores = b.op("Where", [mask, cx.scalar_like(float("-inf"), q), scores])
     weights = b.op("Softmax", [scores], axis=-1)
     y = b.op("MatMul", [weights, vv.name])

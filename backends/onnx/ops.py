@@ -190,14 +190,24 @@ def _cast(cx: OpCx):
 # ---- masks, positions, indexing ------------------------------------------------------------
 
 
+def causal_mask(b, x: str, qpos: int, kpos: int, same_size: bool) -> str:
+    """True where the key position is after the query position, aligned at the end
+    (bottom-right): with more keys than queries (a key/value cache) query i stands at key
+    position i + (key - query), as in the torch lowering."""
+    one = b.const(np.array(1, dtype=np.int64))
+    zero = b.const(np.array(0, dtype=np.int64))
+    nq, nk = b.dim(x, qpos), b.dim(x, kpos)
+    rq = b.op("Range", [zero, nq, one])
+    rk = b.op("Range", [zero, nk, one])
+    if not same_size:
+        rq = b.op("Add", [rq, b.op("Sub", [nk, nq])])
+    return b.op("Greater", [b.unsqueeze(rk, [0]), b.unsqueeze(rq, [1])])  # key after query
+
+
 def _causal(cx: OpCx):
     b, (x,) = cx.b, cx.ins
     q, k = cx.attrs["query"], cx.attrs["key"]
-    one = b.const(np.array(1, dtype=np.int64))
-    zero = b.const(np.array(0, dtype=np.int64))
-    rq = b.op("Range", [zero, b.dim(x.name, x.pos(q)), one])
-    rk = b.op("Range", [zero, b.dim(x.name, x.pos(k)), one])
-    mask = b.op("Greater", [b.unsqueeze(rk, [0]), b.unsqueeze(rq, [1])])  # key after query
+    mask = causal_mask(b, x.name, x.pos(q), x.pos(k), x.type.axis(q).size == x.type.axis(k).size)
     mtype = x.type.with_axes([x.type.axis(q), x.type.axis(k)]).with_dtype("bool")
     m = b.align(Tensor(mask, mtype, 0), x.names)
     ninf = cx.scalar_like(float("-inf"), x)

@@ -192,7 +192,8 @@ def bind(
         if name in given and name not in rejected:
             src = given[name]
             with np.errstate(over="ignore", invalid="ignore"):
-                out[name] = np.ascontiguousarray(src, dtype=np.float32)
+                # not np.ascontiguousarray: it makes a scalar (Param([])) one-dimensional
+                out[name] = np.asarray(src, dtype=np.float32, order="C")
             overflow = np.isinf(out[name]) & np.isfinite(src)
             if overflow.any():
                 at = tuple(int(i) for i in np.argwhere(overflow)[0])

@@ -309,8 +309,8 @@ class TorchGen:
                     lines.append(f"        for _ in range({cx.hv(n.attrs['count'])}):")
                     lines.append(f"            {lhs} = self.{pyname(n.module)}({call_args})")
                 else:
-                    lines.append(f"        for layer in self.{pyname(n.module)}:")
-                    lines.append(f"            {lhs} = layer({call_args})")
+                    lines.append(f"        for _layer in self.{pyname(n.module)}:")
+                    lines.append(f"            {lhs} = _layer({call_args})")
                 if k > 1:
                     lines.append(f"        {var} = ({lhs},)")
             else:
@@ -407,7 +407,7 @@ class TorchGen:
         return cx.vars[v]
 
     def _fresh_var(self, cx: Cx, base: str) -> str:
-        cand = fresh(pyname(base), lambda n: n in cx.used_vars or n in ("layer", "self"))
+        cand = fresh(pyname(base), lambda n: n in cx.used_vars or n == "self")
         cx.used_vars.add(cand)
         return cand
 

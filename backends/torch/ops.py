@@ -152,13 +152,22 @@ def _reduce(method: str):
     return Lowering(fwd)
 
 
+def _causal_diagonal(x: str, t: TensorType, q: str, k: str) -> str:
+    """Where the causal mask starts: aligned at the end (bottom-right), so that with a key/value
+    cache query i stands at key position i + (key - query). One when the type says the two
+    axes have the same size."""
+    if t.axis(q).size == t.axis(k).size:
+        return "1"
+    return f"{x}.shape[{dim(t, k)}] - {x}.shape[{dim(t, q)}] + 1"
+
+
 def _causal(n: Node, a, cx):
     t = n.type
     q, k = n.attrs["query"], n.attrs["key"]
     x = a[0]
     mask = (
         f"torch.ones({x}.shape[{dim(t, q)}], {x}.shape[{dim(t, k)}], dtype=torch.bool, "
-        f"device={x}.device).triu(1)"
+        f"device={x}.device).triu({_causal_diagonal(x, t, q, k)})"
     )
     mtype = TensorType(tuple(ax for ax in t.axes if ax.name in (q, k)), "bool")
     mtype = mtype if mtype.names == (q, k) else mtype.with_axes((mtype.axis(q), mtype.axis(k)))
@@ -353,7 +362,8 @@ def _pool(fn: str):
 
 
 def _param_init(n: Node, cx):
-    shape = ", ".join(cx.hv(s) for s in n.attrs["sizes"])
+    # a scalar Param([]) has the empty shape: torch.ones() with no size is an error
+    shape = ", ".join(cx.hv(s) for s in n.attrs["sizes"]) or "()"
     init = n.attrs["init"]
     if init.kind == "zeros":
         return f"nn.Parameter(torch.zeros({shape}))"
@@ -428,6 +438,12 @@ def _attention(n: Node, a, cx):
     qq = move(a[0], q.names, b + (at["query"], at["feature"]))
     kk = move(a[1], k.names, b + (at["key"], at["feature"]))
     vv = move(a[2], v.names, b + (at["key"], at["value_feature"]))
+    if at["causal"] and q.axis(at["query"]).size != k.axis(at["key"]).size:
+        # SDPA's is_causal lines the mask up top-left, the causal op bottom-right: the two
+        # agree only when query and key have one size, which the types do not promise here
+        cx.need_helper("causal_attention")
+        y = f"_causal_attention({qq}, {kk}, {vv}, {cx.hv(at['scale'])})"
+        return move(y, b + (at["query"], at["value_feature"]), n.type.names)
     causal = ", is_causal=True" if at["causal"] else ""
     y = f"F.scaled_dot_product_attention({qq}, {kk}, {vv}{causal}, scale={cx.hv(at['scale'])})"
     return move(y, b + (at["query"], at["value_feature"]), n.type.names)
@@ -564,6 +580,16 @@ def _linear_group(x, layers, shapes):
     bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
     parts = F.linear(x, weight, bias).split([m.out_features for m in layers], -1)
     return tuple(p if s is None else p.unflatten(-1, s) for p, s in zip(parts, shapes))
+''',
+    "causal_attention": '''
+def _causal_attention(q, k, v, scale):
+    """Causal scaled dot-product attention with the mask lined up at the end (bottom-right):
+    with more keys than queries (a key/value cache) query i stands at key i + (keys - queries)."""
+    nq, nk = q.shape[-2], k.shape[-2]
+    if nq == nk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    mask = torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril(nk - nq)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 ''',
     "channels_first": '''
 def _channels_first(fn, x, k):

@@ -105,6 +105,16 @@ class Ctx:
             self.note_type(t)
         return self.free[outer]
 
+    def carried_input(self, name: str, outer: Value) -> Value:
+        """A repeat body's input for a value it updates: bound to `name` here, never shared
+        with another name through `free`."""
+        t = self.parent.graph.type_of(outer)
+        node = self.graph.add("input", attrs={"name": name}, types=(t,), name=self.graph.fresh_name(name))
+        self.graph.inputs.append(node.id)
+        self.env[name] = TVal(node.out())
+        self.note_type(t)
+        return node.out()
+
     def note_type(self, t: TensorType):
         for a in t.axes:
             self.axis_sizes.setdefault(a.name, a.size)
@@ -380,13 +390,13 @@ class Elaborator:
                 ctx.env[n] = ctx.lookup(n)  # an enclosing body's value: an input here too
             if isinstance(ctx.env.get(n), TVal):
                 carried.append(n)
-        # the carried values are the first inputs, in order of first assignment
-        for n in carried:
-            inner.lookup(n)
+        # the carried values are the first inputs, in order of first assignment; each carried
+        # name is an input of its own even when two names (or a read-only name) are bound to
+        # one value before the loop (`b = a`): they part ways at the first update
+        carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
         self.body(inner, st.body)
-        free_outer = [v for v in inner.free if v not in [ctx.env[n].value for n in carried]]
-        outer_inputs = [ctx.env[n].value for n in carried] + free_outer
-        body_g.inputs = [inner.free[v].node for v in outer_inputs]
+        outer_inputs = [ctx.env[n].value for n in carried] + list(inner.free)
+        body_g.inputs = [v.node for v in carried_inputs] + [inner.free[v].node for v in inner.free]
         for n in carried:
             v = inner.env[n]
             if not isinstance(v, TVal):
@@ -548,10 +558,18 @@ class Elaborator:
         fn = self.expr(ctx, e.func)
         if isinstance(fn, HVal) or (fn is None):
             raise ShapeError(f"{_describe(fn)} cannot be called", e.func.span)
-        if isinstance(e.func, A.Name) and e.func.id in SCALAR_FUNCS and isinstance(fn, Fn):
-            vals = [self.expr(ctx, a.value) for a in e.args if isinstance(a, A.PosArg)]
-            if vals and len(vals) == len(e.args) and all(isinstance(v, HVal) for v in vals):
+        # `exp(2.0)` is arithmetic on numbers, `exp(x)` an op: the arguments are evaluated
+        # once here and handed on, since evaluating one again would instantiate its learned
+        # ops again (`exp(Linear(x, c -> c))` had two Linears)
+        pre: dict[int, object] = {}
+        if (
+            isinstance(e.func, A.Name) and e.func.id in SCALAR_FUNCS and isinstance(fn, Fn)
+            and e.args and all(isinstance(a, A.PosArg) for a in e.args)
+        ):
+            vals = [self.expr(ctx, a.value) for a in e.args]
+            if all(isinstance(v, HVal) for v in vals):
                 return SCALAR_FUNCS[e.func.id](vals, e.span)
+            pre = {id(a): v for a, v in zip(e.args, vals)}
         if not isinstance(fn, Fn):
             raise ShapeError(f"{_describe(fn)} cannot be called", e.func.span)
         if fn.args or fn.hyper is not None or fn.instance is not None:
@@ -560,15 +578,18 @@ class Elaborator:
             for a in e.args:
                 if not isinstance(a, A.PosArg):
                     raise ShapeError(f"'{fn.name}' is already configured; pass only tensors here", a.span)
-                v = self.expr(ctx, a.value)
+                v = self._arg(ctx, a, pre)
                 items = v.items if isinstance(v, TupleV) else (v,)
                 tensors.extend(self._tensor(i, a.span) for i in items)
             return self.apply(ctx, fn, tuple(tensors), e.span, hint)
         if fn.kind == "block":
-            return self.block_args(ctx, fn, e, hint)
-        return self.op_args(ctx, fn, e, hint)
+            return self.block_args(ctx, fn, e, hint, pre)
+        return self.op_args(ctx, fn, e, hint, pre)
 
-    def block_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint):
+    def _arg(self, ctx: Ctx, a: A.PosArg, pre: dict):
+        return pre[id(a)] if id(a) in pre else self.expr(ctx, a.value)
+
+    def block_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint, pre: dict):
         tensors, hyper, order = [], {}, []
         params = [p.name for p in fn.block.params]
         pos = 0
@@ -579,7 +600,7 @@ class Elaborator:
                 hyper[a.name] = self._hval(self.expr(ctx, a.value), a.value.span, a.name)
                 order.append(a.name)
             elif isinstance(a, A.PosArg):
-                v = self.expr(ctx, a.value)
+                v = self._arg(ctx, a, pre)
                 if isinstance(v, (TVal, TupleV)):
                     items = v.items if isinstance(v, TupleV) else (v,)
                     tensors.extend(self._tensor(i, a.span) for i in items)
@@ -603,7 +624,7 @@ class Elaborator:
             raise HyperparameterError(f"hyperparameter '{name}' must be a number, string or boolean, found {_describe(v)}", span)
         return v
 
-    def op_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint):
+    def op_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint, pre: dict):
         op = fn.opdef
         n_axis = len(op.positional)
         pos_args = [a for a in e.args if isinstance(a, A.PosArg)]
@@ -616,7 +637,7 @@ class Elaborator:
                         raise ShapeError(f"{op.name} expects an axis name here", a.span)
                     pieces["positional"].append(AxisSpec(a.value.id))
                     continue
-                v = self.expr(ctx, a.value)
+                v = self._arg(ctx, a, pre)
                 if isinstance(v, (TVal, TupleV)):
                     items = v.items if isinstance(v, TupleV) else (v,)
                     tensors.extend(self._tensor(i, a.span) for i in items)

@@ -8,6 +8,7 @@ import math
 from nncircuit.ops.registry import (
     OpCall,
     OpDef,
+    as_bool,
     as_float,
     as_int,
     broadcast,
@@ -96,8 +97,12 @@ def _binary_check(call: OpCall):
         if isinstance(scalar.value, float) and t.dtype in ("int64", "int32", "bool"):
             t = t.with_dtype("float32")
         return {"scalar": scalar, "side": side}, (t,)
+    if len(call.inputs) != 2:
+        raise fail(f"{call.op} takes two tensors, found {len(call.inputs)}")
     a, b = call.inputs
-    return {}, (broadcast(f"'{BINARY[call.op]}'", a, b),)
+    outer = as_bool(call.op, "outer", call.kw("outer", False))
+    sym = BINARY[call.op]
+    return {}, (broadcast(f"'{sym}'", a, b, outer=outer, explicit=f"{call.op}(a, b, outer = true)"),)
 
 
 for _name, _sym in BINARY.items():
@@ -106,9 +111,11 @@ for _name, _sym in BINARY.items():
             name=_name,
             doc=f"Elementwise `a {_sym} b`. Axes are matched by name: an axis only one side has "
             "is broadcast, a shared axis must have the same size on both sides. One side may "
-            "be a number.",
+            "be a number. When each side has an axis the other lacks (an outer broadcast) write "
+            f"`{_name}(a, b, outer = true)`.",
             check=_binary_check,
             arity=None,
+            kwargs=("outer",),
             glyph=_sym,
             example=f"x {_sym} y",
         )
@@ -152,8 +159,9 @@ for _name in ("softmax", "log_softmax"):
 
 
 def _einsum_check(call: OpCall):
-    if call.dst is None:
-        raise fail("einsum needs its output axes: einsum(a, b -> [i, j])")
+    if call.dst is None and call.over is None:
+        raise fail("einsum needs its output axes (einsum(a, b -> [i, j])) or the axes it sums "
+                   "(einsum(a, b, over k))")
     if len(call.inputs) < 1:
         raise fail("einsum needs at least one tensor")
     sizes: dict[str, Axis] = {}
@@ -166,15 +174,48 @@ def _einsum_check(call: OpCall):
                     f"and {ax.size} in another"
                 )
             sizes.setdefault(ax.name, ax)
+    inputs = ", ".join(str(t) for t in call.inputs)
+    summed = over_names("einsum", call, required=False)
+    for name in summed:
+        if name not in sizes:
+            raise fail(f"einsum: axis '{name}' to sum over is in no input (inputs: {inputs})")
+    if call.dst is None:  # `over`: those axes are summed, every other axis is carried
+        out = [ax for name, ax in sizes.items() if name not in summed]
+        return {"out": tuple(a.name for a in out)}, (TensorType(tuple(out), call.inputs[0].dtype),)
     out = []
     for spec in call.dst:
         if spec.name not in sizes:
-            raise fail(
-                f"einsum: output axis '{spec.name}' is in no input "
-                f"(inputs: {', '.join(str(t) for t in call.inputs)})"
-            )
+            raise fail(f"einsum: output axis '{spec.name}' is in no input (inputs: {inputs})")
+        if spec.name in summed:
+            raise fail(f"einsum: axis '{spec.name}' is both kept (-> [...]) and summed (over)")
         out.append(sizes[spec.name])
+    kept = {a.name for a in out}
+    dropped = [name for name in sizes if name not in kept]
+    if call.over is not None:
+        rest = [name for name in dropped if name not in summed]
+        if rest:
+            raise fail(f"einsum: {_names(rest)} in neither the output nor 'over'; with 'over', "
+                       "list every axis that is summed")
+    else:
+        # summing a run-time axis that every input carries (batch, seq) is what a forgotten
+        # output axis looks like: it must be said (a DIN spec summed over batch this way)
+        hidden = [name for name in dropped if not sizes[name].size.is_static
+                  and all(t.has(name) for t in call.inputs)]
+        if hidden:
+            keep = ", ".join([s.name for s in call.dst] + hidden)
+            raise fail(
+                f"einsum would sum over {_names(hidden)}, "
+                + ("a run-time axis" if len(hidden) == 1 else "run-time axes")
+                + f" that every input carries; if that is meant, say so: add ', over "
+                f"[{', '.join(dropped)}]' (or write einsum(..., over [{', '.join(hidden)}]), which "
+                f"sums {'it' if len(hidden) == 1 else 'them'} and keeps every other axis); else "
+                f"keep {'it' if len(hidden) == 1 else 'them'}: '-> [{keep}]'"
+            )
     return {"out": tuple(a.name for a in out)}, (TensorType(tuple(out), call.inputs[0].dtype),)
+
+
+def _names(names) -> str:
+    return ("axis " if len(names) == 1 else "axes ") + ", ".join(f"'{n}'" for n in names)
 
 
 def _einsum_flops(attrs, ins, outs, env):
@@ -190,11 +231,13 @@ def _einsum_flops(attrs, ins, outs, env):
 register(
     OpDef(
         name="einsum",
-        doc="Contraction by axis name: the output keeps the listed axes; every other axis "
-        "of the inputs is summed over.",
+        doc="Contraction by axis name. `einsum(a, b, over k)` sums the named axes and keeps "
+        "every other axis (in order of first appearance). `einsum(a, b -> [i, j])` keeps the "
+        "listed axes and sums the others, except that a run-time axis every input carries "
+        "(batch, seq) is summed only when named: `-> [i], over [seq]`.",
         check=_einsum_check,
         arity=None,
-        takes=frozenset({"map"}),
+        takes=frozenset({"map", "over"}),
         flops=_einsum_flops,
         figure="cup",
         glyph="∪",
@@ -430,7 +473,9 @@ register(
     OpDef(
         name="causal",
         doc="Sets scores to -inf where the key position (second axis) is after the query "
-        "position (first axis).",
+        "position (first axis), lined up at the end: with more keys than queries (a decode step "
+        "with a key/value cache) query i stands at key position i + (key − seq), as in "
+        "FlashAttention and Hugging Face.",
         check=_causal_check,
         arity=1,
         takes=frozenset({"over"}),

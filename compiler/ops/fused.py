@@ -105,7 +105,8 @@ register(
         name="attention",
         doc="softmax(scale · q·k [causal mask]) · v in one op: the query-key contraction over "
         "the feature axis, a softmax over the key axis, and the weighted sum of v. Other axes "
-        "of q are batch axes that k and v carry too. `scale` defaults to 1/√(feature size).",
+        "of q are batch axes that k and v carry too. `scale` defaults to 1/√(feature size). "
+        "The causal mask is lined up at the end, as `causal`'s.",
         check=_attention_check,
         arity=3,
         kwargs=("scale", "causal"),

@@ -152,6 +152,14 @@ register(
 # ---- normalisation ---------------------------------------------------------------------------
 
 
+def _positive_eps(op: str, v) -> float:
+    # eps keeps the divisor away from zero: zero or a negative one gives inf or NaN outputs
+    eps = as_float(op, "eps", v)
+    if not eps > 0:
+        raise fail(f"{op}: eps must be a positive number, found {eps:g}")
+    return eps
+
+
 def _norm_check(call: OpCall):
     (t,) = call.inputs
     require_float(call.op, t)
@@ -165,7 +173,7 @@ def _norm_check(call: OpCall):
     attrs = {
         "axes": names,
         "shape": tuple(sizes),
-        "eps": as_float(call.op, "eps", call.kw("eps", default_eps)),
+        "eps": _positive_eps(call.op, call.kw("eps", default_eps)),
         "affine": as_bool(call.op, "affine", call.kw("affine", True)),
         "bias": as_bool(call.op, "bias", call.kw("bias", call.op == "LayerNorm")),
         "init": parse_init(call.op, "init", call.kw("init"), ndim=len(sizes)),
@@ -221,7 +229,7 @@ def _batchnorm_check(call: OpCall):
     attrs = {
         "axis": spec.name,
         "num": size_hval(ax, spec),
-        "eps": as_float("BatchNorm", "eps", call.kw("eps", 1e-5)),
+        "eps": _positive_eps("BatchNorm", call.kw("eps", 1e-5)),
         "momentum": as_float("BatchNorm", "momentum", call.kw("momentum", 0.1)),
         "init": parse_init("BatchNorm", "init", call.kw("init"), ndim=1),
         "bias_init": parse_init("BatchNorm", "bias_init", call.kw("bias_init"), ndim=1),
@@ -325,6 +333,12 @@ def _conv_common(call: OpCall, transposed: bool):
     if cin.value % g or cout.value % g:
         raise fail(f"{op}: groups={g} must divide both {cin.value} input and {cout.value} output channels")
     out_pad = _tuple_arg(op, "output_padding", call.kw("output_padding"), n, 0) if transposed else None
+    for i in range(n if transposed else 0):
+        # the extra positions must fall inside the last stride step: PyTorch refuses more
+        # unless the dilation is larger, onnxruntime refuses it whatever the dilation
+        if out_pad[i].value >= stride[i].value:
+            raise fail(f"{op}: output_padding on '{spatial[i]}' must be smaller than the stride "
+                       f"({stride[i].value}), found {out_pad[i].value}")
     axes = []
     for a in t.axes:
         if a.name == src.name:

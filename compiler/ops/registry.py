@@ -358,9 +358,20 @@ def replace_axes(t: TensorType, consumed: tuple[str, ...], produced: tuple[Axis,
     return t.with_axes(before + list(produced) + kept[len(before):])
 
 
-def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
+def broadcast(op: str, a: TensorType, b: TensorType, *, outer: bool = True, explicit: str = "") -> TensorType:
     """Elementwise result type: axes matched by name. The layout follows the operand with
-    more axes (the left one on a tie), the other's extra axes appended."""
+    more axes (the left one on a tie), the other's extra axes appended. Unless `outer`, the
+    axes of one side must include the other's (a bias, a position table): each side with
+    an axis the other lacks is refused, `explicit` saying how to write it on purpose."""
+    if not outer:
+        mine = [x.name for x in a.axes if not b.has(x.name)]
+        theirs = [x.name for x in b.axes if not a.has(x.name)]
+        if mine and theirs:
+            raise fail(
+                f"{op}: each side has an axis the other lacks ({a} has {', '.join(mine)}; {b} "
+                f"has {', '.join(theirs)}), which would broadcast both into every combination"
+                + (f"; if that outer broadcast is meant, write {explicit}" if explicit else "")
+            )
     if b.rank > a.rank:
         return broadcast(op, b, a).with_dtype(a.dtype if a.dtype == b.dtype else _promote(a.dtype, b.dtype))
     axes = list(a.axes)
