@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from . import analysis, registry
+from . import hexpr as X
 from .errors import InternalError, NNError, ShapeError, did_you_mean
 from .ir import Graph, Node, Value
 from .irtext import all_graphs, print_ir
@@ -185,13 +186,9 @@ def erase_dead(g: Graph, nodes) -> None:
             g.erase(n)
 
 
-def wrap_expr(expr: str) -> str:
-    return f"({expr})" if " " in expr and not (expr.startswith("(") and expr.endswith(")")) else expr
-
-
 def _is_literal(h, value=None) -> bool:
     """A constant written in the spec (not a hyperparameter), optionally equal to `value`."""
-    if not isinstance(h, HVal) or isinstance(h.value, (bool, str)) or h.expr != repr(h.value):
+    if not isinstance(h, HVal) or isinstance(h.value, (bool, str)) or not h.is_const:
         return False
     return value is None or h.value == value
 
@@ -384,7 +381,7 @@ def _hv_bin(a: HVal, op: str, b: HVal) -> HVal | None:
         value = {"*": x * y, "+": x + y, "-": x - y}[op]
     if _is_literal(a) and _is_literal(b):
         return HVal.const(value)
-    return HVal(value, f"{wrap_expr(a.expr)} {op} {wrap_expr(b.expr)}")
+    return HVal(value, X.binop(op, a.expr, b.expr))
 
 
 # ==== common subexpressions and dead code =====================================================

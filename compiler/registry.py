@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
+from . import hexpr as X
 from .errors import ShapeError
 from .sizes import Size
 from .types import FLOAT_DTYPES, Axis, HVal, TensorType
@@ -167,6 +168,8 @@ def new_axis(op: str, spec: AxisSpec) -> Axis:
     if spec.size is None:
         raise fail(f"{op}: the size of the new axis '{spec.name}' is unknown; write '{spec.name}: SIZE'")
     v = spec.size.value
+    X.note(X.binop(">=", spec.size.expr, X.Const(1)),
+           f"{op}: axis '{spec.name}' needs a positive integer size, found ", ("r", spec.size.expr))
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise fail(f"{op}: axis '{spec.name}' needs a positive integer size, found {v!r}")
     return Axis(spec.name, Size.of(v), spec.size.expr)
@@ -176,14 +179,25 @@ def size_hval(ax: Axis, spec: AxisSpec | None) -> HVal:
     """The size of an existing axis as an HVal: the call's expression when it gave one."""
     if spec is not None and spec.size is not None:
         return spec.size
-    return HVal(ax.size.value, ax.code) if ax.code else HVal.const(ax.size.value)
+    return HVal(ax.size.value, ax.code) if ax.code is not None else HVal.const(ax.size.value)
 
 
 def product_hval(vals: tuple[HVal, ...]) -> HVal:
     if len(vals) == 1:
         return vals[0]
     value = math.prod(int(v.value) for v in vals)
-    return HVal(value, " * ".join(f"({v.expr})" if " " in v.expr else v.expr for v in vals))
+    return HVal(value, X.product(v.expr for v in vals))
+
+
+def sum_code(axes) -> X.Expr | None:
+    """The size expression of axes laid end to end (a concat), None if one is run-time."""
+    codes = [a.size_code() for a in axes]
+    if any(c is None for c in codes):
+        return None
+    out = codes[0]
+    for c in codes[1:]:
+        out = X.binop("+", out, c)
+    return out
 
 
 def replace_axes(t: TensorType, consumed: tuple[str, ...], produced: tuple[Axis, ...]) -> TensorType:
@@ -255,6 +269,15 @@ def as_float(op: str, name: str, v) -> float:
     if isinstance(val, bool) or not isinstance(val, (int, float)):
         raise fail(f"{op}: {name} must be a number, found {val!r}")
     return float(val)
+
+
+def float_attr(op: str, name: str, v):
+    """A float argument: a float where it is a constant, else an HVal that keeps the
+    hyperparameter expression (generated code must not bake it)."""
+    val = as_float(op, name, v)
+    if isinstance(v, HVal) and not v.is_const:
+        return HVal(val, v.expr)
+    return val
 
 
 def as_bool(op: str, name: str, v) -> bool:

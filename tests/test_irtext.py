@@ -46,7 +46,7 @@ def test_text_names_every_field():
         "repeat @GPT2_h(%x) count 2@layers",
         "call @SelfAttention(%ln1) block SelfAttention args(d = 64@d, heads = 4@heads) lift [batch]",
         "Linear(%layer_norm, [d: 64@d] -> [vocab: 97@vocab], bias = false, tied = wte)",
-        "div(%einsum, scalar = 4.0@\"math.sqrt(dh)\", side = right)",
+        "div(%einsum, scalar = 4.0@\"sqrt(dh)\", side = right)",
         "positions(seq, _size = size(seq)) : [seq] int64",
         "dims batch = 1, seq = 128",
     ):
