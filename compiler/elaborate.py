@@ -19,7 +19,7 @@ from .errors import (
     Span,
     did_you_mean,
 )
-from .ir import Graph, HyperParam, Value, call_types, caller_codes, check_repeat
+from .ir import Graph, HyperParam, Value, call_mapping, call_types, caller_codes, check_repeat
 from .program import Program
 from .registry import AxisSpec, OpCall, OpDef
 from .sizes import MAX_SIZE, Size
@@ -207,6 +207,8 @@ class Elaborator:
                 default = dval.expr
             if p.name in given:
                 value = given[p.name].value
+                if not self.stack:  # the model's values given to the compiler are its defaults
+                    default = given[p.name].expr
             elif p.default is not None:
                 value = dval.value
             else:
@@ -381,6 +383,9 @@ class Elaborator:
 
     def repeat(self, ctx: Ctx, st: A.Repeat):
         count = self.expr(ctx, st.count)
+        if isinstance(count, HVal):
+            X.note(X.binop(">=", count.expr, X.Const(0)),
+                   "repeat needs a non-negative integer count, found the value ", ("r", count.expr))
         if not isinstance(count, HVal) or not isinstance(count.value, int) or isinstance(count.value, bool) or count.value < 0:
             raise HyperparameterError(
                 f"repeat needs a non-negative integer count, found {_describe(count)}", st.count.span
@@ -810,6 +815,11 @@ class Elaborator:
     def apply_block(self, ctx: Ctx, fn: Fn, tensors, span, hint):
         hyper = fn.hyper or {}
         callee = self.instantiate(fn.block, hyper, span)
+        # the callee's checks are this block's too: its constructor may never run (repeat 0)
+        mapping = call_mapping(callee, hyper)
+        for c in callee.checks:
+            if c.guard is None or c.guard not in hyper:
+                X.note(c.cond.subst(mapping), *((k, p if k == "s" else p.subst(mapping)) for k, p in c.message))
         self.check_unrolled(callee, span, f"block {fn.name}")
         g = ctx.graph
         if fn.instance is not None:

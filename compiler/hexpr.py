@@ -383,7 +383,17 @@ def note(cond: Expr, *message) -> None:
     """Record that the checker required `cond` (a no-op where it is a constant)."""
     if not _RECORDING or not cond.refs():
         return
-    pieces = tuple(m if isinstance(m, tuple) else ("s", m) for m in message)
+    pieces = []
+    for m in message:
+        kind, piece = m if isinstance(m, tuple) else ("s", m)
+        if kind != "s" and not piece.refs():  # a constant reads as text
+            v = piece.evaluate({})
+            kind, piece = "s", repr(v) if kind == "r" else str(v)
+        if kind == "s" and pieces and pieces[-1][0] == "s":
+            pieces[-1] = ("s", pieces[-1][1] + piece)
+        else:
+            pieces.append((kind, piece))
+    pieces = tuple(pieces)
     check = Check(cond, pieces, _GUARD[-1])
     # the first message for a condition is the one the checker reports
     if not any(c.cond == check.cond and c.guard == check.guard for c in _RECORDING[-1]):

@@ -303,9 +303,9 @@ def bind_dims(node_name: str, actual: TensorType, declared: TensorType, binding:
         raise ShapeError(f"{node_name}: expects {declared.dtype} input, found {actual}")
 
 
-def caller_codes(callee: Graph, given: dict[str, HVal], types, n_lift: int):
-    """The call's output types with the callee's static sizes as expressions over the
-    caller's hyperparameters (the callee's, bound to the call's arguments and defaults)."""
+def call_mapping(callee: Graph, given: dict[str, HVal]) -> dict[str, Expr]:
+    """Each hyperparameter of callee as an expression over the caller's: the call's argument,
+    else the callee's default over the arguments."""
     mapping: dict[str, Expr] = {}
     for h in callee.hyper:
         if h.name in given:
@@ -314,6 +314,13 @@ def caller_codes(callee: Graph, given: dict[str, HVal], types, n_lift: int):
             mapping[h.name] = h.default.subst(mapping)
         else:
             mapping[h.name] = const(h.value.value)
+    return mapping
+
+
+def caller_codes(callee: Graph, given: dict[str, HVal], types, n_lift: int):
+    """The call's output types with the callee's static sizes as expressions over the
+    caller's hyperparameters (the callee's, bound to the call's arguments and defaults)."""
+    mapping = call_mapping(callee, given)
     out = []
     for t, (_, v) in zip(types, callee.outputs):
         inner = callee.type_of(v)

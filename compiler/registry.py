@@ -257,6 +257,8 @@ def over_names(op: str, call: OpCall, *, required=True) -> tuple[str, ...]:
 
 def as_int(op: str, name: str, v, *, minimum=None) -> int:
     val = v.value if isinstance(v, HVal) else v
+    if minimum is not None and isinstance(v, HVal):
+        X.note(X.binop(">=", v.expr, X.Const(minimum)), f"{op}: {name} must be at least {minimum}, found ", ("e", v.expr))
     if not isinstance(val, int) or isinstance(val, bool):
         raise fail(f"{op}: {name} must be an integer, found {val!r}")
     if minimum is not None and val < minimum:
