@@ -267,6 +267,11 @@ def binop(op: str, a: Expr, b: Expr) -> Expr:
         return a
     if kx and _num(x) and ((x == 0 and op == "+") or (x == 1 and op == "*")):
         return b
+    if op in ("+", "-") and ky and _num(y) and isinstance(a, Bin) and a.op in ("+", "-"):
+        c, kc = _value(a.right)
+        if kc and _num(c):  # (x + 2) - 1 -> x + 1
+            total = (c if a.op == "+" else -c) + (y if op == "+" else -y)
+            return binop("+", a.left, const(total)) if total >= 0 else binop("-", a.left, const(-total))
     if kx and ky:
         try:
             v = apply_op(op, x, y)
