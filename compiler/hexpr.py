@@ -143,8 +143,6 @@ class Bin(Expr):
     def _print(self, style, name_of):
         p = self.prec
         left, right = self.left._print(style, name_of), self.right._print(style, name_of)
-        if style == "math" and self.op == "//":
-            return f"⌊{left} / {right}⌋"
         right_assoc = self.op == "**"
         if self.left.prec < p or (right_assoc and self.left.prec == p):
             left = f"({left})"
@@ -152,6 +150,8 @@ class Bin(Expr):
             p == 1 and self.right.prec == 1
         ):
             right = f"({right})"
+        if style == "math" and self.op == "//":
+            return f"⌊{left} / {right}⌋"
         table = {"py": _PY_OP, "text": _TEXT_OP, "math": _MATH_OP}[style]
         return f"{left} {table.get(self.op, self.op)} {right}"
 
