@@ -834,6 +834,15 @@ class Elaborator:
         except NNError as e:
             raise e.with_span(span) from None
         types = caller_codes(callee, hyper, types, len(lift))
+        for v, decl_id in zip(tensors, callee.inputs):  # the static sizes this call matched
+            actual = g.type_of(v)
+            for dax in callee.node(decl_id).type.axes:
+                mine = actual.axis(dax.name).size_code()
+                want = dax.size_code()
+                if mine is not None and want is not None and mine != want.subst(mapping):
+                    want = want.subst(mapping)
+                    X.note(X.binop("==", mine, want), f"block {callee.name}: axis '{dax.name}' has size ",
+                           ("e", mine), ", but the block declares ", ("e", want))
         node = g.add(
             "call", tensors, attrs={"block": fn.name, "args": args, "lift": lift}, types=types,
             name=name, module=module, span=span, callee=callee,

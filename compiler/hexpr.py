@@ -14,8 +14,9 @@ Scalar = int | float | bool | str
 # exactness the elaborator records as a check), "//" is floor division (pooling sizes)
 ARITH = ("+", "-", "*", "/", "div", "//", "%", "**")
 COMPARE = ("==", "!=", "<", "<=", ">", ">=")
+LOGIC = ("or",)
 FUNCS = ("sqrt", "exp", "log", "abs", "min", "max")
-_PREC = {"==": 1, "!=": 1, "<": 1, "<=": 1, ">": 1, ">=": 1, "+": 2, "-": 2,
+_PREC = {"or": 0, "==": 1, "!=": 1, "<": 1, "<=": 1, ">": 1, ">=": 1, "+": 2, "-": 2,
          "*": 3, "/": 3, "div": 3, "//": 3, "%": 3, "**": 5}
 _TEXT_OP = {"div": "/"}
 _PY_OP = {"div": "//"}
@@ -124,7 +125,7 @@ class Bin(Expr):
     right: Expr
 
     def __post_init__(self):
-        if self.op not in ARITH + COMPARE:
+        if self.op not in ARITH + COMPARE + LOGIC:
             raise ValueError(f"unknown operator {self.op!r}")
 
     @property
@@ -194,6 +195,8 @@ def _num(v) -> bool:
 
 
 def apply_op(op: str, x, y):
+    if op == "or":
+        return bool(x) or bool(y)
     if op in COMPARE:
         return {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
     if not (_num(x) and _num(y)):
@@ -267,6 +270,9 @@ def binop(op: str, a: Expr, b: Expr) -> Expr:
         return a
     if kx and _num(x) and ((x == 0 and op == "+") or (x == 1 and op == "*")):
         return b
+    if op == "or" and (kx or ky):  # a constant side of `or` decides or drops out
+        v, other = (x, b) if kx else (y, a)
+        return Const(True) if v else other
     if op in ("+", "-") and ky and _num(y) and isinstance(a, Bin) and a.op in ("+", "-"):
         c, kc = _value(a.right)
         if kc and _num(c):  # (x + 2) - 1 -> x + 1
@@ -454,7 +460,7 @@ def parse(text: str, env: dict[str, Scalar] | None = None) -> Expr:
         toks.append((m.lastgroup, m.group(m.lastgroup)))
         pos = m.end()
     p = _Parser(toks, env or {}, text)
-    out = p.expr(1)
+    out = p.expr(0)
     if p.i != len(toks):
         raise ExprError(f"unexpected {toks[p.i][1]!r} in the expression {text!r}")
     return out
@@ -478,7 +484,7 @@ class _Parser:
         left = self.unary() if level <= 4 else self.atom()
         while True:
             kind, tok = self.peek()
-            if kind != "op" or tok not in _PREC or tok == "div":
+            if not (kind == "op" or tok == "or") or tok not in _PREC or tok == "div":
                 return left
             prec = _PREC["*" if tok == "/" else tok]
             if prec < level:
@@ -518,17 +524,17 @@ class _Parser:
                 return Const(tok == "true")
             if self.peek()[1] == "(":
                 self.i += 1
-                args = [self.expr(1)]
+                args = [self.expr(0)]
                 while self.peek()[1] == ",":
                     self.i += 1
-                    args.append(self.expr(1))
+                    args.append(self.expr(0))
                 self.take(")")
                 if tok not in FUNCS:
                     raise ExprError(f"unknown function '{tok}' in the expression {self.text!r}")
                 return Call(tok, tuple(args))
             return Ref(tok)
         if tok == "(":
-            inner = self.expr(1)
+            inner = self.expr(0)
             self.take(")")
             return inner
         raise ExprError(f"unexpected {tok!r} in the expression {self.text!r}")

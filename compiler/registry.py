@@ -221,6 +221,14 @@ def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
     for ax in b.axes:
         if a.has(ax.name):
             mine = a.axis(ax.name)
+            x, y = mine.size_code(), ax.size_code()
+            if x is not None and y is not None and x != y:
+                one = X.Const(1)
+                X.note(
+                    X.binop("or", X.binop("or", X.binop("==", x, y), X.binop("==", x, one)), X.binop("==", y, one)),
+                    f"{op}: axis '{ax.name}' has size ", ("e", x), " on the left (", *type_pieces(a),
+                    ") and ", ("e", y), " on the right (", *type_pieces(b), ")",
+                )
             if mine.size != ax.size and not (_is_one(mine.size) or _is_one(ax.size)):
                 raise fail(
                     f"{op}: axis '{ax.name}' has size {mine.size} on the left ({a}) "
@@ -232,6 +240,21 @@ def broadcast(op: str, a: TensorType, b: TensorType) -> TensorType:
             axes.append(ax)
     dtype = a.dtype if a.dtype == b.dtype else _promote(a.dtype, b.dtype)
     return TensorType(tuple(axes), dtype)
+
+
+def type_pieces(t: TensorType) -> list:
+    """str(t) as message pieces: static sizes as their expressions."""
+    out: list = ["["]
+    for i, a in enumerate(t.axes):
+        if i:
+            out.append(", ")
+        code = a.size_code()
+        if code is None:
+            out.append(str(a))
+        else:
+            out += [f"{a.name}: ", ("e", code)]
+    out.append("]" + ("" if t.dtype == "float32" else f" {t.dtype}"))
+    return out
 
 
 def _is_one(s: Size) -> bool:

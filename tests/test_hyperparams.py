@@ -214,3 +214,31 @@ def test_compile_with_p_sets_the_generated_class_defaults(tmp_path):
     m = cls()
     assert m.wte.weight.shape == (50, 32)
     assert len(m.h) == 1
+
+
+SIZES_MATCHED = """
+block B(n) {
+    in  x: [c: n]
+    out x |> relu
+}
+model M(a = 4, b = 4) {
+    in  x: [batch, c: a], y: [batch, c: b]
+    out B(4)(x) + y
+}
+"""
+
+
+@pytest.mark.parametrize("hp", [dict(a=5), dict(b=5), dict(b=1), dict(a=0)])
+def test_constructor_repeats_the_size_equalities_the_checker_made(hp, tmp_path):
+    f = tmp_path / "matched.nn"
+    f.write_text(SIZES_MATCHED)
+    cls = getattr(_import(nncircuit.load(str(f), "M").torch_source(), tmp_path / "gen_matched.py"), "M")
+    try:
+        nncircuit.load(str(f), "M", **hp)
+    except NNError as e:
+        with pytest.raises(ValueError) as caught:
+            cls(**hp)
+        assert str(caught.value) == e.message
+        return
+    cls(**hp)  # b = 1 broadcasts
+    assert hp == dict(b=1)
