@@ -270,6 +270,8 @@ def binop(op: str, a: Expr, b: Expr) -> Expr:
         return a
     if kx and _num(x) and ((x == 0 and op == "+") or (x == 1 and op == "*")):
         return b
+    if op in ("==", "<=", ">=") and a == b:  # an expression equals itself
+        return Const(True)
     if op == "or" and (kx or ky):  # a constant side of `or` decides or drops out
         v, other = (x, b) if kx else (y, a)
         return Const(True) if v else other

@@ -170,6 +170,11 @@ def _einsum_check(call: OpCall):
     for t in call.inputs:
         require_float("einsum", t)
         for ax in t.axes:
+            if ax.name in sizes:
+                x, y = sizes[ax.name].size_code(), ax.size_code()
+                if x is not None and y is not None:
+                    X.note(X.binop("==", x, y), f"einsum: axis '{ax.name}' has size ", ("e", x),
+                           " in one input and ", ("e", y), " in another")
             if ax.name in sizes and sizes[ax.name].size != ax.size:
                 raise fail(
                     f"einsum: axis '{ax.name}' has size {sizes[ax.name].size} in one input "

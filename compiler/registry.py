@@ -149,6 +149,10 @@ def require_axis(op: str, t: TensorType, spec: AxisSpec) -> Axis:
     if not t.has(spec.name):
         raise fail(f"{op} expects an axis '{spec.name}' but the input is {t}")
     ax = t.axis(spec.name)
+    if spec.size is not None and ax.size.is_static and ax.size_code() is not None:
+        X.note(X.binop("==", ax.size_code(), spec.size.expr), f"{op}: axis '{spec.name}' has size ",
+               ("e", ax.size_code()), " in the input ", *type_pieces(t), ", but the call says ",
+               ("e", spec.size.expr))
     if spec.size is not None and isinstance(spec.size.value, int):
         if not (ax.size.is_static and ax.size.value == spec.size.value):
             raise fail(
