@@ -333,7 +333,8 @@ class Elaborator:
         return Axis(ad.name, Size.dim(ad.name, mult))
 
     def size_of(self, v: HVal, span: Span, what: str) -> Size:
-        X.note(X.binop(">=", v.expr, X.Const(1)), f"axis '{what}' needs a positive integer size, found ", ("r", v.expr))
+        for cond in (X.Call("is_int", (v.expr,)), X.binop(">=", v.expr, X.Const(1))):
+            X.note(cond, f"axis '{what}' needs a positive integer size, found ", ("r", v.expr))
         if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 1:
             raise ShapeError(f"axis '{what}' needs a positive integer size, found {v.value!r}", span)
         try:
@@ -384,8 +385,8 @@ class Elaborator:
     def repeat(self, ctx: Ctx, st: A.Repeat):
         count = self.expr(ctx, st.count)
         if isinstance(count, HVal):
-            X.note(X.binop(">=", count.expr, X.Const(0)),
-                   "repeat needs a non-negative integer count, found the value ", ("r", count.expr))
+            for cond in (X.Call("is_int", (count.expr,)), X.binop(">=", count.expr, X.Const(0))):
+                X.note(cond, "repeat needs a non-negative integer count, found the value ", ("r", count.expr))
         if not isinstance(count, HVal) or not isinstance(count.value, int) or isinstance(count.value, bool) or count.value < 0:
             raise HyperparameterError(
                 f"repeat needs a non-negative integer count, found {_describe(count)}", st.count.span

@@ -15,7 +15,7 @@ Scalar = int | float | bool | str
 ARITH = ("+", "-", "*", "/", "div", "//", "%", "**")
 COMPARE = ("==", "!=", "<", "<=", ">", ">=")
 LOGIC = ("or",)
-FUNCS = ("sqrt", "exp", "log", "abs", "min", "max")
+FUNCS = ("sqrt", "exp", "log", "abs", "min", "max", "is_int")  # is_int: in checks only
 _PREC = {"or": 0, "==": 1, "!=": 1, "<": 1, "<=": 1, ">": 1, ">=": 1, "+": 2, "-": 2,
          "*": 3, "/": 3, "div": 3, "//": 3, "%": 3, "**": 5}
 _TEXT_OP = {"div": "/"}
@@ -182,6 +182,8 @@ class Call(Expr):
         args = [a._print(style, name_of) for a in self.args]
         if style == "math" and self.fn == "sqrt":
             return f"√{args[0]}" if self.args[0].prec == 6 else f"√({args[0]})"
+        if style == "py" and self.fn == "is_int":  # a check's whole condition, never an operand
+            return f"type({args[0]}) is int"
         if style == "py" and self.fn in ("sqrt", "exp", "log"):
             return f"math.{self.fn}({', '.join(args)})"
         return f"{self.fn}({', '.join(args)})"
@@ -222,6 +224,8 @@ def apply_op(op: str, x, y):
 
 
 def apply_fn(fn: str, args):
+    if fn == "is_int":
+        return type(args[0]) is int
     if not args or not all(_num(a) for a in args):
         raise ExprError(f"{fn} needs numbers")
     try:

@@ -172,8 +172,8 @@ def new_axis(op: str, spec: AxisSpec) -> Axis:
     if spec.size is None:
         raise fail(f"{op}: the size of the new axis '{spec.name}' is unknown; write '{spec.name}: SIZE'")
     v = spec.size.value
-    X.note(X.binop(">=", spec.size.expr, X.Const(1)),
-           f"{op}: axis '{spec.name}' needs a positive integer size, found ", ("r", spec.size.expr))
+    for cond in (X.Call("is_int", (spec.size.expr,)), X.binop(">=", spec.size.expr, X.Const(1))):
+        X.note(cond, f"{op}: axis '{spec.name}' needs a positive integer size, found ", ("r", spec.size.expr))
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise fail(f"{op}: axis '{spec.name}' needs a positive integer size, found {v!r}")
     return Axis(spec.name, Size.of(v), spec.size.expr)
@@ -284,6 +284,8 @@ def over_names(op: str, call: OpCall, *, required=True) -> tuple[str, ...]:
 
 def as_int(op: str, name: str, v, *, minimum=None) -> int:
     val = v.value if isinstance(v, HVal) else v
+    if isinstance(v, HVal):
+        X.note(X.Call("is_int", (v.expr,)), f"{op}: {name} must be an integer, found ", ("r", v.expr))
     if minimum is not None and isinstance(v, HVal):
         X.note(X.binop(">=", v.expr, X.Const(minimum)), f"{op}: {name} must be at least {minimum}, found ", ("e", v.expr))
     if not isinstance(val, int) or isinstance(val, bool):

@@ -242,3 +242,14 @@ def test_constructor_repeats_the_size_equalities_the_checker_made(hp, tmp_path):
         return
     cls(**hp)  # b = 1 broadcasts
     assert hp == dict(b=1)
+
+
+@pytest.mark.parametrize("bad", [8.0, True, "8"])
+def test_constructor_refuses_a_size_that_is_not_an_integer(bad, tmp_path):
+    path = os.path.join(SPECS, "mlp.nn")
+    cls = _cls(path, "MLP", tmp_path, hidden=8)
+    with pytest.raises(NNError) as err:
+        nncircuit.load(path, "MLP", hidden=bad)
+    with pytest.raises(ValueError) as caught:
+        cls(hidden=bad)
+    assert str(caught.value) == err.value.message
