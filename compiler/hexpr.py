@@ -380,7 +380,9 @@ class Check:
         return Check(cond, tuple(pieces), guard)
 
     def python_message(self, name_of) -> str:
-        """The message as a Python f-string literal."""
+        """The message as a Python string literal (an f-string where it shows a value)."""
+        if all(kind == "s" for kind, _ in self.message):
+            return repr("".join(piece for _, piece in self.message))
         parts = []
         for kind, piece in self.message:
             if kind == "s":
