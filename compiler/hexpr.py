@@ -199,8 +199,12 @@ def _num(v) -> bool:
 def apply_op(op: str, x, y):
     if op == "or":
         return bool(x) or bool(y)
+    if op in ("==", "!="):
+        return (x == y) == (op == "==")
     if op in COMPARE:
-        return {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+        if not (_num(x) and _num(y)):
+            raise ExprError(f"cannot compare {x!r} and {y!r}")
+        return {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
     if not (_num(x) and _num(y)):
         raise ExprError(f"cannot apply '{_TEXT_OP.get(op, op)}' to {x!r} and {y!r}")
     try:

@@ -126,3 +126,12 @@ def test_every_expression_of_every_spec_reads_back(f, m):
             assert e.evaluate(env) is not None
             n += 1
     assert n > 0
+
+
+def test_folding_leaves_what_it_cannot_evaluate():
+    """A spec's mistake (a string size) is the checker's to report, not a crash in folding."""
+    e = X.binop(">=", X.Const("four"), X.Const(1))
+    assert e == X.Bin(">=", X.Const("four"), X.Const(1))
+    with pytest.raises(X.ExprError):
+        e.evaluate({})
+    assert X.binop("==", X.Const("a"), X.Const(1)) == X.Const(False)
