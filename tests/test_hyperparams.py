@@ -189,7 +189,7 @@ def test_float_keywords_and_static_positions_stay_parametric(tmp_path):
     f.write_text(FLOATS)
     src = nncircuit.load(str(f), "Net").torch_source()
     assert "eps=eps)" in src and "p=self.p," in src and "torch.arange(self.n," in src
-    cls = getattr(_import(src, tmp_path / "gen_floats.py"), "Net")
+    cls = _import(src, tmp_path / "gen_floats.py").Net
     m = cls(eps=1e-2, p=0.5, n=4)
     assert m.rmsnorm.eps == 1e-2
     ref = nncircuit.load(str(f), "Net", eps=1e-2, p=0.5, n=4).module(seed=0)
@@ -210,7 +210,7 @@ def test_compile_with_p_sets_the_generated_class_defaults(tmp_path):
         [sys.executable, "-m", "nncircuit.cli", "compile", os.path.join(SPECS, "transformer.nn"), *args, "-o", str(out)],
         check=True, capture_output=True,
     )
-    cls = getattr(_import(out.read_text(), tmp_path / "gpt_p.py"), "GPT2")
+    cls = _import(out.read_text(), tmp_path / "gpt_p.py").GPT2
     m = cls()
     assert m.wte.weight.shape == (50, 32)
     assert len(m.h) == 1
@@ -232,7 +232,7 @@ model M(a = 4, b = 4) {
 def test_constructor_repeats_the_size_equalities_the_checker_made(hp, tmp_path):
     f = tmp_path / "matched.nn"
     f.write_text(SIZES_MATCHED)
-    cls = getattr(_import(nncircuit.load(str(f), "M").torch_source(), tmp_path / "gen_matched.py"), "M")
+    cls = _import(nncircuit.load(str(f), "M").torch_source(), tmp_path / "gen_matched.py").M
     try:
         nncircuit.load(str(f), "M", **hp)
     except NNError as e:
