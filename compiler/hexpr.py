@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 Scalar = int | float | bool | str
 
@@ -16,8 +17,23 @@ ARITH = ("+", "-", "*", "/", "div", "//", "%", "**")
 COMPARE = ("==", "!=", "<", "<=", ">", ">=")
 LOGIC = ("or",)
 FUNCS = ("sqrt", "exp", "log", "abs", "min", "max", "is_int")  # is_int: in checks only
-_PREC = {"or": 0, "==": 1, "!=": 1, "<": 1, "<=": 1, ">": 1, ">=": 1, "+": 2, "-": 2,
-         "*": 3, "/": 3, "div": 3, "//": 3, "%": 3, "**": 5}
+_PREC = {
+    "or": 0,
+    "==": 1,
+    "!=": 1,
+    "<": 1,
+    "<=": 1,
+    ">": 1,
+    ">=": 1,
+    "+": 2,
+    "-": 2,
+    "*": 3,
+    "/": 3,
+    "div": 3,
+    "//": 3,
+    "%": 3,
+    "**": 5,
+}
 _TEXT_OP = {"div": "/"}
 _PY_OP = {"div": "//"}
 _MATH_OP = {"div": "/", "*": "·", "**": "^"}
@@ -75,7 +91,11 @@ class Const(Expr):
         if style == "text" and isinstance(v, str):
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         text = repr(v)
-        return f"({text})" if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 else text
+        return (
+            f"({text})"
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
+            else text
+        )
 
 
 @dataclass(frozen=True)
@@ -147,8 +167,10 @@ class Bin(Expr):
         right_assoc = self.op == "**"
         if self.left.prec < p or (right_assoc and self.left.prec == p):
             left = f"({left})"
-        if self.right.prec < p or (not right_assoc and self.right.prec == p) or (
-            p == 1 and self.right.prec == 1
+        if (
+            self.right.prec < p
+            or (not right_assoc and self.right.prec == p)
+            or (p == 1 and self.right.prec == 1)
         ):
             right = f"({right})"
         if style == "math" and self.op == "//":
@@ -255,11 +277,12 @@ def const(value) -> Expr:
     return Const(value)
 
 
-def _value(e: Expr):
+def _value(e: Expr) -> tuple[Any, bool]:
     if isinstance(e, Const):
         return e.value, True
     if isinstance(e, Neg) and isinstance(e.arg, Const) and _num(e.arg.value):
-        return -e.arg.value, True
+        v: Any = e.arg.value
+        return -v, True
     return None, False
 
 
@@ -287,7 +310,11 @@ def binop(op: str, a: Expr, b: Expr) -> Expr:
         c, kc = _value(a.right)
         if kc and _num(c):  # (x + 2) - 1 -> x + 1
             total = (c if a.op == "+" else -c) + (y if op == "+" else -y)
-            return binop("+", a.left, const(total)) if total >= 0 else binop("-", a.left, const(-total))
+            return (
+                binop("+", a.left, const(total))
+                if total >= 0
+                else binop("-", a.left, const(-total))
+            )
     if kx and ky:
         try:
             v = apply_op(op, x, y)
@@ -333,7 +360,7 @@ class Check:
     `guard`: the hyperparameter whose default needs it (checked only when defaulted)."""
 
     cond: Expr
-    message: tuple[tuple[str, object], ...]  # ("s", text) | ("e", Expr) | ("r", Expr)
+    message: tuple[tuple[str, Any], ...]  # ("s", text) | ("e", Expr) | ("r", Expr)
     guard: str | None = None
 
     def render(self, env: dict[str, Scalar]) -> str:
@@ -358,11 +385,11 @@ class Check:
 
     @staticmethod
     def from_template(cond: Expr, text: str, guard: str | None, env) -> Check:
-        pieces: list = []
+        pieces: list[tuple[str, Any]] = []
         buf, i = "", 0
         while i < len(text):
             c = text[i]
-            if c in "{}" and text[i:i + 2] == c * 2:
+            if c in "{}" and text[i : i + 2] == c * 2:
                 buf, i = buf + c, i + 2
             elif c == "{":
                 end = text.find("}", i)
@@ -371,7 +398,7 @@ class Check:
                 if buf:
                     pieces.append(("s", buf))
                     buf = ""
-                body = text[i + 1:end]
+                body = text[i + 1 : end]
                 kind = "r" if body.endswith("!r") else "e"
                 pieces.append((kind, parse(body[:-2] if kind == "r" else body, env)))
                 i = end + 1
@@ -390,7 +417,12 @@ class Check:
         parts = []
         for kind, piece in self.message:
             if kind == "s":
-                parts.append(piece.replace("\\", "\\\\").replace("{", "{{").replace("}", "}}").replace('"', '\\"'))
+                parts.append(
+                    piece.replace("\\", "\\\\")
+                    .replace("{", "{{")
+                    .replace("}", "}}")
+                    .replace('"', '\\"')
+                )
             else:
                 parts.append("{" + piece.python(name_of) + ("!r" if kind == "r" else "") + "}")
         return 'f"' + "".join(parts) + '"'
@@ -406,7 +438,7 @@ def note(cond: Expr, *message) -> None:
     """Record that the checker required `cond` (a no-op where it is a constant)."""
     if not _RECORDING or not cond.refs():
         return
-    pieces = []
+    pieces: list[tuple[str, Any]] = []
     for m in message:
         kind, piece = m if isinstance(m, tuple) else ("s", m)
         if kind != "s" and not piece.refs():  # a constant reads as text
@@ -416,8 +448,7 @@ def note(cond: Expr, *message) -> None:
             pieces[-1] = ("s", pieces[-1][1] + piece)
         else:
             pieces.append((kind, piece))
-    pieces = tuple(pieces)
-    check = Check(cond, pieces, _GUARD[-1])
+    check = Check(cond, tuple(pieces), _GUARD[-1])
     # the first message for a condition is the one the checker reports
     if not any(c.cond == check.cond and c.guard == check.guard for c in _RECORDING[-1]):
         _RECORDING[-1].append(check)
@@ -468,8 +499,9 @@ def parse(text: str, env: dict[str, Scalar] | None = None) -> Expr:
     while pos < len(text):
         m = _TOKENS.match(text, pos)
         if m is None or m.end() == pos:
-            raise ExprError(f"unexpected {text[pos:pos + 10]!r} in the expression {text!r}")
-        toks.append((m.lastgroup, m.group(m.lastgroup)))
+            raise ExprError(f"unexpected {text[pos : pos + 10]!r} in the expression {text!r}")
+        kind = m.lastgroup or ""
+        toks.append((kind, m.group(kind)))
         pos = m.end()
     p = _Parser(toks, env or {}, text)
     out = p.expr(0)
@@ -513,7 +545,12 @@ class _Parser:
             x, y = a.evaluate(self.env), b.evaluate(self.env)
         except ExprError:
             return True
-        return isinstance(x, int) and isinstance(y, int) and not isinstance(x, bool) and not isinstance(y, bool)
+        return (
+            isinstance(x, int)
+            and isinstance(y, int)
+            and not isinstance(x, bool)
+            and not isinstance(y, bool)
+        )
 
     def unary(self) -> Expr:
         if self.peek()[1] == "-":

@@ -28,7 +28,9 @@ def test_constants_fold_and_references_stay():
 def test_evaluation_follows_the_language():
     env = {"d": 768, "heads": 12, "k": 7}
     assert X.binop("div", d, heads).evaluate(env) == 64  # `/` of two integers: exact
-    assert X.binop("/", X.Const(1), X.call("sqrt", (X.binop("div", d, heads),))).evaluate(env) == 0.125
+    assert (
+        X.binop("/", X.Const(1), X.call("sqrt", (X.binop("div", d, heads),))).evaluate(env) == 0.125
+    )
     assert X.binop("//", X.binop("+", k, X.Const(1)), X.Const(2)).evaluate(env) == 4
     assert X.binop("==", X.binop("%", d, heads), X.Const(0)).evaluate(env) is True
     with pytest.raises(X.ExprError):
@@ -47,8 +49,18 @@ POOL = X.binop("+", X.binop("//", X.binop("-", k, X.Const(1)), X.Const(2)), X.Co
         (SCALE, "1 / math.sqrt(self.d // self.heads)", "1 / sqrt(d / heads)", "1 / √(d / heads)"),
         (POOL, "(self.k - 1) // 2 + 1", "(k - 1) // 2 + 1", "⌊(k - 1) / 2⌋ + 1"),
         (X.binop("*", X.Const(4), d), "4 * self.d", "4 * d", "4 · d"),
-        (X.binop("-", d, X.binop("-", k, X.Const(1))), "self.d - (self.k - 1)", "d - (k - 1)", "d - (k - 1)"),
-        (X.binop("**", X.binop("div", d, k), X.Const(2)), "(self.d // self.k) ** 2", "(d / k) ** 2", "(d / k) ^ 2"),
+        (
+            X.binop("-", d, X.binop("-", k, X.Const(1))),
+            "self.d - (self.k - 1)",
+            "d - (k - 1)",
+            "d - (k - 1)",
+        ),
+        (
+            X.binop("**", X.binop("div", d, k), X.Const(2)),
+            "(self.d // self.k) ** 2",
+            "(d / k) ** 2",
+            "(d / k) ^ 2",
+        ),
         (X.neg(d), "-self.d", "-d", "-d"),
         (X.call("sqrt", (d,)), "math.sqrt(self.d)", "sqrt(d)", "√d"),
     ],
@@ -111,7 +123,10 @@ def _exprs(g):
 
 
 SPEC_MODELS = sorted(
-    (f, m) for f in os.listdir(SPECS) if f.endswith(".nn") for m in nncircuit.models(os.path.join(SPECS, f))
+    (f, m)
+    for f in os.listdir(SPECS)
+    if f.endswith(".nn")
+    for m in nncircuit.models(os.path.join(SPECS, f))
 )
 
 

@@ -17,7 +17,10 @@ from nncircuit.errors import NNError
 from conftest import SPECS
 
 MODELS = sorted(
-    (f, m) for f in os.listdir(SPECS) if f.endswith(".nn") for m in nncircuit.models(os.path.join(SPECS, f))
+    (f, m)
+    for f in os.listdir(SPECS)
+    if f.endswith(".nn")
+    for m in nncircuit.models(os.path.join(SPECS, f))
 )
 DRAWS = 6
 # widths the draws pick from: small, with divisors and non-divisors, and a few bad values
@@ -119,7 +122,10 @@ def test_generated_class_matches_compile_for_random_hyperparameters(f, m, tmp_pa
 
 def _cls(path, model, tmp_path, **compiled_with):
     spec = nncircuit.load(path, model, **compiled_with)
-    return getattr(_import(spec.torch_source(), tmp_path / f"gen_{model.lower()}_{len(compiled_with)}.py"), model)
+    return getattr(
+        _import(spec.torch_source(), tmp_path / f"gen_{model.lower()}_{len(compiled_with)}.py"),
+        model,
+    )
 
 
 def _same(path, model, cls, x, **hp):
@@ -207,8 +213,18 @@ def test_compile_with_p_sets_the_generated_class_defaults(tmp_path):
     out = tmp_path / "gpt.py"
     args = ["-p", "vocab=50", "-p", "ctx=16", "-p", "d=32", "-p", "heads=2", "-p", "layers=1"]
     subprocess.run(
-        [sys.executable, "-m", "nncircuit.cli", "compile", os.path.join(SPECS, "transformer.nn"), *args, "-o", str(out)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "nncircuit.cli",
+            "compile",
+            os.path.join(SPECS, "transformer.nn"),
+            *args,
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
     )
     cls = _import(out.read_text(), tmp_path / "gpt_p.py").GPT2
     m = cls()
