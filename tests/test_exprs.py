@@ -150,3 +150,22 @@ def test_folding_leaves_what_it_cannot_evaluate():
     with pytest.raises(X.ExprError):
         e.evaluate({})
     assert X.binop("==", X.Const("a"), X.Const(1)) == X.Const(False)
+
+
+def test_ir_check_lines_round_trip_and_bad_ones_are_parse_errors():
+    from nncircuit.errors import ParseError
+    from nncircuit.irtext import parse_ir, print_ir
+
+    spec = nncircuit.load(
+        os.path.join(SPECS, "transformer.nn"), "GPT2", vocab=50, ctx=8, d=16, heads=2, layers=1
+    )
+    text = print_ir(spec.graph)
+    assert 'check "d % heads == 0" "d / heads: {d} is not divisible by {heads}' in text
+    assert print_ir(parse_ir(text)) == text
+    for bad, says in (
+        ('check "d % heads == 0"', 'check "open(d)"'),
+        ("is not divisible by {heads}", "is not divisible by {heads"),
+    ):
+        with pytest.raises(ParseError) as err:
+            parse_ir(text.replace(bad, says, 1))
+        assert err.value.span is not None
