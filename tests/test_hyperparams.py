@@ -22,9 +22,10 @@ MODELS = sorted(
     if f.endswith(".nn")
     for m in nncircuit.models(os.path.join(SPECS, f))
 )
-DRAWS = 6
+DRAWS = 8
 # widths the draws pick from: small, with divisors and non-divisors, and a few bad values
 SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
+POWERS = (2, 4, 8, 16)
 BAD = (0, -1)
 FIXED_LARGE = {"ResNet18", "ResNet50"}  # their widths are constants: build them seldom
 INPUT = {"batch": 2, "seq": 5, "h": 32, "w": 32}  # UNet pools four times
@@ -38,7 +39,10 @@ def _import(source: str, path) -> object:
     return mod
 
 
-def _draw(rng: random.Random, spec) -> dict:
+def _draw(rng: random.Random, spec, friendly: bool) -> dict:
+    """Random values for the integer hyperparameters. A friendly draw takes powers of two
+    (which mostly divide each other, so the model builds); the others any small value,
+    sometimes a bad one (which the checker and the class must both refuse)."""
     hp = {}
     for h in spec.graph.hyper:
         v = h.value.value
@@ -46,23 +50,27 @@ def _draw(rng: random.Random, spec) -> dict:
             continue
         if rng.random() < 0.25:
             continue  # keep the default: exercises the class's own defaults
-        if rng.random() < 0.08:
-            hp[h.name] = rng.choice(BAD)
-        elif h.name == "layers":
+        if h.name == "layers":
             hp[h.name] = rng.choice((0, 1, 2))
+        elif friendly:
+            hp[h.name] = rng.choice(POWERS)
+        elif rng.random() < 0.1:
+            hp[h.name] = rng.choice(BAD)
         else:
             hp[h.name] = rng.choice(SIZES)
     return hp
 
 
-def _inputs(spec):
-    """A random input for each of the model's inputs; run-time sizes small."""
+def _inputs(spec, hp):
+    """A random input for each of the model's inputs; run-time sizes small (a sequence no
+    longer than the position table: `ctx` bounds it at run time, not in the checker)."""
     g = torch.Generator().manual_seed(1)
+    sizes = {**INPUT, "seq": min(INPUT["seq"], hp.get("ctx", INPUT["seq"]))}
     out = []
     for _, t in spec.inputs():
         shape = []
         for a in t.axes:
-            shape.append(a.size.value if a.size.is_static else INPUT.get(a.name, 4))
+            shape.append(a.size.value if a.size.is_static else sizes.get(a.name, 4))
         if t.dtype == "int64":
             out.append(torch.zeros(shape, dtype=torch.int64))
         else:
@@ -90,8 +98,8 @@ def test_generated_class_matches_compile_for_random_hyperparameters(f, m, tmp_pa
     base = _small_defaults(f, m, spec)
     draws = 2 if m in FIXED_LARGE else DRAWS
     seen = {"built": 0, "refused": 0}
-    for _ in range(draws):
-        hp = {**base, **_draw(rng, spec)}
+    for i in range(draws):
+        hp = {**base, **_draw(rng, spec, friendly=i % 2 == 0)}
         try:
             ref_spec = nncircuit.load(path, m, **hp)
             ref = ref_spec.module(seed=0)
@@ -109,12 +117,13 @@ def test_generated_class_matches_compile_for_random_hyperparameters(f, m, tmp_pa
         mine.load_state_dict(ref.state_dict())
         ref.eval()
         mine.eval()
-        xs = _inputs(ref_spec)
+        xs = _inputs(ref_spec, hp)
         with torch.no_grad():
             a, b = ref(*xs), mine(*xs)
         assert torch.allclose(a, b, atol=1e-5), hp
         seen["built"] += 1
     assert seen["built"] + seen["refused"] == draws
+    assert seen["built"] >= 1  # the draws (fixed by the seed) exercise a build, not only refusals
 
 
 # ---- the trust issue's cases, each one a regression test ---------------------------------
