@@ -98,8 +98,11 @@ def test_generated_class_matches_compile_for_random_hyperparameters(f, m, tmp_pa
     base = _small_defaults(f, m, spec)
     draws = 2 if m in FIXED_LARGE else DRAWS
     seen = {"built": 0, "refused": 0}
-    for i in range(draws):
+    sizes = [h.name for h in spec.graph.hyper if type(h.value.value) is int and h.name != "layers"]
+    for i in range(draws + 1):
         hp = {**base, **_draw(rng, spec, friendly=i % 2 == 0)}
+        if i == draws:  # and one size of 0, which both must refuse
+            hp[rng.choice(sizes)] = 0
         try:
             ref_spec = nncircuit.load(path, m, **hp)
             ref = ref_spec.module(seed=0)
@@ -122,8 +125,8 @@ def test_generated_class_matches_compile_for_random_hyperparameters(f, m, tmp_pa
             a, b = ref(*xs), mine(*xs)
         assert torch.allclose(a, b, atol=1e-5), hp
         seen["built"] += 1
-    assert seen["built"] + seen["refused"] == draws
-    assert seen["built"] >= 1  # the draws (fixed by the seed) exercise a build, not only refusals
+    assert seen["built"] + seen["refused"] == draws + 1
+    assert seen["built"] >= 1 and seen["refused"] >= 1  # the draws (fixed by the seed) do both
 
 
 # ---- the trust issue's cases, each one a regression test ---------------------------------
