@@ -42,7 +42,7 @@ def test_text_names_every_field():
     text = print_ir(_load(("transformer.nn", "GPT2")).graph)
     for piece in (
         'files "',
-        "model @GPT2 = GPT2(vocab = 97@vocab default \"50257\"",
+        "model @GPT2 = GPT2(vocab = 97@vocab default \"97\"",  # the values given are the defaults
         "repeat @GPT2_h(%x) count 2@layers",
         "call @SelfAttention(%ln1) block SelfAttention args(d = 64@d, heads = 4@heads) lift [batch]",
         "Linear(%layer_norm, [d: 64@d] -> [vocab: 97@vocab], bias = false, tied = wte)",
