@@ -255,8 +255,8 @@ def test_lowering_errors_point_at_the_spec():
 
 
 def test_instances_whose_sizes_the_class_cannot_express():
-    """One class per block definition, but a size computed through a pooling is a number in
-    the class: a second instance with other hyperparameters needs its own class."""
+    """One class per block definition: a size computed through a pooling is an expression
+    of the hyperparameters, so one class serves instances with other values."""
     text = """
 block B(k) {
     in  x: [h: k]
@@ -270,7 +270,8 @@ model M() {
     spec, m = _module_and_source(text)
     a, b = m(torch.randn(2, 4), torch.randn(2, 3))
     assert a.shape == (2, 2) and b.shape == (2, 2)
-    assert spec.torch_source().count("nn.Linear(") == 2
+    assert spec.torch_source().count("nn.Linear(") == 1
+    assert "nn.Linear(k // 2 + 1, 2)" in spec.torch_source()
 
 
 def test_lift_of_a_repeat_that_never_reads_the_inputs():

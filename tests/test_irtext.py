@@ -43,13 +43,13 @@ def test_text_names_every_field():
     text = print_ir(_load(("transformer.nn", "GPT2")).graph)
     for piece in (
         'files "',
-        "model @GPT2 = GPT2(vocab = 97@vocab default \"50257\"",
+        "model @GPT2 = GPT2(vocab = 97@vocab default \"97\"",  # the values given are the defaults
         "repeat @GPT2_h(%x) count 2@layers",
         "call @SelfAttention(%ln1) block SelfAttention args(d = 64@d, heads = 4@heads, "
-        'proj_std = 0.01@"0.02 / (math.sqrt(2 * layers))") lift [batch]',
+        'proj_std = 0.01@"0.02 / sqrt(2 * layers)") lift [batch]',
         "Linear(%x, [d: 64@d] -> [heads: 4@heads, dh: 16@dh], bias_init = zeros, init = normal(0.02))",
         "Linear(%layer_norm, [d: 64@d] -> [vocab: 97@vocab], bias = false, tied = wte)",
-        "div(%einsum, scalar = 4.0@\"math.sqrt(dh)\", side = right)",
+        "div(%einsum, scalar = 4.0@\"sqrt(dh)\", side = right)",
         "positions(seq, _size = size(seq)) : [seq] int64",
         "dims batch = 1, seq = 128",
     ):

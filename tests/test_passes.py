@@ -62,7 +62,7 @@ model @M = M(k = 1@k) {
 model @M = M(dh = 16@dh) {
   in %x
   %x = input x : [seq, d: 8]
-  %a = div(%x, scalar = 4.0@"math.sqrt(dh)", side = right) : [seq, d: 8]
+  %a = div(%x, scalar = 4.0@"sqrt(dh)", side = right) : [seq, d: 8]
   %b = mul(%a, scalar = 2, side = right) : [seq, d: 8]
   %c = add(%b, scalar = 1, side = right) : [seq, d: 8]
   %e = sub(%c, scalar = 3, side = right) : [seq, d: 8]
@@ -74,7 +74,7 @@ model @M = M(dh = 16@dh) {
 model @M = M(dh = 16@dh) {
   in %x
   %x = input x : [seq, d: 8]
-  %b_1 = mul(%x, scalar = 0.5@"2 / math.sqrt(dh)", side = right) : [seq, d: 8]
+  %b_1 = mul(%x, scalar = 0.5@"2 / sqrt(dh)", side = right) : [seq, d: 8]
   %e_1 = add(%b_1, scalar = -2, side = right) : [seq, d: 8]
   %f = sub(%e_1, scalar = 1, side = left) : [seq, d: 8]
   out y = %f
@@ -218,7 +218,7 @@ block @Attention = Attention(dh = 16@dh) {
   %k = input k : [key, dh: 16@dh]
   %v = input v : [key, dv]
   %einsum = einsum(%q, %k -> [seq, key]) : [seq, key]
-  %div = div(%einsum, scalar = 4.0@"math.sqrt(dh)", side = right) : [seq, key]
+  %div = div(%einsum, scalar = 4.0@"sqrt(dh)", side = right) : [seq, key]
   %scores = causal(%div, over [seq, key]) : [seq, key]
   %softmax = softmax(%scores, over [key]) : [seq, key]
   %einsum_1 = einsum(%softmax, %v -> [seq, dv], over [key]) : [seq, dv]
@@ -231,7 +231,7 @@ block @Attention = Attention(dh = 16@dh) {
   %q = input q : [seq, dh: 16@dh]
   %k = input k : [key, dh: 16@dh]
   %v = input v : [key, dv]
-  %attention = attention(%q, %k, %v, [dh] -> [dv], over [seq, key], causal = true, scale = 0.25@"1 / math.sqrt(dh)") : [seq, dv]
+  %attention = attention(%q, %k, %v, [dh] -> [dv], over [seq, key], causal = true, scale = 0.25@"1 / sqrt(dh)") : [seq, dv]
   out out = %attention
 }
 """,

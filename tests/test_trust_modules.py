@@ -151,7 +151,7 @@ def test_generated_init_is_parametric():
     src = load(INITS).torch_source()
     assert "nn.init.kaiming_normal_(self.g.weight, mode=\"fan_out\")" in src
     gpt = gpt2_small().torch_source()
-    assert "proj_std=0.02 / (math.sqrt(2 * layers))" in gpt  # from the hyperparameter, not 0.01
+    assert "proj_std=0.02 / math.sqrt(2 * layers)" in gpt  # from the hyperparameter, not 0.01
 
 
 def test_defaults_stay_pytorchs():

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from nncircuit.names import snake
 from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
+from nncircuit.types import expr as X
 from nncircuit.errors import NNError, ShapeError, did_you_mean
 from nncircuit.ir.graph import Graph, Node
 from nncircuit.types.sizes import Size
@@ -194,8 +195,7 @@ def repeat_title(node: Node) -> str:
 
 def repeat_count_text(node: Node) -> str:
     count = node.attrs["count"]
-    expr = count.expr
-    return f"{expr} = {count.value}" if expr != repr(count.value) else ""
+    return f"{count.expr.math()} = {count.value}" if not count.is_const else ""
 
 
 def model_title(g: Graph) -> str:
@@ -254,12 +254,9 @@ def acted_axes(node: Node, in_types, out_types) -> frozenset[str]:
 
 
 def _scalar_text(v: HVal) -> str:
-    expr = v.expr
-    m = re.fullmatch(r"math\.sqrt\((\w+)\)", expr)
-    if m:
-        return f"√{m.group(1)}"
-    if re.fullmatch(r"[A-Za-z_]\w*", expr):
-        return expr
+    e = v.expr
+    if isinstance(e, X.Ref) or (isinstance(e, X.Call) and e.fn == "sqrt" and isinstance(e.args[0], X.Ref)):
+        return e.math()
     return _value_text(v.value)
 
 

@@ -4,7 +4,6 @@ comments, and no dependency on nncircuit at run time."""
 
 from __future__ import annotations
 
-import ast as pyast
 import os
 import re
 
@@ -13,6 +12,7 @@ from nncircuit.ir.graph import Graph, Node, Value
 from nncircuit.names import fresh, pyname
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import HVal
+from nncircuit.types.expr import Expr
 
 from nncircuit.backends.structure import class_name, single_call_body
 from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, init_lines, move
@@ -37,20 +37,14 @@ class Cx:
     pyname = staticmethod(pyname)
 
     def hv(self, v: HVal) -> str:
+        return self.code(v.expr)
+
+    def code(self, e: Expr) -> str:
+        """Python for a hyperparameter expression: constructor locals in __init__, the
+        module's attributes in forward."""
         if self.mode == "init":
-            return v.expr
-        tree = pyast.parse(v.expr, mode="eval")
-        cx = self
-
-        class ToSelf(pyast.NodeTransformer):
-            def visit_Name(self, node):
-                if node.id in ("math", "abs", "min", "max"):  # builtins of hyperparameter code
-                    return node
-                return pyast.copy_location(
-                    pyast.Attribute(pyast.Name("self", pyast.Load()), cx.hyper_attr(node.id), pyast.Load()), node
-                )
-
-        return pyast.unparse(ToSelf().visit(tree))
+            return e.python(pyname)
+        return e.python(lambda name: f"self.{self.hyper_attr(pyname(name))}")
 
     def hyper_attr(self, py: str) -> str:
         """The attribute that holds hyperparameter `py` (its Python name): the name itself,
@@ -200,7 +194,9 @@ class TorchGen:
             default = h.default
             if g.kind != "repeat" and default is not None and not _is_literal(default):
                 lines.append(f"        if {pyname(h.name)} is None:")
-                lines.append(f"            {pyname(h.name)} = {default}")
+                lines.extend(_check_lines(g, h.name, "            "))
+                lines.append(f"            {pyname(h.name)} = {default.python(pyname)}")
+        lines.extend(_check_lines(g, None, "        "))
         for h in g.hyper:
             lines.append(f"        self.{cx.hyper_attr(pyname(h.name))} = {pyname(h.name)}")
         self._init_modules(g, cx, lines)
@@ -221,7 +217,7 @@ class TorchGen:
                 parts.append(p)
             else:
                 seen_default = True
-                parts.append(f"{p}={h.default}" if _is_literal(h.default) else f"{p}=None")
+                parts.append(f"{p}={h.default.python(pyname)}" if _is_literal(h.default) else f"{p}=None")
         if not parts:
             return ""
         return (", *, " if kwonly else ", ") + ", ".join(parts)
@@ -236,12 +232,12 @@ class TorchGen:
             if n.op in ("call", "repeat"):
                 _check_class_name(g, self.class_of(n.callee), n)
             if n.op == "call":
-                args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in n.attrs["args"])
+                args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
             elif n.op == "repeat":
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
-                    args = ", ".join(f"{pyname(k)}={v.expr}" for k, v in inner.attrs["args"])
+                    args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.attrs["args"])
                     body, hargs = self.class_of(inner.callee), args
                 else:
                     body = self.class_of(n.callee)
@@ -249,7 +245,7 @@ class TorchGen:
                 if n.attrs["shared"]:
                     code = f"{body}({hargs})"
                 else:
-                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({n.attrs['count'].expr})])"
+                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({cx.hv(n.attrs['count'])})])"
             else:
                 low = _lowering(n)
                 if low.init is None:
@@ -370,7 +366,7 @@ class TorchGen:
                     # values; the number where the expression names no hyperparameter of
                     # this model (IR text may say `8@d` in a model without `d`)
                     size = str(ax.size.value)
-                    if ax.code and _names(ax.code) <= {pyname(h.name) for h in g.hyper} | {"math", "abs", "min", "max"}:
+                    if ax.code is not None and ax.code.refs() <= {h.name for h in g.hyper}:
                         size = cx.hv(HVal(ax.size.value, ax.code))
                     check(f"{here} != {size}", "ValueError", f"{what} must be ", f"{{{size}}}{shape}")
                     continue
@@ -454,21 +450,19 @@ def _lowering(n: Node):
     return low
 
 
-def _is_literal(expr: str) -> bool:
-    try:
-        pyast.literal_eval(expr)
-        return True
-    except (ValueError, SyntaxError):
-        return False
+def _is_literal(expr: Expr) -> bool:
+    return not expr.refs()
 
 
-def _names(code: str) -> set[str]:
-    """The names a hyperparameter expression reads."""
-    try:
-        tree = pyast.parse(code, mode="eval")
-    except SyntaxError:
-        return {code}
-    return {n.id for n in pyast.walk(tree) if isinstance(n, pyast.Name)}
+def _check_lines(g: Graph, guard: str | None, indent: str) -> list[str]:
+    """The checker's hyperparameter conditions, re-run by the constructor (those a default
+    needs only where that default is used)."""
+    out = []
+    for c in g.checks:
+        if c.guard == guard:
+            out.append(f"{indent}if not ({c.cond.python(pyname)}):")
+            out.append(f"{indent}    raise ValueError({c.python_message(pyname)})")
+    return out
 
 
 def _safe_filename(path: str) -> str:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from nncircuit.ops import registry
 from nncircuit.errors import LoweringError
 from nncircuit.ir.graph import Node
-from nncircuit.types.tensor import TensorType
+from nncircuit.types import expr as X
+from nncircuit.types.tensor import HVal, TensorType
 
 TORCH_DTYPES = {
     "float32": "torch.float32",
@@ -175,7 +176,8 @@ def _causal(n: Node, a, cx):
 
 
 def _positions(n: Node, a, cx):
-    size = cx.size(n.attrs["axis"].size)
+    ax = n.attrs["axis"]
+    size = cx.code(ax.code) if ax.code is not None else cx.size(ax.size)
     return f"torch.arange({size}, device={cx.device()})"
 
 
@@ -251,7 +253,7 @@ def _embedding_init(n: Node, cx):
 def _norm_init(cls: str):
     def init(n: Node, cx):
         shape = ", ".join(cx.hv(s) for s in n.attrs["shape"])
-        extra = f", eps={n.attrs['eps']!r}"
+        extra = f", eps={_float(n.attrs['eps'], cx)}"
         if not n.attrs["affine"]:
             extra += ", elementwise_affine=False"
         elif cls == "nn.LayerNorm" and not n.attrs["bias"]:
@@ -273,7 +275,7 @@ def _batchnorm_init(n: Node, cx):
     (t,) = cx.in_types(n)
     k = t.rank - t.index(n.attrs["axis"]) - 1
     cls = {2: "nn.BatchNorm2d", 3: "nn.BatchNorm3d"}.get(k, "nn.BatchNorm1d")
-    return f"{cls}({cx.hv(n.attrs['num'])}, eps={n.attrs['eps']!r}, momentum={n.attrs['momentum']!r})"
+    return f"{cls}({cx.hv(n.attrs['num'])}, eps={_float(n.attrs['eps'], cx)}, momentum={n.attrs['momentum']!r})"
 
 
 def _channels_first(n: Node, a, cx, channel: str | None, spatial: tuple[str, ...], call: str):
@@ -322,10 +324,17 @@ def _conv_init(transposed: bool):
     return init
 
 
+def _float(v, cx) -> str:
+    """A float attribute: its hyperparameter expression where it has one."""
+    if isinstance(v, HVal) and not v.is_const:
+        return cx.hv(v)
+    return repr(float(v.value if isinstance(v, HVal) else v))
+
+
 def _literally(vals, default) -> bool:
     """Every value is the literal `default`. A hyperparameter that merely equals it in this
     instance must still be passed: all instances of a block share one class."""
-    return all(v.expr == repr(default) for v in vals)
+    return all(v.expr == X.const(default) and type(v.value) is type(default) for v in vals)
 
 
 def _hvtup(vals, cx) -> str:
@@ -499,7 +508,7 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "sqrt": _unary("torch.sqrt({x})"),
     "abs": _unary("torch.abs({x})"),
     "neg": _unary("-{x}"),
-    "dropout": Lowering(lambda n, a, cx: f"F.dropout({a[0]}, p={n.attrs['p']!r}, training=self.training)"),
+    "dropout": Lowering(lambda n, a, cx: f"F.dropout({a[0]}, p={_float(n.attrs['p'], cx)}, training=self.training)"),
     "add": _binary("+", "add"),
     "sub": _binary("-", "sub"),
     "mul": _binary("*", "mul"),

@@ -11,9 +11,10 @@ import networkx as nx
 
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
+from nncircuit.types.expr import Expr, const, dependent
 from nncircuit.ops.registry import Attrs, OpCall
 from nncircuit.types.sizes import Size
-from nncircuit.types.tensor import HVal, TensorType
+from nncircuit.types.tensor import Axis, HVal, TensorType
 
 STRUCTURAL = ("input", "call", "repeat")
 
@@ -30,7 +31,7 @@ class Value:
 class HyperParam:
     name: str
     value: HVal  # the value bound in this instance
-    default: str | None  # Python expression of the default, over earlier hyperparameters
+    default: Expr | None  # expression of the default, over earlier hyperparameters
 
 
 @dataclass(eq=False)
@@ -68,6 +69,8 @@ class Graph:
     inputs: list[int] = field(default_factory=list)
     outputs: list[tuple[str, Value]] = field(default_factory=list)
     dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
+    # hyperparameter-dependent conditions the checker required (types.expr.Check), in order
+    checks: list = field(default_factory=list)
     _g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
     # nodes() in order, until the next mutation: passes and backends walk block instances
@@ -288,9 +291,40 @@ def bind_dims(node_name: str, actual: TensorType, declared: TensorType, binding:
         raise ShapeError(f"{node_name}: expects {declared.dtype} input, found {actual}")
 
 
+def call_mapping(callee: Graph, given: dict[str, HVal]) -> dict[str, Expr]:
+    """Each hyperparameter of callee as an expression over the caller's: the call's argument,
+    else the callee's default over the arguments."""
+    mapping: dict[str, Expr] = {}
+    for h in callee.hyper:
+        if h.name in given:
+            mapping[h.name] = given[h.name].expr
+        elif h.default is not None:
+            mapping[h.name] = h.default.subst(mapping)
+        else:
+            mapping[h.name] = const(h.value.value)
+    return mapping
+
+
+def caller_codes(callee: Graph, given: dict[str, HVal], types, n_lift: int):
+    """The call's output types with the callee's static sizes as expressions over the
+    caller's hyperparameters (the callee's, bound to the call's arguments and defaults)."""
+    mapping = call_mapping(callee, given)
+    out = []
+    for t, (_, v) in zip(types, callee.outputs):
+        inner = callee.type_of(v)
+        axes = list(t.axes)
+        for i, ca in enumerate(inner.axes):
+            j = n_lift + i
+            if ca.size.is_static and ca.code is not None and axes[j].code is None:
+                axes[j] = Axis(axes[j].name, axes[j].size, dependent(ca.code.subst(mapping)))
+        out.append(t.with_axes(axes))
+    return tuple(out)
+
+
 def check_call(node: Node, in_types) -> tuple[TensorType, ...]:
     """Output types of a block call node; its recorded `lift` must be the one its inputs give."""
     types, lift = call_types(node.callee, in_types)
+    types = caller_codes(node.callee, dict(node.attrs.get("args") or ()), types, len(lift))
     if node.attrs.get("lift") is not None and tuple(node.attrs["lift"]) != lift:
         raise InternalError(f"call {node.name}: recorded lift {node.attrs['lift']} but its inputs give {lift}")
     return types

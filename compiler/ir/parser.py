@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from nncircuit.types import expr as X
 from nncircuit.ops import registry
 from nncircuit.errors import NNError, ParseError, Span, did_you_mean
 from nncircuit.ir.graph import Graph, HyperParam, Node, Value, check_call, check_repeat
@@ -172,6 +173,7 @@ class Parser:
         self.expect("=")
         gname = self.name("the graph's name")
         self.expect("(")
+        self.env = {}  # this graph's hyperparameters, as its expressions read them
         hyper = tuple(self.comma_list(")", self.hyper))
         file = None
         if self.accept("file"):
@@ -191,8 +193,26 @@ class Parser:
         value = self.hval()
         default = None
         if self.accept("default"):
-            default = self.string()
+            default = self.expr_string()
+        self.env[name] = value.value
         return HyperParam(name, value, default)
+
+    def expr_string(self) -> X.Expr:
+        t = self.tok
+        text = self.string()
+        try:
+            return X.parse(text, getattr(self, "env", {}))
+        except X.ExprError as e:
+            raise self.fail(str(e), t) from None
+
+    def code(self) -> X.Expr:
+        """The expression after '@': a name, a plain integer, or quoted text."""
+        if self.tok.kind == "label" and "." not in self.tok.text:
+            return X.Ref(self.next().text[1:])
+        self.expect("@")
+        if self.tok.kind == "number" and self.tok.text.isdigit():
+            return X.Const(int(self.next().text))
+        return self.expr_string()
 
     def body(self, g: Graph):
         by_name: dict[str, Node] = {}
@@ -208,6 +228,15 @@ class Parser:
                     g.dims[k] = self.int_("a typical size")
                     if not self.accept(","):
                         break
+            elif self.accept("check"):
+                cond = self.expr_string()
+                mt = self.tok
+                text = self.string()
+                guard = self.name("a hyperparameter name") if self.accept("default") else None
+                try:
+                    g.checks.append(X.Check.from_template(cond, text, guard, self.env))
+                except X.ExprError as e:
+                    raise self.fail(str(e), mt) from None
             elif self.accept("in"):
                 in_names = []
                 if self.tok.kind == "value" and self.peek().text != "=":
@@ -227,7 +256,7 @@ class Parser:
             elif t.kind == "value":
                 self.node(g, by_name)
             else:
-                raise self.fail(f"expected a node (%name = ...), 'in', 'out', 'doc' or 'dims', found {self.describe()}")
+                raise self.fail(f"expected a node (%name = ...), 'in', 'out', 'doc', 'dims' or 'check', found {self.describe()}")
         if in_names is None:
             raise self.fail(f"graph {g.name} has no 'in' line")
         for t in in_names:
@@ -509,11 +538,9 @@ class Parser:
 
     def hval(self) -> HVal:
         v = self.literal()
-        # `64@d` or `0.25@"1 / math.sqrt(dh)"`: the value and the expression it came from
-        if self.tok.kind == "label" and "." not in self.tok.text:
-            return HVal(v, self.next().text[1:])
-        if self.accept("@"):
-            return HVal(v, self.string())
+        # `64@d` or `0.25@"1 / sqrt(dh)"`: the value and the expression it came from
+        if (self.tok.kind == "label" and "." not in self.tok.text) or self.at("@"):
+            return HVal(v, self.code())
         return HVal.const(v)
 
     def size(self) -> Size:
@@ -563,10 +590,8 @@ class Parser:
             return Axis(name, Size.dim(name))
         size = self.size()
         code = None
-        if self.tok.kind == "label" and "." not in self.tok.text:
-            code = self.next().text[1:]
-        elif self.accept("@"):
-            code = self.next().text if self.tok.kind == "number" and self.tok.text.isdigit() else self.string()
+        if (self.tok.kind == "label" and "." not in self.tok.text) or self.at("@"):
+            code = self.code()
         return Axis(name, size, code)
 
     def types(self) -> tuple[TensorType, ...]:

@@ -9,6 +9,7 @@ import json
 import re
 from fractions import Fraction
 
+from nncircuit.types import expr as X
 from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
 from nncircuit.ir.graph import Graph, HyperParam, Node, Value
@@ -98,6 +99,9 @@ class _Printer:
             lines.append(f"  doc {_q(g.doc)}")
         if g.dims:
             lines.append("  dims " + ", ".join(f"{_name(k)} = {v}" for k, v in g.dims.items()))
+        for c in g.checks:
+            guard = f" default {_name(c.guard)}" if c.guard is not None else ""
+            lines.append(f"  check {_q(c.cond.text())} {_q(c.template())}{guard}")
         names = {n.id: _node_name(n.name) for n in g.nodes()}
         lines.append("  in " + ", ".join(f"%{names[i]}" for i in g.inputs))
         for n in g.nodes():
@@ -171,7 +175,7 @@ def _value(g: Graph, v: Value, names: dict[int, str]) -> str:
 def _hyper_text(h: HyperParam) -> str:
     text = f"{_name(h.name)} = {_hval(h.value)}"
     if h.default is not None:
-        text += f" default {_q(h.default)}"
+        text += f" default {_q(h.default.text())}"
     return text
 
 
@@ -192,10 +196,18 @@ def _literal(v) -> str:
 
 def _hval(h: HVal) -> str:
     lit = _literal(h.value)
-    if h.expr == repr(h.value):
+    if h.expr == X.const(h.value) and type(h.expr.evaluate({})) is type(h.value):
         return lit
-    code = h.expr if h.expr.isidentifier() and h.expr not in _WORDS else _q(h.expr)
-    return f"{lit}@{code}"
+    return f"{lit}@{expr_text(h.expr)}"
+
+
+def expr_text(e: X.Expr) -> str:
+    """An expression after '@': a name (`d`), a plain integer (`3`), else quoted text."""
+    if isinstance(e, X.Ref) and e.name.isidentifier() and e.name not in _WORDS:
+        return e.name
+    if isinstance(e, X.Const) and type(e.value) is int and e.value >= 0:
+        return str(e.value)
+    return _q(e.text())
 
 
 def size_text(s: Size) -> str:
@@ -234,13 +246,8 @@ def axis_text(a: Axis) -> str:
         return _name(a.name)
     text = f"{_name(a.name)}: {size_text(a.size)}"
     if a.code is not None:
-        text += "@" + (a.code if _bare_code(a.code) else _q(a.code))
+        text += "@" + expr_text(a.code)
     return text
-
-
-def _bare_code(code: str) -> bool:
-    """A code printed as is after '@': a name (`d`) or a plain integer (`3`)."""
-    return (code.isidentifier() and code not in _WORDS) or (code.isdigit() and str(int(code)) == code)
 
 
 def type_text(t: TensorType) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from nncircuit.names import fresh, snake
 from nncircuit.lang import tree as A
+from nncircuit.names import fresh, snake
+from nncircuit.types import expr as X
 from nncircuit.ops import registry
 from nncircuit.errors import (
     HyperparameterError,
@@ -18,9 +19,8 @@ from nncircuit.errors import (
     Span,
     did_you_mean,
 )
-from nncircuit.ir.graph import Graph, HyperParam, Value, call_types, check_repeat
+from nncircuit.ir.graph import Graph, HyperParam, Value, call_mapping, call_types, caller_codes, check_repeat
 from nncircuit.lang.program import Program
-from nncircuit.names import pyname
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
@@ -70,6 +70,7 @@ class Ctx:
     reserved: set = field(default_factory=set)
     modules: dict = field(default_factory=dict)  # module name -> param signature (weight sharing)
     axis_sizes: dict = field(default_factory=dict)
+    axis_codes: dict = field(default_factory=dict)  # axis name -> its size expression
 
     def lookup(self, name: str):
         if name in self.env:
@@ -117,7 +118,9 @@ class Ctx:
 
     def note_type(self, t: TensorType):
         for a in t.axes:
-            self.axis_sizes.setdefault(a.name, a.size)
+            if a.name not in self.axis_sizes:
+                self.axis_sizes[a.name] = a.size
+                self.axis_codes[a.name] = a.code
 
     def fresh(self, base: str) -> str:
         name = self.graph.fresh_name(base)
@@ -128,8 +131,9 @@ class Ctx:
         return name
 
 
-def _wrap(expr: str) -> str:
-    return f"({expr})" if " " in expr and not (expr.startswith("(") and expr.endswith(")")) else expr
+def _code(v: HVal) -> X.Expr:
+    """An axis's size expression, as the spec gave it."""
+    return v.expr
 
 
 class Elaborator:
@@ -153,7 +157,7 @@ class Elaborator:
             bad = not isinstance(v, (int, float, bool, str)) or (isinstance(v, float) and not math.isfinite(v))
             if bad:
                 raise HyperparameterError(f"hyperparameter '{k}' must be a finite number, a string or a boolean, found {v!r}")
-        given = {k: HVal(v, repr(v)) for k, v in params.items()}
+        given = {k: HVal.const(v) for k, v in params.items()}
         try:
             g = self.instantiate(bdef, given, bdef.span)
             self.check_unrolled(g, bdef.span, f"model {bdef.name}")
@@ -199,7 +203,8 @@ class Elaborator:
         for p in bdef.params:
             default = None
             if p.default is not None:
-                dval = self.expr(scope, p.default)
+                with X.guarded(p.name):  # its checks hold only where the default is used
+                    dval = self.expr(scope, p.default)
                 if not isinstance(dval, HVal):
                     raise HyperparameterError(
                         f"the default of '{p.name}' must be a number, string or boolean", p.default.span
@@ -207,6 +212,8 @@ class Elaborator:
                 default = dval.expr
             if p.name in given:
                 value = given[p.name].value
+                if not self.stack:  # the model's values given to the compiler are its defaults
+                    default = given[p.name].expr
             elif p.default is not None:
                 value = dval.value
             else:
@@ -215,7 +222,7 @@ class Elaborator:
                 )
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
                 raise ResourceError(f"hyperparameter {p.name} = {value} is larger than the limit {MAX_SIZE}", span)
-            hv = HVal(value, pyname(p.name))
+            hv = HVal(value, X.Ref(p.name))
             scope.env[p.name] = hv
             out.append(HyperParam(p.name, hv, default))
         return tuple(out)
@@ -234,6 +241,10 @@ class Elaborator:
             raise
 
     def _instantiate(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> Graph:
+        with X.recording() as checks:
+            return self._instance(bdef, given, span, checks)
+
+    def _instance(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span, checks) -> Graph:
         hyper = self.bind_hyper(bdef, given, span)
         key = (bdef.span.file, bdef.name, tuple((h.name, type(h.value.value).__name__, h.value.value) for h in hyper))
         if key in self.instances:
@@ -256,6 +267,7 @@ class Elaborator:
                 raise ShapeError(f"block {bdef.name} has no 'in' declaration", bdef.span)
         finally:
             self.stack.pop()
+        g.checks = list(checks)
         self.instances[key] = g
         return g
 
@@ -303,9 +315,9 @@ class Elaborator:
         if sd is None:
             v = ctx.env.get(ad.name)
             if isinstance(v, HVal):
-                return Axis(ad.name, self.size_of(v, ad.span, ad.name), v.expr)
+                return Axis(ad.name, self.size_of(v, ad.span, ad.name), _code(v))
             if ad.name in ctx.axis_sizes:
-                return Axis(ad.name, ctx.axis_sizes[ad.name])
+                return Axis(ad.name, ctx.axis_sizes[ad.name], ctx.axis_codes.get(ad.name))
             g.dims.setdefault(ad.name, 1 if ad.name == "batch" else 0)
             return Axis(ad.name, Size.dim(ad.name))
         val = self.expr(ctx, sd.expr)
@@ -313,7 +325,7 @@ class Elaborator:
             raise ShapeError(f"the size of axis '{ad.name}' must be a number", sd.span)
         n = self.size_of(val, sd.span, ad.name)
         if not sd.dynamic:
-            return Axis(ad.name, n, val.expr)
+            return Axis(ad.name, n, _code(val))
         mult = 1
         if sd.multiple is not None:
             m = self.expr(ctx, sd.multiple)
@@ -326,6 +338,8 @@ class Elaborator:
         return Axis(ad.name, Size.dim(ad.name, mult))
 
     def size_of(self, v: HVal, span: Span, what: str) -> Size:
+        for cond in (X.Call("is_int", (v.expr,)), X.binop(">=", v.expr, X.Const(1))):
+            X.note(cond, f"axis '{what}' needs a positive integer size, found ", ("r", v.expr))
         if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 1:
             raise ShapeError(f"axis '{what}' needs a positive integer size, found {v.value!r}", span)
         try:
@@ -371,6 +385,9 @@ class Elaborator:
 
     def repeat(self, ctx: Ctx, st: A.Repeat):
         count = self.expr(ctx, st.count)
+        if isinstance(count, HVal):
+            for cond in (X.Call("is_int", (count.expr,)), X.binop(">=", count.expr, X.Const(0))):
+                X.note(cond, "repeat needs a non-negative integer count, found the value ", ("r", count.expr))
         if not isinstance(count, HVal) or not isinstance(count.value, int) or isinstance(count.value, bool) or count.value < 0:
             raise HyperparameterError(
                 f"repeat needs a non-negative integer count, found {_describe(count)}", st.count.span
@@ -384,6 +401,7 @@ class Elaborator:
         body_g.dims = parent.dims
         inner = Ctx(body_g, parent=ctx)
         inner.axis_sizes = dict(ctx.axis_sizes)
+        inner.axis_codes = dict(ctx.axis_codes)
         carried = []
         for n in _assigned(st.body, []):  # a nested repeat's updates are this one's too
             if n not in ctx.env and isinstance(ctx.peek(n), TVal):
@@ -439,11 +457,11 @@ class Elaborator:
                 raise HyperparameterError(f"number {e.value} is not finite", e.span)
             if isinstance(e.value, int) and e.value > 2**63 - 1:
                 raise ResourceError(f"the number {e.value} is larger than a 64-bit integer", e.span)
-            return HVal(e.value, repr(e.value))
+            return HVal.const(e.value)
         if isinstance(e, A.String):
-            return HVal(e.value, repr(e.value))
+            return HVal.const(e.value)
         if isinstance(e, A.Bool):
-            return HVal(e.value, repr(e.value))
+            return HVal.const(e.value)
         if isinstance(e, A.Name):
             return self.name(ctx, e)
         if isinstance(e, A.Tuple):
@@ -451,7 +469,7 @@ class Elaborator:
         if isinstance(e, A.Neg):
             v = self.expr(ctx, e.operand)
             if isinstance(v, HVal):
-                return self.hval_arith("-", HVal(0, "0"), v, e.span)
+                return self.hval_arith("neg", v, v, e.span)
             return self.apply_op(ctx, self.op_fn("neg", e.span), (self._tensor(v, e.operand.span),), e.span, hint)
         if isinstance(e, A.BinOp):
             return self.binop(ctx, e, hint)
@@ -505,9 +523,9 @@ class Elaborator:
             out = self.hval_arith(e.op, a, b, e.span)
             v = out.value
             if isinstance(v, float) and not math.isfinite(v):  # 1e308 * 10: no `inf` in code
-                raise HyperparameterError(f"{a.expr} {e.op} {b.expr} is {v}, not a finite number", e.span)
+                raise HyperparameterError(f"{a.expr.text()} {e.op} {b.expr.text()} is {v}, not a finite number", e.span)
             if isinstance(v, int) and abs(v) > 2**63 - 1:
-                raise ResourceError(f"{a.expr} {e.op} {b.expr} is larger than a 64-bit integer", e.span)
+                raise ResourceError(f"{a.expr.text()} {e.op} {b.expr.text()} is larger than a 64-bit integer", e.span)
             return out
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}[e.op]
         if isinstance(a, TVal) and isinstance(b, TVal):
@@ -523,34 +541,38 @@ class Elaborator:
     def hval_arith(self, op: str, a: HVal, b: HVal, span: Span) -> HVal:
         x, y = a.value, b.value
         if any(isinstance(v, (str, bool)) for v in (x, y)):
-            raise HyperparameterError(f"cannot apply '{op}' to {x!r} and {y!r}", span)
+            raise HyperparameterError(f"cannot apply '{'-' if op == 'neg' else op}' to {x!r} and {y!r}", span)
+        ta, tb = a.expr.text(), b.expr.text()
         try:
-            if op == "+":
-                return HVal(x + y, f"{_wrap(a.expr)} + {_wrap(b.expr)}")
-            if op == "-":
-                if a.expr == "0":
-                    return HVal(-y, f"-{_wrap(b.expr)}")
-                return HVal(x - y, f"{_wrap(a.expr)} - {_wrap(b.expr)}")
-            if op == "*":
-                return HVal(x * y, f"{_wrap(a.expr)} * {_wrap(b.expr)}")
+            if op == "neg":
+                return HVal(-x, X.neg(a.expr))
+            if op in ("+", "-", "*"):
+                return HVal(X.apply_op(op, x, y), X.binop(op, a.expr, b.expr))
             if op == "/":
+                zero = f"division by zero ({ta} / {tb})"
+                X.note(X.binop("!=", b.expr, X.Const(0)), zero)
                 if y == 0:
-                    raise HyperparameterError(f"division by zero ({a.expr} / {b.expr})", span)
+                    raise HyperparameterError(zero, span)
                 if isinstance(x, int) and isinstance(y, int):
+                    X.note(
+                        X.binop("==", X.binop("%", a.expr, b.expr), X.Const(0)),
+                        f"{ta} / {tb}: ", ("e", a.expr), " is not divisible by ", ("e", b.expr),
+                        " (write a float, e.g. 1.0 / 3, for a fraction)",
+                    )
                     if x % y:
                         raise HyperparameterError(
-                            f"{a.expr} / {b.expr}: {x} is not divisible by {y} "
+                            f"{ta} / {tb}: {x} is not divisible by {y} "
                             "(write a float, e.g. 1.0 / 3, for a fraction)",
                             span,
                         )
-                    return HVal(x // y, f"{_wrap(a.expr)} // {_wrap(b.expr)}")
-                return HVal(x / y, f"{_wrap(a.expr)} / {_wrap(b.expr)}")
+                    return HVal(x // y, X.binop("div", a.expr, b.expr))
+                return HVal(x / y, X.binop("/", a.expr, b.expr))
             if op == "**":
                 if isinstance(y, int) and abs(y) > 64 or (isinstance(x, int) and abs(x) > 2**20 and y > 4):
                     raise ResourceError(f"{x} ** {y} is too large", span)
-                return HVal(x**y, f"{_wrap(a.expr)} ** {_wrap(b.expr)}")
-        except (OverflowError, ZeroDivisionError) as err:
-            raise HyperparameterError(f"{a.expr} {op} {b.expr}: {err}", span) from None
+                return HVal(x**y, X.binop("**", a.expr, b.expr))
+        except (OverflowError, ZeroDivisionError, X.ExprError) as err:
+            raise HyperparameterError(f"{ta} {op} {tb}: {err}", span) from None
         raise HyperparameterError(f"unknown operator {op}", span)
 
     # ---- calls and application
@@ -787,6 +809,9 @@ class Elaborator:
             size = ctx.axis_sizes.get(positional[0].name)
             if size is not None:
                 kwargs = kwargs + (("_size", size),)
+                code = ctx.axis_codes.get(positional[0].name)
+                if size.is_static and X.dependent(code) is not None:
+                    kwargs = kwargs + (("_code", HVal(size.value, code)),)
         call = OpCall(
             op.name,
             (),
@@ -843,6 +868,11 @@ class Elaborator:
     def apply_block(self, ctx: Ctx, fn: Fn, tensors, span, hint):
         hyper = fn.hyper or {}
         callee = self.instantiate(fn.block, hyper, span)
+        # the callee's checks are this block's too: its constructor may never run (repeat 0)
+        mapping = call_mapping(callee, hyper)
+        for c in callee.checks:
+            if c.guard is None or c.guard not in hyper:
+                X.note(c.cond.subst(mapping), *((k, p if k == "s" else p.subst(mapping)) for k, p in c.message))
         self.check_unrolled(callee, span, f"block {fn.name}")
         g = ctx.graph
         if fn.instance is not None:
@@ -856,6 +886,16 @@ class Elaborator:
             types, lift = call_types(callee, [g.type_of(v) for v in tensors])
         except NNError as e:
             raise e.with_span(span) from None
+        types = caller_codes(callee, hyper, types, len(lift))
+        for v, decl_id in zip(tensors, callee.inputs):  # the static sizes this call matched
+            actual = g.type_of(v)
+            for dax in callee.node(decl_id).type.axes:
+                mine = actual.axis(dax.name).size_code()
+                want = dax.size_code()
+                if mine is not None and want is not None and mine != want.subst(mapping):
+                    want = want.subst(mapping)
+                    X.note(X.binop("==", mine, want), f"block {callee.name}: axis '{dax.name}' has size ",
+                           ("e", mine), ", but the block declares ", ("e", want))
         node = g.add(
             "call", tensors, attrs={"block": fn.name, "args": args, "lift": lift}, types=types,
             name=name, module=module, span=span, callee=callee,
@@ -910,7 +950,7 @@ def _scalar(fn, pyfn):
             if any(isinstance(v.value, (bool, str)) for v in vals):
                 raise HyperparameterError(f"{fn} needs numbers", span)
             x = [v.value for v in vals]
-            return HVal(pyfn(*x), f"{'math.' if fn in ('sqrt', 'exp', 'log') else ''}{fn}({', '.join(v.expr for v in vals)})")
+            return HVal(pyfn(*x), X.call(fn, tuple(v.expr for v in vals)))
         except (ValueError, OverflowError) as err:
             raise HyperparameterError(f"{fn}: {err}", span) from None
 

@@ -10,6 +10,7 @@ from nncircuit.ops.registry import (
     OpDef,
     as_bool,
     as_float,
+    float_attr,
     as_int,
     broadcast,
     fail,
@@ -18,9 +19,11 @@ from nncircuit.ops.registry import (
     register,
     require_axis,
     require_float,
+    sum_code,
 )
 from nncircuit.types.sizes import Size
-from nncircuit.types.tensor import DTYPES, Axis, TensorType
+from nncircuit.types import expr as X
+from nncircuit.types.tensor import DTYPES, Axis, HVal, TensorType
 
 # ---- elementwise maps ---------------------------------------------------------------------
 
@@ -60,10 +63,15 @@ for _name, _doc in UNARY.items():
 
 def _dropout_check(call: OpCall):
     (t,) = call.inputs
-    p = as_float("dropout", "p", call.kw("p", 0.1))
+    given = call.kw("p", 0.1)
+    p = as_float("dropout", "p", given)
+    if isinstance(given, HVal):
+        cond = X.binop("<", given.expr, X.Const(1))
+        X.note(X.binop(">=", given.expr, X.Const(0)), "dropout: p must be in [0, 1), found ", ("e", given.expr))
+        X.note(cond, "dropout: p must be in [0, 1), found ", ("e", given.expr))
     if not 0.0 <= p < 1.0:
         raise fail(f"dropout: p must be in [0, 1), found {p}")
-    return {"p": p}, (t,)
+    return {"p": float_attr("dropout", "p", given)}, (t,)
 
 
 register(
@@ -168,6 +176,11 @@ def _einsum_check(call: OpCall):
     for t in call.inputs:
         require_float("einsum", t)
         for ax in t.axes:
+            if ax.name in sizes:
+                x, y = sizes[ax.name].size_code(), ax.size_code()
+                if x is not None and y is not None:
+                    X.note(X.binop("==", x, y), f"einsum: axis '{ax.name}' has size ", ("e", x),
+                           " in one input and ", ("e", y), " in another")
             if ax.name in sizes and sizes[ax.name].size != ax.size:
                 raise fail(
                     f"einsum: axis '{ax.name}' has size {sizes[ax.name].size} in one input "
@@ -256,7 +269,7 @@ def _rename_check(call: OpCall):
         raise fail(f"rename: the input {t} has no axis '{old}'")
     if t.has(new) and new != old:
         raise fail(f"rename: the input {t} already has an axis '{new}'")
-    axes = tuple(Axis(new, a.size) if a.name == old else a for a in t.axes)
+    axes = tuple(Axis(new, a.size, a.code) if a.name == old else a for a in t.axes)
     return {"old": old, "new": new}, (t.with_axes(axes),)
 
 
@@ -320,7 +333,8 @@ def _flatten_check(call: OpCall):
     (dst,) = call.dst
     if t.has(dst.name) and dst.name not in names:
         raise fail(f"flatten: the input {t} already has an axis '{dst.name}'")
-    out = Axis(dst.name, size)
+    codes = [t.axis(n).size_code() for n in names]
+    out = Axis(dst.name, size, X.dependent(X.product(codes)) if size.is_static else None)
     axes = [a for a in t.axes[: idx[0]]] + [out] + [a for a in t.axes[idx[-1] + 1 :]]
     return {"axes": names, "into": dst.name}, (t.with_axes(axes),)
 
@@ -392,7 +406,8 @@ def _concat_check(call: OpCall):
             base = broadcast("concat", stripped, base)
     pos = first.index(name)
     axes = list(base.axes)
-    axes.insert(min(pos, len(axes)), Axis(name, total))
+    code = sum_code(t.axis(name) if t.has(name) else Axis(name, Size.of(1)) for t in call.inputs)
+    axes.insert(min(pos, len(axes)), Axis(name, total, X.dependent(code)))
     return {"axis": name}, (base.with_axes(axes),)
 
 
@@ -492,7 +507,9 @@ def _positions_check(call: OpCall):
     size = call.kw("_size")
     if size is None:
         raise fail(f"positions: '{spec.name}' is not an axis of any tensor in scope")
-    return {"axis": Axis(spec.name, size)}, (TensorType((Axis(spec.name, size),), "int64"),)
+    code = call.kw("_code")
+    ax = Axis(spec.name, size, code.expr if isinstance(code, HVal) and size.is_static else None)
+    return {"axis": ax}, (TensorType((ax,), "int64"),)
 
 
 register(
@@ -544,7 +561,8 @@ def _topk_check(call: OpCall):
         raise fail(f"top_k: k={kv} is larger than axis '{axis.name}' of size {ax.size.value}")
     into = call.kw("into")
     into = into if isinstance(into, str) else axis.name
-    axes = tuple(Axis(into, Size.of(kv)) if a.name == axis.name else a for a in t.axes)
+    code = X.dependent(k.expr) if isinstance(k, HVal) else None
+    axes = tuple(Axis(into, Size.of(kv), code) if a.name == axis.name else a for a in t.axes)
     vals = t.with_axes(axes)
     return {"axis": axis.name, "k": k, "into": into}, (vals, vals.with_dtype("int64"))
 

@@ -17,6 +17,7 @@ from nncircuit.ops.registry import (
     ParamSpec,
     as_bool,
     as_float,
+    float_attr,
     as_int,
     fail,
     new_axis,
@@ -32,6 +33,7 @@ from nncircuit.ops.registry import (
     static_size,
 )
 from nncircuit.types.sizes import Size
+from nncircuit.types import expr as X
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
 # ---- Linear --------------------------------------------------------------------------------
@@ -152,12 +154,15 @@ register(
 # ---- normalisation ---------------------------------------------------------------------------
 
 
-def _positive_eps(op: str, v) -> float:
-    # eps keeps the divisor away from zero: zero or a negative one gives inf or NaN outputs
+def _positive_eps(op: str, v):
+    """eps keeps the divisor away from zero: zero or a negative one gives inf or NaN outputs.
+    A float, or an HVal that keeps the hyperparameter expression (see float_attr)."""
+    if isinstance(v, HVal):
+        X.note(X.binop(">", v.expr, X.Const(0)), f"{op}: eps must be a positive number, found ", ("r", v.expr))
     eps = as_float(op, "eps", v)
     if not eps > 0:
         raise fail(f"{op}: eps must be a positive number, found {eps:g}")
-    return eps
+    return float_attr(op, "eps", v)
 
 
 def _norm_check(call: OpCall):
@@ -293,6 +298,32 @@ def _conv_out(size: Size, k: int, s: int, p: int, d: int) -> Size:
     return (size + 2 * p - d * (k - 1) - 1).floordiv(s) + 1
 
 
+def _conv_out_code(a: Axis, k: HVal, s: HVal, p: HVal, d: HVal) -> X.Expr | None:
+    """The output size of a static spatial axis as an expression: (n + 2p - d(k - 1) - 1) // s + 1."""
+    n = a.size_code()
+    if n is None:
+        return None
+    span = X.binop("*", d.expr, X.binop("-", k.expr, X.Const(1)))
+    inner = X.binop("-", X.binop("-", X.binop("+", n, X.binop("*", X.Const(2), p.expr)), span), X.Const(1))
+    return X.binop("+", X.binop("//", inner, s.expr), X.Const(1))
+
+
+def _convt_out_code(a: Axis, k: HVal, s: HVal, p: HVal, d: HVal, op_: HVal) -> X.Expr | None:
+    """(n - 1) s - 2p + d(k - 1) + output_padding + 1."""
+    n = a.size_code()
+    if n is None:
+        return None
+    out = X.binop("*", X.binop("-", n, X.Const(1)), s.expr)
+    out = X.binop("-", out, X.binop("*", X.Const(2), p.expr))
+    out = X.binop("+", out, X.binop("*", d.expr, X.binop("-", k.expr, X.Const(1))))
+    return X.binop("+", X.binop("+", out, op_.expr), X.Const(1))
+
+
+def _note_size(code, op: str, what: str, *pieces):
+    if code is not None:
+        X.note(X.binop(">=", code, X.Const(1)), *pieces)
+
+
 def _convt_out(size: Size, k: int, s: int, p: int, d: int, op_: int) -> Size:
     return (size - 1) * s - 2 * p + d * (k - 1) + op_ + 1
 
@@ -325,11 +356,19 @@ def _conv_common(call: OpCall, transposed: bool):
             raise fail(f"{op}: padding = \"same\" needs stride 1")
         if any((d.value * (k.value - 1)) % 2 for k, d in zip(kernel, dilation)):
             raise fail(f"{op}: padding = \"same\" needs an odd kernel extent")
-        padding = tuple(HVal.const(d.value * (k.value - 1) // 2) for k, d in zip(kernel, dilation))
+        padding = tuple(
+            HVal(d.value * (k.value - 1) // 2,
+                 X.binop("//", X.binop("*", d.expr, X.binop("-", k.expr, X.Const(1))), X.Const(2)))
+            for k, d in zip(kernel, dilation)
+        )
     else:
         padding = _tuple_arg(op, "padding", pad_arg, n, 0)
     cout_ax = new_axis(op, dst)
     cout = dst.size
+    for ch in (cin, cout) if not (groups.is_const and groups.value == 1) else ():
+        X.note(X.binop("==", X.binop("%", ch.expr, groups.expr), X.Const(0)),
+               f"{op}: groups=", ("e", groups.expr), " must divide both ", ("e", cin.expr),
+               " input and ", ("e", cout.expr), " output channels")
     if cin.value % g or cout.value % g:
         raise fail(f"{op}: groups={g} must divide both {cin.value} input and {cout.value} output channels")
     out_pad = _tuple_arg(op, "output_padding", call.kw("output_padding"), n, 0) if transposed else None
@@ -346,14 +385,21 @@ def _conv_common(call: OpCall, transposed: bool):
         elif a.name in spatial:
             i = spatial.index(a.name)
             k, s, p, d = kernel[i].value, stride[i].value, padding[i].value, dilation[i].value
+            hk, hs, hp, hd = kernel[i], stride[i], padding[i], dilation[i]
             if transposed:
                 size = _convt_out(a.size, k, s, p, d, out_pad[i].value)
+                code = X.dependent(_convt_out_code(a, hk, hs, hp, hd, out_pad[i]) if size.is_static else None)
             else:
                 size = _conv_out(a.size, k, s, p, d)
+                code = X.dependent(_conv_out_code(a, hk, hs, hp, hd) if size.is_static else None)
+            if code is not None:
+                _note_size(code, op, a.name, f"{op}: axis '{a.name}' of size ", ("e", a.size_code()),
+                           " is too small for kernel ", ("e", hk.expr), " (stride ", ("e", hs.expr),
+                           ", padding ", ("e", hp.expr), ", dilation ", ("e", hd.expr), ")")
             if size.is_static and size.value < 1:
                 raise fail(f"{op}: axis '{a.name}' of size {a.size} is too small for kernel {k} "
                            f"(stride {s}, padding {p}, dilation {d})")
-            axes.append(Axis(a.name, size))
+            axes.append(Axis(a.name, size, code))
         else:
             axes.append(a)
     if dst.name != src.name and t.has(dst.name):
@@ -385,11 +431,11 @@ def _conv_params(a: Attrs, ins):
     k = tuple(a["kernel"])
     cin, cout = a["in_channels"], a["out_channels"]
     if "output_padding" in a.keys():  # transposed: weight is [in, out / groups, *k]
-        per = HVal(cout.value // g, f"({cout.expr}) // ({a['groups'].expr})")
+        per = HVal(cout.value // g, X.binop("div", cout.expr, a["groups"].expr))
         shape = (cin, per) + k
         fan_in = per.value * math.prod(x.value for x in k)
     else:
-        per = HVal(cin.value // g, f"({cin.expr}) // ({a['groups'].expr})")
+        per = HVal(cin.value // g, X.binop("div", cin.expr, a["groups"].expr))
         shape = (cout, per) + k
         fan_in = per.value * math.prod(x.value for x in k)
     w, wx = _chosen(a["init"], TORCH_WEIGHT)
@@ -457,6 +503,8 @@ def _pool_check(call: OpCall):
     stride = _tuple_arg(op, "stride", call.kw("stride"), n, None, minimum=1) if call.kw("stride") is not None else kernel
     padding = _tuple_arg(op, "padding", call.kw("padding"), n, 0)
     for k, p in zip(kernel, padding):
+        X.note(X.binop("<=", X.binop("*", X.Const(2), p.expr), k.expr),
+               f"{op}: padding ", ("e", p.expr), " must be at most half the kernel ", ("e", k.expr))
         if 2 * p.value > k.value:
             raise fail(f"{op}: padding {p.value} must be at most half the kernel {k.value}")
     axes = []
@@ -464,9 +512,12 @@ def _pool_check(call: OpCall):
         if a.name in spatial:
             i = spatial.index(a.name)
             size = _conv_out(a.size, kernel[i].value, stride[i].value, padding[i].value, 1)
+            code = X.dependent(_conv_out_code(a, kernel[i], stride[i], padding[i], HVal.const(1)) if size.is_static else None)
+            _note_size(code, op, a.name, f"{op}: axis '{a.name}' of size ", ("e", a.size_code()),
+                       " is smaller than the kernel ", ("e", kernel[i].expr))
             if size.is_static and size.value < 1:
                 raise fail(f"{op}: axis '{a.name}' of size {a.size} is smaller than the kernel {kernel[i].value}")
-            axes.append(Axis(a.name, size))
+            axes.append(Axis(a.name, size, code))
         else:
             axes.append(a)
     return {"spatial": spatial, "kernel": kernel, "stride": stride, "padding": padding}, (t.with_axes(axes),)

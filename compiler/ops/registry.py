@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 
 from nncircuit.errors import ShapeError, did_you_mean
+from nncircuit.types import expr as X
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import FLOAT_DTYPES, Axis, HVal, TensorType
 
@@ -130,7 +131,7 @@ ZEROS = Init("zeros")
 ONES = Init("ones")
 FAN_IN_UNIFORM = Init("fan_in_uniform")
 # nn.Linear / nn.Conv weight: kaiming_uniform(a=sqrt(5)), i.e. uniform(±1/sqrt(fan_in))
-TORCH_WEIGHT = Init("kaiming_uniform", (HVal(math.sqrt(5), "math.sqrt(5)"),))
+TORCH_WEIGHT = Init("kaiming_uniform", (HVal(math.sqrt(5), X.call("sqrt", (X.Const(5),))),))
 STD_NORMAL = Init("normal", (_num(1.0), _num(0.0)))
 
 
@@ -174,7 +175,7 @@ def parse_init(op: str, key: str, v, *, ndim: int) -> Init | None:
             raise fail(f"{op}: {kind} has no argument '{k}'" + (f"; it takes {', '.join(names)}" if names else ""))
     if kind == "uniform" and "low" in given and "high" not in given:  # uniform(b): ±b
         b = given["low"]
-        given = {"low": HVal(-_number(op, kind, "low", b), f"-({b.expr})"), "high": b}
+        given = {"low": HVal(-_number(op, kind, "low", b), X.neg(b.expr)), "high": b}
     args = []
     for name, default in spec:
         if name in given:
@@ -308,6 +309,10 @@ def require_axis(op: str, t: TensorType, spec: AxisSpec) -> Axis:
     if not t.has(spec.name):
         raise fail(f"{op} expects an axis '{spec.name}' but the input is {t}")
     ax = t.axis(spec.name)
+    if spec.size is not None and ax.size.is_static and ax.size_code() is not None:
+        X.note(X.binop("==", ax.size_code(), spec.size.expr), f"{op}: axis '{spec.name}' has size ",
+               ("e", ax.size_code()), " in the input ", *type_pieces(t), ", but the call says ",
+               ("e", spec.size.expr))
     if spec.size is not None and isinstance(spec.size.value, int):
         if not (ax.size.is_static and ax.size.value == spec.size.value):
             raise fail(
@@ -327,6 +332,8 @@ def new_axis(op: str, spec: AxisSpec) -> Axis:
     if spec.size is None:
         raise fail(f"{op}: the size of the new axis '{spec.name}' is unknown; write '{spec.name}: SIZE'")
     v = spec.size.value
+    for cond in (X.Call("is_int", (spec.size.expr,)), X.binop(">=", spec.size.expr, X.Const(1))):
+        X.note(cond, f"{op}: axis '{spec.name}' needs a positive integer size, found ", ("r", spec.size.expr))
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise fail(f"{op}: axis '{spec.name}' needs a positive integer size, found {v!r}")
     return Axis(spec.name, Size.of(v), spec.size.expr)
@@ -336,14 +343,25 @@ def size_hval(ax: Axis, spec: AxisSpec | None) -> HVal:
     """The size of an existing axis as an HVal: the call's expression when it gave one."""
     if spec is not None and spec.size is not None:
         return spec.size
-    return HVal(ax.size.value, ax.code) if ax.code else HVal.const(ax.size.value)
+    return HVal(ax.size.value, ax.code) if ax.code is not None else HVal.const(ax.size.value)
 
 
 def product_hval(vals: tuple[HVal, ...]) -> HVal:
     if len(vals) == 1:
         return vals[0]
     value = math.prod(int(v.value) for v in vals)
-    return HVal(value, " * ".join(f"({v.expr})" if " " in v.expr else v.expr for v in vals))
+    return HVal(value, X.product(v.expr for v in vals))
+
+
+def sum_code(axes) -> X.Expr | None:
+    """The size expression of axes laid end to end (a concat), None if one is run-time."""
+    codes = [a.size_code() for a in axes]
+    if any(c is None for c in codes):
+        return None
+    out = codes[0]
+    for c in codes[1:]:
+        out = X.binop("+", out, c)
+    return out
 
 
 def replace_axes(t: TensorType, consumed: tuple[str, ...], produced: tuple[Axis, ...]) -> TensorType:
@@ -378,6 +396,14 @@ def broadcast(op: str, a: TensorType, b: TensorType, *, outer: bool = True, expl
     for ax in b.axes:
         if a.has(ax.name):
             mine = a.axis(ax.name)
+            x, y = mine.size_code(), ax.size_code()
+            if x is not None and y is not None and x != y:
+                one = X.Const(1)
+                X.note(
+                    X.binop("or", X.binop("or", X.binop("==", x, y), X.binop("==", x, one)), X.binop("==", y, one)),
+                    f"{op}: axis '{ax.name}' has size ", ("e", x), " on the left (", *type_pieces(a),
+                    ") and ", ("e", y), " on the right (", *type_pieces(b), ")",
+                )
             if mine.size != ax.size and not (_is_one(mine.size) or _is_one(ax.size)):
                 raise fail(
                     f"{op}: axis '{ax.name}' has size {mine.size} on the left ({a}) "
@@ -389,6 +415,21 @@ def broadcast(op: str, a: TensorType, b: TensorType, *, outer: bool = True, expl
             axes.append(ax)
     dtype = a.dtype if a.dtype == b.dtype else _promote(a.dtype, b.dtype)
     return TensorType(tuple(axes), dtype)
+
+
+def type_pieces(t: TensorType) -> list:
+    """str(t) as message pieces: static sizes as their expressions."""
+    out: list = ["["]
+    for i, a in enumerate(t.axes):
+        if i:
+            out.append(", ")
+        code = a.size_code()
+        if code is None:
+            out.append(str(a))
+        else:
+            out += [f"{a.name}: ", ("e", code)]
+    out.append("]" + ("" if t.dtype == "float32" else f" {t.dtype}"))
+    return out
 
 
 def _is_one(s: Size) -> bool:
@@ -414,6 +455,10 @@ def over_names(op: str, call: OpCall, *, required=True) -> tuple[str, ...]:
 
 def as_int(op: str, name: str, v, *, minimum=None) -> int:
     val = v.value if isinstance(v, HVal) else v
+    if isinstance(v, HVal):
+        X.note(X.Call("is_int", (v.expr,)), f"{op}: {name} must be an integer, found ", ("r", v.expr))
+    if minimum is not None and isinstance(v, HVal):
+        X.note(X.binop(">=", v.expr, X.Const(minimum)), f"{op}: {name} must be at least {minimum}, found ", ("e", v.expr))
     if not isinstance(val, int) or isinstance(val, bool):
         raise fail(f"{op}: {name} must be an integer, found {val!r}")
     if minimum is not None and val < minimum:
@@ -426,6 +471,15 @@ def as_float(op: str, name: str, v) -> float:
     if isinstance(val, bool) or not isinstance(val, (int, float)):
         raise fail(f"{op}: {name} must be a number, found {val!r}")
     return float(val)
+
+
+def float_attr(op: str, name: str, v):
+    """A float argument: a float where it is a constant, else an HVal that keeps the
+    hyperparameter expression (generated code must not bake it)."""
+    val = as_float(op, name, v)
+    if isinstance(v, HVal) and not v.is_const:
+        return HVal(val, v.expr)
+    return val
 
 
 def as_bool(op: str, name: str, v) -> bool:

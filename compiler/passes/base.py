@@ -98,12 +98,8 @@ def erase_dead(g: Graph, nodes) -> None:
             g.erase(n)
 
 
-def wrap_expr(expr: str) -> str:
-    return f"({expr})" if " " in expr and not (expr.startswith("(") and expr.endswith(")")) else expr
-
-
 def _is_literal(h, value=None) -> bool:
     """A constant written in the spec (not a hyperparameter), optionally equal to `value`."""
-    if not isinstance(h, HVal) or isinstance(h.value, (bool, str)) or h.expr != repr(h.value):
+    if not isinstance(h, HVal) or isinstance(h.value, (bool, str)) or not h.is_const:
         return False
     return value is None or h.value == value

@@ -9,6 +9,7 @@ from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
 from nncircuit.ir.graph import Graph, Node
 from nncircuit.ops.registry import OpCall
+from nncircuit.types import expr as X
 from nncircuit.types.tensor import HVal
 
 
@@ -23,7 +24,6 @@ from nncircuit.passes.base import (
     replace_value,
     single_use,
     try_add,
-    wrap_expr,
 )
 
 
@@ -215,7 +215,7 @@ def _hv_bin(a: HVal, op: str, b: HVal) -> HVal | None:
         value = {"*": x * y, "+": x + y, "-": x - y}[op]
     if _is_literal(a) and _is_literal(b):
         return HVal.const(value)
-    return HVal(value, f"{wrap_expr(a.expr)} {op} {wrap_expr(b.expr)}")
+    return HVal(value, X.binop(op, a.expr, b.expr))
 
 
 # ==== common subexpressions and dead code =====================================================

@@ -17,9 +17,9 @@ from nncircuit.passes.base import (
     replace_node,
     single_use,
     try_add,
-    wrap_expr,
 )
 from nncircuit.ops.registry import AxisSpec, OpCall
+from nncircuit.types import expr as X
 from nncircuit.types.tensor import HVal
 
 
@@ -100,7 +100,7 @@ class FuseAttention(Pass):
                 if cur.op == "div":
                     if cur.attrs["side"] != "right" or c.value == 0:
                         return False
-                    scale = HVal(1 / c.value, f"1 / {wrap_expr(c.expr)}")
+                    scale = HVal(1 / c.value, X.binop("/", X.Const(1), c.expr))
                 else:
                     scale = HVal(float(c.value), c.expr) if isinstance(c.value, int) else c
             chain.append(cur)

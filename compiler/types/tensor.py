@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nncircuit.errors import ShapeError
+from nncircuit.types.expr import Expr, const
 from nncircuit.types.sizes import Size
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
@@ -16,13 +17,19 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 class Axis:
     name: str
     size: Size
-    # Python expression of a static size over the enclosing block's hyperparameters, when
-    # the spec gave one; not part of the type's identity.
-    code: str | None = field(default=None, compare=False, hash=False, repr=False)
+    # expression of a static size over the enclosing block's hyperparameters, when it
+    # depends on one; not part of the type's identity.
+    code: Expr | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         if not self.name.isidentifier():
             raise ShapeError(f"axis name {self.name!r} is not an identifier")
+
+    def size_code(self) -> Expr | None:
+        """The expression of a static size (its constant when it has no code), else None."""
+        if self.code is not None:
+            return self.code
+        return const(self.size.value) if self.size.is_static else None
 
     def __str__(self) -> str:
         if not self.size.is_static and str(self.size) == self.name:
@@ -95,19 +102,28 @@ class TensorType:
 
 @dataclass(frozen=True)
 class HVal:
-    """A hyperparameter-derived value and the Python expression (over the enclosing block's
-    hyperparameter names) that computes it, so generated code stays parametric."""
+    """A hyperparameter-derived value and the expression (over the enclosing block's
+    hyperparameters) that computes it, so generated code stays parametric."""
 
     value: int | float | bool | str
-    expr: str
+    expr: Expr
 
     def __post_init__(self):
         if not isinstance(self.value, (int, float, bool, str)):
             raise TypeError(f"HVal of {type(self.value).__name__}")
+        if not isinstance(self.expr, Expr):
+            raise TypeError(f"HVal expression of {type(self.expr).__name__}")
 
     @staticmethod
     def const(value) -> HVal:
-        return HVal(value, repr(value))
+        return HVal(value, const(value))
+
+    def __float__(self) -> float:  # backends that fold (ONNX) read the value
+        return float(self.value)
+
+    @property
+    def is_const(self) -> bool:
+        return not self.expr.refs()
 
     def __str__(self) -> str:
         return repr(self.value)

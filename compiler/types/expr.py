@@ -1,0 +1,589 @@
+"""Hyperparameter expressions: a typed tree (constants, hyperparameter references, arithmetic,
+comparisons, a closed set of functions) with constant folding, and its three printers —
+Python source (torch), the IR's text form (read back by irparse), and math (diagrams)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+Scalar = int | float | bool | str
+
+# binary operators; "div" is the language's `/` on two integers (exact division, whose
+# exactness the elaborator records as a check), "//" is floor division (pooling sizes)
+ARITH = ("+", "-", "*", "/", "div", "//", "%", "**")
+COMPARE = ("==", "!=", "<", "<=", ">", ">=")
+LOGIC = ("or",)
+FUNCS = ("sqrt", "exp", "log", "abs", "min", "max", "is_int")  # is_int: in checks only
+_PREC = {
+    "or": 0,
+    "==": 1,
+    "!=": 1,
+    "<": 1,
+    "<=": 1,
+    ">": 1,
+    ">=": 1,
+    "+": 2,
+    "-": 2,
+    "*": 3,
+    "/": 3,
+    "div": 3,
+    "//": 3,
+    "%": 3,
+    "**": 5,
+}
+_TEXT_OP = {"div": "/"}
+_PY_OP = {"div": "//"}
+_MATH_OP = {"div": "/", "*": "·", "**": "^"}
+
+
+class ExprError(ValueError):
+    """An expression that cannot be evaluated (a division by zero, an unknown name)."""
+
+
+class Expr:
+    """Base of the tree; nodes are frozen, hashable dataclasses."""
+
+    prec = 6
+
+    def evaluate(self, env: dict[str, Scalar]) -> Scalar:
+        raise NotImplementedError
+
+    def refs(self) -> set[str]:
+        return set()
+
+    def subst(self, mapping: dict[str, Expr]) -> Expr:
+        return self
+
+    def python(self, name_of=lambda n: n) -> str:
+        return self._print("py", name_of)
+
+    def text(self) -> str:
+        return self._print("text", lambda n: n)
+
+    def math(self) -> str:
+        return self._print("math", lambda n: n)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _print(self, style: str, name_of) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Const(Expr):
+    value: Scalar
+
+    def __post_init__(self):
+        if not isinstance(self.value, (int, float, bool, str)):
+            raise TypeError(f"Const of {type(self.value).__name__}")
+
+    def evaluate(self, env):
+        return self.value
+
+    def _print(self, style, name_of):
+        v = self.value
+        if style == "text" and isinstance(v, bool):
+            return "true" if v else "false"
+        if style == "text" and isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = repr(v)
+        return (
+            f"({text})"
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
+            else text
+        )
+
+
+@dataclass(frozen=True)
+class Ref(Expr):
+    """A hyperparameter of the enclosing block, by its name in the spec."""
+
+    name: str
+
+    def evaluate(self, env):
+        if self.name not in env:
+            raise ExprError(f"unknown hyperparameter '{self.name}'")
+        return env[self.name]
+
+    def refs(self):
+        return {self.name}
+
+    def subst(self, mapping):
+        return mapping.get(self.name, self)
+
+    def _print(self, style, name_of):
+        return name_of(self.name) if style == "py" else self.name
+
+
+@dataclass(frozen=True)
+class Neg(Expr):
+    arg: Expr
+    prec = 4
+
+    def evaluate(self, env):
+        return -self.arg.evaluate(env)
+
+    def refs(self):
+        return self.arg.refs()
+
+    def subst(self, mapping):
+        return neg(self.arg.subst(mapping))
+
+    def _print(self, style, name_of):
+        inner = self.arg._print(style, name_of)
+        return f"-{inner}" if self.arg.prec > self.prec else f"-({inner})"
+
+
+@dataclass(frozen=True)
+class Bin(Expr):
+    op: str
+    left: Expr
+    right: Expr
+
+    def __post_init__(self):
+        if self.op not in ARITH + COMPARE + LOGIC:
+            raise ValueError(f"unknown operator {self.op!r}")
+
+    @property
+    def prec(self) -> int:  # type: ignore[override]
+        return _PREC[self.op]
+
+    def evaluate(self, env):
+        return apply_op(self.op, self.left.evaluate(env), self.right.evaluate(env))
+
+    def refs(self):
+        return self.left.refs() | self.right.refs()
+
+    def subst(self, mapping):
+        return binop(self.op, self.left.subst(mapping), self.right.subst(mapping))
+
+    def _print(self, style, name_of):
+        p = self.prec
+        left, right = self.left._print(style, name_of), self.right._print(style, name_of)
+        right_assoc = self.op == "**"
+        if self.left.prec < p or (right_assoc and self.left.prec == p):
+            left = f"({left})"
+        if (
+            self.right.prec < p
+            or (not right_assoc and self.right.prec == p)
+            or (p == 1 and self.right.prec == 1)
+        ):
+            right = f"({right})"
+        if style == "math" and self.op == "//":
+            return f"⌊{left} / {right}⌋"
+        table = {"py": _PY_OP, "text": _TEXT_OP, "math": _MATH_OP}[style]
+        return f"{left} {table.get(self.op, self.op)} {right}"
+
+
+@dataclass(frozen=True)
+class Call(Expr):
+    fn: str
+    args: tuple[Expr, ...]
+
+    def __post_init__(self):
+        if self.fn not in FUNCS:
+            raise ValueError(f"unknown function {self.fn!r}")
+
+    def evaluate(self, env):
+        return apply_fn(self.fn, [a.evaluate(env) for a in self.args])
+
+    def refs(self):
+        out: set[str] = set()
+        for a in self.args:
+            out |= a.refs()
+        return out
+
+    def subst(self, mapping):
+        return call(self.fn, tuple(a.subst(mapping) for a in self.args))
+
+    def _print(self, style, name_of):
+        args = [a._print(style, name_of) for a in self.args]
+        if style == "math" and self.fn == "sqrt":
+            return f"√{args[0]}" if self.args[0].prec == 6 else f"√({args[0]})"
+        if style == "py" and self.fn == "is_int":  # a check's whole condition, never an operand
+            return f"type({args[0]}) is int"
+        if style == "py" and self.fn in ("sqrt", "exp", "log"):
+            return f"math.{self.fn}({', '.join(args)})"
+        return f"{self.fn}({', '.join(args)})"
+
+
+# ---- semantics -----------------------------------------------------------------------------
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def apply_op(op: str, x, y):
+    if op == "or":
+        return bool(x) or bool(y)
+    if op in ("==", "!="):
+        return (x == y) == (op == "==")
+    if op in COMPARE:
+        if not (_num(x) and _num(y)):
+            raise ExprError(f"cannot compare {x!r} and {y!r}")
+        return {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+    if not (_num(x) and _num(y)):
+        raise ExprError(f"cannot apply '{_TEXT_OP.get(op, op)}' to {x!r} and {y!r}")
+    try:
+        if op == "+":
+            return x + y
+        if op == "-":
+            return x - y
+        if op == "*":
+            return x * y
+        if op == "/":
+            return x / y
+        if op == "div":
+            return x // y if isinstance(x, int) and isinstance(y, int) else x / y
+        if op == "//":
+            return x // y
+        if op == "%":
+            return x % y
+        return x**y
+    except (ZeroDivisionError, OverflowError) as err:
+        raise ExprError(f"{x!r} {_TEXT_OP.get(op, op)} {y!r}: {err}") from None
+
+
+def apply_fn(fn: str, args):
+    if fn == "is_int":
+        return type(args[0]) is int
+    if not args or not all(_num(a) for a in args):
+        raise ExprError(f"{fn} needs numbers")
+    try:
+        if fn == "sqrt":
+            return math.sqrt(*args)
+        if fn == "exp":
+            return math.exp(*args)
+        if fn == "log":
+            return math.log(*args)
+        if fn == "abs":
+            return abs(*args)
+        return min(args) if fn == "min" else max(args)
+    except (ValueError, OverflowError, TypeError) as err:
+        raise ExprError(f"{fn}: {err}") from None
+
+
+# ---- construction with constant folding --------------------------------------------------
+
+
+def const(value) -> Expr:
+    if _num(value) and value < 0:
+        return Neg(Const(-value))
+    return Const(value)
+
+
+def _value(e: Expr) -> tuple[Any, bool]:
+    if isinstance(e, Const):
+        return e.value, True
+    if isinstance(e, Neg) and isinstance(e.arg, Const) and _num(e.arg.value):
+        v: Any = e.arg.value
+        return -v, True
+    return None, False
+
+
+def neg(e: Expr) -> Expr:
+    v, known = _value(e)
+    if known and _num(v):
+        return const(-v)
+    return Neg(e)
+
+
+def binop(op: str, a: Expr, b: Expr) -> Expr:
+    x, kx = _value(a)
+    y, ky = _value(b)
+    # identities that keep printed sizes short: x + 0, x - 0, x * 1, 1 * x, x / 1
+    if ky and _num(y) and ((y == 0 and op in ("+", "-")) or (y == 1 and op in ("*", "div", "//"))):
+        return a
+    if kx and _num(x) and ((x == 0 and op == "+") or (x == 1 and op == "*")):
+        return b
+    if op in ("==", "<=", ">=") and a == b:  # an expression equals itself
+        return Const(True)
+    if op == "or" and (kx or ky):  # a constant side of `or` decides or drops out
+        v, other = (x, b) if kx else (y, a)
+        return Const(True) if v else other
+    if op in ("+", "-") and ky and _num(y) and isinstance(a, Bin) and a.op in ("+", "-"):
+        c, kc = _value(a.right)
+        if kc and _num(c):  # (x + 2) - 1 -> x + 1
+            total = (c if a.op == "+" else -c) + (y if op == "+" else -y)
+            return (
+                binop("+", a.left, const(total))
+                if total >= 0
+                else binop("-", a.left, const(-total))
+            )
+    if kx and ky:
+        try:
+            v = apply_op(op, x, y)
+        except ExprError:
+            return Bin(op, a, b)
+        if isinstance(v, float) and not math.isfinite(v):
+            return Bin(op, a, b)
+        return const(v)
+    return Bin(op, a, b)
+
+
+def call(fn: str, args: tuple[Expr, ...]) -> Expr:
+    vals = [_value(a) for a in args]
+    if all(k for _, k in vals):
+        try:
+            return const(apply_fn(fn, [v for v, _ in vals]))
+        except ExprError:
+            pass
+    return Call(fn, tuple(args))
+
+
+def dependent(e: Expr | None) -> Expr | None:
+    """e where it depends on a hyperparameter, else None (a derived size that is a plain
+    number needs no expression)."""
+    return e if e is not None and e.refs() else None
+
+
+def product(items) -> Expr:
+    items = list(items)
+    out = items[0]
+    for e in items[1:]:
+        out = binop("*", out, e)
+    return out
+
+
+# ---- checks the generated constructor repeats ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """A condition over a block's hyperparameters the checker required, and its message:
+    text pieces and expressions (shown with repr when `fmt` is "r", else str).
+    `guard`: the hyperparameter whose default needs it (checked only when defaulted)."""
+
+    cond: Expr
+    message: tuple[tuple[str, Any], ...]  # ("s", text) | ("e", Expr) | ("r", Expr)
+    guard: str | None = None
+
+    def render(self, env: dict[str, Scalar]) -> str:
+        out = []
+        for kind, piece in self.message:
+            if kind == "s":
+                out.append(piece)
+            else:
+                v = piece.evaluate(env)
+                out.append(repr(v) if kind == "r" else str(v))
+        return "".join(out)
+
+    def template(self) -> str:
+        """The message in the IR's text form: expressions in braces (`{d!r}`)."""
+        parts = []
+        for kind, piece in self.message:
+            if kind == "s":
+                parts.append(piece.replace("{", "{{").replace("}", "}}"))
+            else:
+                parts.append("{" + piece.text() + ("!r" if kind == "r" else "") + "}")
+        return "".join(parts)
+
+    @staticmethod
+    def from_template(cond: Expr, text: str, guard: str | None, env) -> Check:
+        pieces: list[tuple[str, Any]] = []
+        buf, i = "", 0
+        while i < len(text):
+            c = text[i]
+            if c in "{}" and text[i : i + 2] == c * 2:
+                buf, i = buf + c, i + 2
+            elif c == "{":
+                end = text.find("}", i)
+                if end < 0:
+                    raise ExprError(f"unclosed '{{' in the message {text!r}")
+                if buf:
+                    pieces.append(("s", buf))
+                    buf = ""
+                body = text[i + 1 : end]
+                kind = "r" if body.endswith("!r") else "e"
+                pieces.append((kind, parse(body[:-2] if kind == "r" else body, env)))
+                i = end + 1
+            elif c == "}":
+                raise ExprError(f"unmatched '}}' in the message {text!r}")
+            else:
+                buf, i = buf + c, i + 1
+        if buf:
+            pieces.append(("s", buf))
+        return Check(cond, tuple(pieces), guard)
+
+    def python_message(self, name_of) -> str:
+        """The message as a Python string literal (an f-string where it shows a value)."""
+        if all(kind == "s" for kind, _ in self.message):
+            return repr("".join(piece for _, piece in self.message))
+        parts = []
+        for kind, piece in self.message:
+            if kind == "s":
+                parts.append(
+                    piece.replace("\\", "\\\\")
+                    .replace("{", "{{")
+                    .replace("}", "}}")
+                    .replace('"', '\\"')
+                )
+            else:
+                parts.append("{" + piece.python(name_of) + ("!r" if kind == "r" else "") + "}")
+        return 'f"' + "".join(parts) + '"'
+
+
+# The checks of the block being elaborated: shape rules in the registry note the
+# hyperparameter-dependent conditions they test here (the elaborator opens one per instance).
+_RECORDING: list[list[Check]] = []
+_GUARD: list[str | None] = [None]
+
+
+def note(cond: Expr, *message) -> None:
+    """Record that the checker required `cond` (a no-op where it is a constant)."""
+    if not _RECORDING or not cond.refs():
+        return
+    pieces: list[tuple[str, Any]] = []
+    for m in message:
+        kind, piece = m if isinstance(m, tuple) else ("s", m)
+        if kind != "s" and not piece.refs():  # a constant reads as text
+            v = piece.evaluate({})
+            kind, piece = "s", repr(v) if kind == "r" else str(v)
+        if kind == "s" and pieces and pieces[-1][0] == "s":
+            pieces[-1] = ("s", pieces[-1][1] + piece)
+        else:
+            pieces.append((kind, piece))
+    check = Check(cond, tuple(pieces), _GUARD[-1])
+    # the first message for a condition is the one the checker reports
+    if not any(c.cond == check.cond and c.guard == check.guard for c in _RECORDING[-1]):
+        _RECORDING[-1].append(check)
+
+
+class recording:
+    """`with recording() as checks:` collects the checks noted inside."""
+
+    def __init__(self):
+        self.checks: list[Check] = []
+
+    def __enter__(self) -> list[Check]:
+        _RECORDING.append(self.checks)
+        return self.checks
+
+    def __exit__(self, *exc):
+        _RECORDING.pop()
+        return False
+
+
+class guarded:
+    """Checks noted inside belong to the default of hyperparameter `name`."""
+
+    def __init__(self, name: str | None):
+        self.name = name
+
+    def __enter__(self):
+        _GUARD.append(self.name)
+
+    def __exit__(self, *exc):
+        _GUARD.pop()
+        return False
+
+
+# ---- the text form read back (irparse) ---------------------------------------------------
+
+_TOKENS = re.compile(
+    r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r'|(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%<>(),]))'
+)
+
+
+def parse(text: str, env: dict[str, Scalar] | None = None) -> Expr:
+    """An expression in the text form. `/` of two integers (under `env`, the hyperparameters'
+    values) is the language's exact division, else true division."""
+    toks, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKENS.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ExprError(f"unexpected {text[pos : pos + 10]!r} in the expression {text!r}")
+        kind = m.lastgroup or ""
+        toks.append((kind, m.group(kind)))
+        pos = m.end()
+    p = _Parser(toks, env or {}, text)
+    out = p.expr(0)
+    if p.i != len(toks):
+        raise ExprError(f"unexpected {toks[p.i][1]!r} in the expression {text!r}")
+    return out
+
+
+class _Parser:
+    def __init__(self, toks, env, text):
+        self.toks, self.env, self.text, self.i = toks, env, text, 0
+
+    def peek(self):
+        return self.toks[self.i] if self.i < len(self.toks) else (None, None)
+
+    def take(self, want=None):
+        kind, tok = self.peek()
+        if tok is None or (want is not None and tok != want):
+            raise ExprError(f"expected {want or 'more'} in the expression {self.text!r}")
+        self.i += 1
+        return kind, tok
+
+    def expr(self, level: int) -> Expr:
+        left = self.unary() if level <= 4 else self.atom()
+        while True:
+            kind, tok = self.peek()
+            if not (kind == "op" or tok == "or") or tok not in _PREC or tok == "div":
+                return left
+            prec = _PREC["*" if tok == "/" else tok]
+            if prec < level:
+                return left
+            self.i += 1
+            right = self.expr(prec if tok == "**" else prec + 1)
+            op = tok
+            if tok == "/":
+                op = "div" if self._ints(left, right) else "/"
+            left = Bin(op, left, right)
+
+    def _ints(self, a: Expr, b: Expr) -> bool:
+        try:
+            x, y = a.evaluate(self.env), b.evaluate(self.env)
+        except ExprError:
+            return True
+        return (
+            isinstance(x, int)
+            and isinstance(y, int)
+            and not isinstance(x, bool)
+            and not isinstance(y, bool)
+        )
+
+    def unary(self) -> Expr:
+        if self.peek()[1] == "-":
+            self.i += 1
+            return Neg(self.unary())
+        base = self.atom()
+        if self.peek()[1] == "**":
+            self.i += 1
+            return Bin("**", base, self.unary())
+        return base
+
+    def atom(self) -> Expr:
+        kind, tok = self.take()
+        if kind == "num":
+            return Const(float(tok) if any(c in tok for c in ".eE") else int(tok))
+        if kind == "str":
+            return Const(tok[1:-1].replace('\\"', '"').replace("\\\\", "\\"))
+        if kind == "name":
+            if tok in ("true", "false"):
+                return Const(tok == "true")
+            if self.peek()[1] == "(":
+                self.i += 1
+                args = [self.expr(0)]
+                while self.peek()[1] == ",":
+                    self.i += 1
+                    args.append(self.expr(0))
+                self.take(")")
+                if tok not in FUNCS:
+                    raise ExprError(f"unknown function '{tok}' in the expression {self.text!r}")
+                return Call(tok, tuple(args))
+            return Ref(tok)
+        if tok == "(":
+            inner = self.expr(0)
+            self.take(")")
+            return inner
+        raise ExprError(f"unexpected {tok!r} in the expression {self.text!r}")
