@@ -319,6 +319,16 @@ def test_cli_writes_the_plan_and_leaves_the_module_unchanged(tmp_path):
         mod.parallelize(None, Mesh())
 
 
+def test_cli_report_says_what_O2_fusion_costs(tmp_path, capsys):
+    from nncircuit.cli import main
+
+    path = LLAMA[0]
+    assert main(["compile", path, "-o", str(tmp_path / "m.py"), "--parallel", str(tmp_path / "p.py")]) == 0
+    assert "0 of 15 Linears sharded (10 fused by -O2 stay replicated: -O1 can split them)" in capsys.readouterr().out
+    assert main(["compile", path, "-O1", "-o", str(tmp_path / "m.py"), "--parallel", str(tmp_path / "p.py")]) == 0
+    assert capsys.readouterr().out.endswith("tensor-parallel plan, 14 of 15 Linears sharded\n")
+
+
 def test_cli_refuses_a_plan_it_cannot_write(tmp_path, capsys):
     from nncircuit.cli import main
 

@@ -285,4 +285,6 @@ def emit_plan(spec, out: str) -> str:
     entries = plan_entries(spec.graph)
     write_atomic(out, plan_source(spec.graph, os.path.basename(spec.path)), inputs=tuple(spec.program.files))
     n = sum(e.style != "replicated" for e in entries)
-    return f"wrote {out}: tensor-parallel plan, {n} of {len(entries)} Linears sharded"
+    fused = sum(e.why.startswith("fused with") for e in entries)
+    note = f" ({fused} fused by -O2 stay replicated: -O1 can split them)" if fused else ""
+    return f"wrote {out}: tensor-parallel plan, {n} of {len(entries)} Linears sharded{note}"
