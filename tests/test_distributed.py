@@ -342,5 +342,4 @@ def test_cli_refuses_a_plan_it_cannot_write(tmp_path, capsys):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, HERE)
     worker(sys.argv[1])
