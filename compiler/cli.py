@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-O", dest="opt", type=int, choices=[0, 1, 2], default=None,
                    help="optimisation level (default 2; the state_dict is that of -O0)")
     p.add_argument("--passes", help="comma-separated pass pipeline instead of a level")
+    p.add_argument("--parallel", metavar="PLAN.py",
+                   help="also write the tensor-parallel plan (torch): which Linears split column- and row-wise")
 
     p = sub.add_parser("ir", help="print the textual IR (optionally after passes)")
     _common(p)
@@ -167,9 +169,17 @@ def cmd_compile(args) -> int:
         if k not in backend.options and v not in (None, False, 0):
             owner = next(b.name for b in BACKENDS.values() if k in b.options)
             raise NNError(f"--{k} applies to --to {owner}, not to --to {backend.name}")
+    if args.parallel is not None and backend.name != "torch":
+        raise NNError(f"--parallel applies to --to torch, not to --to {backend.name}")
+    if args.parallel is not None and os.path.abspath(args.parallel) == os.path.abspath(args.output):
+        raise NNError(f"--parallel {args.parallel} would overwrite the module -o writes; give the plan its own file")
     opt = 2 if args.opt is None and args.passes is None else args.opt
     spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
     print(backend.emit(spec, args.output, **{k: v for k, v in given.items() if k in backend.options}))
+    if args.parallel is not None:
+        from nncircuit.backends.torch.parallel import emit_plan
+
+        print(emit_plan(spec, args.parallel))
     return 0
 
 

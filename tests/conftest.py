@@ -50,6 +50,7 @@ SLOW_TESTS = {
     "test_passes.py": {"test_O2_matches_O0", "test_every_pass_keeps_random_specs_valid", "test_O2_trains_like_O0"},
     "test_specs.py": {"test_generated_file_runs_without_nncircuit", "test_dynamic_image_sizes"},
     "test_render.py": {"test_rendering_does_not_depend_on_the_hash_seed", "test_cli_writes_every_format"},
+    "test_distributed.py": {"test_two_processes_train_like_one"},  # two gloo processes, all runs once
 }
 
 
