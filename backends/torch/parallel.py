@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from nncircuit.backends.structure import single_call_body
 from nncircuit.ir.graph import Graph, Node, Value
 from nncircuit.names import pyname
+from nncircuit.types import expr as X
 
 # ops that act on each element of the sharded axis independently of the others
 ELEMENTWISE = frozenset(
@@ -158,10 +159,10 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
     local = None
     if several:
         ax = next((a for a in g.type_of(row.inputs[0]).axes if a.name == axis), None)
-        hyper = {pyname(h.name) for h in g.hyper}
-        if ax is None or not (ax.code or "").isidentifier() or ax.code not in hyper or ax.code != pyname(ax.code):
+        hyper = {h.name for h in g.hyper}
+        if ax is None or not isinstance(ax.code, X.Ref) or ax.code.name not in hyper or ax.code.name != pyname(ax.code.name):
             return f"the size of {axis} is not one of the block's hyperparameters"
-        local = ax.code
+        local = ax.code.name
     elif g.type_of(row.inputs[0]).names[-1:] != (axis,):
         return f"{axis} is not the last axis of its input"
 
@@ -184,7 +185,7 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
         region.add(n.id)
         if n.op == "Linear":
             outs = n.attrs["out_axes"]
-            fits = (len(outs) > 1 and outs[0].name == axis and n.attrs["out_sizes"][0].expr == local) if several \
+            fits = (len(outs) > 1 and outs[0].name == axis and n.attrs["out_sizes"][0].expr == X.Ref(local)) if several \
                 else (len(outs) == 1 and outs[0].name == axis)
             if not fits or n.module is None or n.attrs["tied"] is not None or uses.get(n.module, 0) != 1:
                 return f"{n.name} is not a Linear that maps to {axis} {'first' if several else 'alone'}"
