@@ -58,6 +58,8 @@ def init_param(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
         out = np.ones(shape)
     elif init == "zeros":
         out = np.zeros(shape)
+    elif init.startswith("constant:"):
+        out = np.full(shape, float(init.split(":", 1)[1]))
     else:
         raise LoweringError(f"parameter '{name}': unknown initialisation '{init}'")
     return out.astype(np.float32)
