@@ -543,11 +543,13 @@ def _minmax(op_type: str):
 
 
 def _clip(cx: OpCx, x: str, lo, hi, dtype: str) -> str:
+    # one bound is Max or Min: a Clip without its max clamps +inf to the largest float
     b = cx.b
-    args = [x, "" if lo is None else b.scalar(lo, b.elem(dtype)), "" if hi is None else b.scalar(hi, b.elem(dtype))]
-    while args[-1] == "":
-        args.pop()
-    return b.op("Clip", args)
+    if hi is None:
+        return b.op("Max", [x, b.scalar(lo, b.elem(dtype))])
+    if lo is None:
+        return b.op("Min", [x, b.scalar(hi, b.elem(dtype))])
+    return b.op("Clip", [x, b.scalar(lo, b.elem(dtype)), b.scalar(hi, b.elem(dtype))])
 
 
 def _clamp(cx: OpCx):
@@ -614,7 +616,7 @@ CORE_LOWERINGS.update({
     "where": Lowering(_where, "Where"),
     "minimum": _minmax("Min"),
     "maximum": _minmax("Max"),
-    "clamp": Lowering(_clamp, "Clip"),
+    "clamp": Lowering(_clamp, "Clip (Max or Min for one bound)"),
     "floor": _unary("Floor"),
     "ceil": _unary("Ceil"),
     "round": _unary("Round"),
