@@ -209,3 +209,13 @@ def test_fmt_keeps_the_new_forms():
     out = format_text(src)
     assert parse(out) == parse(src)
     assert format_text(out) == out
+
+
+def test_ir_text_round_trips_infinities():
+    from nncircuit.ir.parser import parse_ir
+    from nncircuit.ir.printer import print_ir
+
+    spec = nncircuit.load("t.nn", text=HEAD + "    out where(m, x, -inf), x > -inf\n}\n")
+    text = print_ir(spec.graph)
+    assert "-inf" in text
+    assert print_ir(parse_ir(text)) == text

@@ -136,7 +136,10 @@ register(
 def positional_slots(call: OpCall, n: int, what: str) -> list:
     """The op's `n` operands in the order written, each a tensor type or a number: numbers
     stand where the call wrote them (`scalars`: (position, HVal) pairs), tensors fill the rest."""
-    scalars = dict(call.kw("scalars", ()))
+    scalars = {  # as the IR text reads them back too: positions and numbers as values
+        int(getattr(k, "value", k)): v if isinstance(v, HVal) else HVal.const(v)
+        for k, v in call.kw("scalars", ())
+    }
     if len(call.inputs) + len(scalars) != n:
         raise fail(f"{what}, found {len(call.inputs) + len(scalars)} argument(s)")
     tensors = iter(call.inputs)
