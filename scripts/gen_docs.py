@@ -22,7 +22,7 @@ def table() -> str:
     ]
     for name, op in registry.all_ops().items():
         takes = ", ".join(
-            {"map": "`IN -> OUT`", "over": "`over AXES`", "axes": "`[AXES]`"}[t] for t in sorted(op.takes)
+            {"map": "`IN -> OUT`", "over": "`over AXES`", "axes": "`[AXES]`", "scalars": "numbers as values"}[t] for t in sorted(op.takes)
         )
         if op.positional:
             takes = ", ".join(filter(None, [takes, " ".join(f"`{p}`" for p in op.positional)]))

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 # Axis names; never the name of a hyperparameter (k*), value (t*, x*, m*, b*, w*), block (B*).
 AXES = ("d", "e", "f", "g", "h", "w", "c", "n", "p", "q", "r", "u", "v", "z")
 UNARY = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "neg", "abs")
+# The maps of ops/activations.py and ops/compare.py, as they are written in a spec.
+MAPS = ("sin", "cos", "relu6", "hardswish", "hardsigmoid", "mish", "softplus",
+        "softplus(beta = 2, threshold = 5)", "elu", "elu(alpha = 0.5)", "leaky_relu(slope = 0.2)",
+        "hardtanh", "hardtanh(min = -2, max = 0.5)", "clamp(min = -1, max = 1)", "clamp(min = 0)",
+        "clamp(max = 0.5)")
+COMPARE = ("<", "<=", ">", ">=", "==", "!=")
 
 
 class Retry(Exception):
@@ -289,6 +295,7 @@ class Gen:
             self.op_select, self.op_topk, self.op_gather, self.op_linear, self.op_linear,
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
             self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
+            self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
@@ -310,6 +317,61 @@ class Gen:
         else:
             expr = self.ch.pick([f"{fn}({x})", f"{x} |> {fn}"])
         self.assign(sc, expr, t)
+
+    def op_map(self, sc):
+        name, t = self.pick(sc)
+        x = self.operand(name, t)
+        fn = self.ch.pick(MAPS)
+        bare = fn.split("(")[0]
+        args = fn[len(bare) + 1:-1] if "(" in fn else ""
+        expr = self.ch.pick([f"{x} |> {fn}", f"{bare}({x}{', ' + args if args else ''})"])
+        self.assign(sc, expr, t)
+
+    def condition(self, x: str, y: str) -> str:
+        """A bool expression of two values: a comparison, maybe joined with `and`/`or`/`not`."""
+        cond = f"{x} {self.ch.pick(COMPARE)} {self.ch.pick([y, '0', '0.5', '-inf'])}"
+        form = self.ch.integer(0, 3)
+        if form == 1:
+            cond = f"({cond}) and ({y} {self.ch.pick(COMPARE)} 0)"
+        elif form == 2:
+            cond = f"not ({cond}) or {x} > {y}"
+        return cond
+
+    def op_where(self, sc):
+        a, ta = self.pick(sc)
+        b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
+        out = broadcast(ta, tb)
+        cond = self.condition(a, b)
+        form = self.ch.integer(0, 2)
+        if form == 0:
+            expr = f"where({cond}, {a}, {b})"
+        elif form == 1:  # masked fill, kept finite so that later sums stay comparable
+            expr = f"maximum(where({cond}, {a}, -inf), -30)"
+        else:
+            expr = f"where({cond}, 0.5, {b}) * {a}"
+        self.assign(sc, expr, out)
+
+    def op_minmax(self, sc):
+        a, ta = self.pick(sc)
+        b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
+        fn = self.ch.pick(["minimum", "maximum"])
+        if self.ch.chance(0.5):
+            self.assign(sc, f"{fn}({a}, {b})", broadcast(ta, tb))
+        else:
+            self.assign(sc, self.ch.pick([f"{fn}({a}, 0.25)", f"{fn}(-0.5, {a})"]), ta)
+
+    def op_rounding(self, sc):
+        name, t = self.pick(sc)
+        fn = self.ch.pick(["floor", "ceil", "round", "sign"])
+        self.assign(sc, self.ch.pick([f"{fn}({name} * 4) / 4", f"{name} |> {fn}"]), t)
+
+    def op_prelu(self, sc):
+        name, t = self.pick(sc)
+        if t.static() and self.ch.chance(0.6):
+            ax = self.ch.pick(t.static()).name
+            self.assign(sc, self.ch.pick([f"PReLU({name}, over {ax})", f"{name} |> PReLU(over {ax}, init = constant(0.1))"]), t)
+        else:
+            self.assign(sc, f"PReLU({name})", t)
 
     def op_scalar(self, sc):
         name, t = self.pick(sc)
@@ -997,6 +1059,7 @@ def make_inputs(gs: GenSpec, seed: int = 0):
 
 TOKENS = (
     "block", "model", "in", "out", "repeat", "shared", "as", "import", "from", "over", "rename",
+    "and", "or", "not", "<", "<=", "==", "!=", ">=", ">", "inf", "where",
     "true", "false", "int64", "float16", "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "|>",
     "+", "-", "*", "/", "**", "~", "?", "%", "#", "##", '"', "x", "d", "batch", "Linear",
     "softmax", "Conv", "relu", "einsum", "concat", "top_k", "positions", "Param", "self",

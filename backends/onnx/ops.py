@@ -12,7 +12,7 @@ import numpy as np
 
 from nncircuit.ir.graph import Node
 from nncircuit.types.sizes import Size
-from nncircuit.types.tensor import Axis
+from nncircuit.types.tensor import Axis, TensorType
 
 from nncircuit.backends.onnx.builder import Builder, Dims, Tensor
 
@@ -504,3 +504,152 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "avgpool": _pool("AveragePool"),
     "Param": Lowering(_param, "an initializer"),
 }
+
+
+# ---- comparisons, logic, selection, more elementwise maps (ops/compare.py, activations.py) ----
+
+ORDERING = {"lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual"}
+
+
+def _compare(cx: OpCx):
+    b, op = cx.b, cx.node.op
+    dtype = cx.attrs["dtype"]
+    if dtype == "bool" and op in ORDERING:  # ONNX orders numbers only; torch orders False < True
+        dtype = "int32"
+    op_type = ORDERING.get(op, "Equal")
+    if "scalar" in cx.attrs.keys():
+        x = b.cast(cx.ins[0], dtype)
+        c = b.scalar(cx.attrs["scalar"].value, b.elem(dtype))
+        args = [x.name, c] if cx.attrs["side"] == "right" else [c, x.name]
+    else:
+        args = [b.align(b.cast(t, dtype), cx.node.type.names, full=False).name for t in cx.ins]
+    out = b.op(op_type, args)
+    return [cx.result(b.op("Not", [out]) if op == "ne" else out)]
+
+
+def _logic(op_type: str):
+    def fn(cx: OpCx):
+        args = [cx.b.align(t, cx.node.type.names, full=False).name for t in cx.ins]
+        return [cx.result(cx.b.op(op_type, args))]
+
+    return Lowering(fn, op_type)
+
+
+def _slots(cx: OpCx, dtype: str) -> list[str]:
+    """The value operands in the order written: tensors cast and aligned, numbers constants."""
+    b, out = cx.b, cx.node.type
+    scalars = dict(cx.attrs["scalars"])
+    tensors = iter(cx.ins)
+    args = []
+    for i in range(len(cx.ins) + len(scalars)):
+        if i in scalars:
+            args.append(b.scalar(scalars[i].value, b.elem(dtype)))
+        else:
+            t = next(tensors)
+            t = t if t.type.dtype == "bool" and i == 0 and cx.node.op == "where" else b.cast(t, dtype)
+            args.append(b.align(t, out.names, full=False).name)
+    return args
+
+
+def _where(cx: OpCx):
+    return [cx.result(cx.b.op("Where", _slots(cx, cx.node.type.dtype)))]
+
+
+def _minmax(op_type: str):
+    return Lowering(lambda cx: [cx.result(cx.b.op(op_type, _slots(cx, cx.node.type.dtype)))], op_type)
+
+
+def _clip(cx: OpCx, x: str, lo, hi, dtype: str) -> str:
+    # one bound is Max or Min: a Clip without its max clamps +inf to the largest float
+    b = cx.b
+    if hi is None:
+        return b.op("Max", [x, b.scalar(lo, b.elem(dtype))])
+    if lo is None:
+        return b.op("Min", [x, b.scalar(hi, b.elem(dtype))])
+    return b.op("Clip", [x, b.scalar(lo, b.elem(dtype)), b.scalar(hi, b.elem(dtype))])
+
+
+def _clamp(cx: OpCx):
+    (x,) = cx.ins
+    lo, hi = (None if cx.attrs[k] is None else cx.attrs[k].value for k in ("min", "max"))
+    return [cx.result(_clip(cx, x.name, lo, hi, x.type.dtype))]
+
+
+def _relu6_of(cx: OpCx, x: str) -> str:
+    return _clip(cx, x, 0.0, 6.0, cx.ins[0].type.dtype)
+
+
+def _hard(swish: bool):
+    # torch's kernels: x * min(max(x + 3, 0), 6) / 6 and min(max(x + 3, 0), 6) / 6 (HardSwish
+    # is opset 14 and HardSigmoid computes x / 6 + 0.5: both round differently)
+    def fn(cx: OpCx):
+        b, (x,) = cx.b, cx.ins
+        r6 = _relu6_of(cx, b.op("Add", [x.name, cx.scalar_like(3.0, x)]))
+        top = b.op("Mul", [x.name, r6]) if swish else r6
+        return [cx.result(b.op("Div", [top, cx.scalar_like(6.0, x)]))]
+
+    return Lowering(fn, "Add, Clip, Mul, Div" if swish else "Add, Clip, Div")
+
+
+def _mish(cx: OpCx):  # Mish is opset 18
+    b, (x,) = cx.b, cx.ins
+    return [cx.result(b.op("Mul", [x.name, b.op("Tanh", [b.op("Softplus", [x.name])])]))]
+
+
+def _softplus(cx: OpCx):
+    # torch: x where beta x > threshold, else log(1 + exp(beta x)) / beta
+    b, (x,) = cx.b, cx.ins
+    beta, threshold = float(cx.attrs["beta"]), float(cx.attrs["threshold"])
+    bx = b.op("Mul", [x.name, cx.scalar_like(beta, x)]) if beta != 1.0 else x.name
+    soft = b.op("Softplus", [bx])
+    if beta != 1.0:
+        soft = b.op("Div", [soft, cx.scalar_like(beta, x)])
+    linear = b.op("Greater", [bx, cx.scalar_like(threshold, x)])
+    return [cx.result(b.op("Where", [linear, x.name, soft]))]
+
+
+def _prelu(cx: OpCx):
+    b, (x,) = cx.b, cx.ins
+    axis = cx.attrs["axis"]
+    slope_type = TensorType((x.type.axis(axis),) if axis is not None else (), x.type.dtype)
+    w = b.cast(Tensor(cx.weight("weight"), slope_type, 0), x.type.dtype)
+    if axis is not None:  # else one slope of shape [1], which broadcasts
+        w = b.align(w, x.names, full=True)
+    neg = b.op("Mul", [w.name, x.name])
+    keep = b.op("GreaterOrEqual", [x.name, cx.scalar_like(0.0, x)])
+    return [cx.result(b.op("Where", [keep, x.name, neg]))]
+
+
+CORE_LOWERINGS.update({
+    "lt": Lowering(_compare, "Less"),
+    "le": Lowering(_compare, "LessOrEqual"),
+    "gt": Lowering(_compare, "Greater"),
+    "ge": Lowering(_compare, "GreaterOrEqual"),
+    "eq": Lowering(_compare, "Equal"),
+    "ne": Lowering(_compare, "Equal, Not"),
+    "logical_and": _logic("And"),
+    "logical_or": _logic("Or"),
+    "logical_not": _unary("Not"),
+    "where": Lowering(_where, "Where"),
+    "minimum": _minmax("Min"),
+    "maximum": _minmax("Max"),
+    "clamp": Lowering(_clamp, "Clip (Max or Min for one bound)"),
+    "floor": _unary("Floor"),
+    "ceil": _unary("Ceil"),
+    "round": _unary("Round"),
+    "sign": _unary("Sign"),
+    "sin": _unary("Sin"),
+    "cos": _unary("Cos"),
+    "relu6": Lowering(lambda cx: [cx.result(_relu6_of(cx, cx.ins[0].name))], "Clip"),
+    "hardswish": _hard(True),
+    "hardsigmoid": _hard(False),
+    "mish": Lowering(_mish, "Softplus, Tanh, Mul"),
+    "softplus": Lowering(_softplus, "Softplus, Greater, Where"),
+    "elu": Lowering(lambda cx: [cx.result(cx.b.op("Elu", [cx.ins[0].name], alpha=float(cx.attrs["alpha"])))], "Elu"),
+    "leaky_relu": Lowering(
+        lambda cx: [cx.result(cx.b.op("LeakyRelu", [cx.ins[0].name], alpha=float(cx.attrs["slope"])))], "LeakyRelu"),
+    "hardtanh": Lowering(
+        lambda cx: [cx.result(_clip(cx, cx.ins[0].name, float(cx.attrs["min"]), float(cx.attrs["max"]), cx.ins[0].type.dtype))],
+        "Clip"),
+    "PReLU": Lowering(_prelu, "Mul, GreaterOrEqual, Where"),
+})

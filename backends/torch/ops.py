@@ -4,6 +4,7 @@ expression of the op's forward (and, for learned ops, the submodule it builds)."
 from __future__ import annotations
 
 import ast as pyast
+import math
 from dataclasses import dataclass
 from collections.abc import Callable
 
@@ -88,7 +89,7 @@ def _unary(fmt: str):
 def _binary(sym: str, fn: str):
     def fwd(n: Node, a, cx):
         if "scalar" in n.attrs.keys():
-            c = _paren(cx.hv(n.attrs["scalar"]))  # `x * (2 - 1)`, not `x * 2 - 1`
+            c = _number(cx, n.attrs["scalar"])  # `x * (2 - 1)`, not `x * 2 - 1`
             x = _paren(a[0])
             if n.attrs["side"] == "right":
                 return f"{x} {sym} {c}"
@@ -610,3 +611,107 @@ def _channels_first(fn, x, k):
     return y.reshape(*lead, *y.shape[1:])
 ''',
 }
+
+
+# ---- comparisons, logic, selection, more elementwise maps (ops/compare.py, activations.py) ----
+
+
+def _number(cx, v) -> str:
+    """A number of an attribute as an operand: `float("-inf")` for the infinities (no name in
+    generated code spells them), else the hyperparameter code."""
+    if isinstance(v.value, float) and math.isinf(v.value):
+        return 'float("inf")' if v.value > 0 else 'float("-inf")'
+    return _paren(cx.hv(v))
+
+
+def _aligned(n: Node, a, cx) -> list[str]:
+    """The tensor operands of n reordered (with size-1 axes) to broadcast as its result, by name."""
+    full = cx.graph.kind != "model"  # a lift prefix, as in _binary
+    return [align(var, t, n.type.names, full=full) for var, t in zip(a, cx.in_types(n))]
+
+
+def _infix(sym: str):
+    def fwd(n: Node, a, cx):
+        if "scalar" in n.attrs.keys():
+            c, x = _number(cx, n.attrs["scalar"]), _paren(a[0])
+            return f"{x} {sym} {c}" if n.attrs["side"] == "right" else f"{c} {sym} {x}"
+        x, y = _aligned(n, a, cx)
+        return f"{_paren(x)} {sym} {_paren(y)}"
+
+    return Lowering(fwd)
+
+
+def _slots(n: Node, a, cx) -> list[str]:
+    """The operands in the order written: tensors aligned by name, numbers as literals."""
+    scalars = dict(n.attrs["scalars"])
+    tensors = iter(_aligned(n, a, cx))
+    return [_number(cx, scalars[i]) if i in scalars else next(tensors) for i in range(len(a) + len(scalars))]
+
+
+def _where(n: Node, a, cx):
+    return f"torch.where({', '.join(_slots(n, a, cx))})"
+
+
+def _minmax(fn: str, bound: str):
+    def fwd(n: Node, a, cx):
+        scalars = dict(n.attrs["scalars"])
+        if not scalars:
+            return f"torch.{fn}({', '.join(_aligned(n, a, cx))})"
+        ((_, c),) = scalars.items()
+        x = a[0]
+        if cx.in_types(n)[0].dtype != n.type.dtype:
+            x = f"{_paren(x)}.to({TORCH_DTYPES[n.type.dtype]})"
+        return f"torch.clamp({x}, {bound}={_number(cx, c)})"
+
+    return Lowering(fwd)
+
+
+def _clamp(n: Node, a, cx):
+    parts = [a[0]] + [f"{k}={_number(cx, n.attrs[k])}" for k in ("min", "max") if n.attrs[k] is not None]
+    return f"torch.clamp({', '.join(parts)})"
+
+
+def _prelu_init(n: Node, cx):
+    return f"nn.PReLU({cx.hv(n.attrs['num'])}, init={cx.hv(n.attrs['init'].args[0])})"
+
+
+def _prelu(n: Node, a, cx):
+    # max(0, x) + w min(0, x), as nn.PReLU, with the slopes along any axis (nn.PReLU's are dim 1)
+    (t,) = cx.in_types(n)
+    w = f"self.{cx.mod(n)}.weight"
+    if n.attrs["axis"] is not None:
+        w = align(w, TensorType((t.axis(n.attrs["axis"]),), t.dtype), t.names)
+    x = _paren(a[0])
+    return f"torch.where({x} >= 0, {x}, {_paren(w)} * {x})"
+
+
+TORCH_LOWERINGS.update({
+    "lt": _infix("<"),
+    "le": _infix("<="),
+    "gt": _infix(">"),
+    "ge": _infix(">="),
+    "eq": _infix("=="),
+    "ne": _infix("!="),
+    "logical_and": _infix("&"),
+    "logical_or": _infix("|"),
+    "logical_not": _unary("torch.logical_not({x})"),
+    "where": Lowering(_where),
+    "minimum": _minmax("minimum", "max"),
+    "maximum": _minmax("maximum", "min"),
+    "clamp": Lowering(_clamp),
+    "floor": _unary("torch.floor({x})"),
+    "ceil": _unary("torch.ceil({x})"),
+    "round": _unary("torch.round({x})"),
+    "sign": _unary("torch.sign({x})"),
+    "sin": _unary("torch.sin({x})"),
+    "cos": _unary("torch.cos({x})"),
+    "relu6": _unary("F.relu6({x})"),
+    "hardswish": _unary("F.hardswish({x})"),
+    "hardsigmoid": _unary("F.hardsigmoid({x})"),
+    "mish": _unary("F.mish({x})"),
+    "softplus": Lowering(lambda n, a, cx: f"F.softplus({a[0]}, beta={n.attrs['beta']!r}, threshold={n.attrs['threshold']!r})"),
+    "elu": Lowering(lambda n, a, cx: f"F.elu({a[0]}, alpha={n.attrs['alpha']!r})"),
+    "leaky_relu": Lowering(lambda n, a, cx: f"F.leaky_relu({a[0]}, negative_slope={n.attrs['slope']!r})"),
+    "hardtanh": Lowering(lambda n, a, cx: f"F.hardtanh({a[0]}, min_val={n.attrs['min']!r}, max_val={n.attrs['max']!r})"),
+    "PReLU": Lowering(_prelu, _prelu_init),
+})

@@ -22,8 +22,10 @@ INDENT = "    "
 WIDTH = 100  # a pipeline longer than this is broken before its `|>`s
 
 # Binding strength of each expression form, as in grammar/nn.lark (higher binds tighter).
-_PIPE, _ARITH, _TERM, _NEG, _POWER, _POSTFIX, _ATOM = range(1, 8)
-_BINOP_LEVEL = {"|>": _PIPE, "+": _ARITH, "-": _ARITH, "*": _TERM, "/": _TERM, "**": _POWER}
+_OR, _AND, _NOT, _COMPARE, _ARITH, _TERM, _NEG, _POWER, _POSTFIX, _ATOM = range(1, 11)
+_BINOP_LEVEL = {"or": _OR, "and": _AND, "<": _COMPARE, "<=": _COMPARE, ">": _COMPARE,
+                ">=": _COMPARE, "==": _COMPARE, "!=": _COMPARE, "|>": _ARITH, "+": _ARITH,
+                "-": _ARITH, "*": _TERM, "/": _TERM, "**": _POWER}
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ class _Printer:
             return _BINOP_LEVEL[e.op]
         if isinstance(e, A.Neg):
             return _NEG
-        if isinstance(e, (A.Call, A.Rename, A.Index)):
+        if isinstance(e, A.Not):
+            return _NOT
+        if isinstance(e, A.Rename):
+            return _ARITH
+        if isinstance(e, (A.Call, A.Index)):
             return _POSTFIX
         return _ATOM
 
@@ -100,14 +106,20 @@ class _Printer:
             lvl = _BINOP_LEVEL[e.op]
             if e.op == "**":  # right-associative: postfix ** factor
                 return f"{self.wrap(e.left, _POSTFIX)} ** {self.wrap(e.right, _NEG)}"
+            if e.op == "|>":  # the right side of a pipe is one call at most
+                return f"{self.wrap(e.left, lvl)} |> {self.wrap(e.right, _POSTFIX)}"
+            if lvl == _COMPARE:  # comparisons do not chain
+                return f"{self.wrap(e.left, _ARITH)} {e.op} {self.wrap(e.right, _ARITH)}"
             return f"{self.wrap(e.left, lvl)} {e.op} {self.wrap(e.right, lvl + 1)}"
         if isinstance(e, A.Neg):
             return f"-{self.wrap(e.operand, _NEG)}"
+        if isinstance(e, A.Not):
+            return f"not {self.wrap(e.operand, _NOT)}"
         if isinstance(e, A.Tuple):
             items = ", ".join(self.expr(i) for i in e.items)
             return f"({items},)" if len(e.items) == 1 else f"({items})"
         if isinstance(e, A.Rename):
-            return f"{self.wrap(e.operand, _POSTFIX)} rename {e.old} -> {e.new}"
+            return f"{self.wrap(e.operand, _ARITH)} rename {e.old} -> {e.new}"
         if isinstance(e, A.Index):
             return f"{self.wrap(e.operand, _POSTFIX)}[{e.axis} = {self.expr(e.index)}]"
         if isinstance(e, A.Call):
@@ -191,7 +203,7 @@ class _Printer:
             return [one]
         stages: list[str] = []
         while isinstance(e, A.BinOp) and e.op == "|>":
-            stages.insert(0, self.wrap(e.right, _ARITH))
+            stages.insert(0, self.wrap(e.right, _POSTFIX))
             e = e.left
         first = head + self.wrap(e, _ARITH)
         lines = [f"{first} |> {stages[0]}"]

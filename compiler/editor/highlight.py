@@ -20,7 +20,7 @@ from pygments.token import (
 # The grammar's keywords, by the role a reader sees.
 DECLARATIONS = ("block", "model")
 STATEMENTS = ("import", "from", "in", "out", "repeat", "shared", "as")
-OPERATOR_WORDS = ("rename", "over")
+OPERATOR_WORDS = ("rename", "over", "and", "or", "not")
 CONSTANTS = ("true", "false")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
 KEYWORDS = DECLARATIONS + STATEMENTS + OPERATOR_WORDS + CONSTANTS
@@ -54,7 +54,7 @@ class NNLexer(RegexLexer):
             (r"[A-Z][A-Za-z0-9_]*", Name.Class),
             (r"[A-Za-z_][A-Za-z0-9_]*", Name),
             (r"[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?", Number),
-            (r"\|>|->|\*\*|[-+*/=~%?]", Operator),
+            (r"\|>|->|\*\*|<=|>=|==|!=|[-+*/=~%?<>]", Operator),
             (r"[()\[\]{},:]", Punctuation),
         ],
     }

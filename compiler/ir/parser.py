@@ -5,6 +5,7 @@ re-running each op's shape rule and checking the types the text states."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -527,6 +528,9 @@ class Parser:
             self.i += 1
             v = float(t.text) if any(c in t.text for c in ".eE") else int(t.text)
             return -v if neg else v
+        if t.kind == "name" and t.text == "inf":
+            self.i += 1
+            return -math.inf if neg else math.inf
         if neg:
             raise self.fail(f"expected a number after '-', found {self.describe()}")
         if t.kind == "string":

@@ -6,6 +6,7 @@ types with their size codes, spans)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from fractions import Fraction
 
@@ -185,6 +186,8 @@ def _literal(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
+        if math.isinf(v):  # a mask's fill value: `where(m, x, -inf)`
+            return "inf" if v > 0 else "-inf"
         text = repr(v)
         if not re.fullmatch(r"-?\d+(\.\d*)?([eE][+-]?\d+)?", text):
             raise InternalError(f"cannot print the number {v!r}")

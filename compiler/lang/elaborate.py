@@ -473,6 +473,9 @@ class Elaborator:
             return self.apply_op(ctx, self.op_fn("neg", e.span), (self._tensor(v, e.operand.span),), e.span, hint)
         if isinstance(e, A.BinOp):
             return self.binop(ctx, e, hint)
+        if isinstance(e, A.Not):
+            v = self._tensor(self.expr(ctx, e.operand), e.operand.span)
+            return self.apply_op(ctx, self.op_fn("logical_not", e.span), (v,), e.span, hint)
         if isinstance(e, A.Rename):
             # the name goes to the operation whose result is renamed: `k = Linear(x, ..) rename a -> b`
             v = self._tensor(self.expr(ctx, e.operand, hint), e.operand.span)
@@ -497,6 +500,8 @@ class Elaborator:
         ops = registry.all_ops()
         if e.id in ops:
             return self.op_fn(e.id, e.span)
+        if e.id == "inf":  # for masks: `where(m, e, -inf)`, `x > -inf`
+            return HVal.const(math.inf)
         known = set(ops) | set(blocks) | _all_names(ctx)
         raise NameResolutionError(f"unknown name '{e.id}'{did_you_mean(e.id, known)}", e.span)
 
@@ -519,6 +524,9 @@ class Elaborator:
             return self.apply(ctx, fn, tensors, e.right.span, hint)
         a = self.expr(ctx, e.left)
         b = self.expr(ctx, e.right)
+        op = TENSOR_BINOPS[e.op]
+        if isinstance(a, HVal) and isinstance(b, HVal) and e.op not in ARITH_BINOPS:
+            raise HyperparameterError(f"'{e.op}' acts on tensors; found {_describe(a)} and {_describe(b)}", e.span)
         if isinstance(a, HVal) and isinstance(b, HVal):
             out = self.hval_arith(e.op, a, b, e.span)
             v = out.value
@@ -527,7 +535,6 @@ class Elaborator:
             if isinstance(v, int) and abs(v) > 2**63 - 1:
                 raise ResourceError(f"{a.expr.text()} {e.op} {b.expr.text()} is larger than a 64-bit integer", e.span)
             return out
-        op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}[e.op]
         if isinstance(a, TVal) and isinstance(b, TVal):
             return self.apply_op(ctx, self.op_fn(op, e.span), (a.value, b.value), e.span, hint)
         if isinstance(a, TVal) and isinstance(b, HVal):
@@ -652,6 +659,7 @@ class Elaborator:
         pos_args = [a for a in e.args if isinstance(a, A.PosArg)]
         axis_pos = pos_args[len(pos_args) - n_axis:] if n_axis and len(pos_args) >= n_axis else []
         tensors, pieces = [], {"positional": [], "kwargs": []}
+        scalars: list = []
         for a in e.args:
             if isinstance(a, A.PosArg):
                 if any(a is p for p in axis_pos):
@@ -663,6 +671,8 @@ class Elaborator:
                 if isinstance(v, (TVal, TupleV)):
                     items = v.items if isinstance(v, TupleV) else (v,)
                     tensors.extend(self._tensor(i, a.span) for i in items)
+                elif isinstance(v, HVal) and "scalars" in op.takes:  # `where(m, x, -inf)`
+                    scalars.append((len(tensors) + len(scalars), v))
                 else:
                     raise ShapeError(
                         f"{op.name} takes tensors as positional arguments, found {_describe(v)}"
@@ -696,11 +706,14 @@ class Elaborator:
             elif isinstance(a, A.OverArg):
                 if "over" not in op.takes:
                     raise ShapeError(f"{op.name} takes no 'over' axes", a.span)
-                pieces["over"] = self.axis_specs(ctx, a.axes)
+                # an existing axis: a hyperparameter of the same name is not its size
+                pieces["over"] = self.axis_specs(ctx, a.axes, sized_by_hyper=False)
             elif isinstance(a, A.AxesArg):
                 if "axes" not in op.takes:
                     raise ShapeError(f"{op.name} takes no axis list", a.span)
                 pieces["axes"] = self.axis_specs(ctx, a.axes)
+        if scalars:
+            pieces["kwargs"].append(("scalars", tuple(scalars)))
         args = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pieces.items()))
         out = Fn("op", op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
         if op.arity == 0 or (tensors and (op.arity is None or len(tensors) >= op.arity)):
@@ -770,7 +783,7 @@ class Elaborator:
             f"init names an initialisation ({', '.join(sorted(INIT_KINDS))}), found {_describe(v)}", e.span
         )
 
-    def axis_specs(self, ctx: Ctx, refs) -> tuple[AxisSpec, ...]:
+    def axis_specs(self, ctx: Ctx, refs, sized_by_hyper: bool = True) -> tuple[AxisSpec, ...]:
         out = []
         for r in refs:
             if r.size is not None:
@@ -779,7 +792,7 @@ class Elaborator:
                     raise ShapeError(f"the size of axis '{r.name}' must be a number", r.size.span)
                 out.append(AxisSpec(r.name, v))
             else:
-                v = ctx.peek(r.name)
+                v = ctx.peek(r.name) if sized_by_hyper else None
                 out.append(AxisSpec(r.name, v if isinstance(v, HVal) else None))
         names = [s.name for s in out]
         for n in names:
@@ -956,6 +969,10 @@ def _scalar(fn, pyfn):
 
     return apply
 
+
+ARITH_BINOPS = ("+", "-", "*", "/", "**")
+TENSOR_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "<": "lt", "<=": "le",
+                 ">": "gt", ">=": "ge", "==": "eq", "!=": "ne", "and": "logical_and", "or": "logical_or"}
 
 SCALAR_FUNCS = {
     "sqrt": _scalar("sqrt", math.sqrt),

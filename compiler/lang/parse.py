@@ -112,6 +112,18 @@ def _bin(op: str):
     return make
 
 
+def _word(op: str):
+    """The transformer rule of an operator whose terminal is named (and so kept in the tree):
+    a comparison, `and`, `or`."""
+
+    @v_args(meta=True)
+    def make(self, meta, children):
+        left, _, right = children
+        return A.BinOp(self._span(meta), op, left, right)
+
+    return make
+
+
 class _ToAst(Transformer):
     def __init__(self, file: str, text: str, docs: dict[int, str]):
         super().__init__()
@@ -231,6 +243,18 @@ class _ToAst(Transformer):
     div = _bin("/")
     pow = _bin("**")
     pipe = _bin("|>")
+    lt = _word("<")
+    le = _word("<=")
+    gt = _word(">")
+    ge = _word(">=")
+    eq = _word("==")
+    ne = _word("!=")
+    and_ = _word("and")
+    or_ = _word("or")
+
+    @v_args(meta=True)
+    def not_(self, meta, children):
+        return A.Not(self._span(meta), children[1])
 
     @v_args(meta=True)
     def neg(self, meta, children):

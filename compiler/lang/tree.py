@@ -37,13 +37,18 @@ class Bool(Node):
 
 @dataclass(frozen=True)
 class BinOp(Node):
-    op: str  # + - * / ** |>
+    op: str  # + - * / ** |> < <= > >= == != and or
     left: Expr
     right: Expr
 
 
 @dataclass(frozen=True)
 class Neg(Node):
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Not(Node):
     operand: Expr
 
 
@@ -112,7 +117,7 @@ class Call(Node):
     args: tuple[Arg, ...]
 
 
-Expr = Name | Number | String | Bool | BinOp | Neg | Tuple | Rename | Index | Call
+Expr = Name | Number | String | Bool | BinOp | Neg | Not | Tuple | Rename | Index | Call
 
 
 # ---- declarations and statements ---------------------------------------------------------

@@ -240,7 +240,9 @@ class OpDef:
     glyph: str = ""
     kwargs: tuple[str, ...] = ()  # accepted keyword arguments
     positional: tuple[str, ...] = ()  # kinds of non-tensor positional args: "axis" | "value"
-    takes: frozenset[str] = field(default_factory=frozenset)  # {"map", "over", "axes"}
+    # {"map", "over", "axes", "scalars"}; "scalars": a positional argument may be a number
+    # (it reaches the shape rule as the keyword `scalars`: (position, HVal) pairs)
+    takes: frozenset[str] = field(default_factory=frozenset)
     example: str = ""
     # What passes, analysis and backends ask of an op instead of keeping lists of op names:
     # "random" (draws random numbers: never merged by CSE), "stateful" (updates state of its
