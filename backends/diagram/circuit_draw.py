@@ -3,6 +3,8 @@ blocks, open block frames, and the whole model with its title and doc caption.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
@@ -389,11 +391,25 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
 
 
 def circuit_svg(spec, opts: dm.Options) -> str:
+    from nncircuit.analysis.cost import param_count
+    from nncircuit.backends.diagram import paper
+
     g = spec.graph
+    max_w = max(paper.budget(opts) - 2 * MARGIN, 160.0) if opts.width_pt else 0.0
+    if opts.block:  # one block alone, titled with its hyperparameters, opened to --depth
+        node, path, env, level = paper.find_block(g, opts.block)
+        callee = node.callee
+        exp = dm.Expansion(callee, replace(opts, expand=tuple(e for e in opts.expand if e != opts.block)))
+        cx = Ctx(callee, "", 0, env, exp, opts, False, max_w=max_w)
+        params = param_count(callee)
+        doc = paper.caption(callee.doc, params, opts)
+        return document(layout_graph(cx), callee, opts, params if opts.cost else None,
+                        title=paper.block_title(node), doc=doc, root_id=node.attrs["block"])
     exp = dm.Expansion(g, opts)
-    cx = Ctx(g, "", 0, dm.root_env(g), exp, opts, False)
+    cx = Ctx(g, "", 0, dm.root_env(g), exp, opts, False, max_w=max_w)
     lay = layout_graph(cx)
-    return document(lay, g, opts, spec.param_count() if opts.cost else None)
+    params = spec.param_count()
+    return document(lay, g, opts, params if opts.cost else None, doc=paper.caption(g.doc, params, opts))
 
 
 def document(lay: GraphLayout, g, opts: dm.Options, params: int | None, *, title: str | None = None,

@@ -30,6 +30,13 @@ class Options:
     cost: bool = False
     # with `cost`: FLOPs of one forward pass per scope path (batch 1, typical sizes)
     flops: tuple[tuple[str, int], ...] = ()
+    # paper mode (see paper.py): printed width in pt (0: none), smallest text in pt there,
+    # the caption ("doc", "off" or the text itself), one block drawn alone, PNG scale
+    width_pt: float = 0.0
+    font_pt: float = 0.0
+    caption: str = "doc"
+    block: str = ""
+    scale: float = 2.0
 
 
 def scope(prefix: str, name: str) -> str:
