@@ -44,6 +44,7 @@ class Ctx:
     lift_room: float = 0.0  # extra room above each input, for the wires the frame is lifted over
     quiet: bool = False  # a repeat body: its wires continue from outside, unnamed and unlabelled
     max_w: float = 0.0  # paper mode: wrap into rows no wider than this (0: the usual rule)
+    frame_w: float = 0.0  # paper mode: and open blocks in it no wider than this (0: max_w)
     tags: list[int] = field(default_factory=lambda: [0])  # letters used by wrapped rows so far (shared)
 
     def path(self, node: Node) -> str:
@@ -243,7 +244,7 @@ def frame_cell(node: Node, cx: Ctx) -> Cell:
     level = cx.level + 1 if is_call else cx.level
     lift = tuple(node.attrs["lift"]) if is_call else ()
     sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
-                 len(lift) * R, quiet=not is_call, max_w=max(cx.max_w - 2 * ZONE, 160.0) if cx.max_w else 0.0,
+                 len(lift) * R, quiet=not is_call, max_w=max((cx.frame_w or cx.max_w) - 2 * ZONE, 160.0) if cx.max_w else 0.0,
                  tags=cx.tags)
     sub = layout_graph(sub_cx)
     if is_call:

@@ -400,16 +400,30 @@ def circuit_svg(spec, opts: dm.Options) -> str:
         node, path, env, level = paper.find_block(g, opts.block)
         callee = node.callee
         exp = dm.Expansion(callee, replace(opts, expand=tuple(e for e in opts.expand if e != opts.block)))
-        cx = Ctx(callee, "", 0, env, exp, opts, False, max_w=max_w)
+        lay = _fit(lambda frame_w: layout_graph(Ctx(callee, "", 0, env, exp, opts, False, max_w=max_w,
+                                                    frame_w=frame_w)), max_w)
         params = param_count(callee)
         doc = paper.caption(callee.doc, params, opts)
-        return document(layout_graph(cx), callee, opts, params if opts.cost else None,
+        return document(lay, callee, opts, params if opts.cost else None,
                         title=paper.block_title(node), doc=doc, root_id=node.attrs["block"])
     exp = dm.Expansion(g, opts)
-    cx = Ctx(g, "", 0, dm.root_env(g), exp, opts, False, max_w=max_w)
-    lay = layout_graph(cx)
+    lay = _fit(lambda frame_w: layout_graph(Ctx(g, "", 0, dm.root_env(g), exp, opts, False, max_w=max_w,
+                                                 frame_w=frame_w)), max_w)
     params = spec.param_count()
     return document(lay, g, opts, params if opts.cost else None, doc=paper.caption(g.doc, params, opts))
+
+
+def _fit(lay_out, max_w: float) -> GraphLayout:
+    """Paper mode: lay out with open blocks narrowed until the rows fit in `max_w` (a row
+    that holds a frame also holds the markers where it starts and ends)."""
+    lay = lay_out(max_w)
+    frame_w = max_w
+    for _ in range(3):
+        if not max_w or lay.width <= max_w + 0.5 or frame_w < 200:
+            break
+        frame_w -= lay.width - max_w
+        lay = lay_out(frame_w)
+    return lay
 
 
 def document(lay: GraphLayout, g, opts: dm.Options, params: int | None, *, title: str | None = None,
