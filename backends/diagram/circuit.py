@@ -219,6 +219,8 @@ def call_cell(node: Node, cx: Ctx) -> Cell:
         lines.append((args, SMALL + 0.5, False, "#333"))
     if cx.opts.cost:
         lines.append((dm.cost_text(node, cx.path(node), cx.opts), SMALL, False, "#555"))
+    if dm.value_name(node):  # the name of what it computes, in italics as under an op
+        lines.append((dm.value_name(node), SMALL, False, "#555"))
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     lift = tuple(node.attrs["lift"])
@@ -255,6 +257,8 @@ def frame_cell(node: Node, cx: Ctx) -> Cell:
         title = node.name
         subtitle = dm.repeat_count_text(node)
         badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
+        if node.attrs["count"].value == 1 and not node.attrs["shared"]:
+            badge = ""  # drawn without a frame (see draw_frame)
     cost = dm.cost_text(node, path, cx.opts) if cx.opts.cost else ""
     title_w = (text_width(title, TITLE_SIZE, True) + text_width(subtitle, SMALL + 0.5) + 10
                + (text_width(cost, SMALL) + 10 if cost else 0) + (text_width(badge, 13, True) + 14 if badge else 0))

@@ -328,8 +328,9 @@ def draw_call(svg: Svg, d: CallDraw, x, y, w, h, ins, outs, cx: Ctx):
            cls="shape")
     top = y + d.text_top + (h - d.text_top - 12 * len(d.lines)) / 2
     for i, (text, size, bold, colour) in enumerate(d.lines):
+        named = i == len(d.lines) - 1 and i > 0 and text == dm.value_name(d.node)
         svg.text(x + w / 2, top + 9.5 + 12 * i, text, size=size, bold=bold, fill=colour, anchor="middle",
-                 cls="title" if i == 0 else "subtitle")
+                 italic=named, cls="title" if i == 0 else "caption" if named else "subtitle")
     _lift_wires(svg, d.lift, d.in_types, [[y + v for v in ys] for ys in ins], d.out_types,
                 [[y + v for v in ys] for ys in outs], x, x + w, None)
     _port_separators(svg, [[y + v for v in ys] for ys in ins], x, 8)
@@ -345,12 +346,13 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
     if not is_repeat:
         data["data_block"] = d.node.attrs["block"]
     _open_group(svg, d.path, kind, x, y, w, h, tip, **data)
-    svg.el("rect", x=x, y=y, width=w, height=h, rx=6, fill=FRAME_FILL[d.level % 2], stroke="#6b7280",
-           stroke_width=1.0, stroke_dasharray="5 3" if is_repeat else None, cls="frame")
-    tx = x + 8
-    svg.text(tx, y + 14, d.title, size=TITLE_SIZE, bold=True, cls="title")
-    tx += text_width(d.title, TITLE_SIZE, True) + 6
-    if d.subtitle:
+    once = is_repeat and not d.badge  # `repeat 1`: the body is drawn as it is, with no ×1 frame
+    if not once:
+        svg.el("rect", x=x, y=y, width=w, height=h, rx=6, fill=FRAME_FILL[d.level % 2], stroke="#6b7280",
+               stroke_width=1.0, stroke_dasharray="5 3" if is_repeat else None, cls="frame")
+        svg.text(x + 8, y + 14, d.title, size=TITLE_SIZE, bold=True, cls="title")
+    tx = x + 8 + text_width(d.title, TITLE_SIZE, True) + 6
+    if d.subtitle and not once:
         svg.text(tx, y + 14, d.subtitle, size=SMALL + 0.5, fill="#333", cls="subtitle")
         tx += text_width(d.subtitle, SMALL + 0.5) + 8
     if d.cost:

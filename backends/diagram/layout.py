@@ -335,11 +335,14 @@ def _fit_ranges(p: Placement, bands: list[Band], max_width: float):
     again in the row that uses it, so a diagram with many skips (a U-Net) wraps too. A
     column wider than `max_width` gets a row of its own. None when it fits in one row."""
     ncols = len(p.col_x)
-    # room for the markers and the labels of the wires that start again after a cut
-    cont = 30.0 + max([b.label_w for b in bands] + [0.0]) + p.bend
+    cols = {k: c.col for k, c in p.cells.items()}
+    last = {id(b): max((cols[d] for d, _ in b.dsts), default=-1) for b in bands}
+    # room for the markers, and for the labels of the wires that start again after a cut
+    start = [30.0 + max([b.label_w for b in bands if cols[b.src] < a <= last[id(b)]] + [0.0]) + p.bend
+             for a in range(ncols)]
 
     def width(a: int, b: int) -> float:
-        return p.col_x[b] + p.col_w[b] - p.col_x[a] + cont * ((a > 0) + (b < ncols - 1))
+        return p.col_x[b] + p.col_w[b] - p.col_x[a] + (start[a] if a > 0 else 0.0) + (30.0 if b < ncols - 1 else 0.0)
 
     rows, a = 0, 0
     while a < ncols:  # the fewest rows: greedy, left to right

@@ -187,10 +187,29 @@ def args_text(args) -> str:
     return ", ".join(f"{k}={_value_text(v)}" for k, v in args)
 
 
+def instance_named(node: Node) -> bool:
+    """Whether the spec named the block instance itself (`attn = SelfAttention(d)`, then
+    `attn(x)`: the call site applies it by that name). A name that only says what the call
+    computes (`x = Down(64, 128)(x)`) belongs to the value, not to the block."""
+    if is_auto_name(node.name, node.attrs["block"]):
+        return False
+    span = node.span
+    if span is None:
+        return True
+    return re.match(re.escape(node.name) + r"\s*\(", span.source_line()[span.col - 1:]) is not None
+
+
+def value_name(node: Node) -> str:
+    """The name the spec gave a call's result (`s1 = DoubleConv(...)(image)`), or ""."""
+    if is_auto_name(node.name, node.attrs["block"]) or instance_named(node):
+        return ""
+    return node.name
+
+
 def call_title(node: Node) -> str:
-    """`attn: SelfAttention` (the instance name only when the spec chose one)."""
+    """`attn: SelfAttention` (the instance name only when the spec named the instance)."""
     block = node.attrs["block"]
-    return block if is_auto_name(node.name, block) else f"{node.name}: {block}"
+    return f"{node.name}: {block}" if instance_named(node) else block
 
 
 def repeat_title(node: Node) -> str:
