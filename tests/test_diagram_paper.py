@@ -176,3 +176,53 @@ def test_cli_paper_options(tmp_path, capsys):
     assert "expected a positive length" in capsys.readouterr().err
     assert nnc(["render", spec_file, "-o", str(tmp_path / "x.png"), "--scale", "0"]) == 1
     assert "--scale must be more than 0" in capsys.readouterr().err
+
+
+# ---- what operations say ----------------------------------------------------------------------------
+
+
+def op_group(svg, op_id):
+    return next(g for g in ET.fromstring(svg).iter(NS + "g") if g.get("id") == op_id)
+
+
+def texts(el, cls):
+    return [t.text for t in el.iter(NS + "text") if t.get("class") == cls]
+
+
+def test_convolutions_show_their_window_in_a_light_blue_trapezoid():
+    svg = paper_svg("conv.nn", "ConvNet", depth=1)
+    notes = {g.get("id"): texts(g, "note") for g in ET.fromstring(svg).iter(NS + "g") if g.get("data-op") == "Conv"}
+    assert notes["conv"] == ["3×3"]
+    assert notes["conv_1"] == ["3×3 /2"]  # strided
+    assert notes["conv_2"] == ["3×3 d2"]  # dilated
+    assert notes["conv_3"] == ["3×3 g4"]  # grouped
+    assert notes["separable.conv"] == ["3×3 dw"] and notes["separable.conv_1"] == ["1×1"]  # depthwise, pointwise
+    shape = next(el for el in op_group(svg, "conv") if el.get("class") == "shape")
+    assert shape.tag == NS + "polygon" and shape.get("fill") == "#dbeafe"
+    assert geometry_problems(svg) == []
+
+
+def test_batchnorm_is_not_drawn_like_layernorm():
+    bn = op_group(paper_svg("conv.nn", "ConvNet"), "batch_norm")
+    ln = op_group(paper_svg("transformer.nn"), "layer_norm")
+    assert texts(bn, "note") == ["over batch, h, w"] and texts(ln, "note") == []
+    fill = lambda g: next(el.get("fill") for el in g if el.get("class") == "shape")  # noqa: E731
+    assert fill(bn) != fill(ln)
+
+
+def test_index_ties_and_titles():
+    vit = paper_svg("vit.nn")
+    assert texts(op_group(vit, "select"), "glyph") == ["[seq = 0]"]
+    gpt = paper_svg("transformer.nn")
+    assert texts(op_group(gpt, "logits"), "note") == ["tied to wte"]
+    r50 = paper_svg("resnet.nn", "ResNet50")
+    assert texts(op_group(r50, "x"), "title") == ["BottleneckDown"]  # the block, not the variable
+    assert texts(op_group(r50, "x"), "caption") == ["x"]  # which is written in italics under it
+    assert texts(op_group(gpt, "h.attn"), "title") == ["attn: SelfAttention"]  # an instance the spec named
+
+
+def test_no_frame_for_a_single_repetition():
+    svg = paper_svg("resnet.nn", "ResNet18")
+    assert ">×1<" not in svg and ">×2<" in svg
+    once = op_group(svg, "layer2")
+    assert not [el for el in once if el.get("class") == "frame"] and op_group(svg, "layer2.basic") is not None

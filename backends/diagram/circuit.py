@@ -198,11 +198,12 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
     }.get(lk.kind, max(26.0, text_width(lk.text, GLYPH_SIZE, lk.learned) + 14 + (7 if lk.bias else 0)))
-    w = max(shape_w, text_width(lk.caption, SMALL) + 4 if lk.caption else 0)
+    w = max(shape_w, text_width(lk.caption, SMALL) + 4 if lk.caption else 0,
+            text_width(lk.note, SMALL) + 4 if lk.note else 0)
     pad = 0.0
     if lk.kind in (dm.BOX, dm.SOURCE, dm.TRAPEZOID):
         pad = 5.0
-    h = nrows * R + 2 * pad + (NAME_H if lk.caption else 0)
+    h = nrows * R + 2 * pad + (NAME_H if lk.caption else 0) + (NAME_H if lk.note else 0)
     draw = OpDraw(node, cx.path(node), lk, in_types, out_types, in_rows, out_rows, nrows, pad)
     return Cell(
         node.name, w, h, [rows_y(r, pad) for r in in_rows], [rows_y(r, pad) for r in out_rows],

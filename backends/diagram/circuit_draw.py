@@ -19,6 +19,8 @@ INK = "#1a1a1a"
 GREY = "#555"
 HALO = "#ffffff"
 BOX_FILL = "#f2f3f5"
+CONV_FILL = "#dbeafe"  # the conventions' light-blue trapezoid
+STATS_FILL = "#c7cbd1"  # a normalisation over batch statistics
 FRAME_FILL = ("#f3f5f8", "#e9edf3")
 MARGIN = 14.0
 
@@ -158,7 +160,8 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
     height = d.nrows * R + 2 * d.pad
     ry = y + d.pad
     tip = f"{d.path}: {d.node.op} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
-    _open_group(svg, d.path, "op", x, y, w, height + (11 if lk.caption else 0), tip, data_op=d.node.op)
+    _open_group(svg, d.path, "op", x, y, w, height + (11 if lk.caption else 0) + (11 if lk.note else 0), tip,
+                data_op=d.node.op)
     stroke = 2.2 if lk.learned else 1.1
     acted_ys = [_row(ry, r) for t, rows in zip(d.in_types + d.out_types, d.in_rows + d.out_rows)
                 for a, r in zip(t.axes, rows) if a.name in lk.acted]
@@ -168,7 +171,7 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
         if kind == dm.TRAPEZOID:
             inset = min(6.0, height / 5)
             pts = [(x, y + 1), (x + w, y + 1 + inset), (x + w, y + height - 1 - inset), (x, y + height - 1)]
-            svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill=BOX_FILL,
+            svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill=CONV_FILL,
                    stroke=INK, stroke_width=stroke, stroke_linejoin="round", cls="shape")
         else:
             svg.el("rect", x=x, y=y + 1, width=w, height=height - 2, rx=3, fill=BOX_FILL, stroke=INK,
@@ -191,8 +194,9 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
             svg.text(cxm + 2, m + 3.3, lk.text, size=9.5, anchor="middle", cls="glyph")
         elif kind == dm.CIRCLE:
             span = (max(acted_ys) - min(acted_ys)) / 2 if acted_ys else 0
-            svg.el("ellipse", cx=cxm, cy=mid, rx=7, ry=7 + span, fill="#fff", stroke=INK,
-                   stroke_width=stroke, cls="shape")
+            # statistics over the lifted axes (BatchNorm): filled, and a bar across those wires
+            svg.el("ellipse", cx=cxm, cy=mid, rx=7, ry=7 + span, fill=STATS_FILL if lk.batch_stats else "#fff",
+                   stroke=INK, stroke_width=stroke, cls="shape")
         elif kind == dm.TRIANGLE:
             pts = [(cxm + 6, mid - 7), (cxm + 6, mid + 7), (cxm - 6, mid)]
             svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill="#fff",
@@ -208,9 +212,11 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
         _merge(svg, d, x, ry, w, lk)
     elif kind == dm.CUP:
         _cup(svg, d, x, ry, w)
+    if lk.note:
+        svg.text(x + w / 2, y + height + 8, lk.note, size=SMALL, anchor="middle", fill=INK, cls="note")
     if lk.caption:
-        svg.text(x + w / 2, y + height + 8, lk.caption, size=SMALL, italic=True, anchor="middle",
-                 fill=GREY, cls="caption")
+        svg.text(x + w / 2, y + height + 8 + (11 if lk.note else 0), lk.caption, size=SMALL, italic=True,
+                 anchor="middle", fill=GREY, cls="caption")
     svg.close("g")
 
 

@@ -245,6 +245,8 @@ class Look:
     bias: bool  # learned map with a bias: drawn with a `+`
     acted: frozenset[str]  # axes the op works on; the others are carried (lifted)
     caption: str  # the node's name when the spec gave it one
+    note: str = ""  # written under the glyph: a window, statistics, a tie (notes.py)
+    batch_stats: bool = False  # a normalisation over the axes it is lifted over (BatchNorm)
 
 
 def _mentioned(value, names: set[str], out: set[str]):
@@ -315,4 +317,9 @@ def look(node: Node, g: Graph) -> Look:
     else:
         kind = BOX
     shows_bias = bias and op.learned and kind in (BOX, TRAPEZOID)
-    return Look(kind, text or node.op, op.learned, shows_bias, acted, caption)
+    from nncircuit.backends.diagram import notes
+
+    text = notes.index_text(node) or text
+    stats = notes.statistics_over(node, op, in_types, acted)
+    return Look(kind, text or node.op, op.learned, shows_bias, acted, caption,
+                notes.note(node, op, in_types, acted), bool(stats))
