@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=None, help="collapse blocks below this depth")
     p.add_argument("--expand", action="append", default=[], metavar="BLOCK", help="always expand this block")
     p.add_argument("--cost", action="store_true", help="show parameters and FLOPs (batch 1, typical sizes) per block")
+    p.add_argument("--width", metavar="LENGTH", help="paper mode: printed width (486pt, 648px); wraps rows to fit")
+    p.add_argument("--font-size", type=float, metavar="PT", help="smallest text at --width, in pt (default 7)")
+    p.add_argument("--caption", metavar="off|doc|TEXT", help="caption: the doc comment (default), none, or TEXT "
+                   "({params} is the parameter count)")
+    p.add_argument("--block", metavar="NAME", help="draw one block (a block name or a scope path) alone")
+    p.add_argument("--scale", type=float, metavar="S", help="PNG pixels per SVG unit (default 2)")
 
     p = sub.add_parser("fmt", help="rewrite .nn files in the canonical layout (comments kept)")
     p.add_argument("files", nargs="+", metavar="FILE", help="files or folders; '-' reads stdin, writes stdout")
@@ -247,14 +253,19 @@ def cmd_render(args) -> int:
     from nncircuit.backends.diagram.render import FORMATS, options, render, write
 
     spec = load(args.file, args.model, max_params=_max_params(args), **_params(args))
-    opts = options(args.style, args.depth, args.expand, args.cost)
+    opts = options(args.style, args.depth, args.expand, args.cost, width=args.width, font_size=args.font_size,
+                   caption=args.caption, block=args.block, scale=args.scale)
     fmt = os.path.splitext(args.output)[1].lower()
     if fmt not in FORMATS:
         raise NNError(f"cannot render to '{args.output}': the extension must be one of {', '.join(FORMATS)}")
     content = render(spec, fmt, opts)
     write(args.output, content, inputs=tuple(spec.program.files))
     what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
-    print(f"wrote {args.output}: {spec.model}, {what}")
+    if opts.width_pt and fmt == ".svg":
+        from nncircuit.backends.diagram.paper import smallest_text_pt
+
+        what += f", smallest text {smallest_text_pt(content):.1f} pt"
+    print(f"wrote {args.output}: {spec.model}{f' ({opts.block})' if opts.block else ''}, {what}")
     return 0
 
 

@@ -45,6 +45,16 @@ model Elementwise(d = 6) {
         softmax(x, over seq), log_softmax(x, over d)
 }
 
+model Select(d = 6) {
+    in  x: [batch, seq: ~5, d], y: [d], t: [batch, seq] int64
+    m = x > 0 and not (y <= 0.5) or x == y
+    w = where(m, x, -inf) |> maximum(-30)
+    r = floor(x) + ceil(x) + round(x) + sign(x) + clamp(x, min = -1, max = 1) + minimum(x, y)
+    f = sin(x) + cos(x) + relu6(x) + hardswish(x) + hardsigmoid(x) + mish(x) + softplus(x)
+        + elu(x) + leaky_relu(x) + hardtanh(x)
+    out w, r, f, x != y, x < y, x >= y, logical_or(x > 1, x < -1), PReLU(x, over d), PReLU(x)
+}
+
 model Layout(d = 6) {
     in  x: [batch, seq: ~5, d], cls: [d], row: [batch, d]
     tr = transpose(x, seq, d)

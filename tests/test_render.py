@@ -293,8 +293,8 @@ DOC_DIAGRAMS = [  # docs/diagrams: name, spec file, model, options
     ("gpt2", "transformer.nn", None, {}),
     ("gpt2-attention", "transformer.nn", None, {"expand": ["CausalAttention"]}),
     ("vit", "vit.nn", None, {}),
-    ("resnet18", "resnet.nn", "ResNet18", {}),
-    ("unet", "unet.nn", None, {}),
+    ("resnet18", "resnet.nn", "ResNet18", {"width": "486pt"}),  # paper mode: rows for a page
+    ("unet", "unet.nn", None, {"width": "486pt"}),
 ]
 
 

@@ -43,6 +43,9 @@ class Ctx:
     framed: bool  # drawn inside a block's frame
     lift_room: float = 0.0  # extra room above each input, for the wires the frame is lifted over
     quiet: bool = False  # a repeat body: its wires continue from outside, unnamed and unlabelled
+    max_w: float = 0.0  # paper mode: wrap into rows no wider than this (0: the usual rule)
+    frame_w: float = 0.0  # paper mode: and open blocks in it no wider than this (0: max_w)
+    tags: list[int] = field(default_factory=lambda: [0])  # letters used by wrapped rows so far (shared)
 
     def path(self, node: Node) -> str:
         return dm.scope(self.prefix, node.name)
@@ -195,11 +198,12 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
     }.get(lk.kind, max(26.0, text_width(lk.text, GLYPH_SIZE, lk.learned) + 14 + (7 if lk.bias else 0)))
-    w = max(shape_w, text_width(lk.caption, SMALL) + 4 if lk.caption else 0)
+    w = max(shape_w, text_width(lk.caption, SMALL) + 4 if lk.caption else 0,
+            text_width(lk.note, SMALL) + 4 if lk.note else 0)
     pad = 0.0
     if lk.kind in (dm.BOX, dm.SOURCE, dm.TRAPEZOID):
         pad = 5.0
-    h = nrows * R + 2 * pad + (NAME_H if lk.caption else 0)
+    h = nrows * R + 2 * pad + (NAME_H if lk.caption else 0) + (NAME_H if lk.note else 0)
     draw = OpDraw(node, cx.path(node), lk, in_types, out_types, in_rows, out_rows, nrows, pad)
     return Cell(
         node.name, w, h, [rows_y(r, pad) for r in in_rows], [rows_y(r, pad) for r in out_rows],
@@ -216,6 +220,8 @@ def call_cell(node: Node, cx: Ctx) -> Cell:
         lines.append((args, SMALL + 0.5, False, "#333"))
     if cx.opts.cost:
         lines.append((dm.cost_text(node, cx.path(node), cx.opts), SMALL, False, "#555"))
+    if dm.value_name(node):  # the name of what it computes, in italics as under an op
+        lines.append((dm.value_name(node), SMALL, False, "#555"))
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     lift = tuple(node.attrs["lift"])
@@ -241,7 +247,8 @@ def frame_cell(node: Node, cx: Ctx) -> Cell:
     level = cx.level + 1 if is_call else cx.level
     lift = tuple(node.attrs["lift"]) if is_call else ()
     sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
-                 len(lift) * R, quiet=not is_call)
+                 len(lift) * R, quiet=not is_call, max_w=max((cx.frame_w or cx.max_w) - 2 * ZONE, 160.0) if cx.max_w else 0.0,
+                 tags=cx.tags)
     sub = layout_graph(sub_cx)
     if is_call:
         title = dm.call_title(node)
@@ -251,6 +258,8 @@ def frame_cell(node: Node, cx: Ctx) -> Cell:
         title = node.name
         subtitle = dm.repeat_count_text(node)
         badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
+        if node.attrs["count"].value == 1 and not node.attrs["shared"]:
+            badge = ""  # drawn without a frame (see draw_frame)
     cost = dm.cost_text(node, path, cx.opts) if cx.opts.cost else ""
     title_w = (text_width(title, TITLE_SIZE, True) + text_width(subtitle, SMALL + 0.5) + 10
                + (text_width(cost, SMALL) + 10 if cost else 0) + (text_width(badge, 13, True) + 14 if badge else 0))
@@ -375,12 +384,36 @@ def layout_graph(cx: Ctx) -> GraphLayout:
     sp = Spacing(**SPACING, margin_x=margin, margin_y=4.0)
     placement = place(cells, bands, sp)
     ins = [by_name[g.node(i).name] for i in g.inputs]
-    in_ys = [[c.y + y for y in c.outs[0]] for c in ins]
-    out_ys = [[sink.y + y for y in ys] for ys in sink.ins]
     rows = [(placement, 0.0)]
-    ranges = None if cx.framed else wrap_ranges(placement, bands, WRAP_WIDTH)
-    if ranges and placement.width / max(placement.height, 1.0) > WRAP_RATIO:
-        rows = _wrapped(cells, bands, placement, ranges, types, by_name, cx, sp)
+    if cx.max_w:
+        # rows no wider than max_w: narrow the target by what the markers and labels of the
+        # cuts added, and try again (a few times: a wide frame may simply not fit). Laying out
+        # a row moves its cells, so every try starts from a fresh placement.
+        target, chosen = cx.max_w, None
+        for _ in range(4):
+            ranges = wrap_ranges(place(cells, bands, sp), bands, target, max_cross=-1)
+            if not ranges:
+                break
+            chosen = ranges
+            rows = _wrapped(cells, bands, place(cells, bands, sp), ranges, types, by_name, cx, sp)
+            widest = max(p.width for p, _ in rows)
+            if widest <= cx.max_w + 0.5 or target < 100:
+                break
+            target -= widest - cx.max_w
+        placement = place(cells, bands, sp)
+        rows = [(placement, 0.0)]
+        if chosen:
+            rows = _wrapped(cells, bands, placement, chosen, types, by_name, cx, sp)
+        cx.tags[0] += len({tag for p, _ in rows[1:] for c in p.cells.values()
+                           if isinstance(c.payload, IoDraw) and c.payload.kind == "cont-in" for tag in c.payload.names})
+    else:
+        ranges = None if cx.framed else wrap_ranges(placement, bands, WRAP_WIDTH)
+        if ranges and placement.width / max(placement.height, 1.0) > WRAP_RATIO:
+            rows = _wrapped(cells, bands, placement, ranges, types, by_name, cx, sp)
+    # where the inputs start and the outputs end, in the rows they were placed in
+    row_y = {key: dy for p, dy in rows for key in p.cells}
+    in_ys = [[row_y[c.key] + c.y + y for y in c.outs[0]] for c in ins]
+    out_ys = [[row_y[sink.key] + sink.y + y for y in ys] for ys in sink.ins]
     width = max(p.width for p, _ in rows)
     height = rows[-1][1] + rows[-1][0].height
     return GraphLayout(cx, rows, width, height, in_ys, out_ys, [c.x for c in ins], sink.x + sink.w)
@@ -421,7 +454,7 @@ def _wrapped(cells, bands, placement, ranges, types, by_name, cx: Ctx, sp: Spaci
         return Cell("<onward>", CONT_W, top - R, groups, [], pinned="last", align="left", payload=draw)
 
     rows, y = [], 0.0
-    for row_cells, row_bands in split_rows(cells, bands, placement, ranges, make_in, make_out):
+    for row_cells, row_bands in split_rows(cells, bands, placement, ranges, make_in, make_out, cx.tags[0]):
         p = place(row_cells, row_bands, sp)
         rows.append((p, y))
         y += p.height + ROW_GAP

@@ -3,6 +3,8 @@ blocks, open block frames, and the whole model with its title and doc caption.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
@@ -17,6 +19,8 @@ INK = "#1a1a1a"
 GREY = "#555"
 HALO = "#ffffff"
 BOX_FILL = "#f2f3f5"
+CONV_FILL = "#dbeafe"  # the conventions' light-blue trapezoid
+STATS_FILL = "#c7cbd1"  # a normalisation over batch statistics
 FRAME_FILL = ("#f3f5f8", "#e9edf3")
 MARGIN = 14.0
 
@@ -156,7 +160,8 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
     height = d.nrows * R + 2 * d.pad
     ry = y + d.pad
     tip = f"{d.path}: {d.node.op} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
-    _open_group(svg, d.path, "op", x, y, w, height + (11 if lk.caption else 0), tip, data_op=d.node.op)
+    _open_group(svg, d.path, "op", x, y, w, height + (11 if lk.caption else 0) + (11 if lk.note else 0), tip,
+                data_op=d.node.op)
     stroke = 2.2 if lk.learned else 1.1
     acted_ys = [_row(ry, r) for t, rows in zip(d.in_types + d.out_types, d.in_rows + d.out_rows)
                 for a, r in zip(t.axes, rows) if a.name in lk.acted]
@@ -166,7 +171,7 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
         if kind == dm.TRAPEZOID:
             inset = min(6.0, height / 5)
             pts = [(x, y + 1), (x + w, y + 1 + inset), (x + w, y + height - 1 - inset), (x, y + height - 1)]
-            svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill=BOX_FILL,
+            svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill=CONV_FILL,
                    stroke=INK, stroke_width=stroke, stroke_linejoin="round", cls="shape")
         else:
             svg.el("rect", x=x, y=y + 1, width=w, height=height - 2, rx=3, fill=BOX_FILL, stroke=INK,
@@ -189,8 +194,9 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
             svg.text(cxm + 2, m + 3.3, lk.text, size=9.5, anchor="middle", cls="glyph")
         elif kind == dm.CIRCLE:
             span = (max(acted_ys) - min(acted_ys)) / 2 if acted_ys else 0
-            svg.el("ellipse", cx=cxm, cy=mid, rx=7, ry=7 + span, fill="#fff", stroke=INK,
-                   stroke_width=stroke, cls="shape")
+            # statistics over the lifted axes (BatchNorm): filled, and a bar across those wires
+            svg.el("ellipse", cx=cxm, cy=mid, rx=7, ry=7 + span, fill=STATS_FILL if lk.batch_stats else "#fff",
+                   stroke=INK, stroke_width=stroke, cls="shape")
         elif kind == dm.TRIANGLE:
             pts = [(cxm + 6, mid - 7), (cxm + 6, mid + 7), (cxm - 6, mid)]
             svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill="#fff",
@@ -206,9 +212,11 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
         _merge(svg, d, x, ry, w, lk)
     elif kind == dm.CUP:
         _cup(svg, d, x, ry, w)
+    if lk.note:
+        svg.text(x + w / 2, y + height + 8, lk.note, size=SMALL, anchor="middle", fill=INK, cls="note")
     if lk.caption:
-        svg.text(x + w / 2, y + height + 8, lk.caption, size=SMALL, italic=True, anchor="middle",
-                 fill=GREY, cls="caption")
+        svg.text(x + w / 2, y + height + 8 + (11 if lk.note else 0), lk.caption, size=SMALL, italic=True,
+                 anchor="middle", fill=GREY, cls="caption")
     svg.close("g")
 
 
@@ -326,8 +334,9 @@ def draw_call(svg: Svg, d: CallDraw, x, y, w, h, ins, outs, cx: Ctx):
            cls="shape")
     top = y + d.text_top + (h - d.text_top - 12 * len(d.lines)) / 2
     for i, (text, size, bold, colour) in enumerate(d.lines):
+        named = i == len(d.lines) - 1 and i > 0 and text == dm.value_name(d.node)
         svg.text(x + w / 2, top + 9.5 + 12 * i, text, size=size, bold=bold, fill=colour, anchor="middle",
-                 cls="title" if i == 0 else "subtitle")
+                 italic=named, cls="title" if i == 0 else "caption" if named else "subtitle")
     _lift_wires(svg, d.lift, d.in_types, [[y + v for v in ys] for ys in ins], d.out_types,
                 [[y + v for v in ys] for ys in outs], x, x + w, None)
     _port_separators(svg, [[y + v for v in ys] for ys in ins], x, 8)
@@ -343,12 +352,13 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
     if not is_repeat:
         data["data_block"] = d.node.attrs["block"]
     _open_group(svg, d.path, kind, x, y, w, h, tip, **data)
-    svg.el("rect", x=x, y=y, width=w, height=h, rx=6, fill=FRAME_FILL[d.level % 2], stroke="#6b7280",
-           stroke_width=1.0, stroke_dasharray="5 3" if is_repeat else None, cls="frame")
-    tx = x + 8
-    svg.text(tx, y + 14, d.title, size=TITLE_SIZE, bold=True, cls="title")
-    tx += text_width(d.title, TITLE_SIZE, True) + 6
-    if d.subtitle:
+    once = is_repeat and not d.badge  # `repeat 1`: the body is drawn as it is, with no ×1 frame
+    if not once:
+        svg.el("rect", x=x, y=y, width=w, height=h, rx=6, fill=FRAME_FILL[d.level % 2], stroke="#6b7280",
+               stroke_width=1.0, stroke_dasharray="5 3" if is_repeat else None, cls="frame")
+        svg.text(x + 8, y + 14, d.title, size=TITLE_SIZE, bold=True, cls="title")
+    tx = x + 8 + text_width(d.title, TITLE_SIZE, True) + 6
+    if d.subtitle and not once:
         svg.text(tx, y + 14, d.subtitle, size=SMALL + 0.5, fill="#333", cls="subtitle")
         tx += text_width(d.subtitle, SMALL + 0.5) + 8
     if d.cost:
@@ -389,11 +399,39 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
 
 
 def circuit_svg(spec, opts: dm.Options) -> str:
+    from nncircuit.analysis.cost import param_count
+    from nncircuit.backends.diagram import paper
+
     g = spec.graph
+    max_w = max(paper.budget(opts) - 2 * MARGIN, 160.0) if opts.width_pt else 0.0
+    if opts.block:  # one block alone, titled with its hyperparameters, opened to --depth
+        node, path, env, level = paper.find_block(g, opts.block)
+        callee = node.callee
+        exp = dm.Expansion(callee, replace(opts, expand=tuple(e for e in opts.expand if e != opts.block)))
+        lay = _fit(lambda frame_w: layout_graph(Ctx(callee, "", 0, env, exp, opts, False, max_w=max_w,
+                                                    frame_w=frame_w)), max_w)
+        params = param_count(callee)
+        doc = paper.caption(callee.doc, params, opts)
+        return document(lay, callee, opts, params if opts.cost else None,
+                        title=paper.block_title(node), doc=doc, root_id=node.attrs["block"])
     exp = dm.Expansion(g, opts)
-    cx = Ctx(g, "", 0, dm.root_env(g), exp, opts, False)
-    lay = layout_graph(cx)
-    return document(lay, g, opts, spec.param_count() if opts.cost else None)
+    lay = _fit(lambda frame_w: layout_graph(Ctx(g, "", 0, dm.root_env(g), exp, opts, False, max_w=max_w,
+                                                 frame_w=frame_w)), max_w)
+    params = spec.param_count()
+    return document(lay, g, opts, params if opts.cost else None, doc=paper.caption(g.doc, params, opts))
+
+
+def _fit(lay_out, max_w: float) -> GraphLayout:
+    """Paper mode: lay out with open blocks narrowed until the rows fit in `max_w` (a row
+    that holds a frame also holds the markers where it starts and ends)."""
+    lay = lay_out(max_w)
+    frame_w = max_w
+    for _ in range(3):
+        if not max_w or lay.width <= max_w + 0.5 or frame_w < 200:
+            break
+        frame_w -= lay.width - max_w
+        lay = lay_out(frame_w)
+    return lay
 
 
 def document(lay: GraphLayout, g, opts: dm.Options, params: int | None, *, title: str | None = None,

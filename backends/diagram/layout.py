@@ -292,6 +292,8 @@ def wrap_ranges(p: Placement, bands: list[Band], max_width: float, max_cross: in
     ncols = len(p.col_x)
     if p.width <= max_width or ncols < 5:
         return None
+    if max_cross < 0:
+        return _fit_ranges(p, bands, max_width)
     cols = {k: c.col for k, c in p.cells.items()}
     last = {id(b): max((cols[d] for d, _ in b.dsts), default=-1) for b in bands}
     ok = [0 < c < ncols - 2 and sum(1 for b in bands if cols[b.src] <= c < last[id(b)]) <= max_cross
@@ -327,16 +329,64 @@ def wrap_ranges(p: Placement, bands: list[Band], max_width: float, max_cross: in
     return best[1]
 
 
-def split_rows(cells: list[Cell], bands: list[Band], p: Placement, ranges, make_in, make_out):
+def _fit_ranges(p: Placement, bands: list[Band], max_width: float):
+    """Paper mode: the fewest rows no wider than `max_width`, cutting anywhere, the widest
+    as narrow as can be; every value that crosses a cut is saved under a letter and loaded
+    again in the row that uses it, so a diagram with many skips (a U-Net) wraps too. A
+    column wider than `max_width` gets a row of its own. None when it fits in one row."""
+    ncols = len(p.col_x)
+    cols = {k: c.col for k, c in p.cells.items()}
+    last = {id(b): max((cols[d] for d, _ in b.dsts), default=-1) for b in bands}
+    # room for the markers, and for the labels of the wires that start again after a cut
+    start = [30.0 + max([b.label_w for b in bands if cols[b.src] < a <= last[id(b)]] + [0.0]) + p.bend
+             for a in range(ncols)]
+
+    def width(a: int, b: int) -> float:
+        return p.col_x[b] + p.col_w[b] - p.col_x[a] + (start[a] if a > 0 else 0.0) + (30.0 if b < ncols - 1 else 0.0)
+
+    rows, a = 0, 0
+    while a < ncols:  # the fewest rows: greedy, left to right
+        b = a
+        while b + 1 < ncols and width(a, b + 1) <= max_width:
+            b += 1
+        rows += 1
+        a = b + 1
+    if rows < 2:
+        return None
+    # the same number of rows with the widest as narrow as can be; the outputs never
+    # stand alone in a row
+    best: dict[tuple[int, int], tuple[float, list]] = {}
+
+    def solve(a: int, k: int):
+        if (a, k) in best:
+            return best[(a, k)]
+        if k == 1:
+            res = (width(a, ncols - 1), [(a, ncols - 1)]) if ncols - 1 > a or a == 0 else (float("inf"), [])
+        else:
+            res = (float("inf"), [])
+            for b in range(a, ncols - 1):
+                rest = solve(b + 1, k - 1)
+                cand = max(width(a, b), rest[0])
+                if cand < res[0]:
+                    res = (cand, [(a, b)] + rest[1])
+        best[(a, k)] = res
+        return res
+
+    result = solve(0, rows)
+    return result[1] if result[1] else None
+
+
+def split_rows(cells: list[Cell], bands: list[Band], p: Placement, ranges, make_in, make_out, first: int = 0):
     """The cells and bands of each row. A value that crosses into a row starts there from a
     continuation cell `make_in(band, tag) -> (cell, labels, label width)`; values that leave a row end in
-    one cell `make_out([(band, tag), ...]) -> cell`. Tags are A, B, … by first crossing."""
+    one cell `make_out([(band, tag), ...]) -> cell`. Tags are A, B, … by first crossing (from the
+    `first`-th letter on, so that the rows inside a frame have letters of their own)."""
     cols = {c.key: p.cells[c.key].col for c in cells}
     tags: dict[int, str] = {}
 
     def tag_of(band: Band) -> str:
         if id(band) not in tags:
-            n = len(tags)
+            n = first + len(tags)
             tags[id(band)] = chr(ord("A") + n % 26) + (str(n // 26) if n >= 26 else "")
         return tags[id(band)]
 
@@ -353,6 +403,8 @@ def split_rows(cells: list[Cell], bands: list[Band], p: Placement, ranges, make_
             if src_col > b or not dst_cols or max(dst_cols) < a:
                 continue
             inside = [(d, s) for d, s in band.dsts if a <= cols[d] <= b]
+            if src_col < a and not inside:
+                continue  # saved in an earlier row, loaded in a later one: nothing to draw here
             if src_col >= a:
                 new = Band(band.src, band.idx, inside, band.label_w, band.payload, band.labels)
             else:

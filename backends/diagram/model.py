@@ -31,6 +31,13 @@ class Options:
     cost: bool = False
     # with `cost`: FLOPs of one forward pass per scope path (batch 1, typical sizes)
     flops: tuple[tuple[str, int], ...] = ()
+    # paper mode (see paper.py): printed width in pt (0: none), smallest text in pt there,
+    # the caption ("doc", "off" or the text itself), one block drawn alone, PNG scale
+    width_pt: float = 0.0
+    font_pt: float = 0.0
+    caption: str = "doc"
+    block: str = ""
+    scale: float = 2.0
 
 
 def scope(prefix: str, name: str) -> str:
@@ -181,10 +188,29 @@ def args_text(args) -> str:
     return ", ".join(f"{k}={_value_text(v)}" for k, v in args)
 
 
+def instance_named(node: Node) -> bool:
+    """Whether the spec named the block instance itself (`attn = SelfAttention(d)`, then
+    `attn(x)`: the call site applies it by that name). A name that only says what the call
+    computes (`x = Down(64, 128)(x)`) belongs to the value, not to the block."""
+    if is_auto_name(node.name, node.attrs["block"]):
+        return False
+    span = node.span
+    if span is None:
+        return True
+    return re.match(re.escape(node.name) + r"\s*\(", span.source_line()[span.col - 1:]) is not None
+
+
+def value_name(node: Node) -> str:
+    """The name the spec gave a call's result (`s1 = DoubleConv(...)(image)`), or ""."""
+    if is_auto_name(node.name, node.attrs["block"]) or instance_named(node):
+        return ""
+    return node.name
+
+
 def call_title(node: Node) -> str:
-    """`attn: SelfAttention` (the instance name only when the spec chose one)."""
+    """`attn: SelfAttention` (the instance name only when the spec named the instance)."""
     block = node.attrs["block"]
-    return block if is_auto_name(node.name, block) else f"{node.name}: {block}"
+    return f"{node.name}: {block}" if instance_named(node) else block
 
 
 def repeat_title(node: Node) -> str:
@@ -219,6 +245,8 @@ class Look:
     bias: bool  # learned map with a bias: drawn with a `+`
     acted: frozenset[str]  # axes the op works on; the others are carried (lifted)
     caption: str  # the node's name when the spec gave it one
+    note: str = ""  # written under the glyph: a window, statistics, a tie (notes.py)
+    batch_stats: bool = False  # a normalisation over the axes it is lifted over (BatchNorm)
 
 
 def _mentioned(value, names: set[str], out: set[str]):
@@ -286,4 +314,9 @@ def look(node: Node, g: Graph) -> Look:
     else:
         kind = BOX
     shows_bias = bias and op.learned and kind in (BOX, TRAPEZOID)
-    return Look(kind, text or node.op, op.learned, shows_bias, acted, caption)
+    from nncircuit.backends.diagram import notes
+
+    text = notes.index_text(node) or text
+    stats = notes.statistics_over(node, op, in_types, acted)
+    return Look(kind, text or node.op, op.learned, shows_bias, acted, caption,
+                notes.note(node, op, in_types, acted), bool(stats))

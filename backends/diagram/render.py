@@ -20,7 +20,7 @@ def render(spec, fmt: str, opts: dm.Options | None = None) -> bytes | str:
     if fmt == ".svg":
         return svg(spec, opts)
     if fmt in (".png", ".pdf"):
-        return rasterize(svg(spec, opts), fmt)
+        return rasterize(svg(spec, opts), fmt, opts.scale)
     if fmt == ".dot":
         from nncircuit.backends.diagram.text import dot
 
@@ -36,7 +36,13 @@ def render(spec, fmt: str, opts: dm.Options | None = None) -> bytes | str:
     raise NNError(f"cannot render to '{fmt or 'a file without extension'}': use one of {', '.join(FORMATS)}")
 
 
-def rasterize(svg_text: str, fmt: str) -> bytes:
+def rasterize(svg_text: str, fmt: str, scale: float = 2.0) -> bytes:
+    """PNG (at `scale` times the drawing's size) or PDF; a PNG beyond what the rasteriser
+    can allocate is refused with the scale that would fit, before cairo fails."""
+    from nncircuit.backends.diagram.paper import check_raster
+
+    if fmt == ".png":
+        check_raster(svg_text, scale)
     try:
         import cairosvg
     except ImportError:
@@ -46,7 +52,7 @@ def rasterize(svg_text: str, fmt: str) -> bytes:
         ) from None
     data = svg_text.encode("utf-8")
     if fmt == ".png":
-        return cairosvg.svg2png(bytestring=data, scale=2.0)
+        return cairosvg.svg2png(bytestring=data, scale=scale)
     return cairosvg.svg2pdf(bytestring=data)
 
 
