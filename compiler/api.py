@@ -130,6 +130,7 @@ class Spec:
 
     def module(self, seed: int | None = None):
         """A fresh torch module built with this spec's hyperparameters."""
+        _need_torch()
         import torch
 
         cls = self.torch_class()
