@@ -140,3 +140,29 @@ def test_wheel_ships_the_zoo_and_a_user_spec_imports_it(tmp_path):
     assert ast.literal_eval(files) == _spec_files()
     assert int(count) == nncircuit.load(os.path.join(SPECS, "transformer.nn"), d=64, heads=4, layers=1).param_count()
     assert check.startswith("Mine: 0 parameters; in x: [batch, seq, dh: 8]")
+
+
+# ---- editor support follows a zoo import --------------------------------------------------
+
+def test_editor_goes_to_the_zoo_file_and_block(tmp_path):
+    from nncircuit.editor.index import analyze
+
+    path = str(tmp_path / "mine.nn")
+    index = analyze(path, USER_SPEC)
+    assert index.diagnostics == []
+    at_path = index.definition(1, 10)  # inside "zoo:lib/attention.nn"
+    assert at_path is not None and os.path.samefile(at_path.file, os.path.join(SPECS, "lib", "attention.nn"))
+    col = USER_SPEC.splitlines()[4].index("Attention") + 1
+    at_block = index.definition(5, col)
+    assert os.path.samefile(at_block.file, os.path.join(SPECS, "lib", "attention.nn"))
+    assert "block Attention" in index.hover(5, col)
+
+
+def test_editor_shows_a_mistake_in_a_zoo_file_on_the_import(tmp_path):
+    from nncircuit.editor.index import analyze
+
+    text = USER_SPEC.replace("import Attention", "import Atention")
+    index = analyze(str(tmp_path / "mine.nn"), text)
+    (d,) = index.diagnostics
+    assert (d.line, d.col) == (1, 1)
+    assert "defines no block 'Atention' (did you mean 'Attention'?)" in d.message

@@ -192,6 +192,14 @@ def zoo_root() -> str:
     return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "specs")
 
 
+def import_file(path: str, base: str) -> str:
+    """The file an import string names from a file in folder `base` (no checks: for editors
+    that point at it; loading goes through _resolve_import)."""
+    if path.startswith(ZOO_PREFIX):
+        return os.path.normpath(os.path.join(zoo_root(), path[len(ZOO_PREFIX):]))
+    return os.path.normpath(os.path.join(base, path))
+
+
 def _resolve_import(imp: A.Import, base: str) -> str:
     p = imp.path
     if p.startswith(ZOO_PREFIX):  # `import "zoo:lib/attention.nn"`: the shipped library
