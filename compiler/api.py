@@ -72,9 +72,14 @@ class Spec:
 
     def _repr_html_(self) -> str:
         """A notebook shows a Spec as its circuit diagram above its summary table."""
+        from nncircuit.errors import NNError
+
         head = html.escape(repr(self)[1:-1])
-        return (f'<div class="nncircuit-spec"><p><code>{head}</code></p>\n'
-                f"{self._repr_svg_()}\n{self.summary()._repr_html_()}</div>")
+        try:
+            table = self.summary()._repr_html_()
+        except NNError as e:  # an axis with no typical size: say so instead of a traceback
+            table = f"<p>no summary table: {html.escape(e.message)}</p>"
+        return f'<div class="nncircuit-spec"><p><code>{head}</code></p>\n{self._repr_svg_()}\n{table}</div>'
 
     def summary(self, inputs: dict[str, int] | None = None):
         """Parameters, FLOPs and activation memory per block for one forward pass, with the

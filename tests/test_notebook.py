@@ -68,11 +68,19 @@ def test_summary_html_is_a_table_of_the_same_rows():
     assert "<caption>GPT2 (transformer.nn), batch = 1, seq = " in h
 
 
-def test_summary_html_escapes_names():
-    spec = nncircuit.load("x.nn", text="model M(d = 3) { in x: [batch, d] out y = Linear(x, d -> e: 2) }\n")
-    h = spec.summary()._repr_html_()
-    assert "<td>y</td>" in h or "<td>linear</td>" in h
-    assert h.count("<") == h.count(">")
+def test_summary_html_escapes_what_comes_from_the_spec():
+    spec = nncircuit.load("x.nn", text="model M(d = 3) { in x: [batch, d] out Linear(x, d -> e: 2) }\n")
+    s = spec.summary()
+    object.__setattr__(s, "source", "<script>a&b</script>.nn")  # a file name is the user's
+    h = s._repr_html_()
+    assert "<script>" not in h and "&lt;script&gt;a&amp;b&lt;/script&gt;.nn" in h
+
+
+def test_spec_html_without_a_typical_size_says_why_there_is_no_table():
+    spec = nncircuit.load("x.nn", text="model M(d = 3) { in x: [batch, n, d] out Linear(x, d -> e: 2) }\n")
+    h = spec._repr_html_()
+    assert "<svg" in h and "<table" not in h
+    assert "no summary table: axis &#x27;n&#x27; of model M has no typical size" in h
 
 
 def test_spec_html_shows_diagram_and_summary():
@@ -141,6 +149,18 @@ def test_pickled_module_loads_in_a_fresh_process(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "GPT2 True"
+
+
+def test_compiled_module_deepcopies():
+    import copy
+
+    m = nncircuit.compile(os.path.join(SPECS, "mlp.nn"), seed=0)
+    m2 = copy.deepcopy(m)
+    assert type(m2) is type(m)
+    m2.linear.weight.data.zero_()
+    assert m.linear.weight.abs().sum() > 0  # a copy, not the same parameters
+    x = torch.randn(2, 28, 28)
+    assert not torch.equal(m(x), m2(x))
 
 
 def test_same_source_is_one_module_and_class():
