@@ -60,6 +60,7 @@ def test_torch_free_commands_do_not_import_torch(argv, tmp_path):
     assert r.stdout.strip().splitlines()[-1] == "0 False"
 
 
+@pytest.mark.slow
 def test_smoke_script_passes_without_torch():
     code = BLOCK_TORCH + (
         "import runpy\n"
@@ -70,6 +71,7 @@ def test_smoke_script_passes_without_torch():
     assert r.stdout.startswith("smoke_no_torch: ok (check, onnx export with")
 
 
+@pytest.mark.slow
 def test_smoke_script_refuses_to_run_with_torch():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "smoke_no_torch.py")],
                        capture_output=True, text=True)
@@ -229,6 +231,7 @@ def test_progress_waits_its_delay_before_drawing(monkeypatch):
     assert out.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_nnc_stderr_is_clean_when_not_a_terminal(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nncircuit.cli", "compile", MLP, "-o", "q.onnx", "--quantize", "int8"],
                        cwd=tmp_path, capture_output=True, text=True,
@@ -238,6 +241,7 @@ def test_nnc_stderr_is_clean_when_not_a_terminal(tmp_path):
     assert r.stdout.startswith("wrote q.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
 def test_nnc_draws_progress_on_a_terminal(tmp_path):
     master, slave = os.openpty()

@@ -128,6 +128,7 @@ def test_compiled_module_pickles_in_process(file, model):
         assert torch.equal(m(*xs), m2(*xs))
 
 
+@pytest.mark.slow
 def test_pickled_module_loads_in_a_fresh_process(tmp_path):
     path = os.path.join(SPECS, "transformer.nn")
     hp = SMALL[("transformer.nn", "GPT2")]
