@@ -201,7 +201,8 @@ def _reduce_generated(self, protocol):
 
 def _new_generated(source: str, label: str, qualname: str):
     """Unpickling: the class `qualname` of the generated `source`, an empty instance of it
-    (pickle then restores its state as nn.Module does)."""
+    (pickle then restores its state as nn.Module does). Saved models name this function:
+    keep its module, name and arguments."""
     cls = getattr(generated_module(source, label), qualname)
     return cls.__new__(cls)
 
