@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
+import html
+import linecache
 import math
 import os
+import sys
 import types
 from dataclasses import dataclass, field
 
@@ -59,6 +63,24 @@ class Spec:
     def path(self) -> str:
         return self.program.root
 
+    def __repr__(self) -> str:
+        """One line: model, file, parameters, inputs -> outputs (the whole dump was 18-30 KB)."""
+        ins = ", ".join(f"{n}: {t}" for n, t in self.inputs())
+        outs = ", ".join(f"{n}: {t}" for n, t in self.outputs())
+        return (f"<Spec {self.model} from {os.path.basename(self.path)}: "
+                f"{self.param_count():,} parameters; {ins} -> {outs}>")
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a Spec as its circuit diagram above its summary table."""
+        from nncircuit.errors import NNError
+
+        head = html.escape(repr(self)[1:-1])
+        try:
+            table = self.summary()._repr_html_()
+        except NNError as e:  # an axis with no typical size: say so instead of a traceback
+            table = f"<p>no summary table: {html.escape(e.message)}</p>"
+        return f'<div class="nncircuit-spec"><p><code>{head}</code></p>\n{self._repr_svg_()}\n{table}</div>'
+
     def summary(self, inputs: dict[str, int] | None = None):
         """Parameters, FLOPs and activation memory per block for one forward pass, with the
         dynamic axes at `inputs` (by axis name; default batch 1, others their typical size)."""
@@ -103,18 +125,17 @@ class Spec:
         return svg(self)
 
     def torch_class(self):
-        """The model's nn.Module class, from the generated source."""
-        src = self.torch_source()
-        mod = types.ModuleType(f"nncircuit_generated_{self.graph.name}")
-        mod.__file__ = f"<nncircuit {os.path.basename(self.path)}>"
-        code = builtins.compile(src, mod.__file__, "exec")
-        exec(code, mod.__dict__)  # our own generated code; spec names cannot reach it as code
+        """The model's nn.Module class, from the generated source (see generated_module:
+        instances pickle and `torch.jit.script` like classes from a written file)."""
+        _need_torch()
         from nncircuit.backends.structure import class_name
 
+        mod = generated_module(self.torch_source(), os.path.basename(self.path))
         return getattr(mod, class_name(self.graph))  # named first: never renamed
 
     def module(self, seed: int | None = None):
         """A fresh torch module built with this spec's hyperparameters."""
+        _need_torch()
         import torch
 
         cls = self.torch_class()
@@ -122,6 +143,68 @@ class Spec:
         if seed is not None:
             torch.manual_seed(seed)
         return cls(**kwargs)
+
+
+TORCH_MISSING = 'the PyTorch backend needs torch, which is not installed: pip install "nncircuit[torch]"'
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from nncircuit.errors import NNError
+
+        raise NNError(TORCH_MISSING) from None
+
+
+GENERATED_PREFIX = "nncircuit_generated_"
+
+
+def generated_module(source: str, label: str) -> types.ModuleType:
+    """Exec generated torch source as a module registered in sys.modules under a name made
+    from a hash of the source (the same source is one module), with its text in linecache,
+    so that `inspect.getsource` (and so `torch.jit.script`) finds it. Each nn.Module class
+    it defines pickles as (its source, its name) plus the module state: unpickling, in any
+    process that can import nncircuit, re-executes the source, so `torch.save(model)` and
+    `torch.load(path, weights_only=False)` round-trip without a written file."""
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+    name = GENERATED_PREFIX + digest
+    mod = sys.modules.get(name)
+    if mod is not None and getattr(mod, "__nnc_source__", None) == source:
+        return mod
+    import torch
+
+    mod = types.ModuleType(name)
+    mod.__file__ = f"<nncircuit {label} {digest}>"
+    mod.__nnc_source__ = source
+    mod.__nnc_label__ = label
+    lines = source.splitlines(keepends=True)
+    linecache.cache[mod.__file__] = (len(source), None, lines, mod.__file__)  # mtime None: kept
+    code = builtins.compile(source, mod.__file__, "exec")
+    sys.modules[name] = mod  # before exec: the classes' __module__ must resolve
+    try:
+        exec(code, mod.__dict__)  # our own generated code; spec names cannot reach it as code
+    except BaseException:
+        del sys.modules[name]
+        raise
+    for obj in list(vars(mod).values()):
+        if isinstance(obj, type) and obj.__module__ == name and issubclass(obj, torch.nn.Module):
+            obj.__reduce_ex__ = _reduce_generated
+    return mod
+
+
+def _reduce_generated(self, protocol):
+    cls = type(self)
+    mod = sys.modules[cls.__module__]
+    return (_new_generated, (mod.__nnc_source__, mod.__nnc_label__, cls.__qualname__), self.__getstate__())
+
+
+def _new_generated(source: str, label: str, qualname: str):
+    """Unpickling: the class `qualname` of the generated `source`, an empty instance of it
+    (pickle then restores its state as nn.Module does). Saved models name this function:
+    keep its module, name and arguments."""
+    cls = getattr(generated_module(source, label), qualname)
+    return cls.__new__(cls)
 
 
 def _py(name: str) -> str:

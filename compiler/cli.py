@@ -1,4 +1,4 @@
-"""The `nnc` command line: check, compile, ir, summary, render. A mistake in a spec is a
+"""The `nnc` command line: check, compile, ir, summary, render, fmt, lsp, completion. A mistake in a spec is a
 diagnostic and exit status 1; a bug of ours says so and asks for a report."""
 
 from __future__ import annotations
@@ -10,12 +10,16 @@ import sys
 
 from nncircuit.backends import BACKENDS
 from nncircuit.errors import NNError
+from nncircuit.progress import Progress
 
 REPORT = "this is a bug in nncircuit, not in your spec; please report it with the spec that caused it"
 
 
-def _common(p: argparse.ArgumentParser, *, model=True):
-    p.add_argument("file", help="the .nn spec")
+def _common(p: argparse.ArgumentParser, *, model=True, several=False):
+    if several:
+        p.add_argument("file", nargs="+", metavar="FILE", help="the .nn specs")
+    else:
+        p.add_argument("file", help="the .nn spec")
     if model:
         p.add_argument("--model", "-m", help="which model of the file (default: the first)")
         p.add_argument(
@@ -29,11 +33,14 @@ def _common(p: argparse.ArgumentParser, *, model=True):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nncircuit.version import __version__
+
     ap = argparse.ArgumentParser(prog="nnc", description="The nncircuit architecture compiler.")
+    ap.add_argument("--version", action="version", version=f"nnc {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("check", help="parse, elaborate and type-check; one line per model")
-    _common(p)
+    _common(p, several=True)
 
     p = sub.add_parser("compile", help="compile to PyTorch source or ONNX")
     _common(p)
@@ -91,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("lsp", help="run the language server over stdio (needs the 'lsp' extra)")
 
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(nnc completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"])
+
     return ap
 
 
@@ -123,21 +133,45 @@ def _max_params(args):
 
 
 def cmd_check(args) -> int:
+    """Check each file named; a file with a mistake is reported and the others still
+    checked (exit 1 if any had one). With several files each line starts with its file."""
+    files = args.file
+    if len(files) > 1 and args.model:
+        raise NNError(f"--model names a model of one file; {len(files)} files were given")
+    params, max_params = _params(args), _max_params(args)
+    rc = 0
+    for path in files:
+        prefix = f"{path}: " if len(files) > 1 else ""
+        try:
+            _check_file(path, args.model, params, max_params, prefix)
+        except NNError as e:
+            from nncircuit.errors import InternalError
+
+            if isinstance(e, InternalError):
+                raise
+            print(e.render(), file=sys.stderr)
+            rc = 1
+        except RecursionError:
+            print(f"{path}: error: the spec nests too deeply", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def _check_file(path: str, model: str | None, params: dict, max_params: int, prefix: str) -> None:
     from nncircuit.api import load, models
 
-    names = [args.model] if args.model else models(args.file)
+    names = [model] if model else models(path)
     if not names:
-        return _check_library(args.file)
-    params = _params(args)
+        _check_library(path, prefix)
+        return
     for name in names:
-        spec = load(args.file, name, max_params=_max_params(args), **params)
+        spec = load(path, name, max_params=max_params, **params)
         ins = ", ".join(f"{n}: {t}" for n, t in spec.inputs())
         outs = ", ".join(f"{n}: {t}" for n, t in spec.outputs())
-        print(f"{spec.model}: {spec.param_count():,} parameters; in {ins}; out {outs}")
-    return 0
+        print(f"{prefix}{spec.model}: {spec.param_count():,} parameters; in {ins}; out {outs}")
 
 
-def _check_library(path: str) -> int:
+def _check_library(path: str, prefix: str = "") -> int:
     """A file of blocks and no model: check every block whose hyperparameters all have
     defaults; the others are parsed and name-resolved when a model instantiates them."""
     from nncircuit.analysis.cost import param_count
@@ -155,13 +189,13 @@ def _check_library(path: str) -> int:
     for bdef in own:
         needs = [p.name for p in bdef.params if p.default is None]
         if needs:
-            print(f"block {bdef.name}: parsed; checked where it is used (needs {', '.join(needs)})")
+            print(f"{prefix}block {bdef.name}: parsed; checked where it is used (needs {', '.join(needs)})")
             continue
         g = Elaborator(program).instantiate(bdef, {}, bdef.span)
         g.verify()
         ins = ", ".join(f"{g.node(i).attrs['name']}: {g.node(i).type}" for i in g.inputs)
         outs = ", ".join(f"{n}: {g.type_of(v)}" for n, v in g.outputs)
-        print(f"block {bdef.name}: {param_count(g):,} parameters; in {ins}; out {outs}")
+        print(f"{prefix}block {bdef.name}: {param_count(g):,} parameters; in {ins}; out {outs}")
     return 0
 
 
@@ -181,7 +215,10 @@ def cmd_compile(args) -> int:
         raise NNError(f"--parallel {args.parallel} would overwrite the module -o writes; give the plan its own file")
     opt = 2 if args.opt is None and args.passes is None else args.opt
     spec = load(args.file, args.model, max_params=_max_params(args), opt=opt, passes=args.passes, **_params(args))
-    print(backend.emit(spec, args.output, **{k: v for k, v in given.items() if k in backend.options}))
+    extra = " (int8)" if getattr(args, "quantize", None) else " (fp16)" if getattr(args, "fp16", False) else ""
+    with Progress(f"writing {args.output}: {spec.model} to {backend.name}{extra}"):
+        report = backend.emit(spec, args.output, **{k: v for k, v in given.items() if k in backend.options})
+    print(report)
     if args.parallel is not None:
         from nncircuit.backends.torch.parallel import emit_plan
 
@@ -258,7 +295,8 @@ def cmd_render(args) -> int:
     fmt = os.path.splitext(args.output)[1].lower()
     if fmt not in FORMATS:
         raise NNError(f"cannot render to '{args.output}': the extension must be one of {', '.join(FORMATS)}")
-    content = render(spec, fmt, opts)
+    with Progress(f"rendering {args.output}: {spec.model}"):
+        content = render(spec, fmt, opts)
     write(args.output, content, inputs=tuple(spec.program.files))
     what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
     if opts.width_pt and fmt == ".svg":
@@ -281,6 +319,66 @@ def cmd_lsp(args) -> int:
     return run_cli_lsp(args)
 
 
+def cmd_completion(args) -> int:
+    print(completion_script(args.shell, build_parser()), end="")
+    return 0
+
+
+def completion_script(shell: str, ap: argparse.ArgumentParser) -> str:
+    """A bash completion function for nnc, made from the parser (commands, their options,
+    the choices of an option, files elsewhere); zsh runs it through bashcompinit."""
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    cases, choices = [], {}
+    for name, p in sorted(sub.choices.items()):
+        flags = sorted(f for a in p._actions for f in a.option_strings)
+        cases.append(f'        {name}) opts="{" ".join(flags)}" ;;')
+        for a in p._actions:
+            if a.choices and a.option_strings:
+                for f in a.option_strings:
+                    choices.setdefault(f, sorted(str(c) for c in a.choices))
+            elif a.choices and not a.option_strings:
+                choices.setdefault(f"@{name}", sorted(str(c) for c in a.choices))
+    commands = " ".join(sorted(sub.choices))
+    prev_cases = "\n".join(
+        f'        {flag}) COMPREPLY=($(compgen -W "{" ".join(c)}" -- "$cur")); return ;;'
+        for flag, c in sorted(choices.items()) if not flag.startswith("@")
+    )
+    word_cases = "\n".join(
+        f'        {flag[1:]}) COMPREPLY=($(compgen -W "{" ".join(c)}" -- "$cur")); return ;;'
+        for flag, c in sorted(choices.items()) if flag.startswith("@")
+    )
+    body = f"""# nnc completion for {shell}: eval "$(nnc completion {shell})"
+_nnc() {{
+    local cur prev opts
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        COMPREPLY=($(compgen -W "{commands} --version --help" -- "$cur"))
+        return
+    fi
+    case "$prev" in
+{prev_cases}
+    esac
+    opts="--help"
+    case "${{COMP_WORDS[1]}}" in
+{chr(10).join(cases)}
+    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        return
+    fi
+    case "${{COMP_WORDS[1]}}" in
+{word_cases}
+    esac
+    COMPREPLY=($(compgen -f -- "$cur"))
+}}
+complete -o filenames -F _nnc nnc
+"""
+    if shell == "zsh":
+        body = "autoload -U +X bashcompinit && bashcompinit\n" + body
+    return body
+
+
 COMMANDS = {
     "check": cmd_check,
     "compile": cmd_compile,
@@ -290,6 +388,7 @@ COMMANDS = {
     "render": cmd_render,
     "fmt": cmd_fmt,
     "lsp": cmd_lsp,
+    "completion": cmd_completion,
 }
 
 

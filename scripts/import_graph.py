@@ -19,7 +19,7 @@ TREES = {"compiler": "nncircuit", "backends": "nncircuit.backends", "grammar": "
 
 # Imports run downward only: a module imports modules of its own layer or below.
 LAYERS = [
-    ("errors", "names", "io", "version", "grammar"),
+    ("errors", "names", "io", "version", "grammar", "progress"),
     ("types",),
     ("ops",),
     ("ir",),

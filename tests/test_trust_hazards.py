@@ -514,7 +514,7 @@ def test_every_terminal_has_a_spelling_for_messages():
     ("model M() { in x: [d]\n out x rename a b }", "expected '->'"),
     ("model M() { in x: [d]\n out f(x) |> }", "expected '('"),
     ("model M() { in x: [d]\n out (x ** ) }", "expected '('"),
-    ("model M() { in x: [d]\n out x : }", "'|>'"),
+    ("model M() { in x: [d]\n out x : }", "'=='"),
 ])
 def test_syntax_errors_say_the_literal(src, expected):
     with pytest.raises(errors.ParseError) as info:

@@ -290,12 +290,12 @@ def test_valid_inputs_still_run():
     "shapes, message",
     [
         # a static axis of the wrong size: dh 8 where the spec says 4 (= d / heads)
-        ({"q": (2, 5, 2, 8)}, "Att: input 'q' axis 'dh' must be 4; got shape (2, 5, 2, 8)"),
+        ({"q": (2, 5, 2, 8)}, "Att: input 'q' axis 'dh' must be 4; got shape [2, 5, 2, 8]"),
         # a shared run-time axis: `key` 7 in k but 1 in v would broadcast
-        ({"v": (2, 1, 2, 4)}, "Att: input 'v' axis 'key' must equal axis 'key' of input 'k' (7); got shape (2, 1, 2, 4)"),
+        ({"v": (2, 1, 2, 4)}, "Att: input 'v' axis 'key' must equal axis 'key' of input 'k' (7); got shape [2, 1, 2, 4]"),
         ({"k": (3, 7, 2, 4)}, "Att: input 'k' axis 'batch' must equal axis 'batch' of input 'q' (2)"),
         # an extra leading axis, which the einsums would carry through
-        ({"q": (3, 2, 5, 2, 4)}, "Att: input 'q' must have 4 axes [batch, seq, heads, dh]; got shape (3, 2, 5, 2, 4)"),
+        ({"q": (3, 2, 5, 2, 4)}, "Att: input 'q' must have 4 axes [batch, seq, heads, dh]; got shape [3, 2, 5, 2, 4]"),
     ],
 )
 def test_forward_refuses_inputs_the_spec_forbids(shapes, message):
@@ -330,7 +330,7 @@ def test_forward_checks_dtypes_multiples_and_hyperparameters():
 
 def test_gpt2_names_its_input_and_axis():
     m = nncircuit.load(os.path.join(SPECS, "transformer.nn"), "GPT2", vocab=97, ctx=32, d=64, heads=4, layers=2).module(seed=0)
-    with pytest.raises(ValueError, match=r"GPT2: input 'tokens' must have 2 axes \[batch, seq\]; got shape \(2, 7, 3\)"):
+    with pytest.raises(ValueError, match=r"GPT2: input 'tokens' must have 2 axes \[batch, seq\]; got shape \[2, 7, 3\]"):
         m(torch.zeros(2, 7, 3, dtype=torch.long))
 
 

@@ -349,7 +349,7 @@ class TorchGen:
             node = g.node(nid)
             t, var, name = node.type, cx.vars[Value(nid)], node.attrs["name"]
             axes = ", ".join(t.names)
-            shape = f"; got shape {{tuple({var}.shape)}}"
+            shape = f"; got shape {{list({var}.shape)}}"
             check(f"{var}.dim() != {t.rank}", "ValueError", f"input '{name}' must have {t.rank} axes [{axes}]", shape)
             if t.dtype in ("float32", "float16", "bfloat16", "float64"):
                 test, kind = f"not {var}.is_floating_point()", "a floating-point tensor"

@@ -4,6 +4,7 @@ and each dynamic axis at its declared typical size, unless given)."""
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
 
@@ -44,9 +45,40 @@ class Summary:
     def flops_by_op(self) -> dict[str, int]:
         return dict(self.total.by_op)
 
-    def render(self, depth: int = 1) -> str:
+    def __str__(self) -> str:
+        """The table `nnc summary` prints (top-level blocks)."""
+        return self.render().rstrip("\n")
+
+    def __repr__(self) -> str:
+        return (f"<Summary {self.model}: {self.params:,} parameters, {_si(self.flops)}FLOPs, "
+                f"{_mem(self.activations)} activations>")
+
+    def _repr_html_(self, depth: int = 1) -> str:
+        """The same table as HTML, for notebooks (escaped: names come from the spec)."""
+        table = self._table(depth)
+        e = html.escape
+        out = [f'<table class="nncircuit-summary"><caption>{e(self._caption())}</caption>',
+               "<thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in table[0]) + "</tr></thead><tbody>"]
+        for i, row in enumerate(table[1:], 1):
+            tag = "th" if i == len(table) - 1 else "td"
+            cells = []
+            for j, c in enumerate(row):
+                style = ' style="text-align:right"' if j in (2, 3, 4) else ""
+                text = e(c.strip()) if j else "&nbsp;" * (len(c) - len(c.lstrip())) + e(c.strip())
+                cells.append(f"<{tag}{style}>{text}</{tag}>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+        if self.buffers:
+            out.append(f"<p>buffers: {self.buffers:,} (running statistics, not parameters)</p>")
+        out.append(f"<p><small>{e(NOTE)}</small></p>")
+        return "\n".join(out)
+
+    def _caption(self) -> str:
         sizes = ", ".join(f"{k} = {v}" for k, v in self.sizes) or "no dynamic axes"
-        lines = [f"{self.model} ({self.source}), {sizes}"]
+        return f"{self.model} ({self.source}), {sizes}"
+
+    def _table(self, depth: int) -> list[tuple[str, ...]]:
+        """Header, one row per block down to `depth`, and the total."""
         table = [("block", "op", "params", "FLOPs", "activations", "output")]
         for r in self.rows:
             if r.depth > depth:
@@ -55,6 +87,11 @@ class Summary:
             c = r.cost
             table.append((name, r.op, f"{c.params:,}", _si(c.flops), _mem(c.activations), r.output))
         table.append(("total", "", f"{self.params:,}", _si(self.flops), _mem(self.activations), ""))
+        return table
+
+    def render(self, depth: int = 1) -> str:
+        lines = [self._caption()]
+        table = self._table(depth)
         widths = [max(len(row[i]) for row in table) for i in range(6)]
         right = (False, False, True, True, True, False)
         rule = "  ".join("-" * w for w in widths[:5]) + "  " + "-" * min(widths[5], 30)

@@ -14,7 +14,7 @@ from nncircuit.lang import tree as A
 from nncircuit.ops import registry
 from nncircuit.lang.elaborate import Elaborator, Fn, TupleV, TVal
 from nncircuit.errors import NNError, Span
-from nncircuit.lang.program import Program
+from nncircuit.lang.program import Program, import_file
 from nncircuit.lang.program import load as load_program
 from nncircuit.types.tensor import HVal
 
@@ -173,7 +173,7 @@ class Index:
         for imp in self.module.imports:
             sp = imp.span
             if _inside(Location(self.path, sp.line, sp.col, sp.end_line, sp.end_col), line, col):
-                target = os.path.normpath(os.path.join(os.path.dirname(self.path), imp.path))
+                target = import_file(imp.path, os.path.dirname(self.path))
                 if os.path.isfile(target):
                     return Location(target, 1, 1, 1, 1)
         return None
@@ -397,7 +397,7 @@ def _diagnostic(index: Index, e: NNError) -> Diagnostic:
     if sp.file != index.path:  # the mistake is in an imported file: show it on the import
         where = f"{sp.file}:{sp.line}:{sp.col}: {message}"
         for imp in index.module.imports if index.module else ():
-            target = os.path.normpath(os.path.join(os.path.dirname(index.path), imp.path))
+            target = import_file(imp.path, os.path.dirname(index.path))
             if os.path.normpath(sp.file) == target:
                 return Diagnostic(imp.span.line, imp.span.col, imp.span.end_line, imp.span.end_col, where)
         return Diagnostic(1, 1, 1, 1, where)

@@ -181,8 +181,33 @@ def _define(scope: dict, name: str, b: A.BlockDef):
     scope[name] = b
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def zoo_root() -> str:
+    """The folder of the shipped spec library and zoo: `nncircuit/specs` in an installed
+    wheel, the repository's `specs/` in a checkout."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, "specs")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "specs")
+
+
+def import_file(path: str, base: str) -> str:
+    """The file an import string names from a file in folder `base` (no checks: for editors
+    that point at it; loading goes through _resolve_import)."""
+    if path.startswith(ZOO_PREFIX):
+        return os.path.normpath(os.path.join(zoo_root(), path[len(ZOO_PREFIX):]))
+    return os.path.normpath(os.path.join(base, path))
+
+
 def _resolve_import(imp: A.Import, base: str) -> str:
     p = imp.path
+    if p.startswith(ZOO_PREFIX):  # `import "zoo:lib/attention.nn"`: the shipped library
+        p = p[len(ZOO_PREFIX):]
+        base = zoo_root()
+        inside = os.path.normpath(os.path.join(base, p))
+        if p.startswith(("/", "\\")) or os.path.commonpath([inside, os.path.normpath(base)]) != os.path.normpath(base):
+            raise NameResolutionError(f"'{imp.path}' names a file outside the zoo", imp.span)
     if "://" in p or p.startswith(("/", "\\")) or (len(p) > 1 and p[1] == ":"):
         raise NameResolutionError(
             f"imports name local .nn files relative to this file; '{p}' is not one", imp.span
@@ -190,6 +215,16 @@ def _resolve_import(imp: A.Import, base: str) -> str:
     if not p.endswith(".nn"):
         raise NameResolutionError(f"only .nn files can be imported, found '{p}'", imp.span)
     target = os.path.join(base, p)  # the OS resolves `..` after symlinks; normpath would not
+    if not os.path.isfile(target) and imp.path.startswith(ZOO_PREFIX):
+        from nncircuit.errors import did_you_mean
+
+        known = sorted(
+            os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+            for d, _, fs in os.walk(base) for f in fs if f.endswith(".nn")
+        )
+        raise NameResolutionError(
+            f"the zoo has no file '{p}'{did_you_mean(p, known)}; zoo files: {', '.join(known)}", imp.span
+        )
     if not os.path.isfile(target):
         raise NameResolutionError(
             f"imported file '{p}' not found (looked for {shown_path(target)})", imp.span
