@@ -22,13 +22,15 @@ from . import weights as W
 from .onnx_builder import ELEM, FUNCTION_DOMAIN, Builder, Dims, Tensor, value_info
 from .onnx_ops import ONNX_LOWERINGS, OpCx, merge_fused
 from .onnx_precision import accuracy, quantize_int8
+from . import onnx_stream as S
 from .torch_codegen import input_dependent, single_call_body, class_name
 
 merge_fused()  # idempotent; needed when onnx_fused was imported before onnx_ops
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 21
-OPTIONS = ("seed", "weights", "opset", "functions", "fp16", "quantize")
+OPTIONS = ("seed", "weights", "opset", "functions", "fp16", "quantize", "external_data")
+EXTERNAL_THRESHOLD = 2**30  # weights above this go to a data file beside the model
 
 
 # ---- inlining ----------------------------------------------------------------------------
@@ -339,14 +341,19 @@ def lower(
 PROTOBUF_LIMIT = 2**31 - 2**26  # a ModelProto is one protobuf message; keep room for the graph
 
 
-def check_size(low: Lowered) -> None:
-    """Refuse, before any weight is made, a model one ONNX file cannot hold."""
+def weight_bytes(low: Lowered) -> int:
     itemsize = 2 if low.fp16 else 4
-    size = sum(int(np.prod(W.shape_of(p))) for p in low.params.values()) * itemsize
+    return sum(int(np.prod(W.shape_of(p))) for p in low.params.values()) * itemsize
+
+
+def check_size(low: Lowered) -> None:
+    """Refuse, before any weight is made, a model one in-memory ModelProto cannot hold."""
+    size = weight_bytes(low)
     if size > PROTOBUF_LIMIT:
         raise LoweringError(
-            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; an ONNX file holds at "
-            "most 2 GiB and external data is not supported yet"
+            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; one ONNX protobuf "
+            "holds at most 2 GiB: export to a file, which puts them in external data"
+            " (--fp16 and --quantize int8 are limited to 2 GiB)"
         )
 
 
@@ -354,6 +361,11 @@ def assemble(low: Lowered, arrays: dict[str, np.ndarray], *, source: str = "") -
     check_size(low)
     dtype = np.float16 if low.fp16 else np.float32
     inits = [numpy_helper.from_array(np.asarray(arrays[n], dtype=dtype), n) for n in low.params]
+    return skeleton(low, inits, source=source)
+
+
+def skeleton(low: Lowered, inits: list, *, source: str = "") -> onnx.ModelProto:
+    """The model with the initializers `inits` (protos that may hold no data)."""
     g = low.graph
     graph = helper.make_graph(
         low.nodes, g.name, low.inputs, low.outputs, initializer=inits, doc_string=g.doc or None
@@ -428,6 +440,7 @@ def export_spec(
     fp16: bool = False,
     quantize: str | None = None,
     state_dict=None,
+    external_data: bool | None = None,
 ) -> str:
     """Write the ONNX model of `spec` to `out` (atomically); returns the report line(s)."""
     opset = check_opset(opset)
@@ -437,33 +450,15 @@ def export_spec(
         raise LoweringError("choose one of --fp16 and --quantize int8")
     if quantize and functions:
         raise LoweringError("--quantize int8 needs the inlined graph; drop --functions")
+    if external_data and (fp16 or quantize):
+        raise LoweringError("--external-data is not supported with --fp16 or --quantize int8")
     given, origin = _given(weights, state_dict)
     low = lower(spec, opset=opset, functions=functions, fp16=False)
-    check_size(low)  # the float32 model is made first, also as the reference of --fp16
-    arrays = W.bind(low.params, given, int(seed), low.declared)
-    model = assemble(low, arrays, source=spec.path)
-    onnx.checker.check_model(model)
-    data = model.SerializeToString()
     notes = []
-    if fp16:
-        half = assemble(
-            lower(spec, opset=opset, functions=functions, fp16=True), arrays, source=spec.path
-        )
-        onnx.checker.check_model(half)
-        reference, data = data, half.SerializeToString()
-        notes.append(
-            "fp16: weights and compute in float16, inputs and outputs float32; "
-            + accuracy(spec, reference, data)
-        )
-    elif quantize:
-        reference = data
-        data, what = quantize_int8(model)
-        notes.append(
-            f"int8: dynamic quantization of {what} "
-            f"({len(reference) / 2**20:.2f} MiB -> {len(data) / 2**20:.2f} MiB); "
-            + accuracy(spec, reference, data)
-        )
-    write_atomic(out, data)
+    if fp16 or quantize:
+        notes += _reduced(spec, low, given, int(seed), out, opset, functions, fp16)
+    else:
+        notes += stream(low, given, int(seed), out, external_data, source=spec.path)
     count = sum(int(np.prod(W.shape_of(p))) for p in low.params.values())
     params = spec.param_count()  # learned ones; the initializers also hold buffers
     n_nodes = len(low.nodes) + sum(len(f.node) for f in low.functions)
@@ -475,6 +470,84 @@ def export_spec(
         + (f" in {len(low.functions)} local functions and the graph" if low.functions else "")
     )
     return "\n".join([head] + notes)
+
+
+def _reduced(spec, low, given, seed, out, opset, functions, fp16) -> list[str]:
+    """--fp16 or --quantize int8: made and measured in memory (so at most 2 GiB)."""
+    check_size(low)  # the float32 model is made first, also as the reference of --fp16
+    arrays = W.bind(low.params, given, seed, low.declared)
+    model = assemble(low, arrays, source=spec.path)
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    if fp16:
+        half = assemble(
+            lower(spec, opset=opset, functions=functions, fp16=True), arrays, source=spec.path
+        )
+        onnx.checker.check_model(half)
+        reference, data = data, half.SerializeToString()
+        note = (
+            "fp16: weights and compute in float16, inputs and outputs float32; "
+            + accuracy(spec, reference, data)
+        )
+    else:
+        reference = data
+        data, what = quantize_int8(model)
+        note = (
+            f"int8: dynamic quantization of {what} "
+            f"({len(reference) / 2**20:.2f} MiB -> {len(data) / 2**20:.2f} MiB); "
+            + accuracy(spec, reference, data)
+        )
+    write_atomic(out, data)
+    return [note]
+
+
+def stream_weights(low: Lowered, given: dict | None, seed: int) -> list[S.Weight]:
+    """The initializers of `low` in order, each made when it is written: given weights
+    checked up front, seeded ones generated one tensor at a time."""
+    if given is not None:
+        arrays = W.bind(low.params, given, seed, low.declared)
+
+        def make(name, spec):
+            return lambda: arrays[name]
+    else:
+
+        def make(name, spec):
+            return lambda: W.init_param(name, spec, seed)
+
+    out = []
+    for name, spec in low.params.items():
+        shape = W.shape_of(spec)
+        n = int(np.prod(shape, dtype=np.int64)) * 4
+        out.append(S.Weight(name, TensorProto.FLOAT, shape, n, make(name, spec)))
+    return out
+
+
+def stream(
+    low: Lowered, given: dict | None, seed: int, out: str, external: bool | None, *, source: str
+) -> list[str]:
+    """Check the weightless graph, then write the model with each weight's bytes streamed
+    from its array to the file: inline, or as external data (`OUT.data`) when asked, when
+    the weights exceed EXTERNAL_THRESHOLD, and always when one protobuf cannot hold them."""
+    size = weight_bytes(low)
+    if external is False and size > PROTOBUF_LIMIT:
+        raise LoweringError(
+            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; one ONNX file holds "
+            "at most 2 GiB: allow external data"
+        )
+    if external is None:
+        external = size > EXTERNAL_THRESHOLD
+    weights = stream_weights(low, given, seed)
+    if not external:
+        model = skeleton(low, [], source=source)
+        onnx.checker.check_model(S.checkable(model, weights))
+        write_atomic(out, S.inline_parts(model, weights))
+        return []
+    location = S.data_location(out)
+    model = skeleton(low, S.external_layout(weights, location), source=source)
+    onnx.checker.check_model(S.checkable(model, weights))
+    write_atomic(os.path.join(os.path.dirname(out), location), S.data_parts(weights))
+    write_atomic(out, model.SerializeToString())
+    return [f"external data: {location} beside it, {size / 2**20:,.1f} MiB of weights"]
 
 
 def export_onnx(path: str, out: str, model: str | None = None, state_dict=None, **kwargs) -> str:
@@ -490,17 +563,22 @@ def export_onnx(path: str, out: str, model: str | None = None, state_dict=None, 
 # ---- writing ------------------------------------------------------------------------------
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: no partial file is ever left."""
+def write_atomic(path: str, data) -> None:
+    """Write to a temporary file beside `path`, then rename: no partial file is ever left.
+    `data` is bytes or an iterable of byte buffers (written in order, never joined)."""
     d, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp")
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
+        if isinstance(e, OSError):
+            raise NNError(f"cannot write '{path}': {e.strerror or e}") from None
+        raise
