@@ -1,0 +1,161 @@
+"""ONNX export at scale: weights streamed into the file (inline, byte for byte what the
+in-memory ModelProto serialises to, or as external data beside it), both layouts loading
+in onnxruntime; the optimizer's verification policy; the fused q/k/v weight."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import nncircuit
+from conftest import SMALL, SPECS
+from nncircuit.backends import onnx_export as E
+from nncircuit.backends import onnx_stream as S
+from nncircuit.errors import LoweringError, NNError
+
+GPT2 = os.path.join(SPECS, "transformer.nn")
+TOKENS = np.arange(10, dtype=np.int64).reshape(2, 5) % 97
+
+
+def small_gpt2(**kw):
+    return nncircuit.load(GPT2, "GPT2", **{**SMALL[("transformer.nn", "GPT2")], **kw})
+
+
+def run(path_or_bytes) -> np.ndarray:
+    sess = ort.InferenceSession(path_or_bytes, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"tokens": TOKENS})[0]
+
+
+# ---- the wire format -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 2**31, 2**40 + 5])
+def test_varint_matches_protobuf(n):
+    t = onnx.TensorProto(dims=[n])  # dims (proto2, unpacked): the key byte, then the varint
+    assert t.SerializeToString()[1:] == S.varint(n)
+
+
+def test_split_after_cuts_before_the_first_later_field():
+    g = onnx.helper.make_graph([], "g", [], [], doc_string="doc")
+    buf = g.SerializeToString()
+    head, tail = S.split_after(buf, 5)
+    assert head + tail == buf
+    assert onnx.GraphProto.FromString(head).name == "g"
+    assert onnx.GraphProto.FromString(tail).doc_string == "doc"
+
+
+# ---- inline layout: the same bytes as before, without the copies ---------------------------
+
+
+@pytest.mark.parametrize("functions", [False, True])
+def test_streamed_file_is_byte_identical_to_the_in_memory_model(tmp_path, functions):
+    spec = small_gpt2()
+    out = tmp_path / "m.onnx"
+    E.export_spec(spec, str(out), seed=3, functions=functions)
+    assert out.read_bytes() == E.build(spec, seed=3, functions=functions).SerializeToString()
+    assert not (tmp_path / "m.onnx.data").exists()
+
+
+def test_streamed_file_with_given_weights_is_byte_identical(tmp_path):
+    spec = small_gpt2()
+    sd = spec.module(seed=5).state_dict()
+    out = tmp_path / "m.onnx"
+    E.export_spec(spec, str(out), state_dict=sd)
+    assert out.read_bytes() == E.build(spec, state_dict=sd).SerializeToString()
+
+
+# ---- external data --------------------------------------------------------------------------
+
+
+def test_external_data_loads_in_onnxruntime_and_computes_the_same(tmp_path):
+    spec = small_gpt2()
+    inline, ext = tmp_path / "inline.onnx", tmp_path / "ext.onnx"
+    E.export_spec(spec, str(inline))
+    report = E.export_spec(spec, str(ext), external_data=True)
+    assert "external data: ext.onnx.data" in report
+    data = tmp_path / "ext.onnx.data"
+    assert data.exists()
+    # the model file holds no weight bytes; every initializer points into the data file
+    model = onnx.load(str(ext), load_external_data=False)
+    assert ext.stat().st_size < 100_000 < data.stat().st_size
+    offsets = []
+    for t in model.graph.initializer:
+        assert t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
+        entry = {e.key: e.value for e in t.external_data}
+        assert entry["location"] == "ext.onnx.data"
+        offsets.append(int(entry["offset"]))
+        assert int(entry["offset"]) % S.ALIGN == 0
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    onnx.checker.check_model(str(ext))  # the path form checks the data file too
+    # the same tensors as the inline file, and onnxruntime computes the same
+    full = onnx.load(str(ext))
+    ref = onnx.load(str(inline))
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in full.graph.initializer}
+    for t in ref.graph.initializer:
+        np.testing.assert_array_equal(got[t.name], onnx.numpy_helper.to_array(t))
+    np.testing.assert_array_equal(run(str(ext)), run(str(inline)))
+
+
+def test_external_data_is_chosen_above_the_threshold(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "EXTERNAL_THRESHOLD", 1000)
+    out = tmp_path / "m.onnx"
+    E.export_spec(small_gpt2(), str(out))
+    assert (tmp_path / "m.onnx.data").exists()
+    run(str(out))
+    # and refused when the caller insists on one file past what one protobuf holds
+    monkeypatch.setattr(E, "PROTOBUF_LIMIT", 1000)
+    with pytest.raises(LoweringError, match="at most 2 GiB: allow external data"):
+        E.export_spec(small_gpt2(), str(tmp_path / "n.onnx"), external_data=False)
+    assert not (tmp_path / "n.onnx").exists()
+
+
+def test_external_data_from_the_command_line(tmp_path):
+    out = tmp_path / "m.onnx"
+    params = [a for k, v in SMALL[("transformer.nn", "GPT2")].items() for a in ("-p", f"{k}={v}")]
+    r = subprocess.run(
+        [sys.executable, "-m", "nncircuit.cli", "compile", GPT2, "--to", "onnx", "-o", str(out),
+         "--external-data", *params],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "external data: m.onnx.data" in r.stdout
+    assert run(str(out)).shape == (2, 5, 97)
+
+
+def test_external_data_refused_with_reduced_precision(tmp_path):
+    with pytest.raises(LoweringError, match="not supported with --fp16"):
+        E.export_spec(small_gpt2(), str(tmp_path / "m.onnx"), fp16=True, external_data=True)
+
+
+def test_a_failing_weight_leaves_no_file(tmp_path, monkeypatch):
+    def boom(name, spec, seed):
+        raise LoweringError(f"cannot make {name}")
+
+    monkeypatch.setattr(E.W, "init_param", boom)
+    for ext in (False, True):
+        with pytest.raises(NNError, match="cannot make"):
+            E.export_spec(small_gpt2(), str(tmp_path / "m.onnx"), external_data=ext)
+        assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_seeded_weights_are_made_one_at_a_time(tmp_path, monkeypatch):
+    """Each weight is made when it is written and dropped after: never all at once."""
+    live, peak = [0], [0]
+    real = E.W.init_param
+
+    class Tracked(np.ndarray):
+        def __del__(self):
+            live[0] -= 1
+
+    def tracked(name, spec, seed):
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        return real(name, spec, seed).view(Tracked)
+
+    monkeypatch.setattr(E.W, "init_param", tracked)
+    E.export_spec(small_gpt2(), str(tmp_path / "m.onnx"), external_data=True)
+    assert peak[0] == 1 and live[0] == 0
