@@ -159,3 +159,79 @@ def test_seeded_weights_are_made_one_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(E.W, "init_param", tracked)
     E.export_spec(small_gpt2(), str(tmp_path / "m.onnx"), external_data=True)
     assert peak[0] == 1 and live[0] == 0
+
+
+# ---- verification after passes ------------------------------------------------------------
+
+
+from nncircuit.errors import InternalError  # noqa: E402
+from nncircuit.ir import Graph  # noqa: E402
+from nncircuit.passes import PassManager, Pass, pipeline  # noqa: E402
+
+
+def _count_verifies(monkeypatch) -> list:
+    calls = []
+    real = Graph.verify
+
+    def counting(self, _done=None):
+        if _done is None or self not in _done:
+            calls.append(self.name)
+        return real(self, _done)
+
+    monkeypatch.setattr(Graph, "verify", counting)
+    return calls
+
+
+def test_the_tests_verify_everything_after_every_pass():
+    assert os.environ["NNC_VERIFY"] == "all"
+    assert PassManager([]).mode == "all"
+
+
+class _Silent(Pass):
+    """Breaks a type and (wrongly) says it changed nothing: only a full verify sees it."""
+
+    name = "silent"
+
+    def run(self, graph):
+        for n in graph.nodes():
+            if n.op == "relu":
+                n.types = (n.type.with_dtype("float64"),)
+        return False
+
+
+def test_verify_mode_all_checks_graphs_a_pass_says_it_left_alone():
+    spec = nncircuit.load(os.path.join(SPECS, "mlp.nn"), "MLP", opt=0)
+    with pytest.raises(InternalError, match="after pass 'silent'"):
+        PassManager([_Silent()], mode="all").run(spec.graph)
+    spec = nncircuit.load(os.path.join(SPECS, "mlp.nn"), "MLP", opt=0)
+    PassManager([_Silent()], mode="changed").run(spec.graph)  # trusts the pass's answer
+
+
+def test_verify_mode_changed_verifies_only_changed_graphs_and_their_callers(monkeypatch):
+    spec = nncircuit.load(GPT2, "GPT2", opt=0, **SMALL[("transformer.nn", "GPT2")])
+    calls = _count_verifies(monkeypatch)
+    pm = PassManager(pipeline(None, 2), mode="changed")
+    pm.run(spec.graph)
+    changed = [name for name, c in pm.log if c]
+    assert changed and len(changed) < len(pm.log)
+    # nothing is verified after a pass that changed nothing; after the others, only the
+    # changed graphs and the graphs above them, each once
+    incremental = list(calls)
+    spec2 = nncircuit.load(GPT2, "GPT2", opt=0, **SMALL[("transformer.nn", "GPT2")])
+    calls.clear()
+    PassManager(pipeline(None, 2), mode="all").run(spec2.graph)
+    assert calls.count("GPT2") == len(pm.log)  # the whole model after every pass
+    assert incremental.count("GPT2") == len(changed)  # the root is above every graph
+    assert len(incremental) <= len(changed) * len(set(calls)) < len(calls)
+    # and the result is the same IR
+    from nncircuit.irtext import print_ir
+
+    assert print_ir(spec.graph) == print_ir(spec2.graph)
+
+
+def test_unknown_verify_mode_is_refused(monkeypatch):
+    from nncircuit.passes import PipelineError
+
+    monkeypatch.setenv("NNC_VERIFY", "sometimes")
+    with pytest.raises(PipelineError, match="NNC_VERIFY='sometimes'"):
+        PassManager([])
