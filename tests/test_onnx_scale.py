@@ -235,3 +235,80 @@ def test_unknown_verify_mode_is_refused(monkeypatch):
     monkeypatch.setenv("NNC_VERIFY", "sometimes")
     with pytest.raises(PipelineError, match="NNC_VERIFY='sometimes'"):
         PassManager([])
+
+
+# ---- the fused q/k/v weight -------------------------------------------------------------------
+
+
+import torch  # noqa: E402
+
+
+def _gpt2_modules():
+    small = SMALL[("transformer.nn", "GPT2")]
+    m0 = nncircuit.load(GPT2, "GPT2", opt=0, **small).module(seed=0)
+    m2 = nncircuit.load(GPT2, "GPT2", opt=2, **small).module(seed=1)
+    return m0, m2
+
+
+def _count_cat(monkeypatch) -> list:
+    calls = []
+    real = torch.cat
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "cat", counting)
+    return calls
+
+
+def test_fused_qkv_trains_like_separate_layers_without_joining_per_call(monkeypatch):
+    m0, m2 = _gpt2_modules()
+    assert "_linear_group" in type(m2.h[0].attn).forward.__globals__
+    m2.load_state_dict(m0.state_dict(), strict=True)
+    x = torch.randint(0, 97, (2, 12))
+    # (not Adam: the key bias's gradient is zero up to rounding, which Adam would amplify)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (m0, m2)]
+    cats = _count_cat(monkeypatch)
+    for step in range(3):
+        for m, opt in zip((m0, m2), opts):
+            opt.zero_grad()
+            cats.clear()
+            loss = m(x).logsumexp(-1).mean()
+            loss.backward()
+            opt.step()
+        assert (cats == []) == (step > 0)  # after the first call, no concatenation
+        torch.testing.assert_close(m2(x), m0(x), rtol=1e-4, atol=1e-5)
+    for (k, a), (k2, b) in zip(sorted(m0.state_dict().items()), sorted(m2.state_dict().items())):
+        assert k == k2
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_fused_qkv_checkpoints_load_both_ways():
+    m0, m2 = _gpt2_modules()
+    x = torch.randint(0, 97, (2, 7))
+    m2(x)  # the first call packs q, k, v into one tensor
+    assert set(m2.state_dict()) == set(m0.state_dict())
+    attn = m2.h[0].attn
+    assert {"q.weight", "k.weight", "v.weight"} <= set(attn.state_dict())
+    # -O2 → -O0: the separate layers' checkpoint
+    m0.load_state_dict(m2.state_dict(), strict=True)
+    torch.testing.assert_close(m0(x), m2(x), rtol=1e-4, atol=1e-5)
+    # -O0 → -O2 after packing: load_state_dict copies into the packed views
+    fresh, _ = _gpt2_modules()
+    m2.load_state_dict(fresh.state_dict(), strict=True)
+    torch.testing.assert_close(m2(x), fresh(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_qkv_after_to_and_under_functional_call():
+    m0, m2 = _gpt2_modules()
+    m2.load_state_dict(m0.state_dict())
+    x = torch.randint(0, 97, (2, 7))
+    m2(x)
+    m0, m2 = m0.double(), m2.double()  # new storage per parameter: packed again
+    torch.testing.assert_close(m2(x), m0(x))
+    params = {k: v.detach().clone().requires_grad_() for k, v in m2.named_parameters()}
+    out = torch.func.functional_call(m2, params, (x,))
+    out.sum().backward()
+    torch.testing.assert_close(out, m0(x))
+    assert params["h.0.attn.k.weight"].grad is not None
