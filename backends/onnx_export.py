@@ -5,6 +5,7 @@ Also fp16 and int8 variants with their measured accuracy, and atomic writing."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +32,9 @@ DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 21
 OPTIONS = ("seed", "weights", "opset", "functions", "fp16", "quantize", "external_data")
 EXTERNAL_THRESHOLD = 2**30  # weights above this go to a data file beside the model
+# a repeat of at least this many iterations becomes one local function called once per
+# iteration, even without --functions: the graph then grows by one node per iteration
+REPEAT_AS_FUNCTION = 64
 
 
 # ---- inlining ----------------------------------------------------------------------------
@@ -39,10 +43,13 @@ EXTERNAL_THRESHOLD = 2**30  # weights above this go to a data file beside the mo
 class Lowerer:
     """Lowers one IR graph (and, inlined, everything it calls) into a Builder."""
 
-    def __init__(self, b: Builder, weights, functions: Functions | None):
+    def __init__(
+        self, b: Builder, weights, functions: Functions | None, repeats: Functions | None = None
+    ):
         self.b = b
         self.weights = weights
         self.functions = functions
+        self.repeats = functions or repeats  # where the body of a long repeat goes
 
     def graph(
         self, g: Graph, args: list[Tensor], scope: str, pscope: str, parent: Dims | None
@@ -162,6 +169,18 @@ class Lowerer:
                 scratch._call(inner, carried + free, path, pscope, child)
             else:
                 scratch.graph(body, carried + free, path, child, None)
+        saved = self.functions
+        if count >= REPEAT_AS_FUNCTION:
+            self.functions = self.repeats
+        try:
+            return self._iterations(n, carried, free, path, pscope, dims, count)
+        finally:
+            self.functions = saved
+
+    def _iterations(self, n, carried, free, path, pscope, dims, count) -> list[Tensor]:
+        shared = n.attrs["shared"]
+        body = n.callee
+        inner = single_call_body(body)
         for i in range(count):
             scope = f"{path}.{i}"
             child = f"{pscope}{pyname(n.module)}." + ("" if shared else f"{i}.")
@@ -197,15 +216,13 @@ class Functions:
     protos: list[onnx.FunctionProto] = field(default_factory=list)
     memo: dict = field(default_factory=dict)
     by_body: dict = field(default_factory=dict)
+    by_identity: dict = field(default_factory=dict)
     names: set = field(default_factory=set)
 
     def call(
         self, caller: Lowerer, callee: Graph, args: list[Tensor], path: str, pscope: str
     ) -> list[Tensor]:
-        key = (id(callee), tuple((a.prefix, a.type) for a in args))
-        if key not in self.memo:
-            self.memo[key] = self._build(callee, args)
-        fn, formal, declared, prefixes = self.memo[key]
+        fn, formal, declared, prefixes = self._lookup(callee, args)
         b = caller.b
         weights = [caller.weights.resolve(pscope + rel, spec) for rel, spec in formal]
         for rel, spec in declared:
@@ -222,6 +239,19 @@ class Functions:
         names = b.name_result(outs, start)
         types = [callee.type_of(v) for _, v in callee.outputs]
         return [Tensor(name, t, p) for name, t, p in zip(names, types, prefixes)]
+
+    def _lookup(self, callee: Graph, args: list[Tensor]):
+        """The memo entry for these arguments; found by the identity of their types first,
+        since hashing a type is costly and a repeat passes the same type objects each time."""
+        fast = (id(callee), tuple((a.prefix, id(a.type)) for a in args))
+        hit = self.by_identity.get(fast)
+        if hit is None or any(t is not a.type for t, a in zip(hit[0], args)):
+            key = (id(callee), tuple((a.prefix, a.type) for a in args))
+            if key not in self.memo:
+                self.memo[key] = self._build(callee, args)
+            hit = ([a.type for a in args], self.memo[key])
+            self.by_identity[fast] = hit
+        return hit[1]
 
     def _build(self, g: Graph, args: list[Tensor]):
         """The function for this body (shared with any instance whose body is the same, e.g.
@@ -298,7 +328,7 @@ def lower(
     in_names = [g.node(nid).attrs["name"] for nid in g.inputs]
     b.values.taken |= set(in_names)
     b.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
-    fns = Functions(opset, fp16) if functions else None
+    fns = Functions(opset, fp16)
     weights = W.ModelWeights(b, set(in_names))
     args, inputs = [], []
     for name, nid in zip(in_names, g.inputs):
@@ -309,7 +339,7 @@ def lower(
             b.scope = name
             x = Tensor(b.op("Cast", [name], to=TensorProto.FLOAT16), t, 0)
         args.append(x)
-    outs = Lowerer(b, weights, fns).graph(g, args, "", "", None)
+    outs = Lowerer(b, weights, fns if functions else None, fns).graph(g, args, "", "", None)
     results, outputs = [], []
     for (name, v), o in zip(g.outputs, outs):
         t = g.type_of(v)
@@ -334,7 +364,7 @@ def lower(
         outputs,
         weights.params,
         declared,
-        fns.protos if fns else [],
+        fns.protos,
     )
 
 
@@ -343,7 +373,7 @@ PROTOBUF_LIMIT = 2**31 - 2**26  # a ModelProto is one protobuf message; keep roo
 
 def weight_bytes(low: Lowered) -> int:
     itemsize = 2 if low.fp16 else 4
-    return sum(int(np.prod(W.shape_of(p))) for p in low.params.values()) * itemsize
+    return sum(math.prod(W.shape_of(p)) for p in low.params.values()) * itemsize
 
 
 def check_size(low: Lowered) -> None:
@@ -459,7 +489,7 @@ def export_spec(
         notes += _reduced(spec, low, given, int(seed), out, opset, functions, fp16)
     else:
         notes += stream(low, given, int(seed), out, external_data, source=spec.path)
-    count = sum(int(np.prod(W.shape_of(p))) for p in low.params.values())
+    count = sum(math.prod(W.shape_of(p)) for p in low.params.values())
     params = spec.param_count()  # learned ones; the initializers also hold buffers
     n_nodes = len(low.nodes) + sum(len(f.node) for f in low.functions)
     what = origin or f"seeded initial weights (seed {seed})"
@@ -517,7 +547,7 @@ def stream_weights(low: Lowered, given: dict | None, seed: int) -> list[S.Weight
     out = []
     for name, spec in low.params.items():
         shape = W.shape_of(spec)
-        n = int(np.prod(shape, dtype=np.int64)) * 4
+        n = math.prod(shape) * 4
         out.append(S.Weight(name, TensorProto.FLOAT, shape, n, make(name, spec)))
     return out
 

@@ -312,3 +312,69 @@ def test_fused_qkv_after_to_and_under_functional_call():
     out.sum().backward()
     torch.testing.assert_close(out, m0(x))
     assert params["h.0.attn.k.weight"].grad is not None
+
+
+# ---- long repeats: one local function, called once per iteration --------------------------
+
+
+REPEATS = """
+block Step(d) {
+    in  x: [d]
+    out x + tanh(Linear(x, d -> d))
+}
+
+model Deep(d = 4, n = 6) {
+    in  x: [batch, d], y: [batch, d]
+    repeat n as plain { x = tanh(Linear(x, d -> d)) }
+    repeat n as blocks { y = Step(d)(y) }
+    repeat n shared as tied { x = Linear(x, d -> d) + y }
+    out x, y
+}
+"""
+
+
+def test_a_long_repeat_is_one_local_function_and_computes_the_same(tmp_path, monkeypatch):
+    spec = nncircuit.load("deep.nn", text=REPEATS)
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    feeds = {"x": x, "y": x[::-1].copy()}
+
+    def export(name):
+        out = tmp_path / name
+        report = E.export_spec(spec, str(out), seed=2)
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        return onnx.load(str(out)), sess.run(None, feeds), report
+
+    inline, want, _ = export("inline.onnx")
+    assert not inline.functions
+    monkeypatch.setattr(E, "REPEAT_AS_FUNCTION", 6)
+    fused, got, report = export("fn.onnx")
+    # one function per distinct body; the graph has one call node per iteration
+    assert "local functions" in report
+    assert len(fused.functions) == 3
+    calls = [n for n in fused.graph.node if n.domain == "nncircuit"]
+    assert len(calls) == 3 * 6
+    assert len(fused.graph.node) < len(inline.graph.node) / 2
+    # the same initializers (state_dict names), and the same results
+    assert [t.name for t in fused.graph.initializer] == [t.name for t in inline.graph.initializer]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # and what the torch module computes with those weights
+    import torch
+
+    module = spec.module(seed=0)
+    sd = {t.name: torch.from_numpy(onnx.numpy_helper.to_array(t).copy()) for t in inline.graph.initializer}
+    module.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(feeds["x"]), torch.from_numpy(feeds["y"]))
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_thousand_layers_lower_to_a_thousand_calls(tmp_path):
+    """Size, not time: the graph grows by one call node per layer (the timing is in
+    bench/onnx_scale.py --deep)."""
+    spec = nncircuit.load("deep.nn", text="model D(n = 1000, d = 2) {\n in x: [d]\n"
+                          " repeat n { x = Linear(x, d -> d) }\n out x\n}")
+    low = E.lower(spec)
+    assert len(low.functions) == 1
+    assert len(low.nodes) <= 1000 + 5
