@@ -6,6 +6,7 @@ Llama-2-7B-shaped spec exported with seeded weights and loaded in onnxruntime.
     python -m bench.onnx_scale --rounds 3 --json bench/results/onnx_scale.json
     python -m bench.onnx_scale --no-compare --llama 4                 # export + onnxruntime
     python -m bench.onnx_scale --no-compare --llama 32 --export-only  # Llama-2-7B: 27 GB
+    python -m bench.onnx_scale --no-compare --deep 10000 --deep 99999
 
 Memory: each child resets its peak RSS (/proc/self/clear_refs, Linux) once the weights are
 loaded, so "extra" is the peak during the export above the RSS holding the weights."""
@@ -124,6 +125,37 @@ def child_llama(layers: int, folder: str, step: str) -> dict:
             "finite": bool(np.isfinite(logits).all()), "ort": ort.__version__}
 
 
+DEEP = """model Deep(n = 10000, d = 4) {
+    in  x: [batch, d]
+    repeat n { x = Linear(x, d -> d) }
+    out x
+}
+"""
+
+
+def child_deep(n: int, folder: str) -> dict:
+    """A repeat of n tiny Linear layers (20 parameters each): load, export, and one run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import nncircuit
+    from nncircuit.backends.onnx_export import export_spec
+
+    t = time.perf_counter()
+    spec = nncircuit.load("deep.nn", text=DEEP, n=n)
+    loaded = time.perf_counter() - t
+    out = os.path.join(folder, f"deep{n}.onnx")
+    base = _reset_peak()
+    t = time.perf_counter()
+    report = export_spec(spec, out, seed=0)
+    seconds = time.perf_counter() - t
+    extra = _status("VmHWM") - base
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": np.ones((2, 4), dtype=np.float32)})[0]
+    return {"layers": n, "load_s": loaded, "export_s": seconds, "extra_bytes": extra,
+            "file_bytes": _size(out), "report": report, "finite": bool(np.isfinite(y).all())}
+
+
 def _spawn(args: list[str]) -> dict:
     r = subprocess.run(
         [sys.executable, "-m", "bench.onnx_scale", "--child", *args],
@@ -196,6 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--llama", type=int, action="append", default=[], metavar="LAYERS",
                     help="also export the Llama spec with this many layers (32: Llama-2-7B)")
+    ap.add_argument("--deep", type=int, action="append", default=[], metavar="N",
+                    help="also export a repeat of N tiny Linear layers")
     ap.add_argument("--export-only", action="store_true",
                     help="--llama: export, without loading it in onnxruntime")
     ap.add_argument("--no-compare", action="store_true", help="only the --llama runs")
@@ -205,6 +239,8 @@ def main(argv=None) -> int:
         kind, *rest = args.child
         if kind == "export":
             result = child_export(*rest)
+        elif kind == "deep":
+            result = child_deep(int(rest[0]), rest[1])
         else:
             result = child_llama(int(rest[0]), rest[1], rest[2])
         print(json.dumps(result))
@@ -217,6 +253,11 @@ def main(argv=None) -> int:
     if not args.no_compare:
         out["compare"] = compare(args.rounds, log)
     out["llama"] = [llama(n, log, load=not args.export_only) for n in args.llama]
+    out["deep"] = []
+    for n in args.deep:
+        log(f"onnx-scale: a repeat of {n} layers")
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as folder:
+            out["deep"].append(_spawn(["deep", str(n), folder]))
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:
