@@ -94,7 +94,9 @@ def default_verify_mode() -> str:
 class PassManager:
     """Runs passes over every graph, callees first. After each pass it verifies, in mode
     `changed`, each graph the pass changed and each graph calling one (a pass that changed
-    nothing costs no verification), in mode `all` every graph; `verify=False` skips it."""
+    nothing costs no verification), and in those re-derives only the types of nodes whose
+    inputs or attributes are new objects (Graph.verify(incremental=True)); in mode `all`,
+    every graph and every type. `verify=False` skips it."""
 
     passes: list[Pass]
     verify: bool = True
@@ -134,7 +136,7 @@ class PassManager:
         done = {g for g in graphs if g not in stale}
         for g in graphs:
             if g in stale:
-                g.verify(done)
+                g.verify(done, incremental=True)
 
 
 def optimize(root: Graph, passes: str | None = None, opt: int | None = None, *, verify: bool = True) -> Graph:

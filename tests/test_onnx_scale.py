@@ -173,10 +173,10 @@ def _count_verifies(monkeypatch) -> list:
     calls = []
     real = Graph.verify
 
-    def counting(self, _done=None):
+    def counting(self, _done=None, **kw):
         if _done is None or self not in _done:
             calls.append(self.name)
-        return real(self, _done)
+        return real(self, _done, **kw)
 
     monkeypatch.setattr(Graph, "verify", counting)
     return calls
@@ -378,3 +378,31 @@ def test_a_thousand_layers_lower_to_a_thousand_calls(tmp_path):
     low = E.lower(spec)
     assert len(low.functions) == 1
     assert len(low.nodes) <= 1000 + 5
+
+
+class _Loud(_Silent):
+    """Breaks a type and says so."""
+
+    name = "loud"
+
+    def run(self, graph):
+        super().run(graph)
+        return any(n.op == "relu" for n in graph.nodes())
+
+
+def test_verify_mode_changed_rederives_what_a_pass_touched():
+    spec = nncircuit.load(os.path.join(SPECS, "mlp.nn"), "MLP", opt=0)
+    spec.graph.verify()  # every node's derivation is now known, so only new objects are checked
+    with pytest.raises(InternalError, match="after pass 'loud'.*relu"):
+        PassManager([_Loud()], mode="changed").run(spec.graph)
+
+
+def test_incremental_verify_still_checks_structure():
+    spec = nncircuit.load(os.path.join(SPECS, "mlp.nn"), "MLP", opt=0)
+    g = spec.graph
+    g.verify()
+    nodes = g.nodes()
+    dup = nodes[-1]
+    dup.name = nodes[-2].name
+    with pytest.raises(InternalError, match="used twice"):
+        g.verify(incremental=True)
