@@ -113,7 +113,8 @@ def child_llama(layers: int, folder: str, step: str) -> dict:
         report = export_spec(spec, out, seed=0)
         seconds = time.perf_counter() - t
         return {"seconds": seconds, "extra_bytes": _status("VmHWM") - base, "rss_before": base,
-                "params": spec.param_count(), "file_bytes": _size(out), "report": report}
+                "params": spec.param_count(), "file_bytes": _size(out),
+                "report": _local(report, folder)}
     import numpy as np
     import onnxruntime as ort
 
@@ -160,7 +161,13 @@ def child_deep(n: int, folder: str) -> dict:
     sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     y = sess.run(None, {"x": np.ones((2, 4), dtype=np.float32)})[0]
     return {"layers": n, "load_s": loaded, "export_s": seconds, "extra_bytes": extra,
-            "file_bytes": _size(out), "report": report, "finite": bool(np.isfinite(y).all())}
+            "file_bytes": _size(out), "report": _local(report, folder),
+            "finite": bool(np.isfinite(y).all())}
+
+
+def _local(report: str, folder: str) -> str:
+    """The report without the temporary folder's path (results are committed)."""
+    return report.replace(folder.rstrip(os.sep) + os.sep, "")
 
 
 def _spawn(args: list[str]) -> dict:
