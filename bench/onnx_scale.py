@@ -176,7 +176,7 @@ def _spawn(args: list[str]) -> dict:
         capture_output=True, text=True, cwd=ROOT,
     )
     if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or ["exit status %d" % r.returncode])[-1]}
+        return {"error": (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]}
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
