@@ -45,7 +45,7 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             "onnx", "an ONNX model, lowered directly (no tracing), for onnxruntime", (".onnx",),
             "nncircuit.backends.onnx.table:ONNX_LOWERINGS", "nncircuit.backends.onnx.export:export_spec",
-            ("seed", "weights", "opset", "functions", "fp16", "quantize", "state_dict"),
+            ("seed", "weights", "opset", "functions", "fp16", "quantize", "external_data", "state_dict"),
         ),
     )
 }

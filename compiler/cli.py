@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", action="store_true", help="keep blocks as ONNX local functions")
     p.add_argument("--fp16", action="store_true", help="ONNX in half precision")
     p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantization")
+    p.add_argument("--external-data", action="store_const", const=True, default=None,
+                   help="ONNX weights in a data file beside the model (automatic above 1 GiB)")
     p.add_argument("-O", dest="opt", type=int, choices=[0, 1, 2], default=None,
                    help="optimisation level (default 2; the state_dict is that of -O0)")
     p.add_argument("--passes", help="comma-separated pass pipeline instead of a level")

@@ -11,15 +11,21 @@ import tempfile
 from nncircuit.errors import NNError
 
 
-def write_atomic(path: str, content: str | bytes, *, inputs=(), mode: int | None = None) -> None:
-    """Write `content` (text as UTF-8, newlines untouched, or bytes) to `path` at once: a
+def write_atomic(path: str, content, *, inputs=(), mode: int | None = None) -> None:
+    """Write `content` (text as UTF-8, newlines untouched, bytes, or an iterable of byte
+    buffers written in order and never joined, so a large model streams) to `path` at once: a
     reader sees the old file or the new one, never a part. The temporary file is made by
     `mkstemp` in the target's folder (so no name can be planted ahead of it and the rename
     stays on one file system) and is removed whatever goes wrong. `path` may not be any of
     `inputs` (the spec, the files it imports, a weights file). `mode` defaults to what
     `open` would give (0666 less the umask)."""
     refuse_inputs(path, inputs)
-    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    if isinstance(content, str):
+        parts = [content.encode("utf-8")]
+    elif isinstance(content, (bytes, bytearray, memoryview)):
+        parts = [content]
+    else:
+        parts = content
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     try:
@@ -32,7 +38,8 @@ def write_atomic(path: str, content: str | bytes, *, inputs=(), mode: int | None
                 os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
             with os.fdopen(fd, "wb") as f:
                 fd = -1  # the file object owns it now
-                f.write(data)
+                for part in parts:
+                    f.write(part)
             os.replace(tmp, path)
         except OSError as e:
             raise NNError(f"cannot write '{path}': {e.strerror or e}") from None

@@ -7,6 +7,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = os.path.join(ROOT, "specs")
 
+# The optimizer verifies every graph after every pass under test (by default it verifies
+# only what a pass changed); subprocesses the tests start inherit it.
+os.environ["NNC_VERIFY"] = "all"
+
 
 def pytest_addoption(parser):
     parser.addoption(

@@ -5,6 +5,7 @@ Also fp16 and int8 variants with their measured accuracy, and atomic writing."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -26,10 +27,15 @@ from nncircuit.backends.onnx.ops import OpCx
 from nncircuit.backends.onnx.table import ONNX_LOWERINGS
 from nncircuit.backends.onnx.precision import accuracy, quantize_int8
 from nncircuit.backends.structure import class_name, input_dependent, single_call_body
+from nncircuit.backends.onnx import stream as S
 
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 21
+EXTERNAL_THRESHOLD = 2**30  # weights above this go to a data file beside the model
+# a repeat of at least this many iterations becomes one local function called once per
+# iteration, even without --functions: the graph then grows by one node per iteration
+REPEAT_AS_FUNCTION = 64
 
 
 # ---- inlining ----------------------------------------------------------------------------
@@ -38,10 +44,13 @@ MIN_OPSET, MAX_OPSET = 13, 21
 class Lowerer:
     """Lowers one IR graph (and, inlined, everything it calls) into a Builder."""
 
-    def __init__(self, b: Builder, weights, functions: Functions | None):
+    def __init__(
+        self, b: Builder, weights, functions: Functions | None, repeats: Functions | None = None
+    ):
         self.b = b
         self.weights = weights
         self.functions = functions
+        self.repeats = functions or repeats  # where the body of a long repeat goes
 
     def graph(
         self, g: Graph, args: list[Tensor], scope: str, pscope: str, parent: Dims | None
@@ -167,6 +176,18 @@ class Lowerer:
                 scratch._call(inner, carried + free, path, pscope, child)
             else:
                 scratch.graph(body, carried + free, path, child, None)
+        saved = self.functions
+        if count >= REPEAT_AS_FUNCTION:
+            self.functions = self.repeats
+        try:
+            return self._iterations(n, carried, free, path, pscope, dims, count)
+        finally:
+            self.functions = saved
+
+    def _iterations(self, n, carried, free, path, pscope, dims, count) -> list[Tensor]:
+        shared = n.attrs["shared"]
+        body = n.callee
+        inner = single_call_body(body)
         for i in range(count):
             scope = f"{path}.{i}"
             child = f"{pscope}{pyname(n.module)}." + ("" if shared else f"{i}.")
@@ -203,15 +224,13 @@ class Functions:
     protos: list[onnx.FunctionProto] = field(default_factory=list)
     memo: dict = field(default_factory=dict)
     by_body: dict = field(default_factory=dict)
+    by_identity: dict = field(default_factory=dict)
     names: set = field(default_factory=set)
 
     def call(
         self, caller: Lowerer, callee: Graph, args: list[Tensor], path: str, pscope: str
     ) -> list[Tensor]:
-        key = (id(callee), tuple((a.prefix, a.type) for a in args))
-        if key not in self.memo:
-            self.memo[key] = self._build(callee, args)
-        fn, formal, declared, prefixes = self.memo[key]
+        fn, formal, declared, prefixes = self._lookup(callee, args)
         b = caller.b
         weights = [caller.weights.resolve(pscope + rel, spec) for rel, spec in formal]
         for rel, spec in declared:
@@ -228,6 +247,19 @@ class Functions:
         names = b.name_result(outs, start)
         types = [callee.type_of(v) for _, v in callee.outputs]
         return [Tensor(name, t, p) for name, t, p in zip(names, types, prefixes)]
+
+    def _lookup(self, callee: Graph, args: list[Tensor]):
+        """The memo entry for these arguments; found by the identity of their types first,
+        since hashing a type is costly and a repeat passes the same type objects each time."""
+        fast = (id(callee), tuple((a.prefix, id(a.type)) for a in args))
+        hit = self.by_identity.get(fast)
+        if hit is None or any(t is not a.type for t, a in zip(hit[0], args)):
+            key = (id(callee), tuple((a.prefix, a.type) for a in args))
+            if key not in self.memo:
+                self.memo[key] = self._build(callee, args)
+            hit = ([a.type for a in args], self.memo[key])
+            self.by_identity[fast] = hit
+        return hit[1]
 
     def _build(self, g: Graph, args: list[Tensor]):
         """The function for this body (shared with any instance whose body is the same, e.g.
@@ -302,7 +334,7 @@ def lower(
     in_names = [g.node(nid).attrs["name"] for nid in g.inputs]
     b.values.taken |= set(in_names)
     b.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
-    fns = Functions(opset, fp16) if functions else None
+    fns = Functions(opset, fp16)
     weights = W.ModelWeights(b, set(in_names))
     args, inputs = [], []
     for name, nid in zip(in_names, g.inputs):
@@ -313,7 +345,7 @@ def lower(
             b.scope = name
             x = Tensor(b.op("Cast", [name], to=TensorProto.FLOAT16), t, 0)
         args.append(x)
-    outs = Lowerer(b, weights, fns).graph(g, args, "", "", None)
+    outs = Lowerer(b, weights, fns if functions else None, fns).graph(g, args, "", "", None)
     results, outputs = [], []
     for (name, v), o in zip(g.outputs, outs):
         t = g.type_of(v)
@@ -338,21 +370,26 @@ def lower(
         outputs,
         weights.params,
         declared,
-        fns.protos if fns else [],
+        fns.protos,
     )
 
 
 PROTOBUF_LIMIT = 2**31 - 2**26  # a ModelProto is one protobuf message; keep room for the graph
 
 
-def check_size(low: Lowered) -> None:
-    """Refuse, before any weight is made, a model one ONNX file cannot hold."""
+def weight_bytes(low: Lowered) -> int:
     itemsize = 2 if low.fp16 else 4
-    size = sum(int(np.prod(W.shape_of(p))) for p in low.params.values()) * itemsize
+    return sum(math.prod(W.shape_of(p)) for p in low.params.values()) * itemsize
+
+
+def check_size(low: Lowered) -> None:
+    """Refuse, before any weight is made, a model one in-memory ModelProto cannot hold."""
+    size = weight_bytes(low)
     if size > PROTOBUF_LIMIT:
         raise LoweringError(
-            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; an ONNX file holds at "
-            "most 2 GiB and external data is not supported yet"
+            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; one ONNX protobuf "
+            "holds at most 2 GiB: export to a file, which puts them in external data"
+            " (--fp16 and --quantize int8 are limited to 2 GiB)"
         )
 
 
@@ -360,6 +397,11 @@ def assemble(low: Lowered, arrays: dict[str, np.ndarray], *, source: str = "") -
     check_size(low)
     dtype = np.float16 if low.fp16 else np.float32
     inits = [numpy_helper.from_array(np.asarray(arrays[n], dtype=dtype), n) for n in low.params]
+    return skeleton(low, inits, source=source)
+
+
+def skeleton(low: Lowered, inits: list, *, source: str = "") -> onnx.ModelProto:
+    """The model with the initializers `inits` (protos that may hold no data)."""
     g = low.graph
     graph = helper.make_graph(
         low.nodes, g.name, low.inputs, low.outputs, initializer=inits, doc_string=g.doc or None
@@ -434,6 +476,7 @@ def export_spec(
     fp16: bool = False,
     quantize: str | None = None,
     state_dict=None,
+    external_data: bool | None = None,
 ) -> str:
     """Write the ONNX model of `spec` to `out` (atomically); returns the report line(s)."""
     opset = check_opset(opset)
@@ -443,34 +486,17 @@ def export_spec(
         raise LoweringError("choose one of --fp16 and --quantize int8")
     if quantize and functions:
         raise LoweringError("--quantize int8 needs the inlined graph; drop --functions")
+    if external_data and (fp16 or quantize):
+        raise LoweringError("--external-data is not supported with --fp16 or --quantize int8")
     given, origin = _given(weights, state_dict)
     low = lower(spec, opset=opset, functions=functions, fp16=False)
-    check_size(low)  # the float32 model is made first, also as the reference of --fp16
-    arrays = W.bind(low.params, given, int(seed), low.declared)
-    model = assemble(low, arrays, source=spec.path)
-    onnx.checker.check_model(model)
-    data = model.SerializeToString()
+    inputs = (*spec.program.files, weights)  # an output never overwrites one of these
     notes = []
-    if fp16:
-        half = assemble(
-            lower(spec, opset=opset, functions=functions, fp16=True), arrays, source=spec.path
-        )
-        onnx.checker.check_model(half)
-        reference, data = data, half.SerializeToString()
-        notes.append(
-            "fp16: weights and compute in float16, inputs and outputs float32; "
-            + accuracy(spec, reference, data)
-        )
-    elif quantize:
-        reference = data
-        data, what = quantize_int8(model)
-        notes.append(
-            f"int8: dynamic quantization of {what} "
-            f"({len(reference) / 2**20:.2f} MiB -> {len(data) / 2**20:.2f} MiB); "
-            + accuracy(spec, reference, data)
-        )
-    write_atomic(out, data, inputs=(*spec.program.files, weights))
-    count = sum(int(np.prod(W.shape_of(p))) for p in low.params.values())
+    if fp16 or quantize:
+        notes += _reduced(spec, low, given, int(seed), out, opset, functions, fp16, inputs)
+    else:
+        notes += stream(low, given, int(seed), out, external_data, source=spec.path, inputs=inputs)
+    count = sum(math.prod(W.shape_of(p)) for p in low.params.values())
     params = spec.param_count()  # learned ones; the initializers also hold buffers
     n_nodes = len(low.nodes) + sum(len(f.node) for f in low.functions)
     what = origin or f"seeded initial weights (seed {seed})"
@@ -481,3 +507,82 @@ def export_spec(
         + (f" in {len(low.functions)} local functions and the graph" if low.functions else "")
     )
     return "\n".join([head] + notes)
+
+
+def _reduced(spec, low, given, seed, out, opset, functions, fp16, inputs=()) -> list[str]:
+    """--fp16 or --quantize int8: made and measured in memory (so at most 2 GiB)."""
+    check_size(low)  # the float32 model is made first, also as the reference of --fp16
+    arrays = W.bind(low.params, given, seed, low.declared)
+    model = assemble(low, arrays, source=spec.path)
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    if fp16:
+        half = assemble(
+            lower(spec, opset=opset, functions=functions, fp16=True), arrays, source=spec.path
+        )
+        onnx.checker.check_model(half)
+        reference, data = data, half.SerializeToString()
+        note = (
+            "fp16: weights and compute in float16, inputs and outputs float32; "
+            + accuracy(spec, reference, data)
+        )
+    else:
+        reference = data
+        data, what = quantize_int8(model)
+        note = (
+            f"int8: dynamic quantization of {what} "
+            f"({len(reference) / 2**20:.2f} MiB -> {len(data) / 2**20:.2f} MiB); "
+            + accuracy(spec, reference, data)
+        )
+    write_atomic(out, data, inputs=inputs)
+    return [note]
+
+
+def stream_weights(low: Lowered, given: dict | None, seed: int) -> list[S.Weight]:
+    """The initializers of `low` in order, each made when it is written: given weights
+    checked up front, seeded ones generated one tensor at a time."""
+    if given is not None:
+        arrays = W.bind(low.params, given, seed, low.declared)
+
+        def make(name, spec):
+            return lambda: arrays[name]
+    else:
+
+        def make(name, spec):
+            return lambda: W.init_param(name, spec, seed)
+
+    out = []
+    for name, spec in low.params.items():
+        shape = W.shape_of(spec)
+        n = math.prod(shape) * 4
+        out.append(S.Weight(name, TensorProto.FLOAT, shape, n, make(name, spec)))
+    return out
+
+
+def stream(
+    low: Lowered, given: dict | None, seed: int, out: str, external: bool | None, *, source: str,
+    inputs=(),
+) -> list[str]:
+    """Check the weightless graph, then write the model with each weight's bytes streamed
+    from its array to the file: inline, or as external data (`OUT.data`) when asked, when
+    the weights exceed EXTERNAL_THRESHOLD, and always when one protobuf cannot hold them."""
+    size = weight_bytes(low)
+    if external is False and size > PROTOBUF_LIMIT:
+        raise LoweringError(
+            f"the weights of {low.graph.name} take {size / 2**30:.2f} GiB; one ONNX file holds "
+            "at most 2 GiB: allow external data"
+        )
+    if external is None:
+        external = size > EXTERNAL_THRESHOLD
+    weights = stream_weights(low, given, seed)
+    if not external:
+        model = skeleton(low, [], source=source)
+        onnx.checker.check_model(S.checkable(model, weights))
+        write_atomic(out, S.inline_parts(model, weights), inputs=inputs)
+        return []
+    location = S.data_location(out)
+    model = skeleton(low, S.external_layout(weights, location), source=source)
+    onnx.checker.check_model(S.checkable(model, weights))
+    write_atomic(os.path.join(os.path.dirname(out), location), S.data_parts(weights), inputs=inputs)
+    write_atomic(out, model.SerializeToString(), inputs=inputs)
+    return [f"external data: {location} beside it, {size / 2**20:,.1f} MiB of weights"]

@@ -582,12 +582,59 @@ def _top_k(x, k, dim):
     return values.narrow(dim, 0, k), indices.narrow(dim, 0, k)
 ''',
     "linear_group": '''
+class _Joined(torch.autograd.Function):
+    """Parameters that are consecutive rows of one tensor `flat`, as `flat` itself: no copy
+    in the forward pass; the backward pass splits the gradient back into one per part."""
+
+    @staticmethod
+    def forward(ctx, flat, *parts):
+        ctx.rows = [p.shape[0] for p in parts]
+        return flat.view_as(flat)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *grad.split(ctx.rows))
+
+
+def _joined(layers, attr):
+    """The `attr` tensors of `layers` joined along dim 0. The first call stores them as views
+    into one tensor (as nn.RNN's flatten_parameters does; in-place updates and
+    load_state_dict keep it), so later calls join them without copying; after `.to()` or a
+    replaced parameter they are packed again. Under torch.compile, or for tensors that are
+    not this module's parameters (torch.func), it concatenates."""
+    parts = [getattr(m, attr) for m in layers]
+    if torch.compiler.is_compiling() or not all(
+        type(p) is nn.Parameter and m._parameters.get(attr) is p for m, p in zip(layers, parts)
+    ):
+        return torch.cat(parts)
+    key = "_joined_" + attr
+    flat = layers[0].__dict__.get(key)
+    rows = [p.shape[0] for p in parts]
+    if flat is None or not _views_of(flat, parts):
+        with torch.no_grad():
+            flat = torch.cat([p.detach() for p in parts])
+            for p, view in zip(parts, flat.split(rows)):
+                p.data = view
+        layers[0].__dict__[key] = flat
+    return _Joined.apply(flat, *parts)
+
+
+def _views_of(flat, parts):
+    ptr, offset = flat.untyped_storage().data_ptr(), flat.storage_offset()
+    for p in parts:
+        if (p.device != flat.device or p.dtype != flat.dtype or not p.is_contiguous()
+                or p.untyped_storage().data_ptr() != ptr or p.storage_offset() != offset):
+            return False
+        offset += p.numel()
+    return offset == flat.storage_offset() + flat.numel()
+
+
 def _linear_group(x, layers, shapes):
     """Several nn.Linear maps of x as one matmul, split back into one result per layer (each
-    unflattened to its shape). Each layer keeps its own parameters: their weights are joined
-    here, on every call, so the state_dict is that of the separate layers."""
-    weight = torch.cat([m.weight for m in layers])
-    bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
+    unflattened to its shape). Each layer keeps its own parameters, so the state_dict is that
+    of the separate layers; the matmul reads them as one joined weight (see _joined)."""
+    weight = _joined(layers, "weight")
+    bias = None if layers[0].bias is None else _joined(layers, "bias")
     parts = F.linear(x, weight, bias).split([m.out_features for m in layers], -1)
     return tuple(p if s is None else p.unflatten(-1, s) for p, s in zip(parts, shapes))
 ''',

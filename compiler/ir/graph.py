@@ -78,6 +78,7 @@ class Graph:
     _order: list[int] | None = field(default=None, repr=False)
     _names: set[str] | None = field(default=None, repr=False)  # for fresh_name
     _free: dict[str, int] = field(default_factory=dict, repr=False)
+    _checked: dict = field(default_factory=dict, repr=False)  # see verify(incremental=True)
 
     # ---- construction
     def add(
@@ -192,34 +193,48 @@ class Graph:
         raise InternalError("unreachable")
 
     # ---- checking
-    def verify(self, _done: set | None = None) -> None:
-        """Check structure (edges, order, names) and re-derive every type."""
+    def verify(self, _done: set | None = None, *, incremental: bool = False) -> None:
+        """Check structure (edges, order, names) and re-derive every type. `incremental`
+        skips re-deriving the types of a node whose op, attributes, input types, result
+        types (and callee interface) are the very objects a previous verify derived them
+        from: all are immutable, so the rule would give the same answer."""
         # a block instance called from many places is checked once (else: exponential time)
         done = set() if _done is None else _done
         if self in done:
             return
         done.add(self)
-        if not nx.is_directed_acyclic_graph(self._g):
+        checked = self._checked
+        if not incremental and not nx.is_directed_acyclic_graph(self._g):
             raise InternalError(f"graph {self.name} has a cycle")
         names: dict[str, int] = {}
+        before: set[int] = set()
         for node in self.nodes():
             if node.name in names:
                 raise InternalError(f"graph {self.name}: node name {node.name!r} used twice")
             names[node.name] = node.id
-            edges = sorted(
-                (k, (s, d["out"])) for s, _, k, d in self._g.in_edges(node.id, keys=True, data=True)
+            edges = sorted(  # the adjacency itself: in_edges() builds a view per call
+                (k, (s, d["out"])) for s, kd in self._g._pred[node.id].items() for k, d in kd.items()
             )
             expect = [(i, (v.node, v.index)) for i, v in enumerate(node.inputs)]
             if edges != expect:
                 raise InternalError(f"graph {self.name}: edges of {node.name} disagree with its inputs")
+            # every input made by an earlier node in nodes()' order: no cycle, order current
+            if any(v.node not in before for v in node.inputs):
+                raise InternalError(f"graph {self.name}: {node.name} uses a value made after it")
+            before.add(node.id)
             in_types = [self.type_of(v) for v in node.inputs]
             if node.op == "input":
                 if node.id not in self.inputs or node.inputs:
                     raise InternalError(f"graph {self.name}: stray input node {node.name}")
-            elif node.op in ("call", "repeat"):
+                continue
+            if node.callee is not None:
+                node.callee.verify(done, incremental=incremental)
+            key = _derivation(node, in_types)
+            if incremental and _same(checked.get(node.id), key):
+                continue
+            if node.op in ("call", "repeat"):
                 if node.callee is None:
                     raise InternalError(f"{node.op} node {node.name} has no callee")
-                node.callee.verify(done)
                 types = check_call(node, in_types) if node.op == "call" else check_repeat(node, in_types)
                 if types != node.types:
                     raise InternalError(f"graph {self.name}: types of {node.name} are stale")
@@ -230,6 +245,7 @@ class Graph:
                         f"graph {self.name}: node {node.name} ({node.op}) has types "
                         f"{[str(t) for t in node.types]} but its inputs give {[str(t) for t in types]}"
                     )
+            checked[node.id] = key
         for _, v in self.outputs:
             self._check_value(v)
 
@@ -240,6 +256,23 @@ class Graph:
             if node.callee is not None:
                 path = f"{prefix}.{node.name}" if prefix else node.name
                 yield from node.callee.walk(path)
+
+
+def _derivation(node: Node, in_types) -> tuple:
+    """What a node's types are derived from, as objects (compared by identity)."""
+    callee = node.callee
+    interface = ()
+    if callee is not None:
+        interface = (
+            callee,
+            *(callee.node(i).type for i in callee.inputs),
+            *(callee.type_of(v) for _, v in callee.outputs),
+        )
+    return (node.op, node.call, node.attrs, node.types, *in_types, *interface)
+
+
+def _same(a: tuple | None, b: tuple) -> bool:
+    return a is not None and len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def infer(node: Node, in_types) -> tuple[Attrs, tuple[TensorType, ...]]:

@@ -3,6 +3,7 @@ each shared graph once), verifies the IR after each, and can report after each."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,23 +44,44 @@ def pipeline(passes: str | None = None, opt: int | None = None) -> list[Pass]:
     return out
 
 
+VERIFY_MODES = ("changed", "all")
+
+
+def default_verify_mode() -> str:
+    """`NNC_VERIFY=all` re-verifies every graph after every pass (the test suite sets it);
+    the default verifies what a pass changed."""
+    mode = os.environ.get("NNC_VERIFY", "changed")
+    if mode not in VERIFY_MODES:
+        raise PipelineError(f"NNC_VERIFY={mode!r}: choose one of {', '.join(VERIFY_MODES)}")
+    return mode
+
+
 @dataclass
 class PassManager:
+    """Runs passes over every graph, callees first. After each pass it verifies, in mode
+    `changed`, each graph the pass changed and each graph calling one (a pass that changed
+    nothing costs no verification), and in those re-derives only the types of nodes whose
+    inputs or attributes are new objects (Graph.verify(incremental=True)); in mode `all`,
+    every graph and every type. `verify=False` skips it."""
+
     passes: list[Pass]
     verify: bool = True
     # called after each pass with (pass name, whether it changed the IR, the root graph)
     after: Callable[[str, bool, Graph], None] | None = None
     log: list[tuple[str, bool]] = field(default_factory=list)
+    mode: str = field(default_factory=default_verify_mode)
 
     def run(self, root: Graph) -> bool:
+        if self.mode not in VERIFY_MODES:
+            raise PipelineError(f"unknown verification mode {self.mode!r}")
         changed_any = False
         for p in self.passes:
-            changed = False
-            for g in all_graphs(root):
-                changed |= bool(p.run(g))
-            if self.verify:
+            graphs = all_graphs(root)
+            touched = [g for g in graphs if p.run(g)]
+            changed = bool(touched)
+            if self.verify and (changed or self.mode == "all"):
                 try:
-                    root.verify()
+                    self._verify(root, graphs, touched)
                 except NNError as e:
                     raise InternalError(f"the IR does not verify after pass '{p.name}': {e.message}") from None
             self.log.append((p.name, changed))
@@ -67,6 +89,20 @@ class PassManager:
             if self.after is not None:
                 self.after(p.name, changed, root)
         return changed_any
+
+    def _verify(self, root: Graph, graphs: list[Graph], touched: list[Graph]) -> None:
+        if self.mode == "all":
+            root.verify()
+            return
+        stale = set(touched)
+        for g in graphs:  # callees come first, so a caller of a caller is reached too
+            if any(n.callee in stale for n in g.nodes() if n.callee is not None):
+                stale.add(g)
+        # a graph marked done is not re-verified when a stale caller reaches it
+        done = {g for g in graphs if g not in stale}
+        for g in graphs:
+            if g in stale:
+                g.verify(done, incremental=True)
 
 
 def optimize(root: Graph, passes: str | None = None, opt: int | None = None, *, verify: bool = True) -> Graph:
