@@ -55,6 +55,17 @@ SLOW_TESTS = {
     "test_specs.py": {"test_generated_file_runs_without_nncircuit", "test_dynamic_image_sizes"},
     "test_render.py": {"test_rendering_does_not_depend_on_the_hash_seed", "test_cli_writes_every_format"},
     "test_distributed.py": {"test_two_processes_train_like_one"},  # two gloo processes, all runs once
+    "test_hyperparams.py": {"test_generated_class_matches_compile_for_random_hyperparameters"},
+    "test_fmt.py": {"test_cli_check_rewrite_and_stdin", "test_cli_syntax_error_leaves_the_file_alone"},
+    "test_trust_modules.py": {"test_checks_keep_torch_export_with_dynamic_batch_and_seq",
+                              "test_checks_keep_torch_compile_fullgraph"},
+    "test_diagram_paper.py": {"test_routing_problems_do_not_grow", "test_png_scale_and_printed_width"},
+    "test_install.py": {"test_torch_free_commands_do_not_import_torch"},
+    "test_onnx_scale.py": {"test_external_data_from_the_command_line",
+                           "test_fused_qkv_trains_like_separate_layers_without_joining_per_call"},
+    "test_notebook.py": {"test_compiled_module_scripts"},
+    "test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
+    "test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
 }
 
 

@@ -275,3 +275,14 @@ def test_cli_syntax_error_leaves_the_file_alone(tmp_path):
     assert r.returncode == 1 and "bad.nn:4:1: error" in r.stderr
     assert r.stdout.splitlines() == [f"reformatted {good}"]
     assert good.read_text() == "block B() {\n    in  x: [d]\n    out x\n}\n"
+
+
+def test_the_zoo_is_in_the_canonical_layout():
+    """Every spec shipped in specs/ is formatted with nnc fmt (CI fails when one is not)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(root, "specs", "**", "*.nn"), recursive=True))
+    assert files
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        assert format_text(text, path) == text, f"{os.path.relpath(path, root)} is not formatted: nnc fmt specs/"
