@@ -184,7 +184,10 @@ def test_two_processes_train_like_one(distributed_runs, name, wrap, opt):
     moved = _max_diff(start, want)
     assert moved > 1e-3, "the reference did not train: the comparison would prove nothing"
     diff = _max_diff(got["state"], want)
-    assert diff < 1e-5, f"{name} {wrap}: parameters differ from one process by {diff:.3g} (they moved {moved:.3g})"
+    # float32 sums in another order (FSDP2 reduce-scatters each gradient): a few thousandths of
+    # how far training moved the weights; a rank training on the wrong rows is off by ~100%
+    tol = max(1e-5, 5e-3 * moved)
+    assert diff < tol, f"{name} {wrap}: parameters differ from one process by {diff:.3g} (they moved {moved:.3g})"
     if wrap == "fsdp":
         assert len(got["sharded"]) == len(want), "fully_shard left some parameters unsharded"
     if wrap == "tp":
