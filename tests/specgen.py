@@ -327,26 +327,30 @@ class Gen:
         expr = self.ch.pick([f"{x} |> {fn}", f"{bare}({x}{', ' + args if args else ''})"])
         self.assign(sc, expr, t)
 
-    def condition(self, x: str, y: str) -> str:
-        """A bool expression of two values: a comparison, maybe joined with `and`/`or`/`not`."""
-        cond = f"{x} {self.ch.pick(COMPARE)} {self.ch.pick([y, '0', '0.5', '-inf'])}"
+    def condition(self, x: str, y: str) -> tuple[str, bool]:
+        """A bool expression of two values: a comparison, maybe joined with `and`/`or`/`not`;
+        and whether it reads `y` (its type then has y's axes too)."""
+        right = self.ch.pick([y, '0', '0.5', '-inf'])
+        cond = f"{x} {self.ch.pick(COMPARE)} {right}"
         form = self.ch.integer(0, 3)
         if form == 1:
             cond = f"({cond}) and ({y} {self.ch.pick(COMPARE)} 0)"
         elif form == 2:
             cond = f"not ({cond}) or {x} > {y}"
-        return cond
+        return cond, right == y or form in (1, 2)
 
     def op_where(self, sc):
         a, ta = self.pick(sc)
         b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
         out = broadcast(ta, tb)
-        cond = self.condition(a, b)
+        cond, reads_b = self.condition(a, b)
         form = self.ch.integer(0, 2)
         if form == 0:
             expr = f"where({cond}, {a}, {b})"
         elif form == 1:  # masked fill, kept finite so that later sums stay comparable
             expr = f"maximum(where({cond}, {a}, -inf), -30)"
+            if not reads_b:  # b appears nowhere: the result has a's axes only
+                out = ta
         else:
             expr = f"where({cond}, 0.5, {b}) * {a}"
         self.assign(sc, expr, out)

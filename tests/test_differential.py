@@ -172,6 +172,21 @@ def test_generator_is_deterministic(seed):
 # ---- the bugs differential testing found, each pinned by a small spec ----------------------
 
 
+def test_generator_types_a_masked_fill_that_ignores_its_second_value():
+    """The long fuzz (seed 2027) found the generator typing `maximum(where(x != -inf, x,
+    -inf), -30)` with the axes of a value the condition never read; pad_to over that axis then
+    failed to check. The generator's own model of the types is what is tested here."""
+    text = (
+        "model Net() {\n    in  x: [batch, s: ~4, g: 1, d: 5]\n    t1 = x rename batch -> v\n"
+        "    t2 = maximum(where(x != -inf, x, -inf), -30)\n    out pad_to(t1, t2, over [v])\n}\n"
+    )
+    with pytest.raises(nncircuit.NNError, match="has no axis 'v'"):
+        nncircuit.load("generated.nn", text=text)  # the compiler was right
+    for seed in range(2027000590, 2027000600):  # the generator now types it as the compiler does
+        for size in range(4, 15):
+            _load(specgen.generate(seed, size=size))
+
+
 def _module_and_source(text: str, **params):
     spec = nncircuit.load("regression.nn", text=text, **params)
     return spec, spec.module(seed=0).eval()
