@@ -341,7 +341,8 @@ class Gen:
 
     def op_where(self, sc):
         a, ta = self.pick(sc)
-        b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
+        # comparisons and selection never broadcast outer, as arithmetic (the language's rule)
+        b, tb = self.pick(sc, lambda t: broadcast(ta, t, outer=False) is not None)
         out = broadcast(ta, tb)
         cond, reads_b = self.condition(a, b)
         form = self.ch.integer(0, 2)
@@ -357,7 +358,7 @@ class Gen:
 
     def op_minmax(self, sc):
         a, ta = self.pick(sc)
-        b, tb = self.pick(sc, lambda t: broadcast(ta, t) is not None)
+        b, tb = self.pick(sc, lambda t: broadcast(ta, t, outer=False) is not None)
         fn = self.ch.pick(["minimum", "maximum"])
         if self.ch.chance(0.5):
             self.assign(sc, f"{fn}({a}, {b})", broadcast(ta, tb))

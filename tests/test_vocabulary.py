@@ -219,3 +219,17 @@ def test_ir_text_round_trips_infinities():
     text = print_ir(spec.graph)
     assert "-inf" in text
     assert print_ir(parse_ir(text)) == text
+
+
+@pytest.mark.parametrize("expr", ["where(a > 0, a, b)", "a < b", "minimum(a, b)", "a > 0 and b > 0",
+                                  "where(b > 0, 0.5, a)"])
+def test_comparisons_and_selection_never_broadcast_outer(expr):
+    """The long fuzz found `where(x1 == 0.5, 0.5, t3)` with each side lacking an axis of the
+    other typed one way and laid out another by torch; comparisons and selection follow the
+    rule of arithmetic: an outer broadcast is refused with a positioned error."""
+    text = f"model M() {{\n    in a: [batch, p: 2], b: [batch, q: 3]\n    out {expr}\n}}\n"
+    with pytest.raises(nncircuit.NNError, match="each side has an axis the other lacks") as info:
+        nncircuit.load("m.nn", text=text)
+    assert info.value.span.line == 3
+    ok = "model M() {\n    in a: [batch, p: 2], b: [batch]\n    out where(a > 0, a, b), a < b\n}\n"
+    nncircuit.load("m.nn", text=ok)  # one side's axes include the other's: implicit, as for +

@@ -55,7 +55,7 @@ def _compare_check(call: OpCall):
         computed = _with_scalar(sym, t, scalar)
         return {"scalar": scalar, "side": call.kw("side", "right"), "dtype": computed}, (t.with_dtype("bool"),)
     a, b = call.inputs
-    out = broadcast(f"'{sym}'", a, b)
+    out = broadcast(f"'{sym}'", a, b, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select")
     return {"dtype": out.dtype}, (out.with_dtype("bool"),)
 
 
@@ -94,7 +94,7 @@ def _logic_check(call: OpCall):
     a, b = call.inputs
     _require_bool(word, a)
     _require_bool(word, b)
-    return {}, (broadcast(f"'{word}'", a, b),)
+    return {}, (broadcast(f"'{word}'", a, b, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select"),)
 
 
 for _name, _word in LOGIC.items():
@@ -164,7 +164,7 @@ def _values_type(op: str, vals: list) -> TensorType | None:
         return None
     out = tensors[0]
     for t in tensors[1:]:
-        out = broadcast(op, out, t)
+        out = broadcast(op, out, t, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select")
     for v in vals:
         if isinstance(v, HVal):
             out = out.with_dtype(_with_scalar(op, out, v))
@@ -183,7 +183,7 @@ def _where_check(call: OpCall):
     values = _values_type("where", [a, b])
     if values is None:
         raise fail("where: at least one of the two values must be a tensor")
-    out = broadcast("where", values, cond).with_dtype(values.dtype)
+    out = broadcast("where", values, cond, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select").with_dtype(values.dtype)
     return {"scalars": _scalar_attrs([cond, a, b])}, (out,)
 
 
