@@ -343,17 +343,20 @@ class Gen:
         a, ta = self.pick(sc)
         # comparisons and selection never broadcast outer, as arithmetic (the language's rule)
         b, tb = self.pick(sc, lambda t: broadcast(ta, t, outer=False) is not None)
-        out = broadcast(ta, tb)
         cond, reads_b = self.condition(a, b)
+        # the layouts as the language gives them: where(m, x, y) lays out as broadcast(values,
+        # m), a binary op as broadcast(left, right) (the operand with more axes, the left on a tie)
+        tcond = broadcast(ta, tb) if reads_b else ta
         form = self.ch.integer(0, 2)
         if form == 0:
             expr = f"where({cond}, {a}, {b})"
+            out = broadcast(broadcast(ta, tb), tcond)
         elif form == 1:  # masked fill, kept finite so that later sums stay comparable
             expr = f"maximum(where({cond}, {a}, -inf), -30)"
-            if not reads_b:  # b appears nowhere: the result has a's axes only
-                out = ta
+            out = broadcast(ta, tcond)
         else:
             expr = f"where({cond}, 0.5, {b}) * {a}"
+            out = broadcast(broadcast(tb, tcond), ta)
         self.assign(sc, expr, out)
 
     def op_minmax(self, sc):

@@ -187,6 +187,17 @@ def test_generator_types_a_masked_fill_that_ignores_its_second_value():
             _load(specgen.generate(seed, size=size))
 
 
+def test_generator_lays_out_a_selection_as_the_language_does():
+    """The long fuzz (seed 2028) found the generator laying out `where(m, 0.5, b) * a`, with
+    a and b of the same axes in another order, as a's layout; the language lays out
+    where(m, x, y) as its values (b) and a product as its left operand."""
+    for seed in range(2028005280, 2028005290):
+        for size in range(4, 15):
+            gs = specgen.generate(seed, size=size)
+            spec = _load(gs)
+            assert [(n, t.names) for n, t in spec.outputs()] == [(n, names) for n, names, _ in gs.outputs], gs.text
+
+
 def _module_and_source(text: str, **params):
     spec = nncircuit.load("regression.nn", text=text, **params)
     return spec, spec.module(seed=0).eval()
