@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from nncircuit.errors import NNError, did_you_mean
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
 
 from nncircuit.backends.diagram import model as dm
 
@@ -102,7 +102,7 @@ def check_raster(svg: str, scale: float) -> None:
 # ---- one block drawn alone --------------------------------------------------------------------
 
 
-def find_block(g: Graph, name: str) -> tuple[Node, str, dm.Env, int]:
+def find_block(g: Graph, name: str) -> tuple[CallNode, str, dm.Env, int]:
     """The first call (in drawing order) of block `name`, or the call at scope path `name`:
     (node, scope path, typical sizes inside it, nesting level)."""
     envs = {"": dm.root_env(g)}
@@ -110,12 +110,12 @@ def find_block(g: Graph, name: str) -> tuple[Node, str, dm.Env, int]:
     known: set[str] = set()
     for prefix, graph in g.walk():
         for node in graph.nodes():
-            if node.callee is None:
+            if not isinstance(node, BodyNode):
                 continue
             path = dm.scope(prefix, node.name)
             envs[path] = dm.callee_env(node, graph, envs[prefix])
-            levels[path] = levels[prefix] + (node.op == "call")
-            if node.op != "call":
+            levels[path] = levels[prefix] + (isinstance(node, CallNode))
+            if not isinstance(node, CallNode):
                 continue
             known |= {node.attrs["block"], path}
             if name in (node.attrs["block"], path):

@@ -8,7 +8,7 @@ import os
 import re
 
 from nncircuit.errors import InternalError, LoweringError
-from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
 from nncircuit.names import fresh, pyname
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import HVal
@@ -149,9 +149,9 @@ class TorchGen:
         """Record how many lifted axes lead each class's tensors at run time, at every use."""
         self.lift_counts.setdefault(self.class_of(g), set()).add(lead)
         for n in g.nodes():
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 self._lifts(n.callee, lead + len(n.attrs["lift"]))
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 self._lifts(n.callee, lead)
 
     def _collect(self, g: Graph):
@@ -159,9 +159,10 @@ class TorchGen:
             return
         self.seen.add(g)
         for n in g.nodes():
-            if n.op == "repeat" and single_call_body(n.callee) is not None:
-                self._collect(single_call_body(n.callee).callee)
-            elif n.callee is not None:
+            inner = single_call_body(n.callee) if isinstance(n, LoopNode) else None
+            if inner is not None:
+                self._collect(inner.callee)
+            elif isinstance(n, BodyNode):
                 self._collect(n.callee)
         name = self.class_of(g)
         code = self._class(g, name)
@@ -229,12 +230,12 @@ class TorchGen:
                 continue
             done.add(n.module)
             line = self._file_line(n)
-            if n.op in ("call", "repeat"):
+            if isinstance(n, BodyNode):
                 _check_class_name(g, self.class_of(n.callee), n)
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
                     args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.attrs["args"])
@@ -284,7 +285,7 @@ class TorchGen:
                 lines.append(f"        {line}")
                 last = line
             var = self._fresh_var(cx, n.name)
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 callee = n.callee
                 lift = n.attrs["lift"]
                 call_args = []
@@ -293,7 +294,7 @@ class TorchGen:
                     want = tuple(lift) + callee.node(decl_id).type.names
                     call_args.append(move(a, t.names, want))
                 lines.append(f"        {var} = self.{pyname(n.module)}({', '.join(call_args)})")
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 k = n.attrs["carried"]
                 carried, free = args[:k], args[k:]
                 for i, a in enumerate(carried):
@@ -431,11 +432,11 @@ def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
     for n in g.nodes():
         if n.op == "input":
             continue
-        if n.op == "repeat":
+        if isinstance(n, LoopNode):
             given = tuple(v in out for v in n.inputs)
             body = _lifted(n.callee, given)
             out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if given[i] and v in body)
-        elif n.op == "call":  # its outputs carry the prefix of its inputs if all have it
+        elif isinstance(n, CallNode):  # its outputs carry the prefix of its inputs if all have it
             if n.inputs and all(v in out for v in n.inputs):
                 out.update(n.out(i) for i in range(len(n.types)))
         elif any(v in out for v in (n.inputs[:1] if n.op == "pad_to" else n.inputs)):

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from nncircuit.backends.structure import single_call_body
-from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, Value
 from nncircuit.names import pyname
 from nncircuit.types import expr as X
 
@@ -74,10 +74,10 @@ def _instances(g: Graph, prefix: str):
     single module when shared), of the body class or, when the body is one block, of that block."""
     yield prefix, g
     for n in g.nodes():
-        if n.op not in ("call", "repeat") or n.module is None:
+        if not isinstance(n, BodyNode) or n.module is None:
             continue
         here = _join(prefix, pyname(n.module))
-        if n.op == "call":
+        if isinstance(n, CallNode):
             yield from _instances(n.callee, here)
             continue
         inner = single_call_body(n.callee)
@@ -198,7 +198,7 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
             stack.extend(n.inputs)
         elif several and n.op == "rename" and n.attrs["old"] != axis:
             stack.append(n.inputs[0])
-        elif several and n.op == "call" and axis in n.attrs["lift"]:
+        elif several and isinstance(n, CallNode) and axis in n.attrs["lift"]:
             if local in _words(repr(n.attrs["args"])):
                 return f"{n.name} takes {local} as an argument"
             stack.extend(n.inputs)

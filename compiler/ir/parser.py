@@ -13,7 +13,7 @@ from fractions import Fraction
 from nncircuit.types import expr as X
 from nncircuit.ops import registry
 from nncircuit.errors import NNError, ParseError, Span, did_you_mean
-from nncircuit.ir.graph import Graph, HyperParam, Node, Value, check_call, check_repeat
+from nncircuit.ir.graph import Graph, HyperParam, Node, Value, check_body
 from nncircuit.ir.printer import KINDS, type_text
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Floor, Size
@@ -365,10 +365,10 @@ class Parser:
         self.expect(":")
         types = self.types()
         module, doc, span = self.tail()
-        node = g.add(op, ins, attrs=attrs, types=types, name=name, module=module, span=span, callee=callee, doc=doc)
+        node = g.add_body(op, ins, attrs=attrs, types=types, name=name, module=module, span=span, callee=callee, doc=doc)
         try:
             in_types = [g.type_of(v) for v in ins]
-            derived = check_call(node, in_types) if op == "call" else check_repeat(node, in_types)
+            derived = check_body(node, in_types)
         except NNError as e:
             raise self.fail(f"{op} %{name}: {e.message}", optok) from None
         self.check_types(node, derived, types, optok)

@@ -19,7 +19,7 @@ from nncircuit.errors import (
     Span,
     did_you_mean,
 )
-from nncircuit.ir.graph import Graph, HyperParam, Value, call_mapping, call_types, caller_codes, check_repeat
+from nncircuit.ir.graph import CallNode, Graph, HyperParam, LoopNode, Value, call_mapping, call_types, caller_codes, check_body
 from nncircuit.lang.program import Program
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
@@ -172,9 +172,9 @@ class Elaborator:
         if n is None:
             n = 0
             for node in g.nodes():
-                if node.op == "call":
+                if isinstance(node, CallNode):
                     n += 1 + self.unrolled(node.callee)
-                elif node.op == "repeat":
+                elif isinstance(node, LoopNode):
                     n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
                 else:
                     n += 1
@@ -429,7 +429,7 @@ class Elaborator:
                 )
         if not carried:
             raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
-        node = parent.add(
+        node = parent.add_body(
             "repeat",
             outer_inputs,
             attrs={"count": count, "shared": st.shared, "carried": len(carried)},
@@ -439,7 +439,7 @@ class Elaborator:
             span=st.span,
             callee=body_g,
         )
-        check_repeat(node, [parent.type_of(v) for v in outer_inputs])
+        check_body(node, [parent.type_of(v) for v in outer_inputs])
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
@@ -909,7 +909,7 @@ class Elaborator:
                     want = want.subst(mapping)
                     X.note(X.binop("==", mine, want), f"block {callee.name}: axis '{dax.name}' has size ",
                            ("e", mine), ", but the block declares ", ("e", want))
-        node = g.add(
+        node = g.add_body(
             "call", tensors, attrs={"block": fn.name, "args": args, "lift": lift}, types=types,
             name=name, module=module, span=span, callee=callee,
         )
