@@ -17,7 +17,7 @@ CAIRO_MAX = 32767  # px: the largest image side cairo can allocate
 _UNITS = {"pt": 1.0, "px": 0.75, "in": 72.0, "mm": 72 / 25.4, "cm": 72 / 2.54}
 
 
-def parse_length(text: str, what: str = "--width") -> float:
+def parse_length(text: str | float, what: str = "--width") -> float:
     """`486pt`, `648px`, `6.75in`, `17cm` (a bare number is pt) as points."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(pt|px|in|mm|cm)?\s*", str(text))
     if not m or float(m.group(1)) <= 0:

@@ -71,8 +71,8 @@ class Lowerer:
                 outs = self._repeat(n, ins, path, pscope, dims)
             else:
                 outs = self._op(g, n, ins, path, pscope, dims)
-            for i, t in enumerate(outs):
-                env[n.out(i)] = t
+            for i, r in enumerate(outs):
+                env[n.out(i)] = r
         return [self._output(g, env, v, scope) for _, v in g.outputs]
 
     def _output(self, g: Graph, env: dict[Value, Tensor], v: Value, scope: str) -> Tensor:
@@ -133,7 +133,7 @@ class Lowerer:
         args = []
         for a, nid in zip(ins, callee.inputs):
             args.append(self.b.transpose(a, lift + callee.node(nid).type.names))
-        child = child or f"{pscope}{pyname(n.module)}."
+        child = child or f"{pscope}{pyname(n.owner)}."
         if self.functions is not None:
             outs = self.functions.call(self, callee, args, path, child)
         else:
@@ -171,7 +171,7 @@ class Lowerer:
             scratch = Lowerer(
                 Builder(self.b.opset, fp16=self.b.fp16), W.DeclaredWeights(self.weights), None
             )
-            child = f"{pscope}{pyname(n.module)}."
+            child = f"{pscope}{pyname(n.owner)}."
             if inner is not None:
                 scratch._call(inner, carried + free, path, pscope, child)
             else:
@@ -190,7 +190,7 @@ class Lowerer:
         inner = single_call_body(body)
         for i in range(count):
             scope = f"{path}.{i}"
-            child = f"{pscope}{pyname(n.module)}." + ("" if shared else f"{i}.")
+            child = f"{pscope}{pyname(n.owner)}." + ("" if shared else f"{i}.")
             if inner is not None:
                 outs = self._call(inner, carried + free, scope, pscope, child)
             elif self.functions is not None:

@@ -96,7 +96,7 @@ def _graph_entries(g: Graph, prefix: str) -> list[Entry]:
     out: dict[str, Entry] = {}
 
     def fqn(n: Node, module: str | None = None) -> str:
-        return _join(prefix, pyname(module or n.module))
+        return _join(prefix, pyname(module or n.owner))
 
     for n in nodes:
         if n.op == "LinearGroup":
@@ -153,7 +153,7 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
     generated code reshapes with `self.H`, which each rank sets to its share."""
     ins = row.attrs["in_axes"]
     axis = ins[0]
-    if uses.get(row.module, 0) != 1:
+    if row.module is None or uses.get(row.module, 0) != 1:
         return "its module is applied more than once"
     several = len(ins) > 1
     local = None
@@ -185,7 +185,8 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
         region.add(n.id)
         if n.op == "Linear":
             outs = n.attrs["out_axes"]
-            fits = (len(outs) > 1 and outs[0].name == axis and n.attrs["out_sizes"][0].expr == X.Ref(local)) if several \
+            fits = (len(outs) > 1 and outs[0].name == axis and local is not None
+                    and n.attrs["out_sizes"][0].expr == X.Ref(local)) if several \
                 else (len(outs) == 1 and outs[0].name == axis)
             if not fits or n.module is None or n.attrs["tied"] is not None or uses.get(n.module, 0) != 1:
                 return f"{n.name} is not a Linear that maps to {axis} {'first' if several else 'alone'}"

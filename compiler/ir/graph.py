@@ -13,7 +13,7 @@ from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
 from nncircuit.types.expr import Expr, const, dependent
 from nncircuit.ops.registry import Attrs, OpCall
-from nncircuit.types.sizes import Size
+from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
 STRUCTURAL = ("input", "call", "repeat")
@@ -50,6 +50,13 @@ class Node:
     module: str | None = None  # owner of the parameters (shared by applications of one instance)
     span: Span | None = None
     doc: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The module that owns this node's parameters (an error for a node with none)."""
+        if self.module is None:
+            raise InternalError(f"node {self.name} ({self.op}) belongs to no module")
+        return self.module
 
     @property
     def type(self) -> TensorType:
@@ -322,6 +329,8 @@ def _same(a: tuple | None, b: tuple) -> bool:
 def infer(node: Node, in_types) -> tuple[Attrs, tuple[TensorType, ...]]:
     """Run the registry shape rule of `node` on `in_types`."""
     op = registry.get(node.op)
+    if node.call is None:
+        raise InternalError(f"node {node.name} ({node.op}) has no call to check")
     call = replace(node.call, inputs=tuple(in_types))
     try:
         attrs, types = op.check(call)
@@ -358,7 +367,7 @@ def bind_dims(node_name: str, actual: TensorType, declared: TensorType, binding:
                 f"{node_name}: axis '{dax.name}' has size {aax.size} here but {binding[sym]} "
                 "in another input"
             )
-        mult = next(a.multiple for a, _ in dax.size.terms)
+        mult = next((a.multiple for a, _ in dax.size.terms if isinstance(a, Dim)), 1)
         if mult > 1 and aax.size.exact_div(mult) is None:
             raise ShapeError(
                 f"{node_name}: axis '{dax.name}' must be a multiple of {mult}, found {aax.size}"
@@ -424,7 +433,7 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
     if len(in_types) != len(declared):
         raise ShapeError(f"{label} takes {len(declared)} input(s), found {len(in_types)}")
     lift = None
-    lift_axes = {}
+    lift_axes: dict[str, Axis] = {}
     binding: dict[str, Size] = {}
     for actual, decl in zip(in_types, declared):
         extra = split_lift(label, actual, decl)
@@ -443,7 +452,7 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
         bind_dims(label, actual, decl, binding)
     lifted = tuple(lift_axes[n] for n in (lift or ()))
     outs = []
-    caller_axes = {}  # callee symbol -> the caller's axis bound to it
+    caller_axes: dict[str, Axis] = {}  # callee symbol -> the caller's axis bound to it
     for actual, decl in zip(in_types, declared):
         for dax in decl.axes:
             sym = dax.size.bare_symbol()

@@ -233,7 +233,7 @@ def _names(names) -> str:
     return ("axis " if len(names) == 1 else "axes ") + ", ".join(f"'{n}'" for n in names)
 
 
-def _einsum_flops(attrs, ins, outs, env):
+def _einsum_flops(attrs, ins, outs, env) -> int:
     if len(ins) < 2:
         return 0
     names: dict[str, int] = {}
