@@ -148,7 +148,7 @@ class Graph:
             if callee is not None:
                 raise InternalError(f"{op} node {name} cannot have a callee")
             node = InputNode(*fields) if op == "input" else OpNode(*fields)
-            if op != "input" and call is not None and attrs is None:
+            if op not in STRUCTURAL and call is not None and attrs is None:
                 node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
         self._order = None
         if self._names is not None:
