@@ -4,7 +4,7 @@ wrapper level), and which nodes depend on a graph's inputs."""
 
 from __future__ import annotations
 
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import CallNode, Graph
 from nncircuit.names import pyname
 
 
@@ -16,13 +16,13 @@ def class_name(g: Graph) -> str:
     return pyname(g.name)
 
 
-def single_call_body(body: Graph) -> Node | None:
+def single_call_body(body: Graph) -> CallNode | None:
     """The call node when a repeat body only applies one block to its carried values, with no
     reordering: then the repeat is a list of that block, with no wrapper class."""
     ops = [n for n in body.nodes() if n.op != "input"]
-    if len(ops) != 1 or ops[0].op != "call":
+    c = ops[0] if len(ops) == 1 else None
+    if not isinstance(c, CallNode):
         return None
-    c = ops[0]
     if [v.node for v in c.inputs] != body.inputs or any(v.index for v in c.inputs):
         return None
     if [v for _, v in body.outputs] != [c.out(i) for i in range(len(c.types))]:

@@ -176,8 +176,7 @@ def generated_module(source: str, label: str) -> types.ModuleType:
 
     mod = types.ModuleType(name)
     mod.__file__ = f"<nncircuit {label} {digest}>"
-    mod.__nnc_source__ = source
-    mod.__nnc_label__ = label
+    vars(mod).update(__nnc_source__=source, __nnc_label__=label)
     lines = source.splitlines(keepends=True)
     linecache.cache[mod.__file__] = (len(source), None, lines, mod.__file__)  # mtime None: kept
     code = builtins.compile(source, mod.__file__, "exec")
@@ -189,7 +188,8 @@ def generated_module(source: str, label: str) -> types.ModuleType:
         raise
     for obj in list(vars(mod).values()):
         if isinstance(obj, type) and obj.__module__ == name and issubclass(obj, torch.nn.Module):
-            obj.__reduce_ex__ = _reduce_generated
+            # a method installed on a class made at run time (mypy refuses the assignment form)
+            setattr(obj, "__reduce_ex__", _reduce_generated)  # noqa: B010
     return mod
 
 

@@ -301,7 +301,7 @@ def cmd_render(args) -> int:
         content = render(spec, fmt, opts)
     write(args.output, content, inputs=tuple(spec.program.files))
     what = "Mermaid" if fmt == ".mmd" else "Graphviz DOT" if fmt == ".dot" else f"{opts.style} style"
-    if opts.width_pt and fmt == ".svg":
+    if opts.width_pt and fmt == ".svg" and isinstance(content, str):
         from nncircuit.backends.diagram.paper import smallest_text_pt
 
         what += f", smallest text {smallest_text_pt(content):.1f} pt"
@@ -330,7 +330,8 @@ def completion_script(shell: str, ap: argparse.ArgumentParser) -> str:
     """A bash completion function for nnc, made from the parser (commands, their options,
     the choices of an option, files elsewhere); zsh runs it through bashcompinit."""
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    cases, choices = [], {}
+    cases: list[str] = []
+    choices: dict[str, list[str]] = {}
     for name, p in sorted(sub.choices.items()):
         flags = sorted(f for a in p._actions for f in a.option_strings)
         cases.append(f'        {name}) opts="{" ".join(flags)}" ;;')

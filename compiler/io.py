@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 
 from nncircuit.errors import NNError
 
@@ -20,6 +21,7 @@ def write_atomic(path: str, content, *, inputs=(), mode: int | None = None) -> N
     `inputs` (the spec, the files it imports, a weights file). `mode` defaults to what
     `open` would give (0666 less the umask)."""
     refuse_inputs(path, inputs)
+    parts: Iterable[bytes | bytearray | memoryview]
     if isinstance(content, str):
         parts = [content.encode("utf-8")]
     elif isinstance(content, (bytes, bytearray, memoryview)):

@@ -42,6 +42,7 @@ SMALL = {
 # end-to-end, fuzzing and differential modules, whole
 SLOW_MODULES = {
     "test_differential.py", "test_fuzz.py", "test_references.py", "test_packaging.py", "test_lsp.py",
+    "test_typecheck.py",
 }
 # single slow tests (by function name, any parameters) in otherwise fast modules
 SLOW_TESTS = {

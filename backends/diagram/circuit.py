@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
@@ -66,7 +66,7 @@ class OpDraw:
 
 @dataclass
 class CallDraw:
-    node: Node
+    node: BodyNode
     path: str
     lines: list[tuple[str, float, bool, str]]  # text, size, bold, colour
     text_top: float  # the text goes below the wires that pass over the box
@@ -77,7 +77,7 @@ class CallDraw:
 
 @dataclass
 class FrameDraw:
-    node: Node
+    node: BodyNode
     path: str
     sub: GraphLayout
     title: str
@@ -211,7 +211,7 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     )
 
 
-def call_cell(node: Node, cx: Ctx) -> Cell:
+def call_cell(node: BodyNode, cx: Ctx) -> Cell:
     """A closed block: a named box with its hyperparameters; lifted wires pass over it, and
     the text sits below them."""
     lines = [(dm.call_title(node), TITLE_SIZE, True, "#000")]
@@ -240,10 +240,10 @@ def call_cell(node: Node, cx: Ctx) -> Cell:
     )
 
 
-def frame_cell(node: Node, cx: Ctx) -> Cell:
+def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
     """An open block or a repeat: its own sub-diagram in a titled frame."""
     path = cx.path(node)
-    is_call = node.op == "call"
+    is_call = isinstance(node, CallNode)
     level = cx.level + 1 if is_call else cx.level
     lift = tuple(node.attrs["lift"]) if is_call else ()
     sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
@@ -354,7 +354,7 @@ def layout_graph(cx: Ctx) -> GraphLayout:
     for node in g.nodes():
         if node.op == "input":
             cells.append(input_cell(node, cx))
-        elif node.op in ("call", "repeat"):
+        elif isinstance(node, BodyNode):
             path = cx.path(node)
             if cx.exp.is_open(path, node, cx.level + 1):
                 cells.append(frame_cell(node, cx))

@@ -14,6 +14,7 @@ from nncircuit.backends.diagram.circuit import (
 )
 from nncircuit.backends.diagram.layout import Placement, route
 from nncircuit.backends.diagram.svg import Svg, path_d, text_width, wrap
+from nncircuit.ir.graph import LoopNode
 
 INK = "#1a1a1a"
 GREY = "#555"
@@ -345,7 +346,7 @@ def draw_call(svg: Svg, d: CallDraw, x, y, w, h, ins, outs, cx: Ctx):
 
 
 def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
-    is_repeat = d.node.op == "repeat"
+    is_repeat = isinstance(d.node, LoopNode)
     kind = "repeat" if is_repeat else "block expanded"
     tip = f"{d.path}: {d.title} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
     data = {"data_scope": d.path}

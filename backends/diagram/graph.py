@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from nncircuit.ops import registry
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, route, split_rows, wrap_ranges
@@ -92,12 +92,12 @@ def _box(key: str, draw: BoxDraw, n_in: int, n_out: int, **kw) -> Cell:
     return Cell(key, w, h, _slots(n_in, h), _slots(n_out, h), payload=draw, **kw)
 
 
-def frame_cell(node: Node, cx: Ctx) -> Cell:
+def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
     path = dm.scope(cx.prefix, node.name)
-    level = cx.level + 1 if node.op == "call" else cx.level
+    level = cx.level + 1 if isinstance(node, CallNode) else cx.level
     sub = layout_graph(Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True))
     label = cluster_label(node, cx.opts)
-    doc = node.callee.doc if node.op == "call" else ""
+    doc = node.callee.doc if isinstance(node, CallNode) else ""
     inner_w = sub.width + 20
     caption = wrap(doc, max(inner_w, 200.0) - 16, 9) if doc else []
     w = max(inner_w, text_width(label, FONT, True) + 20, max((text_width(s, 9) for s in caption), default=0) + 16)
@@ -117,9 +117,9 @@ def layout_graph(cx: Ctx) -> Layout:
         if node.op == "input":
             name = node.attrs["name"]
             cells.append(_box(node.name, BoxDraw(path, "input", [name], tip), 0, 1, pinned="first", align="right"))
-        elif node.op in ("call", "repeat") and cx.exp.is_open(path, node, cx.level + 1):
+        elif isinstance(node, BodyNode) and cx.exp.is_open(path, node, cx.level + 1):
             cells.append(frame_cell(node, cx))
-        elif node.op in ("call", "repeat"):
+        elif isinstance(node, BodyNode):
             draw = BoxDraw(path, "block", call_lines(node, cx.opts), f"{path}: {node.attrs.get('block', node.op)}")
             cells.append(_box(node.name, draw, len(node.inputs), len(node.types), prefer=(0,)))
         else:
@@ -241,7 +241,7 @@ def _draw_box(svg: Svg, d: BoxDraw, x, y, w, h):
 
 
 def _draw_frame(svg: Svg, d: FrameDraw, x, y, cell: Cell):
-    is_repeat = d.node.op == "repeat"
+    is_repeat = isinstance(d.node, LoopNode)
     attrs = {"data_scope": d.path}
     if not is_repeat:
         attrs["data_block"] = d.node.attrs["block"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html as htmlmod
 from dataclasses import replace
 
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, Graph, LoopNode
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.draw import svg as render_svg
@@ -142,11 +142,11 @@ def _panels(g: Graph, prefix: str, level: int, env, exp: dm.Expansion, opts: dm.
     closed blocks as nested panels); open blocks and repeats are part of this view."""
     out = []
     for node in g.nodes():
-        if node.op not in ("call", "repeat"):
+        if not isinstance(node, BodyNode):
             continue
         path = dm.scope(prefix, node.name)
         inner_env = dm.callee_env(node, g, env)
-        if node.op == "repeat":
+        if isinstance(node, LoopNode):
             out += _panels(node.callee, path, level, inner_env, exp, opts)
         elif exp.is_open(path, node, level + 1):
             out += _panels(node.callee, path, level + 1, inner_env, exp, opts)
@@ -158,7 +158,7 @@ def _panels(g: Graph, prefix: str, level: int, env, exp: dm.Expansion, opts: dm.
     return out
 
 
-def _block_svg(node: Node, path: str, level: int, env, exp: dm.Expansion, opts: dm.Options) -> str:
+def _block_svg(node: BodyNode, path: str, level: int, env, exp: dm.Expansion, opts: dm.Options) -> str:
     callee = node.callee
     args = dm.args_text(node.attrs["args"])
     title = f"{node.attrs['block']}({args})" if args else node.attrs["block"]

@@ -12,7 +12,7 @@ from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
 from nncircuit.types import expr as X
 from nncircuit.errors import NNError, ShapeError, did_you_mean
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
@@ -69,15 +69,15 @@ class Expansion:
 
     def _collect(self, g: Graph, prefix: str):
         for n in g.nodes():
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 self.calls[scope(prefix, n.name)] = n
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 self.repeats.add(scope(prefix, n.name))
-            if n.callee is not None:
+            if isinstance(n, BodyNode):
                 self._collect(n.callee, scope(prefix, n.name))
 
     def is_open(self, path: str, node: Node, level: int) -> bool:
-        if node.op == "repeat":
+        if isinstance(node, LoopNode):
             return True
         return level <= self.depth or path in self.forced
 
@@ -103,9 +103,9 @@ def eval_size(size: Size, env: Env):
     return val, all(env[s][1] for s in syms)
 
 
-def callee_env(node: Node, g: Graph, env: Env) -> Env:
+def callee_env(node: BodyNode, g: Graph, env: Env) -> Env:
     """Typical sizes inside a call's callee, bound from the caller's sizes."""
-    if node.op == "repeat":
+    if isinstance(node, LoopNode):
         return env
     callee = node.callee
     out: Env = {}
@@ -154,15 +154,15 @@ def params_text(n: int) -> str:
     return f"{human(n)} params" if n else "no params"
 
 
-def cost_text(node: Node, path: str, opts: Options) -> str:
+def cost_text(node: BodyNode, path: str, opts: Options) -> str:
     """A block's cost label: its parameters and, when known, its FLOPs per forward pass."""
     text = params_text(block_params(node))
     flops = dict(opts.flops).get(path)
     return f"{text} · {human(flops)} FLOPs" if flops else text
 
 
-def block_params(node: Node) -> int:
-    if node.op == "repeat":
+def block_params(node: BodyNode) -> int:
+    if isinstance(node, LoopNode):
         times = 1 if node.attrs["shared"] else int(node.attrs["count"].value)
         return times * analysis.param_count(node.callee)
     return analysis.param_count(node.callee)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from nncircuit.errors import NNError, did_you_mean
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
 
 from nncircuit.backends.diagram import model as dm
 
@@ -17,7 +17,7 @@ CAIRO_MAX = 32767  # px: the largest image side cairo can allocate
 _UNITS = {"pt": 1.0, "px": 0.75, "in": 72.0, "mm": 72 / 25.4, "cm": 72 / 2.54}
 
 
-def parse_length(text: str, what: str = "--width") -> float:
+def parse_length(text: str | float, what: str = "--width") -> float:
     """`486pt`, `648px`, `6.75in`, `17cm` (a bare number is pt) as points."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(pt|px|in|mm|cm)?\s*", str(text))
     if not m or float(m.group(1)) <= 0:
@@ -102,7 +102,7 @@ def check_raster(svg: str, scale: float) -> None:
 # ---- one block drawn alone --------------------------------------------------------------------
 
 
-def find_block(g: Graph, name: str) -> tuple[Node, str, dm.Env, int]:
+def find_block(g: Graph, name: str) -> tuple[CallNode, str, dm.Env, int]:
     """The first call (in drawing order) of block `name`, or the call at scope path `name`:
     (node, scope path, typical sizes inside it, nesting level)."""
     envs = {"": dm.root_env(g)}
@@ -110,12 +110,12 @@ def find_block(g: Graph, name: str) -> tuple[Node, str, dm.Env, int]:
     known: set[str] = set()
     for prefix, graph in g.walk():
         for node in graph.nodes():
-            if node.callee is None:
+            if not isinstance(node, BodyNode):
                 continue
             path = dm.scope(prefix, node.name)
             envs[path] = dm.callee_env(node, graph, envs[prefix])
-            levels[path] = levels[prefix] + (node.op == "call")
-            if node.op != "call":
+            levels[path] = levels[prefix] + (isinstance(node, CallNode))
+            if not isinstance(node, CallNode):
                 continue
             known |= {node.attrs["block"], path}
             if name in (node.attrs["block"], path):

@@ -110,7 +110,7 @@ def _attr_value(v) -> str:
 class Svg:
     """An SVG document built element by element; attributes keep the order they are given."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.parts: list[str] = []
         self._depth = 0
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from nncircuit.names import fresh
 from nncircuit.ops import registry
-from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
 
 from nncircuit.backends.diagram import model as dm
 
@@ -53,7 +54,7 @@ def op_lines(node: Node, g: Graph) -> list[str]:
     return [node.name, head] if lk.caption or not dm.is_auto_name(node.name, node.op) else [head]
 
 
-def call_lines(node: Node, opts: dm.Options) -> list[str]:
+def call_lines(node: BodyNode, opts: dm.Options) -> list[str]:
     lines = [dm.call_title(node)]
     args = dm.args_text(node.attrs["args"])
     if args:
@@ -63,8 +64,8 @@ def call_lines(node: Node, opts: dm.Options) -> list[str]:
     return lines
 
 
-def cluster_label(node: Node, opts: dm.Options) -> str:
-    if node.op == "repeat":
+def cluster_label(node: BodyNode, opts: dm.Options) -> str:
+    if isinstance(node, LoopNode):
         label = dm.repeat_title(node)
     else:
         args = dm.args_text(node.attrs["args"])
@@ -87,8 +88,8 @@ def flat_view(spec, opts: dm.Options) -> FlatView:
     return view
 
 
-def _is_open(node: Node, path: str, level: int, exp: dm.Expansion) -> bool:
-    return node.op in ("call", "repeat") and exp.is_open(path, node, level + 1)
+def _is_open(node: Node, path: str, level: int, exp: dm.Expansion) -> TypeGuard[BodyNode]:
+    return isinstance(node, BodyNode) and exp.is_open(path, node, level + 1)
 
 
 def _visit(view: FlatView, g: Graph, prefix: str, level: int, env, exp, opts, cluster):
@@ -97,11 +98,11 @@ def _visit(view: FlatView, g: Graph, prefix: str, level: int, env, exp, opts, cl
         if node.op == "input":
             view.nodes.append(FNode(path, [node.attrs["name"]], "input", cluster))
         elif _is_open(node, path, level, exp):
-            view.clusters.append(FCluster(path, cluster_label(node, opts), "repeat" if node.op == "repeat" else "block",
-                                          cluster, node.callee.doc if node.op == "call" else ""))
-            inner = level + 1 if node.op == "call" else level
+            view.clusters.append(FCluster(path, cluster_label(node, opts), "repeat" if isinstance(node, LoopNode) else "block",
+                                          cluster, node.callee.doc if isinstance(node, CallNode) else ""))
+            inner = level + 1 if isinstance(node, CallNode) else level
             _visit(view, node.callee, path, inner, dm.callee_env(node, g, env), exp, opts, path)
-        elif node.op in ("call", "repeat"):
+        elif isinstance(node, BodyNode):
             view.nodes.append(FNode(path, call_lines(node, opts), "block", cluster))
         else:
             kind = "learned" if registry.get(node.op).learned else "op"
@@ -118,7 +119,7 @@ def _out_end(g: Graph, prefix: str, v: Value, level: int, exp) -> str:
     path = dm.scope(prefix, node.name)
     if _is_open(node, path, level, exp):
         _, inner = node.callee.outputs[v.index]
-        return _out_end(node.callee, path, inner, level + 1 if node.op == "call" else level, exp)
+        return _out_end(node.callee, path, inner, level + 1 if isinstance(node, CallNode) else level, exp)
     return path
 
 

@@ -77,7 +77,7 @@ class Names:
     """Unique value names of one graph or function body. `wanted` names (graph outputs)
     are kept free for their owner; `claim` takes an exact name (an initializer's)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.taken: set[str] = set()
         self.wanted: set[str] = set()
 

@@ -17,7 +17,7 @@ from nncircuit.ops import registry
 from nncircuit.errors import InternalError, LoweringError, NNError
 from nncircuit.names import fresh
 from nncircuit.io import write_atomic
-from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.ir.graph import CallNode, Graph, LoopNode, Node, Value
 from nncircuit.names import pyname
 from nncircuit.ops.registry import ParamSpec
 
@@ -65,14 +65,14 @@ class Lowerer:
                 continue
             path = f"{scope}.{n.name}" if scope else n.name
             ins = [env[v] for v in n.inputs]
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 outs = self._call(n, ins, path, pscope)
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 outs = self._repeat(n, ins, path, pscope, dims)
             else:
                 outs = self._op(g, n, ins, path, pscope, dims)
-            for i, t in enumerate(outs):
-                env[n.out(i)] = t
+            for i, r in enumerate(outs):
+                env[n.out(i)] = r
         return [self._output(g, env, v, scope) for _, v in g.outputs]
 
     def _output(self, g: Graph, env: dict[Value, Tensor], v: Value, scope: str) -> Tensor:
@@ -125,7 +125,7 @@ class Lowerer:
         return [replace(t, name=name) for t, name in zip(outs, names)]
 
     def _call(
-        self, n: Node, ins: list[Tensor], path: str, pscope: str, child: str | None = None
+        self, n: CallNode, ins: list[Tensor], path: str, pscope: str, child: str | None = None
     ) -> list[Tensor]:
         callee = n.callee
         lift = tuple(n.attrs["lift"])
@@ -133,7 +133,7 @@ class Lowerer:
         args = []
         for a, nid in zip(ins, callee.inputs):
             args.append(self.b.transpose(a, lift + callee.node(nid).type.names))
-        child = child or f"{pscope}{pyname(n.module)}."
+        child = child or f"{pscope}{pyname(n.owner)}."
         if self.functions is not None:
             outs = self.functions.call(self, callee, args, path, child)
         else:
@@ -157,7 +157,7 @@ class Lowerer:
         return Tensor(o.name, t, o.rank - t.rank)
 
     def _repeat(
-        self, n: Node, ins: list[Tensor], path: str, pscope: str, dims: Dims
+        self, n: LoopNode, ins: list[Tensor], path: str, pscope: str, dims: Dims
     ) -> list[Tensor]:
         k = n.attrs["carried"]
         shared = n.attrs["shared"]
@@ -171,7 +171,7 @@ class Lowerer:
             scratch = Lowerer(
                 Builder(self.b.opset, fp16=self.b.fp16), W.DeclaredWeights(self.weights), None
             )
-            child = f"{pscope}{pyname(n.module)}."
+            child = f"{pscope}{pyname(n.owner)}."
             if inner is not None:
                 scratch._call(inner, carried + free, path, pscope, child)
             else:
@@ -184,13 +184,13 @@ class Lowerer:
         finally:
             self.functions = saved
 
-    def _iterations(self, n, carried, free, path, pscope, dims, count) -> list[Tensor]:
+    def _iterations(self, n: LoopNode, carried, free, path, pscope, dims, count) -> list[Tensor]:
         shared = n.attrs["shared"]
         body = n.callee
         inner = single_call_body(body)
         for i in range(count):
             scope = f"{path}.{i}"
-            child = f"{pscope}{pyname(n.module)}." + ("" if shared else f"{i}.")
+            child = f"{pscope}{pyname(n.owner)}." + ("" if shared else f"{i}.")
             if inner is not None:
                 outs = self._call(inner, carried + free, scope, pscope, child)
             elif self.functions is not None:

@@ -68,8 +68,8 @@ def _linear_group(cx: OpCx):
     sizes = [int(f.value) for f in at["out_features"]]
     parts = b.op("Split", [y, b.i64(sizes)], outputs=len(sizes), axis=-1)
     results = []
-    for i, (part, outs, size) in enumerate(zip(parts, at["out_axes"], sizes)):
-        t = x.like(part, [x.type.axis(a) for a in kept] + [Axis("_out", Size.of(size))])
+    for i, (part, outs, width) in enumerate(zip(parts, at["out_axes"], sizes)):
+        t = x.like(part, [x.type.axis(a) for a in kept] + [Axis("_out", Size.of(width))])
         if len(outs) > 1:
             t = b.reshape_span(t, "_out", "_out", list(outs))
         else:

@@ -5,6 +5,7 @@ into ONNX nodes, matching the PyTorch lowering (backends/torch/ops.py) exactly i
 from __future__ import annotations
 
 import math
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -406,7 +407,7 @@ def _conv(transposed: bool):
         lead = tuple(n for n in x.names if n != channel and n not in spatial)
         xm = b.transpose(x, lead + (channel,) + spatial)
         pads = _ints(a["padding"]) * 2
-        attrs = dict(
+        attrs: dict[str, Any] = dict(
             kernel_shape=_ints(a["kernel"]),
             strides=_ints(a["stride"]),
             pads=pads,
@@ -423,8 +424,8 @@ def _conv(transposed: bool):
         out = cx.node.type
         out_channel = out.names[x.type.index(channel)]
         got = lead + (out_channel,) + spatial
-        y = Tensor(y, out.with_axes([out.axis(n) for n in got]), xm.prefix)
-        return [cx.result(b.transpose(y, out.names).name)]
+        yt = Tensor(y, out.with_axes([out.axis(n) for n in got]), xm.prefix)
+        return [cx.result(b.transpose(yt, out.names).name)]
 
     return fn
 
@@ -436,7 +437,7 @@ def _pool(op_type: str):
         spatial = tuple(a["spatial"])
         lead = tuple(n for n in x.names if n not in spatial)
         xm = b.transpose(x, lead + spatial)
-        attrs = dict(
+        attrs: dict[str, Any] = dict(
             kernel_shape=_ints(a["kernel"]),
             strides=_ints(a["stride"]),
             pads=_ints(a["padding"]) * 2,
@@ -446,8 +447,8 @@ def _pool(op_type: str):
         # no channel axis: every non-spatial axis is a batch axis; ONNX wants (N, C, …)
         y = _channels_first(b, xm, xm.prefix + len(lead), 2, lambda v: b.op(op_type, [v], **attrs))
         out = cx.node.type
-        y = Tensor(y, out.with_axes([out.axis(n) for n in lead + spatial]), xm.prefix)
-        return [cx.result(b.transpose(y, out.names).name)]
+        yt = Tensor(y, out.with_axes([out.axis(n) for n in lead + spatial]), xm.prefix)
+        return [cx.result(b.transpose(yt, out.names).name)]
 
     return Lowering(fn, op_type)
 

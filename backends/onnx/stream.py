@@ -92,7 +92,8 @@ def _bytes_of(w: Weight) -> memoryview:
     arr = np.ascontiguousarray(w.make())
     if arr.nbytes != w.nbytes or arr.dtype.byteorder == ">":
         raise InternalError(f"weight '{w.name}': {arr.nbytes} bytes, expected {w.nbytes}")
-    return memoryview(arr).cast("B")
+    # numpy declares the buffer protocol (__buffer__) to type checkers only for Python 3.12+
+    return memoryview(arr).cast("B")  # type: ignore[arg-type]
 
 
 def checkable(model: onnx.ModelProto, weights: list[Weight]) -> onnx.ModelProto:

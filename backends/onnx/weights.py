@@ -28,7 +28,7 @@ def state_dict_key(node: Node, prefix: str, pname: str) -> str:
     (`h.3.`). A `Param`, and the bias of a tied Linear, are an nn.Parameter themselves."""
     if "." in pname:  # `k.weight`: a fused op's parameter of another module of the block
         return prefix + pname
-    mod = prefix + pyname(node.module)
+    mod = prefix + pyname(node.owner)
     if node.op == "Param" or (node.op == "Linear" and node.attrs["tied"] is not None):
         return mod
     return f"{mod}.{pname}"

@@ -8,9 +8,9 @@ import os
 import re
 
 from nncircuit.errors import InternalError, LoweringError
-from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
 from nncircuit.names import fresh, pyname
-from nncircuit.types.sizes import Size
+from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import HVal
 from nncircuit.types.expr import Expr
 
@@ -50,7 +50,7 @@ class Cx:
         """The attribute that holds hyperparameter `py` (its Python name): the name itself,
         unless a submodule of this class has that name (`repeat layers` as `self.layers`)."""
         if self._taken is None:
-            self._taken = {pyname(n.module) for n in self.graph.nodes() if n.module is not None}
+            self._taken = {pyname(n.owner) for n in self.graph.nodes() if n.module is not None}
         hypers = {pyname(h.name) for h in self.graph.hyper}
         attr = py
         while attr in self._taken or (attr != py and attr in hypers):
@@ -67,7 +67,7 @@ class Cx:
         return self.lift_len == 0 or v in self._lifted_values
 
     def mod(self, n: Node) -> str:
-        return pyname(n.module)
+        return pyname(n.owner)
 
     def in_types(self, n: Node):
         return tuple(self.graph.type_of(v) for v in n.inputs)
@@ -149,9 +149,9 @@ class TorchGen:
         """Record how many lifted axes lead each class's tensors at run time, at every use."""
         self.lift_counts.setdefault(self.class_of(g), set()).add(lead)
         for n in g.nodes():
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 self._lifts(n.callee, lead + len(n.attrs["lift"]))
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 self._lifts(n.callee, lead)
 
     def _collect(self, g: Graph):
@@ -159,9 +159,10 @@ class TorchGen:
             return
         self.seen.add(g)
         for n in g.nodes():
-            if n.op == "repeat" and single_call_body(n.callee) is not None:
-                self._collect(single_call_body(n.callee).callee)
-            elif n.callee is not None:
+            inner = single_call_body(n.callee) if isinstance(n, LoopNode) else None
+            if inner is not None:
+                self._collect(inner.callee)
+            elif isinstance(n, BodyNode):
                 self._collect(n.callee)
         name = self.class_of(g)
         code = self._class(g, name)
@@ -229,12 +230,12 @@ class TorchGen:
                 continue
             done.add(n.module)
             line = self._file_line(n)
-            if n.op in ("call", "repeat"):
+            if isinstance(n, BodyNode):
                 _check_class_name(g, self.class_of(n.callee), n)
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
-            elif n.op == "repeat":
+            elif isinstance(n, LoopNode):
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
                     args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.attrs["args"])
@@ -256,10 +257,10 @@ class TorchGen:
                 if isinstance(code, tuple):  # a fused op building several modules: (attr, code)
                     lines.extend(f"        self.{pyname(m)} = {c}  {line}" for m, c in code)
                 else:
-                    lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
+                    lines.append(f"        self.{pyname(n.owner)} = {code}  {line}")
                 lines.extend(f"        {c}" for c in init_lines(n, cx))
                 continue
-            lines.append(f"        self.{pyname(n.module)} = {code}  {line}")
+            lines.append(f"        self.{pyname(n.owner)} = {code}  {line}")
 
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
         ins = []
@@ -284,7 +285,7 @@ class TorchGen:
                 lines.append(f"        {line}")
                 last = line
             var = self._fresh_var(cx, n.name)
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 callee = n.callee
                 lift = n.attrs["lift"]
                 call_args = []
@@ -292,21 +293,21 @@ class TorchGen:
                     t = g.type_of(v)
                     want = tuple(lift) + callee.node(decl_id).type.names
                     call_args.append(move(a, t.names, want))
-                lines.append(f"        {var} = self.{pyname(n.module)}({', '.join(call_args)})")
-            elif n.op == "repeat":
+                lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
+            elif isinstance(n, LoopNode):
                 k = n.attrs["carried"]
                 carried, free = args[:k], args[k:]
                 for i, a in enumerate(carried):
                     lines.append(f"        {var}{'_' + str(i) if k > 1 else ''} = {a}")
                 cvars = [f"{var}_{i}" for i in range(k)] if k > 1 else [var]
                 lhs = ", ".join(cvars)
-                call_args = ", ".join(cvars + free)
+                loop_args = ", ".join(cvars + free)
                 if n.attrs["shared"]:
                     lines.append(f"        for _ in range({cx.hv(n.attrs['count'])}):")
-                    lines.append(f"            {lhs} = self.{pyname(n.module)}({call_args})")
+                    lines.append(f"            {lhs} = self.{pyname(n.owner)}({loop_args})")
                 else:
-                    lines.append(f"        for _layer in self.{pyname(n.module)}:")
-                    lines.append(f"            {lhs} = _layer({call_args})")
+                    lines.append(f"        for _layer in self.{pyname(n.owner)}:")
+                    lines.append(f"            {lhs} = _layer({loop_args})")
                 if k > 1:
                     lines.append(f"        {var} = ({lhs},)")
             else:
@@ -372,7 +373,8 @@ class TorchGen:
                     continue
                 sym = ax.size.bare_symbol()
                 if sym is not None:
-                    m = ax.size.terms[0][0].multiple
+                    atom = ax.size.terms[0][0]  # a Dim: the size is that one symbol
+                    m = atom.multiple if isinstance(atom, Dim) else 1
                     if m > 1:
                         check(f"{here} % {m}", "ValueError", f"{what} must be a multiple of {m}", shape)
                     if dims.get(sym) == here:
@@ -431,11 +433,11 @@ def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
     for n in g.nodes():
         if n.op == "input":
             continue
-        if n.op == "repeat":
+        if isinstance(n, LoopNode):
             given = tuple(v in out for v in n.inputs)
             body = _lifted(n.callee, given)
             out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if given[i] and v in body)
-        elif n.op == "call":  # its outputs carry the prefix of its inputs if all have it
+        elif isinstance(n, CallNode):  # its outputs carry the prefix of its inputs if all have it
             if n.inputs and all(v in out for v in n.inputs):
                 out.update(n.out(i) for i in range(len(n.types)))
         elif any(v in out for v in (n.inputs[:1] if n.op == "pad_to" else n.inputs)):

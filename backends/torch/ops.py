@@ -109,7 +109,7 @@ def _softmax(fn: str):
 
 
 def _einsum(n: Node, a, cx):
-    letters = {}
+    letters: dict[str, str] = {}
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     for t in cx.in_types(n) + (n.type,):
         for name in t.names:

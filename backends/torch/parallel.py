@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from nncircuit.backends.structure import single_call_body
-from nncircuit.ir.graph import Graph, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, Value
 from nncircuit.names import pyname
 from nncircuit.types import expr as X
 
@@ -74,10 +74,10 @@ def _instances(g: Graph, prefix: str):
     single module when shared), of the body class or, when the body is one block, of that block."""
     yield prefix, g
     for n in g.nodes():
-        if n.op not in ("call", "repeat") or n.module is None:
+        if not isinstance(n, BodyNode) or n.module is None:
             continue
         here = _join(prefix, pyname(n.module))
-        if n.op == "call":
+        if isinstance(n, CallNode):
             yield from _instances(n.callee, here)
             continue
         inner = single_call_body(n.callee)
@@ -96,7 +96,7 @@ def _graph_entries(g: Graph, prefix: str) -> list[Entry]:
     out: dict[str, Entry] = {}
 
     def fqn(n: Node, module: str | None = None) -> str:
-        return _join(prefix, pyname(module or n.module))
+        return _join(prefix, pyname(module or n.owner))
 
     for n in nodes:
         if n.op == "LinearGroup":
@@ -153,7 +153,7 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
     generated code reshapes with `self.H`, which each rank sets to its share."""
     ins = row.attrs["in_axes"]
     axis = ins[0]
-    if uses.get(row.module, 0) != 1:
+    if row.module is None or uses.get(row.module, 0) != 1:
         return "its module is applied more than once"
     several = len(ins) > 1
     local = None
@@ -185,7 +185,8 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
         region.add(n.id)
         if n.op == "Linear":
             outs = n.attrs["out_axes"]
-            fits = (len(outs) > 1 and outs[0].name == axis and n.attrs["out_sizes"][0].expr == X.Ref(local)) if several \
+            fits = (len(outs) > 1 and outs[0].name == axis and local is not None
+                    and n.attrs["out_sizes"][0].expr == X.Ref(local)) if several \
                 else (len(outs) == 1 and outs[0].name == axis)
             if not fits or n.module is None or n.attrs["tied"] is not None or uses.get(n.module, 0) != 1:
                 return f"{n.name} is not a Linear that maps to {axis} {'first' if several else 'alone'}"
@@ -198,7 +199,7 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
             stack.extend(n.inputs)
         elif several and n.op == "rename" and n.attrs["old"] != axis:
             stack.append(n.inputs[0])
-        elif several and n.op == "call" and axis in n.attrs["lift"]:
+        elif several and isinstance(n, CallNode) and axis in n.attrs["lift"]:
             if local in _words(repr(n.attrs["args"])):
                 return f"{n.name} takes {local} as an argument"
             stack.extend(n.inputs)

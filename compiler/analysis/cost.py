@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from nncircuit.ops import registry
-from nncircuit.ir.graph import Graph
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode
 from nncircuit.types.tensor import TensorType
 
 
@@ -20,9 +20,9 @@ def param_count(g: Graph, *, buffers: bool = False) -> int:
         if n.module is None or n.module in seen:
             continue
         seen.add(n.module)
-        if n.op == "call":
+        if isinstance(n, CallNode):
             total += param_count(n.callee, buffers=buffers)
-        elif n.op == "repeat":
+        elif isinstance(n, LoopNode):
             times = 1 if n.attrs["shared"] else int(n.attrs["count"].value)
             total += times * param_count(n.callee, buffers=buffers)
         else:
@@ -98,9 +98,9 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
         first = n.module is not None and n.module not in seen
         if n.module is not None:
             seen.add(n.module)
-        if n.op in ("call", "repeat"):
+        if isinstance(n, BodyNode):
             at = len(rows)  # the parent row goes before its children
-            if n.op == "call":
+            if isinstance(n, CallNode):
                 names = n.attrs["lift"]
                 extra = tuple((a, n.types[0].axis(a).size.evaluate(env)) for a in names)
                 k = math.prod(s for _, s in extra)

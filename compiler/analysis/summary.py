@@ -79,7 +79,7 @@ class Summary:
 
     def _table(self, depth: int) -> list[tuple[str, ...]]:
         """Header, one row per block down to `depth`, and the total."""
-        table = [("block", "op", "params", "FLOPs", "activations", "output")]
+        table: list[tuple[str, ...]] = [("block", "op", "params", "FLOPs", "activations", "output")]
         for r in self.rows:
             if r.depth > depth:
                 continue

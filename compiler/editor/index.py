@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from nncircuit.lang import tree as A
 from nncircuit.ops import registry
-from nncircuit.lang.elaborate import Elaborator, Fn, TupleV, TVal
+from nncircuit.lang.elaborate import BlockFn, Elaborator, Fn, TupleV, TVal
 from nncircuit.errors import NNError, Span
 from nncircuit.lang.program import Program, import_file
 from nncircuit.lang.program import load as load_program
@@ -423,7 +423,7 @@ def _describe(ctx, v) -> str:
     if isinstance(v, HVal):
         return f"= {v.value!r}"
     if isinstance(v, Fn):
-        if v.kind == "block" and v.block is not None:
+        if isinstance(v, BlockFn):
             return _signature(v.block)
         return f"op {v.name}"
     return ""

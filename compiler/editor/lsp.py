@@ -5,8 +5,12 @@ analysis itself is lsp_index.py; this module only speaks the protocol. Needs the
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from nncircuit.editor.index import Diagnostic, Index, Location, Symbol, analyze
+
+if TYPE_CHECKING:
+    from pygls.lsp.server import LanguageServer
 
 _SYMBOL_KINDS = {
     "model": "Class", "block": "Class", "param": "TypeParameter", "input": "Variable",
@@ -32,7 +36,7 @@ def _char_col(line: str, units: int) -> int:
     return len(line)
 
 
-def build_server():
+def build_server() -> LanguageServer:
     from lsprotocol import types as T
     from pygls.lsp.server import LanguageServer
     from pygls.uris import from_fs_path, to_fs_path

@@ -13,7 +13,7 @@ from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
 from nncircuit.types.expr import Expr, const, dependent
 from nncircuit.ops.registry import Attrs, OpCall
-from nncircuit.types.sizes import Size
+from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
 STRUCTURAL = ("input", "call", "repeat")
@@ -36,6 +36,10 @@ class HyperParam:
 
 @dataclass(eq=False)
 class Node:
+    """A node of the IR. Its kind is its class, chosen by `Graph.add` from the op name:
+    `InputNode` ("input"), `CallNode` ("call"), `LoopNode` ("repeat") or `OpNode` (a
+    registry op). The two kinds with a body graph share `BodyNode`; narrow with isinstance."""
+
     id: int
     op: str
     inputs: tuple[Value, ...]
@@ -45,8 +49,14 @@ class Node:
     name: str  # unique in its graph: scope segment, ONNX node name, diagram box id
     module: str | None = None  # owner of the parameters (shared by applications of one instance)
     span: Span | None = None
-    callee: Graph | None = None  # for call and repeat
     doc: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The module that owns this node's parameters (an error for a node with none)."""
+        if self.module is None:
+            raise InternalError(f"node {self.name} ({self.op}) belongs to no module")
+        return self.module
 
     @property
     def type(self) -> TensorType:
@@ -56,6 +66,33 @@ class Node:
 
     def out(self, i: int = 0) -> Value:
         return Value(self.id, i)
+
+
+@dataclass(eq=False)
+class OpNode(Node):
+    """An application of a registry op (`op` is its name)."""
+
+
+@dataclass(eq=False)
+class InputNode(Node):
+    """An input of its graph (`attrs["name"]` is the declared name)."""
+
+
+@dataclass(eq=False)
+class BodyNode(Node):
+    """A node that runs another graph: a block call or a repeat."""
+
+    callee: Graph = field(kw_only=True)
+
+
+@dataclass(eq=False)
+class CallNode(BodyNode):
+    """A call of another block instance's graph, lifted over the extra axes of its inputs."""
+
+
+@dataclass(eq=False)
+class LoopNode(BodyNode):
+    """A `repeat` of a body graph, `attrs["count"]` times."""
 
 
 @dataclass(eq=False)
@@ -101,15 +138,31 @@ class Graph:
         if isinstance(attrs, dict):
             attrs = Attrs.of(attrs)
         nid = next(self._ids)
-        node = Node(nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, callee, doc)
-        if op not in STRUCTURAL and call is not None and attrs is None:
-            node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        fields = (nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, doc)
+        node: Node
+        if op in ("call", "repeat"):
+            if callee is None:
+                raise InternalError(f"{op} node {name} has no callee")
+            node = (CallNode if op == "call" else LoopNode)(*fields, callee=callee)
+        else:
+            if callee is not None:
+                raise InternalError(f"{op} node {name} cannot have a callee")
+            node = InputNode(*fields) if op == "input" else OpNode(*fields)
+            if op not in STRUCTURAL and call is not None and attrs is None:
+                node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
         self._order = None
         if self._names is not None:
             self._names.add(name)
         self._g.add_node(nid, node=node)
         for pos, v in enumerate(inputs):
             self._g.add_edge(v.node, nid, key=pos, out=v.index)
+        return node
+
+    def add_body(self, op: str, inputs=(), *, callee: Graph, **kw) -> BodyNode:
+        """Add a "call" or "repeat" node running `callee`; `kw` as for `add`."""
+        node = self.add(op, inputs, callee=callee, **kw)
+        if not isinstance(node, BodyNode):
+            raise InternalError(f"{op} node {node.name} does not run a body graph")
         return node
 
     def add_op(self, call: OpCall, inputs, *, name: str, module=None, span=None) -> Node:
@@ -227,15 +280,13 @@ class Graph:
                 if node.id not in self.inputs or node.inputs:
                     raise InternalError(f"graph {self.name}: stray input node {node.name}")
                 continue
-            if node.callee is not None:
+            if isinstance(node, BodyNode):
                 node.callee.verify(done, incremental=incremental)
             key = _derivation(node, in_types)
             if incremental and _same(checked.get(node.id), key):
                 continue
-            if node.op in ("call", "repeat"):
-                if node.callee is None:
-                    raise InternalError(f"{node.op} node {node.name} has no callee")
-                types = check_call(node, in_types) if node.op == "call" else check_repeat(node, in_types)
+            if isinstance(node, BodyNode):
+                types = check_body(node, in_types)
                 if types != node.types:
                     raise InternalError(f"graph {self.name}: types of {node.name} are stale")
             else:
@@ -253,16 +304,16 @@ class Graph:
         """(scope path, graph) for this graph and every graph it calls, depth first."""
         yield prefix, self
         for node in self.nodes():
-            if node.callee is not None:
+            if isinstance(node, BodyNode):
                 path = f"{prefix}.{node.name}" if prefix else node.name
                 yield from node.callee.walk(path)
 
 
 def _derivation(node: Node, in_types) -> tuple:
     """What a node's types are derived from, as objects (compared by identity)."""
-    callee = node.callee
-    interface = ()
-    if callee is not None:
+    interface: tuple = ()
+    if isinstance(node, BodyNode):
+        callee = node.callee
         interface = (
             callee,
             *(callee.node(i).type for i in callee.inputs),
@@ -278,6 +329,8 @@ def _same(a: tuple | None, b: tuple) -> bool:
 def infer(node: Node, in_types) -> tuple[Attrs, tuple[TensorType, ...]]:
     """Run the registry shape rule of `node` on `in_types`."""
     op = registry.get(node.op)
+    if node.call is None:
+        raise InternalError(f"node {node.name} ({node.op}) has no call to check")
     call = replace(node.call, inputs=tuple(in_types))
     try:
         attrs, types = op.check(call)
@@ -314,7 +367,7 @@ def bind_dims(node_name: str, actual: TensorType, declared: TensorType, binding:
                 f"{node_name}: axis '{dax.name}' has size {aax.size} here but {binding[sym]} "
                 "in another input"
             )
-        mult = next(a.multiple for a, _ in dax.size.terms)
+        mult = next((a.multiple for a, _ in dax.size.terms if isinstance(a, Dim)), 1)
         if mult > 1 and aax.size.exact_div(mult) is None:
             raise ShapeError(
                 f"{node_name}: axis '{dax.name}' must be a multiple of {mult}, found {aax.size}"
@@ -354,7 +407,16 @@ def caller_codes(callee: Graph, given: dict[str, HVal], types, n_lift: int):
     return tuple(out)
 
 
-def check_call(node: Node, in_types) -> tuple[TensorType, ...]:
+def check_body(node: BodyNode, in_types) -> tuple[TensorType, ...]:
+    """Output types of a call or repeat node on `in_types`."""
+    if isinstance(node, CallNode):
+        return check_call(node, in_types)
+    if isinstance(node, LoopNode):
+        return check_repeat(node, in_types)
+    raise InternalError(f"{node.op} node {node.name} is neither a call nor a repeat")
+
+
+def check_call(node: CallNode, in_types) -> tuple[TensorType, ...]:
     """Output types of a block call node; its recorded `lift` must be the one its inputs give."""
     types, lift = call_types(node.callee, in_types)
     types = caller_codes(node.callee, dict(node.attrs.get("args") or ()), types, len(lift))
@@ -371,7 +433,7 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
     if len(in_types) != len(declared):
         raise ShapeError(f"{label} takes {len(declared)} input(s), found {len(in_types)}")
     lift = None
-    lift_axes = {}
+    lift_axes: dict[str, Axis] = {}
     binding: dict[str, Size] = {}
     for actual, decl in zip(in_types, declared):
         extra = split_lift(label, actual, decl)
@@ -390,7 +452,7 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
         bind_dims(label, actual, decl, binding)
     lifted = tuple(lift_axes[n] for n in (lift or ()))
     outs = []
-    caller_axes = {}  # callee symbol -> the caller's axis bound to it
+    caller_axes: dict[str, Axis] = {}  # callee symbol -> the caller's axis bound to it
     for actual, decl in zip(in_types, declared):
         for dax in decl.axes:
             sym = dax.size.bare_symbol()
@@ -405,7 +467,7 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
     return tuple(outs), tuple(lift or ())
 
 
-def check_repeat(node: Node, in_types) -> tuple[TensorType, ...]:
+def check_repeat(node: LoopNode, in_types) -> tuple[TensorType, ...]:
     body = node.callee
     declared = [body.node(i).type for i in body.inputs]
     if list(in_types) != declared:

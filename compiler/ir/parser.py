@@ -12,8 +12,8 @@ from fractions import Fraction
 
 from nncircuit.types import expr as X
 from nncircuit.ops import registry
-from nncircuit.errors import NNError, ParseError, Span, did_you_mean
-from nncircuit.ir.graph import Graph, HyperParam, Node, Value, check_call, check_repeat
+from nncircuit.errors import InternalError, NNError, ParseError, Span, did_you_mean
+from nncircuit.ir.graph import Graph, HyperParam, Node, Value, check_body
 from nncircuit.ir.printer import KINDS, type_text
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Floor, Size
@@ -54,6 +54,8 @@ def _tokenize(text: str, source: str) -> list[_Tok]:
                 Span(source, line, pos - line_start + 1, text=text),
             )
         kind = m.lastgroup
+        if kind is None:
+            raise InternalError("an IR token pattern has no name")
         if kind not in ("ws", "comment"):
             toks.append(_Tok("punct" if kind == "arrow" else kind, m.group(), line, pos - line_start + 1))
         chunk = m.group()
@@ -132,8 +134,8 @@ class Parser:
             raise self.fail(f"expected a string, found {self.describe()}")
         return json.loads(self.next().text)
 
-    def comma_list(self, close: str, item):
-        out = []
+    def comma_list(self, close: str, item) -> list:
+        out: list = []
         if self.accept(close):
             return out
         while True:
@@ -174,7 +176,7 @@ class Parser:
         self.expect("=")
         gname = self.name("the graph's name")
         self.expect("(")
-        self.env = {}  # this graph's hyperparameters, as its expressions read them
+        self.env: dict[str, int | float | bool | str] = {}  # this graph's hyperparameters, as its expressions read them
         hyper = tuple(self.comma_list(")", self.hyper))
         file = None
         if self.accept("file"):
@@ -345,7 +347,7 @@ class Parser:
             if self.accept("lift"):
                 self.expect("[")
                 lift = tuple(self.comma_list("]", lambda: self.name("an axis name")))
-            attrs = {"block": block, "args": args, "lift": lift}
+            attrs: dict[str, object] = {"block": block, "args": args, "lift": lift}
         else:
             carried, free = [], []
             if not self.at(")") and not self.at(";"):
@@ -365,10 +367,10 @@ class Parser:
         self.expect(":")
         types = self.types()
         module, doc, span = self.tail()
-        node = g.add(op, ins, attrs=attrs, types=types, name=name, module=module, span=span, callee=callee, doc=doc)
+        node = g.add_body(op, ins, attrs=attrs, types=types, name=name, module=module, span=span, callee=callee, doc=doc)
         try:
             in_types = [g.type_of(v) for v in ins]
-            derived = check_call(node, in_types) if op == "call" else check_repeat(node, in_types)
+            derived = check_body(node, in_types)
         except NNError as e:
             raise self.fail(f"{op} %{name}: {e.message}", optok) from None
         self.check_types(node, derived, types, optok)

@@ -13,7 +13,7 @@ from fractions import Fraction
 from nncircuit.types import expr as X
 from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
-from nncircuit.ir.graph import Graph, HyperParam, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, LoopNode, Node, Value
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Dim, Floor, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
@@ -34,7 +34,7 @@ def all_graphs(root: Graph) -> list[Graph]:
             return
         seen.add(id(g))
         for n in g.nodes():
-            if n.callee is not None:
+            if isinstance(n, BodyNode):
                 visit(n.callee)
         out.append(g)
 
@@ -117,7 +117,7 @@ class _Printer:
         if n.op == "input":
             _only_attrs(n, {"name"})
             body = f"input {_name(n.attrs['name'])}"
-        elif n.op == "call":
+        elif isinstance(n, CallNode):
             _only_attrs(n, {"block", "args", "lift"})
             args = ", ".join(f"{_name(k)} = {_hval(v)}" for k, v in n.attrs["args"])
             body = (
@@ -126,7 +126,7 @@ class _Printer:
             )
             if n.attrs["lift"]:
                 body += f" lift [{', '.join(_name(a) for a in n.attrs['lift'])}]"
-        elif n.op == "repeat":
+        elif isinstance(n, LoopNode):
             _only_attrs(n, {"count", "shared", "carried"})
             k = n.attrs["carried"]
             free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""

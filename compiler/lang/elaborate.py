@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from nncircuit.lang import tree as A
 from nncircuit.names import fresh, snake
@@ -12,6 +13,7 @@ from nncircuit.types import expr as X
 from nncircuit.ops import registry
 from nncircuit.errors import (
     HyperparameterError,
+    InternalError,
     NameResolutionError,
     NNError,
     ResourceError,
@@ -19,7 +21,7 @@ from nncircuit.errors import (
     Span,
     did_you_mean,
 )
-from nncircuit.ir.graph import Graph, HyperParam, Value, call_mapping, call_types, caller_codes, check_repeat
+from nncircuit.ir.graph import CallNode, Graph, HyperParam, LoopNode, Value, call_mapping, call_types, caller_codes, check_body
 from nncircuit.lang.program import Program
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
@@ -45,18 +47,29 @@ class TupleV:
 
 @dataclass
 class Fn:
-    """An op or block, possibly with its non-tensor arguments given, not yet applied."""
+    """An op or block, possibly with its non-tensor arguments given, not yet applied: an
+    `OpFn` or a `BlockFn` (narrow with isinstance)."""
 
-    kind: str  # "op" | "block"
+    kind: ClassVar[str]  # "op" | "block"
     name: str
-    opdef: OpDef | None = None
-    block: A.BlockDef | None = None
     args: tuple = ()  # evaluated ast args (see _eval_args)
     instance: str | None = None  # module name once bound to a name
     tensors: tuple = ()  # tensors given with the partial application
     span: Span | None = None
     hyper: dict | None = None  # blocks: evaluated hyperparameter args
     hyper_order: tuple = ()
+
+
+@dataclass
+class OpFn(Fn):
+    kind: ClassVar[str] = "op"
+    opdef: OpDef = field(kw_only=True)
+
+
+@dataclass
+class BlockFn(Fn):
+    kind: ClassVar[str] = "block"
+    block: A.BlockDef = field(kw_only=True)
 
 
 @dataclass
@@ -95,9 +108,14 @@ class Ctx:
             return self.env[name]
         return self.parent.peek(name) if self.parent is not None else None
 
+    def _outer(self) -> Ctx:
+        if self.parent is None:
+            raise InternalError(f"graph {self.graph.name} has no enclosing scope")
+        return self.parent
+
     def _free_input(self, name: str, outer: Value) -> Value:
         if outer not in self.free:
-            t = self.parent.graph.type_of(outer)
+            t = self._outer().graph.type_of(outer)
             node = self.graph.add(
                 "input", attrs={"name": name}, types=(t,), name=self.graph.fresh_name(name)
             )
@@ -109,7 +127,7 @@ class Ctx:
     def carried_input(self, name: str, outer: Value) -> Value:
         """A repeat body's input for a value it updates: bound to `name` here, never shared
         with another name through `free`."""
-        t = self.parent.graph.type_of(outer)
+        t = self._outer().graph.type_of(outer)
         node = self.graph.add("input", attrs={"name": name}, types=(t,), name=self.graph.fresh_name(name))
         self.graph.inputs.append(node.id)
         self.env[name] = TVal(node.out())
@@ -172,9 +190,9 @@ class Elaborator:
         if n is None:
             n = 0
             for node in g.nodes():
-                if node.op == "call":
+                if isinstance(node, CallNode):
                     n += 1 + self.unrolled(node.callee)
-                elif node.op == "repeat":
+                elif isinstance(node, LoopNode):
                     n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
                 else:
                     n += 1
@@ -429,7 +447,7 @@ class Elaborator:
                 )
         if not carried:
             raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
-        node = parent.add(
+        node = parent.add_body(
             "repeat",
             outer_inputs,
             attrs={"count": count, "shared": st.shared, "carried": len(carried)},
@@ -439,7 +457,7 @@ class Elaborator:
             span=st.span,
             callee=body_g,
         )
-        check_repeat(node, [parent.type_of(v) for v in outer_inputs])
+        check_body(node, [parent.type_of(v) for v in outer_inputs])
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
@@ -496,7 +514,7 @@ class Elaborator:
             return v
         blocks = self.program.scope(ctx.graph.file)
         if e.id in blocks:
-            return Fn("block", e.id, block=blocks[e.id], span=e.span)
+            return BlockFn(e.id, block=blocks[e.id], span=e.span)
         ops = registry.all_ops()
         if e.id in ops:
             return self.op_fn(e.id, e.span)
@@ -505,8 +523,8 @@ class Elaborator:
         known = set(ops) | set(blocks) | _all_names(ctx)
         raise NameResolutionError(f"unknown name '{e.id}'{did_you_mean(e.id, known)}", e.span)
 
-    def op_fn(self, name: str, span: Span) -> Fn:
-        return Fn("op", name, opdef=registry.get(name), span=span)
+    def op_fn(self, name: str, span: Span) -> OpFn:
+        return OpFn(name, opdef=registry.get(name), span=span)
 
     def _tensor(self, v, span) -> Value:
         if isinstance(v, TVal):
@@ -547,7 +565,7 @@ class Elaborator:
 
     def hval_arith(self, op: str, a: HVal, b: HVal, span: Span) -> HVal:
         x, y = a.value, b.value
-        if any(isinstance(v, (str, bool)) for v in (x, y)):
+        if isinstance(x, (str, bool)) or isinstance(y, (str, bool)):
             raise HyperparameterError(f"cannot apply '{'-' if op == 'neg' else op}' to {x!r} and {y!r}", span)
         ta, tb = a.expr.text(), b.expr.text()
         try:
@@ -595,7 +613,7 @@ class Elaborator:
             isinstance(e.func, A.Name) and e.func.id in SCALAR_FUNCS and isinstance(fn, Fn)
             and e.args and all(isinstance(a, A.PosArg) for a in e.args)
         ):
-            vals = [self.expr(ctx, a.value) for a in e.args]
+            vals = [self.expr(ctx, a.value) for a in e.args if isinstance(a, A.PosArg)]
             if all(isinstance(v, HVal) for v in vals):
                 return SCALAR_FUNCS[e.func.id](vals, e.span)
             pre = {id(a): v for a, v in zip(e.args, vals)}
@@ -603,7 +621,7 @@ class Elaborator:
             raise ShapeError(f"{_describe(fn)} cannot be called", e.func.span)
         if fn.args or fn.hyper is not None or fn.instance is not None:
             # an already-configured op or block: the call's arguments are its tensors
-            tensors = []
+            tensors: list[Value] = []
             for a in e.args:
                 if not isinstance(a, A.PosArg):
                     raise ShapeError(f"'{fn.name}' is already configured; pass only tensors here", a.span)
@@ -611,15 +629,19 @@ class Elaborator:
                 items = v.items if isinstance(v, TupleV) else (v,)
                 tensors.extend(self._tensor(i, a.span) for i in items)
             return self.apply(ctx, fn, tuple(tensors), e.span, hint)
-        if fn.kind == "block":
+        if isinstance(fn, BlockFn):
             return self.block_args(ctx, fn, e, hint, pre)
+        if not isinstance(fn, OpFn):
+            raise InternalError(f"{fn.name} is neither an op nor a block")
         return self.op_args(ctx, fn, e, hint, pre)
 
     def _arg(self, ctx: Ctx, a: A.PosArg, pre: dict):
         return pre[id(a)] if id(a) in pre else self.expr(ctx, a.value)
 
-    def block_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint, pre: dict):
-        tensors, hyper, order = [], {}, []
+    def block_args(self, ctx: Ctx, fn: BlockFn, e: A.Call, hint, pre: dict):
+        tensors: list[Value] = []
+        hyper: dict[str, HVal] = {}
+        order: list[str] = []
         params = [p.name for p in fn.block.params]
         pos = 0
         for a in e.args:
@@ -643,7 +665,7 @@ class Elaborator:
                 pos += 1
             else:
                 raise ShapeError(f"block {fn.name} takes hyperparameters and tensors, not axis arguments", a.span)
-        out = Fn("block", fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order))
+        out = BlockFn(fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order))
         if tensors:
             return self.apply(ctx, out, tuple(tensors), e.span, hint)
         return out
@@ -653,12 +675,13 @@ class Elaborator:
             raise HyperparameterError(f"hyperparameter '{name}' must be a number, string or boolean, found {_describe(v)}", span)
         return v
 
-    def op_args(self, ctx: Ctx, fn: Fn, e: A.Call, hint, pre: dict):
+    def op_args(self, ctx: Ctx, fn: OpFn, e: A.Call, hint, pre: dict):
         op = fn.opdef
         n_axis = len(op.positional)
         pos_args = [a for a in e.args if isinstance(a, A.PosArg)]
         axis_pos = pos_args[len(pos_args) - n_axis:] if n_axis and len(pos_args) >= n_axis else []
-        tensors, pieces = [], {"positional": [], "kwargs": []}
+        tensors: list[Value] = []
+        pieces: dict[str, Any] = {"positional": [], "kwargs": []}
         scalars: list = []
         for a in e.args:
             if isinstance(a, A.PosArg):
@@ -715,7 +738,7 @@ class Elaborator:
         if scalars:
             pieces["kwargs"].append(("scalars", tuple(scalars)))
         args = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pieces.items()))
-        out = Fn("op", op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
+        out = OpFn(op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
         if op.arity == 0 or (tensors and (op.arity is None or len(tensors) >= op.arity)):
             return self.apply(ctx, out, (), e.span, hint)
         return out  # configured, not applied: its (remaining) tensors come from a call or a pipe
@@ -801,14 +824,16 @@ class Elaborator:
         return tuple(out)
 
     def _learned(self, fn: Fn) -> bool:
-        return fn.kind == "block" or (fn.opdef is not None and fn.opdef.learned)
+        return isinstance(fn, BlockFn) or (isinstance(fn, OpFn) and fn.opdef.learned)
 
     def apply(self, ctx: Ctx, fn: Fn, tensors: tuple, span: Span, hint):
-        if fn.kind == "block":
+        if isinstance(fn, BlockFn):
             return self.apply_block(ctx, fn, tensors, span, hint)
+        if not isinstance(fn, OpFn):
+            raise InternalError(f"{fn.name} is neither an op nor a block")
         return self.apply_op(ctx, fn, tensors, span, hint)
 
-    def apply_op(self, ctx: Ctx, fn: Fn, tensors: tuple, span: Span, hint):
+    def apply_op(self, ctx: Ctx, fn: OpFn, tensors: tuple, span: Span, hint):
         op = fn.opdef
         tensors = tuple(fn.tensors) + tuple(tensors)
         if op.arity is not None and len(tensors) != op.arity:
@@ -822,8 +847,8 @@ class Elaborator:
             size = ctx.axis_sizes.get(positional[0].name)
             if size is not None:
                 kwargs = kwargs + (("_size", size),)
-                code = ctx.axis_codes.get(positional[0].name)
-                if size.is_static and X.dependent(code) is not None:
+                code = X.dependent(ctx.axis_codes.get(positional[0].name))
+                if size.is_static and code is not None:
                     kwargs = kwargs + (("_code", HVal(size.value, code)),)
         call = OpCall(
             op.name,
@@ -878,7 +903,7 @@ class Elaborator:
                     f"tied = {tied}: its weight is {list(theirs)} but this Linear needs {list(mine)}", span
                 )
 
-    def apply_block(self, ctx: Ctx, fn: Fn, tensors, span, hint):
+    def apply_block(self, ctx: Ctx, fn: BlockFn, tensors, span, hint):
         hyper = fn.hyper or {}
         callee = self.instantiate(fn.block, hyper, span)
         # the callee's checks are this block's too: its constructor may never run (repeat 0)
@@ -909,7 +934,7 @@ class Elaborator:
                     want = want.subst(mapping)
                     X.note(X.binop("==", mine, want), f"block {callee.name}: axis '{dax.name}' has size ",
                            ("e", mine), ", but the block declares ", ("e", want))
-        node = g.add(
+        node = g.add_body(
             "call", tensors, attrs={"block": fn.name, "args": args, "lift": lift}, types=types,
             name=name, module=module, span=span, callee=callee,
         )

@@ -143,7 +143,7 @@ def positional_slots(call: OpCall, n: int, what: str) -> list:
     if len(call.inputs) + len(scalars) != n:
         raise fail(f"{what}, found {len(call.inputs) + len(scalars)} argument(s)")
     tensors = iter(call.inputs)
-    out = []
+    out: list[HVal | TensorType] = []
     for i in range(n):
         if i in scalars:
             v = scalars[i]

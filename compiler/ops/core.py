@@ -16,6 +16,8 @@ from nncircuit.ops.registry import (
     fail,
     new_axis,
     over_names,
+    over_specs,
+    positional_axes,
     register,
     require_axis,
     require_float,
@@ -231,7 +233,7 @@ def _names(names) -> str:
     return ("axis " if len(names) == 1 else "axes ") + ", ".join(f"'{n}'" for n in names)
 
 
-def _einsum_flops(attrs, ins, outs, env):
+def _einsum_flops(attrs, ins, outs, env) -> int:
     if len(ins) < 2:
         return 0
     names: dict[str, int] = {}
@@ -291,7 +293,7 @@ def _transpose_check(call: OpCall):
     (t,) = call.inputs
     if len(call.positional) != 2:
         raise fail("transpose takes two axes: transpose(x, a, b)")
-    a, b = call.positional
+    a, b = positional_axes("transpose", call)
     require_axis("transpose", t, a)
     require_axis("transpose", t, b)
     axes = list(t.axes)
@@ -327,9 +329,9 @@ def _flatten_check(call: OpCall):
     size = Size.of(1)
     for n in names:
         ax = t.axis(n)
-        size = size * ax.size if (ax.size.is_static or size.is_static) else None
-        if size is None:
+        if not (ax.size.is_static or size.is_static):
             raise fail(f"flatten: cannot merge two run-time sized axes in {t}")
+        size = size * ax.size
     (dst,) = call.dst
     if t.has(dst.name) and dst.name not in names:
         raise fail(f"flatten: the input {t} already has an axis '{dst.name}'")
@@ -428,7 +430,7 @@ register(
 def _reduce_check(call: OpCall):
     (t,) = call.inputs
     names = over_names(call.op, call)
-    for s in call.over:
+    for s in over_specs(call.op, call):
         require_axis(call.op, t, s)
     out = t.with_axes(a for a in t.axes if a.name not in names)
     if call.op == "mean":
@@ -479,7 +481,7 @@ def _causal_check(call: OpCall):
     names = over_names("causal", call)
     if len(names) != 2:
         raise fail("causal needs two axes: causal(scores, over [seq, key])")
-    for s in call.over:
+    for s in over_specs("causal", call):
         require_axis("causal", t, s)
     return {"query": names[0], "key": names[1]}, (t,)
 
@@ -503,7 +505,7 @@ register(
 def _positions_check(call: OpCall):
     if len(call.positional) != 1:
         raise fail("positions takes one axis: positions(seq)")
-    (spec,) = call.positional
+    (spec,) = positional_axes("positions", call)
     size = call.kw("_size")
     if size is None:
         raise fail(f"positions: '{spec.name}' is not an axis of any tensor in scope")
@@ -624,7 +626,7 @@ def _pad_to_check(call: OpCall):
             axes.append(like.axis(a.name))
         else:
             axes.append(a)
-    for s in call.over:
+    for s in over_specs("pad_to", call):
         require_axis("pad_to", x, s)
     return {"axes": names}, (x.with_axes(axes),)
 

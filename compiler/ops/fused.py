@@ -74,7 +74,7 @@ def _attention_check(call: OpCall):
         if not e_ax.size.is_static:
             raise fail(f"attention: give 'scale'; the feature axis '{e}' has a run-time size")
         d = size_hval(e_ax, e_spec)
-        scale = HVal(1.0 / math.sqrt(d.value), X.binop("/", X.Const(1), X.call("sqrt", (d.expr,))))
+        scale = HVal(1.0 / math.sqrt(float(d.value)), X.binop("/", X.Const(1), X.call("sqrt", (d.expr,))))
     elif not isinstance(scale, HVal):
         scale = HVal.const(scale)
     as_float("attention", "scale", scale)

@@ -23,6 +23,10 @@ from nncircuit.ops.registry import (
     new_axis,
     numel,
     over_names,
+    over_specs,
+    new_size,
+    init_of,
+    positional_axes,
     parse_init,
     product_hval,
     register,
@@ -57,7 +61,7 @@ def _linear_check(call: OpCall):
         "in_axes": tuple(s.name for s in call.src),
         "out_axes": outs,
         "in_features": product_hval(tuple(in_sizes)),
-        "out_features": product_hval(tuple(s.size for s in call.dst)),
+        "out_features": product_hval(tuple(new_size("Linear", s) for s in call.dst)),
         "out_sizes": tuple(s.size for s in call.dst),
         "bias": bias,
         "tied": tied,
@@ -170,7 +174,7 @@ def _norm_check(call: OpCall):
     require_float(call.op, t)
     names = over_names(call.op, call)
     sizes = []
-    for s in call.over:
+    for s in over_specs(call.op, call):
         ax = require_axis(call.op, t, s)
         static_size(call.op, ax)
         sizes.append(size_hval(ax, s))
@@ -228,7 +232,7 @@ def _batchnorm_check(call: OpCall):
     require_float("BatchNorm", t)
     if len(call.positional) != 1:
         raise fail("BatchNorm takes the feature axis: BatchNorm(c)")
-    (spec,) = call.positional
+    (spec,) = positional_axes("BatchNorm", call)
     ax = require_axis("BatchNorm", t, spec)
     static_size("BatchNorm", ax)
     attrs = {
@@ -289,7 +293,7 @@ def _spatial(op: str, call: OpCall, t: TensorType):
     names = over_names(op, call)
     if not 1 <= len(names) <= 3:
         raise fail(f"{op} works over 1 to 3 spatial axes, found {len(names)}")
-    for s in call.over:
+    for s in over_specs(op, call):
         require_axis(op, t, s)
     return names
 
@@ -364,14 +368,14 @@ def _conv_common(call: OpCall, transposed: bool):
     else:
         padding = _tuple_arg(op, "padding", pad_arg, n, 0)
     cout_ax = new_axis(op, dst)
-    cout = dst.size
+    cout = new_size(op, dst)
     for ch in (cin, cout) if not (groups.is_const and groups.value == 1) else ():
         X.note(X.binop("==", X.binop("%", ch.expr, groups.expr), X.Const(0)),
                f"{op}: groups=", ("e", groups.expr), " must divide both ", ("e", cin.expr),
                " input and ", ("e", cout.expr), " output channels")
     if cin.value % g or cout.value % g:
         raise fail(f"{op}: groups={g} must divide both {cin.value} input and {cout.value} output channels")
-    out_pad = _tuple_arg(op, "output_padding", call.kw("output_padding"), n, 0) if transposed else None
+    out_pad = _tuple_arg(op, "output_padding", call.kw("output_padding"), n, 0) if transposed else ()
     for i in range(n if transposed else 0):
         # the extra positions must fall inside the last stride step: PyTorch refuses more
         # unless the dilation is larger, onnxruntime refuses it whatever the dilation
@@ -545,13 +549,13 @@ def _param_check(call: OpCall):
     if call.axes is None:
         raise fail("Param needs its axes: Param([seq: n, d])")
     axes = tuple(new_axis("Param", s) for s in call.axes)
-    init = parse_init("Param", "init", call.kw("init", "normal"), ndim=len(axes))
+    init = init_of("Param", "init", call.kw("init", "normal"), ndim=len(axes))
     std = call.kw("std")
     if std is not None:  # `std = S`: the older spelling of init = normal(S)
         if init.kind != "normal" or call.kw("init") not in (None, "normal", HVal.const("normal")):
             raise fail("Param: std goes with init = normal; write init = normal(STD) instead")
         as_float("Param", "std", std)
-        init = parse_init("Param", "init", OpCall("normal", (), positional=(std,)), ndim=len(axes))
+        init = init_of("Param", "init", OpCall("normal", (), positional=(std,)), ndim=len(axes))
     attrs = {"axes": axes, "sizes": tuple(s.size for s in call.axes), "init": init}
     return attrs, (TensorType(axes, "float32"),)
 

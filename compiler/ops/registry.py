@@ -117,7 +117,7 @@ class Init:
         return float(self.args[names.index(name)].value)
 
     def __str__(self) -> str:
-        parts = [a.expr for a in self.args]
+        parts = [a.expr.text() for a in self.args]
         if self.mode != "fan_in":
             parts.append(f"mode = {self.mode}")
         return f"{self.kind}({', '.join(parts)})" if parts else self.kind
@@ -139,10 +139,15 @@ def parse_init(op: str, key: str, v, *, ndim: int) -> Init | None:
     """The Init a call's `init`/`bias_init` argument names (None when absent): a bare kind
     (`zeros`), a call of one (`normal(0.02)`, `kaiming_normal(mode = fan_out)`), or a string
     (`"zeros"`, as Param's older form). `ndim`: the rank of the parameter it applies to."""
-    if v is None:
-        return None
+    return None if v is None else init_of(op, key, v, ndim=ndim)
+
+
+def init_of(op: str, key: str, v, *, ndim: int) -> Init:
+    """The Init that the given `init`/`bias_init` argument `v` names (see parse_init)."""
     if isinstance(v, HVal) and isinstance(v.value, str):
         v = v.value
+    pos: tuple[object, ...]
+    kw: tuple[tuple[str, object], ...]
     if isinstance(v, str):
         kind, pos, kw = v, (), ()
     elif isinstance(v, OpCall) and v.src is None and v.over is None and v.axes is None:
@@ -166,9 +171,10 @@ def parse_init(op: str, key: str, v, *, ndim: int) -> Init | None:
     mode = "fan_in"
     for k, val in kw:
         if k == "mode" and kind.startswith("kaiming"):
-            mode = val.value if isinstance(val, HVal) else val
-            if mode not in INIT_MODES:
-                raise fail(f"{op}: mode of {kind} must be fan_in or fan_out, found {mode!r}")
+            m = val.value if isinstance(val, HVal) else val
+            if not isinstance(m, str) or m not in INIT_MODES:
+                raise fail(f"{op}: mode of {kind} must be fan_in or fan_out, found {m!r}")
+            mode = m
         elif k in names and k not in given and isinstance(val, HVal):
             given[k] = val
         else:
@@ -311,9 +317,10 @@ def require_axis(op: str, t: TensorType, spec: AxisSpec) -> Axis:
     if not t.has(spec.name):
         raise fail(f"{op} expects an axis '{spec.name}' but the input is {t}")
     ax = t.axis(spec.name)
-    if spec.size is not None and ax.size.is_static and ax.size_code() is not None:
-        X.note(X.binop("==", ax.size_code(), spec.size.expr), f"{op}: axis '{spec.name}' has size ",
-               ("e", ax.size_code()), " in the input ", *type_pieces(t), ", but the call says ",
+    code = ax.size_code()
+    if spec.size is not None and ax.size.is_static and code is not None:
+        X.note(X.binop("==", code, spec.size.expr), f"{op}: axis '{spec.name}' has size ",
+               ("e", code), " in the input ", *type_pieces(t), ", but the call says ",
                ("e", spec.size.expr))
     if spec.size is not None and isinstance(spec.size.value, int):
         if not (ax.size.is_static and ax.size.value == spec.size.value):
@@ -330,15 +337,21 @@ def static_size(op: str, ax: Axis) -> int:
     return ax.size.value
 
 
-def new_axis(op: str, spec: AxisSpec) -> Axis:
+def new_size(op: str, spec: AxisSpec) -> HVal:
+    """The size a call gives a new axis (`name: SIZE`)."""
     if spec.size is None:
         raise fail(f"{op}: the size of the new axis '{spec.name}' is unknown; write '{spec.name}: SIZE'")
-    v = spec.size.value
-    for cond in (X.Call("is_int", (spec.size.expr,)), X.binop(">=", spec.size.expr, X.Const(1))):
-        X.note(cond, f"{op}: axis '{spec.name}' needs a positive integer size, found ", ("r", spec.size.expr))
+    return spec.size
+
+
+def new_axis(op: str, spec: AxisSpec) -> Axis:
+    size = new_size(op, spec)
+    v = size.value
+    for cond in (X.Call("is_int", (size.expr,)), X.binop(">=", size.expr, X.Const(1))):
+        X.note(cond, f"{op}: axis '{spec.name}' needs a positive integer size, found ", ("r", size.expr))
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise fail(f"{op}: axis '{spec.name}' needs a positive integer size, found {v!r}")
-    return Axis(spec.name, Size.of(v), spec.size.expr)
+    return Axis(spec.name, Size.of(v), size.expr)
 
 
 def size_hval(ax: Axis, spec: AxisSpec | None) -> HVal:
@@ -397,8 +410,8 @@ def broadcast(op: str, a: TensorType, b: TensorType, *, outer: bool = True, expl
     axes = list(a.axes)
     for ax in b.axes:
         if a.has(ax.name):
-            mine = a.axis(ax.name)
-            x, y = mine.size_code(), ax.size_code()
+            left = a.axis(ax.name)
+            x, y = left.size_code(), ax.size_code()
             if x is not None and y is not None and x != y:
                 one = X.Const(1)
                 X.note(
@@ -406,12 +419,12 @@ def broadcast(op: str, a: TensorType, b: TensorType, *, outer: bool = True, expl
                     f"{op}: axis '{ax.name}' has size ", ("e", x), " on the left (", *type_pieces(a),
                     ") and ", ("e", y), " on the right (", *type_pieces(b), ")",
                 )
-            if mine.size != ax.size and not (_is_one(mine.size) or _is_one(ax.size)):
+            if left.size != ax.size and not (_is_one(left.size) or _is_one(ax.size)):
                 raise fail(
-                    f"{op}: axis '{ax.name}' has size {mine.size} on the left ({a}) "
+                    f"{op}: axis '{ax.name}' has size {left.size} on the left ({a}) "
                     f"and {ax.size} on the right ({b})"
                 )
-            if _is_one(mine.size):
+            if _is_one(left.size):
                 axes[a.index(ax.name)] = ax
         else:
             axes.append(ax)
@@ -445,6 +458,23 @@ def _promote(x: str, y: str) -> str:
 
 def numel(t: TensorType, env: dict[str, int]) -> int:
     return math.prod(a.size.evaluate(env) for a in t.axes)
+
+
+def over_specs(op: str, call: OpCall) -> tuple[AxisSpec, ...]:
+    """The axes of the call's `over`, which the op requires."""
+    if call.over is None:
+        raise fail(f"{op} needs 'over AXIS' to say which axis it acts on")
+    return call.over
+
+
+def positional_axes(op: str, call: OpCall) -> tuple[AxisSpec, ...]:
+    """The call's positional arguments, for an op that takes axis names that way."""
+    out = []
+    for p in call.positional:
+        if not isinstance(p, AxisSpec):
+            raise fail(f"{op} expects axis names as its positional arguments, found {p}")
+        out.append(p)
+    return tuple(out)
 
 
 def over_names(op: str, call: OpCall, *, required=True) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from collections import Counter
 
 from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import BodyNode, Graph, Node
 from nncircuit.ops.registry import OpCall
 from nncircuit.types import expr as X
 from nncircuit.types.tensor import HVal
@@ -224,7 +224,7 @@ def _hv_bin(a: HVal, op: str, b: HVal) -> HVal | None:
 def _has_trait(n: Node, traits: frozenset[str], memo: dict[tuple, bool]) -> bool:
     """Whether node `n` is an op with one of `traits` (asked of its registry entry), or calls
     a graph that holds one."""
-    if n.callee is None:
+    if not isinstance(n, BodyNode):
         return n.op not in ("input",) and bool(registry.get(n.op).traits & traits)
     key = (id(n.callee), traits)
     if key not in memo:
@@ -254,7 +254,7 @@ class CSE(Pass):
             if n.op == "input" or _has_trait(n, NOT_MERGED, memo):
                 continue
             key = (
-                n.op, n.inputs, n.call, n.module, id(n.callee),
+                n.op, n.inputs, n.call, n.module, id(n.callee) if isinstance(n, BodyNode) else None,
                 n.attrs if n.call is None else None,
             )
             prev = seen.get(key)
@@ -298,7 +298,7 @@ class DCE(Pass):
 
 
 def _owns_state(g: Graph, n: Node) -> bool:
-    if n.callee is not None:
+    if isinstance(n, BodyNode):
         return bool(analysis.param_count(n.callee) or analysis.param_count(n.callee, buffers=True))
     op = registry.get(n.op)
     return bool(op.params(n.attrs, tuple(g.type_of(v) for v in n.inputs)))

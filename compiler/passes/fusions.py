@@ -38,7 +38,7 @@ class FuseLinear(Pass):
         tied = {n.attrs["tied"] for n in nodes if n.op == "Linear" and n.attrs["tied"] is not None}
         groups: dict = {}
         for n in nodes:
-            if n.op != "Linear" or n.attrs["tied"] is not None or uses[n.module] != 1 or n.module in tied:
+            if n.op != "Linear" or n.attrs["tied"] is not None or n.module is None or uses[n.module] != 1 or n.module in tied:
                 continue
             t = graph.type_of(n.inputs[0])
             ins = n.attrs["in_axes"]
@@ -164,7 +164,7 @@ class EinsumToMatmul(Pass):
     def run(self, graph: Graph) -> bool:
         changed = False
         for n in graph.nodes():
-            if n.op != "einsum" or len(n.inputs) != 2:
+            if n.op != "einsum" or len(n.inputs) != 2 or n.call is None:
                 continue
             call = OpCall("matmul", (), src=(), dst=n.call.dst)
             name = "matmul" if n.name.startswith("einsum") else n.name  # keep a name the spec gave

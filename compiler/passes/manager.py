@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nncircuit.errors import InternalError, NNError, did_you_mean
-from nncircuit.ir.graph import Graph
+from nncircuit.ir.graph import BodyNode, Graph
 from nncircuit.ir.printer import all_graphs
 from nncircuit.passes.base import PASSES, Pass, PipelineError
 # the passes register on import
@@ -96,7 +96,7 @@ class PassManager:
             return
         stale = set(touched)
         for g in graphs:  # callees come first, so a caller of a caller is reached too
-            if any(n.callee in stale for n in g.nodes() if n.callee is not None):
+            if any(n.callee in stale for n in g.nodes() if isinstance(n, BodyNode)):
                 stale.add(g)
         # a graph marked done is not re-verified when a stale caller reaches it
         done = {g for g in graphs if g not in stale}

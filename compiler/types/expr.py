@@ -109,7 +109,7 @@ class Ref(Expr):
             raise ExprError(f"unknown hyperparameter '{self.name}'")
         return env[self.name]
 
-    def refs(self):
+    def refs(self) -> set[str]:
         return {self.name}
 
     def subst(self, mapping):
@@ -127,7 +127,7 @@ class Neg(Expr):
     def evaluate(self, env):
         return -self.arg.evaluate(env)
 
-    def refs(self):
+    def refs(self) -> set[str]:
         return self.arg.refs()
 
     def subst(self, mapping):
@@ -155,7 +155,7 @@ class Bin(Expr):
     def evaluate(self, env):
         return apply_op(self.op, self.left.evaluate(env), self.right.evaluate(env))
 
-    def refs(self):
+    def refs(self) -> set[str]:
         return self.left.refs() | self.right.refs()
 
     def subst(self, mapping):
@@ -191,7 +191,7 @@ class Call(Expr):
     def evaluate(self, env):
         return apply_fn(self.fn, [a.evaluate(env) for a in self.args])
 
-    def refs(self):
+    def refs(self) -> set[str]:
         out: set[str] = set()
         for a in self.args:
             out |= a.refs()
@@ -457,7 +457,7 @@ def note(cond: Expr, *message) -> None:
 class recording:
     """`with recording() as checks:` collects the checks noted inside."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.checks: list[Check] = []
 
     def __enter__(self) -> list[Check]:
