@@ -20,6 +20,9 @@ from nncircuit.types.tensor import HVal, TensorType
 
 INTEGER_DTYPES = ("int64", "int32", "bool")
 
+# how to write an outer broadcast on purpose, for the error that refuses an implicit one
+OUTER_HINT = "it with add(a, b, outer = true) first, then compare or select"
+
 
 def elementwise_flops(attrs, ins, outs, env) -> int:
     """One operation per element of the result."""
@@ -55,7 +58,7 @@ def _compare_check(call: OpCall):
         computed = _with_scalar(sym, t, scalar)
         return {"scalar": scalar, "side": call.kw("side", "right"), "dtype": computed}, (t.with_dtype("bool"),)
     a, b = call.inputs
-    out = broadcast(f"'{sym}'", a, b, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select")
+    out = broadcast(f"'{sym}'", a, b, outer=False, explicit=OUTER_HINT)
     return {"dtype": out.dtype}, (out.with_dtype("bool"),)
 
 
@@ -94,7 +97,7 @@ def _logic_check(call: OpCall):
     a, b = call.inputs
     _require_bool(word, a)
     _require_bool(word, b)
-    return {}, (broadcast(f"'{word}'", a, b, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select"),)
+    return {}, (broadcast(f"'{word}'", a, b, outer=False, explicit=OUTER_HINT),)
 
 
 for _name, _word in LOGIC.items():
@@ -164,7 +167,7 @@ def _values_type(op: str, vals: list) -> TensorType | None:
         return None
     out = tensors[0]
     for t in tensors[1:]:
-        out = broadcast(op, out, t, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select")
+        out = broadcast(op, out, t, outer=False, explicit=OUTER_HINT)
     for v in vals:
         if isinstance(v, HVal):
             out = out.with_dtype(_with_scalar(op, out, v))
@@ -183,7 +186,7 @@ def _where_check(call: OpCall):
     values = _values_type("where", [a, b])
     if values is None:
         raise fail("where: at least one of the two values must be a tensor")
-    out = broadcast("where", values, cond, outer=False, explicit="it with add(a, b, outer = true) first, then compare or select").with_dtype(values.dtype)
+    out = broadcast("where", values, cond, outer=False, explicit=OUTER_HINT).with_dtype(values.dtype)
     return {"scalars": _scalar_attrs([cond, a, b])}, (out,)
 
 
