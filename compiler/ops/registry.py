@@ -48,6 +48,30 @@ class Attrs:
         return Attrs.of(d)
 
 
+REQUIRED = object()  # an AttrSpec default: the shape rule always sets it
+
+# What an attribute value may be: "int", "float" (a float, or an HVal keeping its
+# hyperparameter expression), "bool", "str", "axis" (an axis name), "axes" (a tuple of axis
+# names), "hval" (an HVal), "init" (an Init), "dtype" (a dtype name), "any" (say why in doc).
+ATTR_KINDS = frozenset({"int", "float", "bool", "str", "axis", "axes", "hval", "init", "dtype", "any"})
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """One attribute in an op's schema: its name, the kind of value it holds, its default
+    (REQUIRED: the shape rule always sets it), whether None is allowed, and what it means."""
+
+    name: str
+    kind: str
+    default: object = REQUIRED
+    optional: bool = False
+    doc: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ATTR_KINDS:
+            raise ValueError(f"attribute {self.name!r}: unknown kind {self.kind!r}; kinds: {', '.join(sorted(ATTR_KINDS))}")
+
+
 @dataclass(frozen=True)
 class AxisSpec:
     """An axis as a call site names it: its name and, where known, its size."""
@@ -259,6 +283,9 @@ class OpDef:
     # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
     # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only).
     figure: str = "auto"
+    # The attribute schema: every key the shape rule may return, its kind and default.
+    # None: not declared yet (the typed-attribute work declares it for every op).
+    attrs: tuple[AttrSpec, ...] | None = None
 
     def __post_init__(self):
         unknown = sorted(self.traits - TRAITS)
