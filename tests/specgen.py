@@ -1077,6 +1077,47 @@ def make_inputs(gs: GenSpec, seed: int = 0):
     return out
 
 
+# Float32 results beyond this magnitude are near overflow: another engine summing in another
+# order may overflow where this one did not (float32's largest value is about 3.4e38).
+NEAR_OVERFLOW = 1e34
+
+
+def float32_overflow(module, inputs) -> str | None:
+    """Why the torch module's float32 arithmetic leaves float32's range on these inputs
+    (None when it does not): an op that, given finite operands, yields an infinity, a NaN or
+    a value beyond NEAR_OVERFLOW. Such a spec's results depend on the order of evaluation
+    (inf - inf in one engine's sum is a huge finite number in another's), so backends that
+    disagree on it are not a finding. A non-finite value a spec writes on purpose (`-inf` in a
+    masked fill) has a non-finite operand and is not counted, so 0 x -inf = NaN bugs still
+    show."""
+    import math
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    def finite(v) -> bool:
+        if isinstance(v, torch.Tensor):
+            return not v.is_floating_point() or v.numel() == 0 or bool(torch.isfinite(v).all())
+        return not isinstance(v, float) or math.isfinite(v)
+
+    class Watch(TorchDispatchMode):
+        found: str | None = None
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if self.found is None and all(finite(v) for v in tree_flatten((args, kwargs))[0]):
+                for o in tree_flatten(out)[0]:
+                    if (isinstance(o, torch.Tensor) and o.is_floating_point() and o.numel()
+                            and not bool((o.abs() <= NEAR_OVERFLOW).all())):
+                        self.found = f"{func} leaves float32's range ({o.abs().max().item():.3g})"
+            return out
+
+    with torch.no_grad(), Watch() as watch:
+        module.eval()(*inputs)
+    return watch.found
+
+
 # ---- mutations: near-valid, mostly invalid inputs for the fuzzers -------------------------
 
 TOKENS = (
