@@ -1,14 +1,13 @@
-"""The IR: one `Graph` per block instance, over a networkx MultiDiGraph. Nodes are registry
-ops, `input`s, `call`s of another block's graph (lifted over extra axes), and `repeat`s of a
-body graph. The graph keeps its own use lists; passes go through this API only."""
+"""The IR: one `Graph` per block instance, over a small adjacency (ir.digraph;
+`Graph.to_networkx()` gives the networkx view). Nodes are registry ops, `input`s, `call`s
+of another block's graph (lifted over extra axes), and `repeat`s of a body graph. The graph keeps its own use lists; passes go through this API only."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
 
-import networkx as nx
-
+from nncircuit.ir.digraph import Digraph
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
 from nncircuit.types.expr import Expr, const, dependent
@@ -108,7 +107,7 @@ class Graph:
     dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
     # hyperparameter-dependent conditions the checker required (types.expr.Check), in order
     checks: list = field(default_factory=list)
-    _g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False)
+    _g: Digraph[Node] = field(default_factory=Digraph, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
     # nodes() in order, until the next mutation: passes and backends walk block instances
     # once per call site, which is exponential in the nesting of blocks that call blocks
@@ -153,9 +152,9 @@ class Graph:
         self._order = None
         if self._names is not None:
             self._names.add(name)
-        self._g.add_node(nid, node=node)
+        self._g.add_node(nid, node)
         for pos, v in enumerate(inputs):
-            self._g.add_edge(v.node, nid, key=pos, out=v.index)
+            self._g.add_edge(v.node, nid, pos, v.index)
         return node
 
     def add_body(self, op: str, inputs=(), *, callee: Graph, **kw) -> BodyNode:
@@ -171,16 +170,22 @@ class Graph:
 
     # ---- queries
     def node(self, nid: int) -> Node:
-        return self._g.nodes[nid]["node"]
+        return self._g.data[nid]
 
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order (ties broken by creation order)."""
-        if self._order is None or len(self._order) != self._g.number_of_nodes():
-            self._order = list(nx.lexicographical_topological_sort(self._g))
+        if self._order is None or len(self._order) != len(self._g):
+            self._order = self._g.topological_order()
         return [self.node(n) for n in self._order]
 
     def __len__(self) -> int:
-        return self._g.number_of_nodes()
+        return len(self._g)
+
+    def to_networkx(self):
+        """This graph as a networkx MultiDiGraph, for analyses that want networkx's
+        algorithms: node attribute `node` (the Node), edge key the input position, edge
+        attribute `out` the output index."""
+        return self._g.to_networkx()
 
     def type_of(self, v: Value) -> TensorType:
         return self.node(v.node).types[v.index]
@@ -188,9 +193,9 @@ class Graph:
     def users(self, v: Value) -> list[tuple[Node, int]]:
         """(user node, input position) for every use of v, in a stable order."""
         out = []
-        for _, dst, key, data in self._g.out_edges(v.node, keys=True, data=True):
-            if data["out"] == v.index:
-                out.append((self.node(dst), key))
+        for dst, pos, index in self._g.uses(v.node):
+            if index == v.index:
+                out.append((self.node(dst), pos))
         out.sort(key=lambda p: (p[0].id, p[1]))
         return out
 
@@ -208,11 +213,11 @@ class Graph:
 
     def _set_input(self, node: Node, pos: int, new: Value) -> None:
         self._order = None
-        self._g.remove_edge(node.inputs[pos].node, node.id, key=pos)
+        self._g.remove_edge(node.inputs[pos].node, node.id, pos)
         ins = list(node.inputs)
         ins[pos] = new
         node.inputs = tuple(ins)
-        self._g.add_edge(new.node, node.id, key=pos, out=new.index)
+        self._g.add_edge(new.node, node.id, pos, new.index)
 
     def erase(self, node: Node) -> None:
         if self._g.out_degree(node.id):
@@ -235,7 +240,7 @@ class Graph:
         # The taken names and, per base, the lowest suffix that may be free are kept between
         # calls: a body of n statements named from one base was O(n**2) to elaborate.
         if self._names is None:
-            self._names = {self.node(n).name for n in self._g.nodes}
+            self._names = {self.node(n).name for n in self._g.data}
             self._free = {}
         if base not in self._names:
             return base
@@ -257,7 +262,7 @@ class Graph:
             return
         done.add(self)
         checked = self._checked
-        if not incremental and not nx.is_directed_acyclic_graph(self._g):
+        if not incremental and not self._g.is_acyclic():
             raise InternalError(f"graph {self.name} has a cycle")
         names: dict[str, int] = {}
         before: set[int] = set()
@@ -265,9 +270,7 @@ class Graph:
             if node.name in names:
                 raise InternalError(f"graph {self.name}: node name {node.name!r} used twice")
             names[node.name] = node.id
-            edges = sorted(  # the adjacency itself: in_edges() builds a view per call
-                (k, (s, d["out"])) for s, kd in self._g._pred[node.id].items() for k, d in kd.items()
-            )
+            edges = sorted(self._g.pred[node.id].items())
             expect = [(i, (v.node, v.index)) for i, v in enumerate(node.inputs)]
             if edges != expect:
                 raise InternalError(f"graph {self.name}: edges of {node.name} disagree with its inputs")
