@@ -390,3 +390,24 @@ def test_a_spec_that_overflows_float32_is_told_apart_from_a_disagreement():
     out = module.eval()(*specgen.make_inputs(gs))
     assert torch.isnan(out).any()  # 0 x -inf: the kind of NaN the comparison must still see
     assert specgen.float32_overflow(module, specgen.make_inputs(gs)) is None
+
+
+def test_a_shared_block_called_on_a_value_without_the_callers_lifted_axes():
+    """The 30-minute fuzz (seed 2031) found a block class shared by a call lifted over batch
+    and a call, inside another lifted block, on a value made from `positions` (no batch
+    axis at run time): the class took every use to have the batch axis in front and called
+    nn.BatchNorm1d on a 1-D tensor. A class now takes the fast (N, C) path only when every
+    use's inputs carry the same lifted axes."""
+    text = (
+        "block Norm(k) {\n    in  x: [w: k]\n    out BatchNorm(x, w)\n}\n\n"
+        "block Outer(k) {\n    in  x: [w: k]\n    p = cast(positions(w), to = \"float32\")\n"
+        "    out Norm(k)(p) + x\n}\n\n"
+        "model Net() {\n    in  x: [batch, w: 4]\n    out Norm(4)(x) + Outer(4)(x)\n}\n"
+    )
+    x = torch.randn(3, 4)
+    scale = 1 / (1 + 1e-5) ** 0.5  # BatchNorm in eval: running mean 0, variance 1
+    want = x * scale + (torch.arange(4.0) * scale + x)
+    spec = nncircuit.load("shared.nn", text=text)
+    for module in (spec.module(seed=0), nncircuit.load("shared.nn", text=text, opt=2).module(seed=0)):
+        with torch.no_grad():
+            assert torch.allclose(module.eval()(x), want, atol=1e-6)

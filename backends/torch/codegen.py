@@ -18,6 +18,10 @@ from nncircuit.backends.structure import class_name, single_call_body
 from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, init_lines, move
 
 
+# A use of a class whose inputs do not agree on the lifted axes in front of them.
+UNKNOWN_LEAD = -1
+
+
 class Cx:
     """What one class's code generation needs: names, hyperparameter code, helper use."""
 
@@ -26,7 +30,7 @@ class Cx:
         self.gen = gen
         leads = gen.lift_counts.get(gen.class_of(graph), set())
         # lifted axes in front of every tensor at run time, when all uses agree
-        self.lift_len: int | None = next(iter(leads)) if len(leads) == 1 else None
+        self.lift_len: int | None = next(iter(leads)) if len(leads) == 1 and UNKNOWN_LEAD not in leads else None
         self.mode = "init"
         self.vars: dict[Value, str] = {}
         self.used_vars: set[str] = set()
@@ -145,14 +149,21 @@ class TorchGen:
             self.names[key] = fresh(base, set(self.names.values()), sep="", first=2)
         return self.names[key]
 
-    def _lifts(self, g: Graph, lead: int):
-        """Record how many lifted axes lead each class's tensors at run time, at every use."""
+    def _lifts(self, g: Graph, lead: int, flags: tuple[bool, ...] | None = None):
+        """Record how many lifted axes lead each class's tensors at run time, at every use
+        (UNKNOWN_LEAD where the inputs of a use disagree). A call whose inputs were made
+        without the caller's inputs (from `positions`, a Param) does not carry the caller's
+        lifted axes: a class shared by such a call and a lifted one must not assume them."""
         self.lift_counts.setdefault(self.class_of(g), set()).add(lead)
+        lifted = _lifted(g, flags) if lead not in (0, UNKNOWN_LEAD) else None
         for n in g.nodes():
             if isinstance(n, CallNode):
-                self._lifts(n.callee, lead + len(n.attrs["lift"]))
+                carry = [lifted is None or v in lifted for v in n.inputs]
+                inner = lead if all(carry) else 0 if not any(carry) else UNKNOWN_LEAD
+                self._lifts(n.callee, inner if inner == UNKNOWN_LEAD else inner + len(n.attrs["lift"]))
             elif isinstance(n, LoopNode):
-                self._lifts(n.callee, lead)
+                carry = [lifted is None or v in lifted for v in n.inputs]
+                self._lifts(n.callee, lead if all(carry) else UNKNOWN_LEAD)
 
     def _collect(self, g: Graph):
         if g in self.seen:
