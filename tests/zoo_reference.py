@@ -1,0 +1,220 @@
+"""Hand-written PyTorch references for the graph, memory, scientific and vision-mixer models of
+the zoo (specs/graph, specs/memory, specs/scientific, specs/vision): plain nn.Modules written
+from the papers (MLP-Mixer after timm's MlpMixer, module for module and name for name), with
+constructor arguments and parameter names equal to the specs' hyperparameters and names."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---- GCN (Kipf & Welling 2017) -------------------------------------------------------------
+
+
+class GraphConv(nn.Module):
+    def __init__(self, fin, fout):
+        super().__init__()
+        self.linear = nn.Linear(fin, fout)
+
+    def forward(self, x, adj):
+        return adj @ self.linear(x)
+
+
+class GCN(nn.Module):
+    def __init__(self, features=1433, hidden=16, classes=7, drop=0.5):
+        super().__init__()
+        self.drop = drop
+        self.conv1 = GraphConv(features, hidden)
+        self.conv2 = GraphConv(hidden, classes)
+
+    def forward(self, x, adj):
+        x = F.dropout(x, self.drop, self.training)
+        h = F.relu(self.conv1(x, adj))
+        h = F.dropout(h, self.drop, self.training)
+        return F.log_softmax(self.conv2(h, adj), dim=-1)
+
+
+# ---- GAT (Veličković et al. 2018) ----------------------------------------------------------
+
+
+class GATLayer(nn.Module):
+    def __init__(self, fin, heads, dh, drop=0.6, slope=0.2):
+        super().__init__()
+        self.heads, self.dh, self.drop, self.slope = heads, dh, drop, slope
+        self.lin = nn.Linear(fin, heads * dh, bias=False)
+        self.att_src = nn.Parameter(torch.empty(heads, dh))
+        self.att_dst = nn.Parameter(torch.empty(heads, dh))
+        for p in (self.lin.weight, self.att_src, self.att_dst):
+            nn.init.xavier_uniform_(p)
+
+    def forward(self, x, adj):  # x [n, fin], adj [n, n] bool -> [n, heads, dh]
+        n = x.shape[0]
+        h = self.lin(x).view(n, self.heads, self.dh).transpose(0, 1)  # [heads, n, dh]
+        src = (h * self.att_src[:, None, :]).sum(-1)  # [heads, n]
+        dst = (h * self.att_dst[:, None, :]).sum(-1)
+        e = F.leaky_relu(src[:, :, None] + dst[:, None, :], self.slope)  # [heads, i, j]
+        e = e.masked_fill(~adj, float("-inf"))
+        alpha = F.dropout(torch.softmax(e, dim=-1), self.drop, self.training)
+        return (alpha @ h).transpose(0, 1)
+
+
+class GAT(nn.Module):
+    def __init__(self, features=1433, hidden=8, heads=8, classes=7, out_heads=1, drop=0.6):
+        super().__init__()
+        self.drop = drop
+        self.conv1 = GATLayer(features, heads, hidden, drop)
+        self.conv2 = GATLayer(heads * hidden, out_heads, classes, drop)
+
+    def forward(self, x, adj):
+        x = F.dropout(x, self.drop, self.training)
+        h = F.elu(self.conv1(x, adj).flatten(1))
+        h = F.dropout(h, self.drop, self.training)
+        return F.log_softmax(self.conv2(h, adj).mean(1), dim=-1)
+
+
+# ---- End-to-end memory network (Sukhbaatar et al. 2015) -------------------------------------
+
+
+class MemN2N(nn.Module):
+    """Three hops, adjacent tying: C^k = A^(k+1), B = A^1, W^T = C^3 = A^4; bag-of-words."""
+
+    def __init__(self, vocab=177, d=20):
+        super().__init__()
+        self.A1, self.A2, self.A3, self.A4 = (nn.Embedding(vocab, d) for _ in range(4))
+        for e in (self.A1, self.A2, self.A3, self.A4):
+            nn.init.normal_(e.weight, std=0.1)
+
+    def forward(self, story, query):  # story [b, sentence, word], query [b, qword]
+        u = self.A1(query).sum(1)
+        for A, C in ((self.A1, self.A2), (self.A2, self.A3), (self.A3, self.A4)):
+            m = A(story).sum(2)  # [b, sentence, d]
+            c = C(story).sum(2)
+            p = torch.softmax(torch.einsum("bsd,bd->bs", m, u), dim=-1)
+            u = u + torch.einsum("bs,bsd->bd", p, c)
+        return u @ self.A4.weight.t()
+
+
+# ---- Modern Hopfield layer (Ramsauer et al. 2021) --------------------------------------------
+
+
+class Hopfield(nn.Module):
+    """Z = softmax(beta R W_Q (Y W_K)^T) Y W_K W_V."""
+
+    def __init__(self, d=64, dk=64, dv=64, beta=None):
+        super().__init__()
+        self.beta = 1.0 / math.sqrt(dk) if beta is None else beta
+        self.W_Q = nn.Linear(d, dk, bias=False)
+        self.W_K = nn.Linear(d, dk, bias=False)
+        self.W_V = nn.Linear(dk, dv, bias=False)
+
+    def forward(self, state, stored):  # [b, query, d], [b, key, d]
+        q, k = self.W_Q(state), self.W_K(stored)
+        w = torch.softmax(self.beta * q @ k.transpose(-1, -2), dim=-1)
+        return w @ self.W_V(k)
+
+
+# ---- Neural ODE, fixed-step RK4 (Chen et al. 2018) -------------------------------------------
+
+
+class VectorField(nn.Module):
+    def __init__(self, d, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+
+    def forward(self, h):
+        return self.fc2(torch.tanh(self.fc1(h)))
+
+
+class RK4Step(nn.Module):
+    def __init__(self, d, hidden, dt):
+        super().__init__()
+        self.dt = dt
+        self.field = VectorField(d, hidden)
+
+    def forward(self, h):
+        f, dt = self.field, self.dt
+        k1 = f(h)
+        k2 = f(h + dt / 2 * k1)
+        k3 = f(h + dt / 2 * k2)
+        k4 = f(h + dt * k3)
+        return h + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+class NeuralODE(nn.Module):
+    def __init__(self, d=2, hidden=50, steps=10, T=1.0):
+        super().__init__()
+        self.steps = steps
+        self.rk4 = RK4Step(d, hidden, T / steps)
+
+    def forward(self, h0):
+        h = h0
+        for _ in range(self.steps):
+            h = self.rk4(h)
+        return h
+
+
+# ---- MLP-Mixer (Tolstikhin et al. 2021), after timm's mlp_mixer.py -----------------------------
+
+
+class Mlp(nn.Module):
+    """timm.layers.Mlp with its defaults: fc1, GELU, dropout 0, no norm, fc2, dropout 0."""
+
+    def __init__(self, in_features, hidden_features):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(0.0)
+        self.norm = nn.Identity()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.Identity()
+
+    def forward(self, x):
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))  # NCHW -> NLC
+
+
+class MixerBlock(nn.Module):
+    def __init__(self, dim, seq_len, tokens_dim, channels_dim):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_tokens = Mlp(seq_len, tokens_dim)
+        self.drop_path = nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_channels = Mlp(dim, channels_dim)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.mlp_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2))
+        return x + self.drop_path(self.mlp_channels(self.norm2(x)))
+
+
+class MlpMixer(nn.Module):
+    """timm's MlpMixer (global_pool='avg', no dropout); its mlp_ratio=(0.5, 4.0) is given as
+    the widths it yields, tokens_dim = int(0.5 * embed_dim), channels_dim = int(4 * embed_dim)."""
+
+    def __init__(self, num_classes=1000, img_size=224, in_chans=3, patch_size=16, num_blocks=8,
+                 embed_dim=512, tokens_dim=256, channels_dim=2048):
+        super().__init__()
+        self.stem = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        seq_len = (img_size // patch_size) ** 2
+        self.blocks = nn.Sequential(*[MixerBlock(embed_dim, seq_len, tokens_dim, channels_dim)
+                                      for _ in range(num_blocks)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(0.0)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x):
+        x = self.norm(self.blocks(self.stem(x)))
+        return self.head(self.head_drop(x.mean(dim=1)))
