@@ -7,6 +7,7 @@ at the published configurations, and every diagram renders."""
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,6 +45,9 @@ class Case:
     sizes: tuple                    # two run-time size sets
     other: dict = field(default_factory=dict)  # other hyperparameters for the generated class
     published: int | None = None    # parameters at the default (published) configuration
+    ref_args: Callable = dict       # the spec's hyperparameters -> the reference's arguments
+    to_spec: tuple = ()             # (reference key pattern, spec key) renames, for names the
+    to_ref: tuple = ()              # language cannot spell (ConvNeXt's stem.0), and back
 
 
 def _gcn_inputs(hp, s, g):
@@ -66,6 +70,26 @@ def _hopfield_inputs(hp, s, g):
 
 def _ode_inputs(hp, s, g):
     return (torch.randn(s["batch"], hp["d"], generator=g),)
+
+
+def _convnext_inputs(hp, s, g):
+    return (torch.randn(s["batch"], hp["in_chans"], s["h"], s["w"], generator=g),)
+
+
+def _convnext_args(hp):
+    hp = dict(hp)
+    depths = tuple(hp.pop(f"depth{i}", d) for i, d in enumerate((3, 3, 9, 3)))
+    dims = tuple(hp.pop(f"dim{i}", d) for i, d in enumerate((96, 192, 384, 768)))
+    return dict(hp, depths=depths, dims=dims)
+
+
+# timm's positional module names, which a spec cannot spell, and the names the spec uses
+CONVNEXT_TO_SPEC = ((r"^stem\.0\.", "stem_conv."), (r"^stem\.1\.", "stem_norm."),
+                    (r"^stages\.(\d)\.", r"stages\1."), (r"\.downsample\.0\.", ".downsample_norm."),
+                    (r"\.downsample\.1\.", ".downsample_conv."))
+CONVNEXT_TO_REF = ((r"^stem_conv\.", "stem.0."), (r"^stem_norm\.", "stem.1."),
+                   (r"^stages(\d)\.", r"stages.\1."), (r"\.downsample_norm\.", ".downsample.0."),
+                   (r"\.downsample_conv\.", ".downsample.1."))
 
 
 def _mixer_inputs(hp, s, g):
@@ -96,6 +120,14 @@ CASES = {
                      dict(num_classes=4, img_size=24, patch_size=4, num_blocks=3, embed_dim=8,
                           tokens_dim=12, channels_dim=16, in_chans=2),
                      published=18_528_264),
+    "ConvNeXt": Case("vision/convnext.nn", "ConvNeXt", R.ConvNeXt,
+                     dict(num_classes=10, depth0=1, depth1=1, depth2=2, depth3=1, dim0=8, dim1=16, dim2=16,
+                          dim3=24, in_chans=3),
+                     _convnext_inputs, ({"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 40, "w": 36}),
+                     dict(num_classes=4, depth0=2, depth1=1, depth2=1, depth3=2, dim0=4, dim1=8, dim2=12,
+                          dim3=8, in_chans=2),
+                     published=28_589_128, ref_args=_convnext_args, to_spec=CONVNEXT_TO_SPEC,
+                     to_ref=CONVNEXT_TO_REF),
 }
 NAMES = sorted(CASES)
 
@@ -106,7 +138,20 @@ def _path(case: Case) -> str:
 
 def _reference(case: Case, hp: dict, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return case.ref(**hp).eval()
+    ref = case.ref(**case.ref_args(hp)).eval()
+    with torch.no_grad():  # away from the initial values, so that norms, layer scale and biases count
+        for p in ref.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return ref
+
+
+def _renamed(state: dict, rules: tuple) -> dict:
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
 
 
 def _inputs(case: Case, hp: dict, sizes: dict, seed: int = 0):
@@ -122,13 +167,13 @@ def test_reference_weights_load_strictly_and_outputs_match(name):
     case = CASES[name]
     ref = _reference(case, case.small, seed=3)
     module = nncircuit.compile(_path(case), case.model, seed=11, **case.small).eval()
-    assert sorted(module.state_dict()) == sorted(ref.state_dict())
+    assert sorted(module.state_dict()) == sorted(_renamed(ref.state_dict(), case.to_spec))
     x = _inputs(case, case.small, case.sizes[0])
     with torch.no_grad():
         before = module(*x)
-    module.load_state_dict(ref.state_dict(), strict=True)
+    module.load_state_dict(_renamed(ref.state_dict(), case.to_spec), strict=True)
     back = _reference(case, case.small, seed=4)
-    back.load_state_dict(module.state_dict(), strict=True)  # the round trip
+    back.load_state_dict(_renamed(module.state_dict(), case.to_ref), strict=True)  # the round trip
     for sizes in case.sizes:
         x = _inputs(case, case.small, sizes)
         with torch.no_grad():
@@ -149,7 +194,7 @@ def test_generated_class_follows_its_hyperparameters(name):
     hp = {**case.small, **case.other}
     module = cls(**hp).eval()
     ref = _reference(case, hp, seed=5)
-    module.load_state_dict(ref.state_dict(), strict=True)
+    module.load_state_dict(_renamed(ref.state_dict(), case.to_spec), strict=True)
     x = _inputs(case, hp, case.sizes[1])
     with torch.no_grad():
         assert _max_diff(module(*x), ref(*x)) <= 1e-5

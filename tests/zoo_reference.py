@@ -218,3 +218,89 @@ class MlpMixer(nn.Module):
     def forward(self, x):
         x = self.norm(self.blocks(self.stem(x)))
         return self.head(self.head_drop(x.mean(dim=1)))
+
+
+# ---- ConvNeXt (Liu et al. 2022), after timm's convnext.py -------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's LayerNorm2d: LayerNorm over the channels of an NCHW tensor."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, in_chs, mlp_ratio=4, ls_init_value=1e-6):
+        super().__init__()
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, kernel_size=7, padding=3, groups=in_chs, bias=True)
+        self.norm = nn.LayerNorm(in_chs, eps=1e-6)
+        self.mlp = Mlp(in_chs, int(mlp_ratio * in_chs))
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(in_chs))
+        self.shortcut = nn.Identity()
+        self.drop_path = nn.Identity()
+
+    def forward(self, x):
+        shortcut = x
+        x = self.conv_dw(x)
+        x = x.permute(0, 2, 3, 1)  # NCHW -> NHWC
+        x = self.mlp(self.norm(x))
+        x = x.permute(0, 3, 1, 2)
+        x = x.mul(self.gamma.reshape(1, -1, 1, 1))
+        return self.drop_path(x) + self.shortcut(shortcut)
+
+
+class ConvNeXtStage(nn.Module):
+    def __init__(self, in_chs, out_chs, stride=2, depth=2):
+        super().__init__()
+        if in_chs != out_chs or stride > 1:
+            self.downsample = nn.Sequential(
+                LayerNorm2d(in_chs, eps=1e-6),
+                nn.Conv2d(in_chs, out_chs, kernel_size=stride, stride=stride, bias=True),
+            )
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs) for _ in range(depth)])
+
+    def forward(self, x):
+        return self.blocks(self.downsample(x))
+
+
+class NormMlpClassifierHead(nn.Module):
+    """timm's head for ConvNeXt (no hidden layer): average pool, LayerNorm2d, flatten, fc."""
+
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.norm = LayerNorm2d(in_features, eps=1e-6)
+        self.flatten = nn.Flatten(1)
+        self.pre_logits = nn.Identity()
+        self.drop = nn.Dropout(0.0)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x):
+        x = self.flatten(self.norm(self.global_pool(x)))
+        return self.fc(self.drop(self.pre_logits(x)))
+
+
+class ConvNeXt(nn.Module):
+    """timm's ConvNeXt with patch_size 4, conv_bias, no conv_mlp, no GRN, no dropout."""
+
+    def __init__(self, in_chans=3, num_classes=1000, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True),
+            LayerNorm2d(dims[0], eps=1e-6),
+        )
+        stages, prev = [], dims[0]
+        for i in range(4):
+            stages.append(ConvNeXtStage(prev, dims[i], stride=2 if i > 0 else 1, depth=depths[i]))
+            prev = dims[i]
+        self.stages = nn.Sequential(*stages)
+        self.norm_pre = nn.Identity()
+        self.head = NormMlpClassifierHead(prev, num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm_pre(self.stages(self.stem(x))))
