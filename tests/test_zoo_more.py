@@ -92,6 +92,19 @@ CONVNEXT_TO_REF = ((r"^stem_conv\.", "stem.0."), (r"^stem_norm\.", "stem.1."),
                    (r"\.downsample_conv\.", ".downsample.1."))
 
 
+def _din_inputs(hp, s, g):
+    b, n = s["batch"], s["seq"]
+    lengths = torch.randint(1, n + 1, (b,), generator=g)
+    mask = torch.arange(n)[None, :] < lengths[:, None]  # padded behaviour sequences
+    return (torch.randint(0, hp["goods"], (b, n), generator=g), torch.randint(0, hp["cats"], (b, n), generator=g),
+            mask, torch.randint(0, hp["goods"], (b,), generator=g), torch.randint(0, hp["cats"], (b,), generator=g))
+
+
+def _hyper_inputs(hp, s, g):
+    return (torch.randn(s["batch"], hp["d_in"], generator=g),
+            torch.randint(0, hp["tasks"], (s["batch"],), generator=g))
+
+
 def _mixer_inputs(hp, s, g):
     return (torch.randn(s["batch"], hp["in_chans"], hp["img_size"], hp["img_size"], generator=g),)
 
@@ -120,6 +133,13 @@ CASES = {
                      dict(num_classes=4, img_size=24, patch_size=4, num_blocks=3, embed_dim=8,
                           tokens_dim=12, channels_dim=16, in_chans=2),
                      published=18_528_264),
+    "DIN": Case("recsys/din.nn", "DIN", R.DIN, dict(goods=40, cats=6, d=4, h1=8, h2=6, m1=10, m2=7),
+                _din_inputs, ({"batch": 3, "seq": 5}, {"batch": 2, "seq": 11}),
+                dict(goods=30, cats=5, d=3, h1=5, h2=4, m1=6, m2=3)),
+    "HyperMLP": Case("meta/hypernet.nn", "HyperMLP", R.HyperMLP,
+                     dict(tasks=4, d_emb=6, hyper_hidden=12, d_in=10, hidden=8, d_out=5),
+                     _hyper_inputs, ({"batch": 3}, {"batch": 6}),
+                     dict(tasks=3, d_emb=4, hyper_hidden=9, d_in=7, hidden=6, d_out=3)),
     "ConvNeXt": Case("vision/convnext.nn", "ConvNeXt", R.ConvNeXt,
                      dict(num_classes=10, depth0=1, depth1=1, depth2=2, depth3=1, dim0=8, dim1=16, dim2=16,
                           dim3=24, in_chans=3),
@@ -225,7 +245,9 @@ def test_parameters_at_the_published_configuration(name):
     spec_count = nncircuit.load(_path(case), case.model).param_count()
     with torch.device("meta"):
         ref = case.ref()
-    assert spec_count == sum(p.numel() for p in ref.parameters()) == case.published
+    assert spec_count == sum(p.numel() for p in ref.parameters())
+    if case.published is not None:
+        assert spec_count == case.published
 
 
 @pytest.mark.parametrize("name", NAMES)

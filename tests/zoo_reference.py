@@ -304,3 +304,72 @@ class ConvNeXt(nn.Module):
 
     def forward(self, x):
         return self.head(self.norm_pre(self.stages(self.stem(x))))
+
+
+# ---- Deep Interest Network (Zhou et al. 2018) -------------------------------------------------
+
+
+class ActivationUnit(nn.Module):
+    def __init__(self, d, h1=80, h2=40):
+        super().__init__()
+        self.fc1 = nn.Linear(4 * d, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, 1)
+
+    def forward(self, e, v):  # behaviours [b, seq, d], candidate [b, d] -> weights [b, seq]
+        v = v[:, None, :].expand_as(e)
+        z = torch.cat([v, e, v - e, v * e], dim=-1)
+        return self.fc3(torch.sigmoid(self.fc2(torch.sigmoid(self.fc1(z))))).squeeze(-1)
+
+
+class DIN(nn.Module):
+    def __init__(self, goods=63001, cats=801, d=18, h1=80, h2=40, m1=200, m2=80):
+        super().__init__()
+        self.goods_emb = nn.Embedding(goods, d)
+        self.cat_emb = nn.Embedding(cats, d)
+        self.att = ActivationUnit(2 * d, h1, h2)
+        self.fc1 = nn.Linear(4 * d, m1)
+        self.act1 = nn.PReLU()
+        self.fc2 = nn.Linear(m1, m2)
+        self.act2 = nn.PReLU()
+        self.fc3 = nn.Linear(m2, 1)
+
+    def forward(self, hist_goods, hist_cats, mask, goods_id, cat_id):
+        e = torch.cat([self.goods_emb(hist_goods), self.cat_emb(hist_cats)], dim=-1)
+        v = torch.cat([self.goods_emb(goods_id), self.cat_emb(cat_id)], dim=-1)
+        w = self.att(e, v).masked_fill(~mask, 0.0)  # no softmax: the paper keeps the intensity
+        u = (w[..., None] * e).sum(1)
+        y = self.fc3(self.act2(self.fc2(self.act1(self.fc1(torch.cat([u, v], dim=-1))))))
+        return y.squeeze(-1)
+
+
+# ---- Hypernetwork (Ha et al. 2017; task-conditioned as von Oswald et al. 2020) ---------------
+
+
+class HyperNet(nn.Module):
+    def __init__(self, d_emb, hyper_hidden, d_in, hidden, d_out):
+        super().__init__()
+        self.shapes = (hidden, d_in, d_out)
+        self.fc = nn.Linear(d_emb, hyper_hidden)
+        self.w1 = nn.Linear(hyper_hidden, hidden * d_in)
+        self.b1 = nn.Linear(hyper_hidden, hidden)
+        self.w2 = nn.Linear(hyper_hidden, d_out * hidden)
+        self.b2 = nn.Linear(hyper_hidden, d_out)
+
+    def forward(self, z):
+        hidden, d_in, d_out = self.shapes
+        a = torch.relu(self.fc(z))
+        return (self.w1(a).view(-1, hidden, d_in), self.b1(a),
+                self.w2(a).view(-1, d_out, hidden), self.b2(a))
+
+
+class HyperMLP(nn.Module):
+    def __init__(self, tasks=10, d_emb=32, hyper_hidden=100, d_in=784, hidden=100, d_out=10):
+        super().__init__()
+        self.task_emb = nn.Embedding(tasks, d_emb)
+        self.hyper = HyperNet(d_emb, hyper_hidden, d_in, hidden, d_out)
+
+    def forward(self, x, task):
+        W1, B1, W2, B2 = self.hyper(self.task_emb(task))
+        y = torch.relu(torch.einsum("bi,bhi->bh", x, W1) + B1)
+        return torch.einsum("bh,boh->bo", y, W2) + B2
