@@ -51,7 +51,8 @@ def test_zoo_models_name_their_files():
         "ResNet50": "resnet.nn", "TextCNN": "conv.nn", "UNet": "unet.nn", "ViT": "vit.nn",
         "DIN": "recsys/din.nn", "GAT": "graph/gat.nn", "GCN": "graph/gcn.nn", "Hopfield": "memory/hopfield.nn",
         "HyperMLP": "meta/hypernet.nn", "MemN2N": "memory/memn2n.nn",
-        "ConvNeXt": "vision/convnext.nn", "MlpMixer": "vision/mixer.nn", "NeuralODE": "scientific/neural_ode.nn",
+        "ConvNeXt": "vision/convnext.nn", "MlpMixer": "vision/mixer.nn",
+        "NeuralODE": "scientific/neural_ode.nn",
     }
 
 
