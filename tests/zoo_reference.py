@@ -373,3 +373,17 @@ class HyperMLP(nn.Module):
         W1, B1, W2, B2 = self.hyper(self.task_emb(task))
         y = torch.relu(torch.einsum("bi,bhi->bh", x, W1) + B1)
         return torch.einsum("bh,boh->bo", y, W2) + B2
+
+
+# The classes each model's reference consists of (for the line counts of docs/zoo_more.md).
+CLASSES = {
+    "GCN": (GraphConv, GCN),
+    "GAT": (GATLayer, GAT),
+    "MemN2N": (MemN2N,),
+    "Hopfield": (Hopfield,),
+    "NeuralODE": (VectorField, RK4Step, NeuralODE),
+    "MlpMixer": (Mlp, PatchEmbed, MixerBlock, MlpMixer),
+    "ConvNeXt": (Mlp, LayerNorm2d, ConvNeXtBlock, ConvNeXtStage, NormMlpClassifierHead, ConvNeXt),
+    "DIN": (ActivationUnit, DIN),
+    "HyperMLP": (HyperNet, HyperMLP),
+}
