@@ -31,7 +31,7 @@ BEGIN, END = "<!-- zoo-more:begin -->", "<!-- zoo-more:end -->"
 FAMILY = {
     "GCN": "graph", "GAT": "graph", "MemN2N": "memory", "Hopfield": "memory",
     "NeuralODE": "scientific", "MlpMixer": "vision", "ConvNeXt": "vision", "DIN": "recommender",
-    "HyperMLP": "meta",
+    "HyperMLP": "meta", "KAN": "scientific",
 }
 REFERENCE = {
     "GCN": "Kipf & Welling 2017, two layers", "GAT": "Veličković et al. 2018, Cora model",
@@ -40,6 +40,7 @@ REFERENCE = {
     "NeuralODE": "Chen et al. 2018, fixed-step RK4",
     "MlpMixer": "timm `MlpMixer` (mixer_s16_224)", "ConvNeXt": "timm `ConvNeXt` (convnext_tiny)",
     "DIN": "Zhou et al. 2018, Amazon Electronics", "HyperMLP": "Ha et al. 2017 / von Oswald et al. 2020",
+    "KAN": "efficient-kan `KAN([784, 64, 10])`",
 }
 
 
@@ -97,7 +98,7 @@ def row(name: str) -> str:
 def table() -> str:
     head = ["| family | model (spec) | reference | parameters at the published config | max difference "
             "| spec lines vs reference lines | diagram |", "|---|---|---|---|---|---|---|"]
-    order = ["GCN", "GAT", "MemN2N", "Hopfield", "NeuralODE", "MlpMixer", "ConvNeXt", "DIN", "HyperMLP"]
+    order = ["GCN", "GAT", "MemN2N", "Hopfield", "NeuralODE", "MlpMixer", "ConvNeXt", "KAN", "DIN", "HyperMLP"]
     return "\n".join(head + [row(n) for n in order])
 
 

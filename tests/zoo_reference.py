@@ -387,3 +387,67 @@ CLASSES = {
     "DIN": (ActivationUnit, DIN),
     "HyperMLP": (HyperNet, HyperMLP),
 }
+
+
+# ---- KAN, efficient-kan's formulation (Blealtan/efficient-kan) ---------------------------------
+
+
+class KANLinear(nn.Module):
+    """efficient-kan's KANLinear (enable_standalone_scale_spline, SiLU base). Two differences:
+    the grid buffer is not persistent (a spec has no buffers, so it is not in the state_dict;
+    update_grid is left out), and spline_weight starts as uniform noise rather than
+    efficient-kan's least-squares fit of noise (curve2coeff)."""
+
+    def __init__(self, in_features, out_features, grid_size=5, spline_order=3, scale_noise=0.1,
+                 scale_base=1.0, scale_spline=1.0, grid_range=(-1, 1)):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.grid_size, self.spline_order = grid_size, spline_order
+        h = (grid_range[1] - grid_range[0]) / grid_size
+        grid = (torch.arange(-spline_order, grid_size + spline_order + 1) * h + grid_range[0])
+        self.register_buffer("grid", grid.expand(in_features, -1).contiguous(), persistent=False)
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, grid_size + spline_order))
+        self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features))
+        self.base_activation = nn.SiLU()
+        nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * scale_base)
+        nn.init.uniform_(self.spline_weight, -scale_noise / grid_size, scale_noise / grid_size)
+        nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * scale_spline)
+
+    def b_splines(self, x):  # [batch, in] -> [batch, in, grid_size + spline_order]
+        grid = self.grid
+        x = x.unsqueeze(-1)
+        bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)
+        for k in range(1, self.spline_order + 1):
+            bases = ((x - grid[:, : -(k + 1)]) / (grid[:, k:-1] - grid[:, : -(k + 1)]) * bases[:, :, :-1]) + (
+                (grid[:, k + 1:] - x) / (grid[:, k + 1:] - grid[:, 1:(-k)]) * bases[:, :, 1:])
+        return bases.contiguous()
+
+    @property
+    def scaled_spline_weight(self):
+        return self.spline_weight * self.spline_scaler.unsqueeze(-1)
+
+    def forward(self, x):
+        shape = x.shape
+        x = x.reshape(-1, self.in_features)
+        base_output = F.linear(self.base_activation(x), self.base_weight)
+        spline_output = F.linear(self.b_splines(x).view(x.size(0), -1),
+                                 self.scaled_spline_weight.view(self.out_features, -1))
+        return (base_output + spline_output).reshape(*shape[:-1], self.out_features)
+
+
+class KAN(nn.Module):
+    def __init__(self, layers_hidden=(784, 64, 10), grid_size=5, spline_order=3, grid_range=(-1, 1)):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            KANLinear(a, b, grid_size=grid_size, spline_order=spline_order, grid_range=grid_range)
+            for a, b in zip(layers_hidden, layers_hidden[1:])
+        )
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+CLASSES["KAN"] = (KANLinear, KAN)
