@@ -297,3 +297,12 @@ def test_gat_adjacency_must_be_bool():
     x, adj = _inputs(case, case.small, {"node": 5})
     with pytest.raises(TypeError, match="GAT: input 'adj' .* must be a bool tensor"):
         module(x, adj.float())
+
+
+def test_gcn_refuses_an_adjacency_of_another_graph():
+    case = CASES["GCN"]
+    module = nncircuit.compile(_path(case), case.model, seed=0, **case.small).eval()
+    x, _ = _inputs(case, case.small, {"node": 6})
+    _, adj = _inputs(case, case.small, {"node": 8})
+    with pytest.raises(ValueError, match=r"GCN: input 'adj' axis 'node' must equal axis 'node' of input 'x' \(6\)"):
+        module(x, adj)
