@@ -263,11 +263,12 @@ def test_parameters_at_the_published_configuration(name):
         assert spec_count == case.published
 
 
+@pytest.mark.parametrize("style", ["circuit", "graph"])
 @pytest.mark.parametrize("name", NAMES)
-def test_diagram_renders(name):
+def test_diagram_renders(name, style):
     from test_render import NS, geometry_problems, svg_of
 
-    svg = svg_of(nncircuit.load(_path(case := CASES[name]), case.model, **case.small))
+    svg = svg_of(nncircuit.load(_path(case := CASES[name]), case.model, **case.small), style)
     assert ET.fromstring(svg).tag == NS + "svg"
     assert geometry_problems(svg) == []
 
