@@ -794,11 +794,11 @@ def _upsample(cx: OpCx):
     ones = [1] * (3 - k) if k < 3 else [1]  # (N, 1[, 1], *axes): 4-D for one or two axes, 5-D for three
     flat = b.op("Reshape", [y.name, b.cat([b.i64([-1] + ones), b.shape(y.name, y.rank - k)])])
     scales = b.const(np.array([1.0] * (1 + len(ones)) + [scale] * k, dtype=np.float32))
-    if cx.attrs["mode"] == "nearest":
-        mode = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    else:
-        mode = dict(mode="linear", coordinate_transformation_mode="half_pixel")
-    big = b.op("Resize", [flat, "", scales], **mode)
+    if cx.attrs["mode"] == "nearest":  # source position floor(i / scale), as torch's nearest
+        big = b.op("Resize", [flat, "", scales], mode="nearest", coordinate_transformation_mode="asymmetric",
+                   nearest_mode="floor")
+    else:  # (i + 0.5) / scale - 0.5, as torch's align_corners=False
+        big = b.op("Resize", [flat, "", scales], mode="linear", coordinate_transformation_mode="half_pixel")
     back = b.cat([b.shape(y.name, 0, y.rank - k), b.shape(big, 1 + len(ones))])
     z = b.op("Reshape", [big, back])
     done = y.like(z, [cx.node.type.axis(a) for a in lead + axes])

@@ -508,8 +508,11 @@ class Elaborator:
             v = self._tensor(self.expr(ctx, e.operand), e.operand.span)
             ends = []
             for part in (e.start, e.stop):
-                end = None if part is None else self.expr(ctx, part)
-                if end is not None and not isinstance(end, HVal):
+                if part is None:
+                    ends.append(None)
+                    continue
+                end = self.expr(ctx, part)
+                if not isinstance(end, HVal):
                     raise ShapeError(f"a slice's ends are numbers, found {_describe(end)}", part.span)
                 ends.append(end)
             call = OpCall("slice", (), kwargs=(("axis", e.axis), ("start", ends[0]), ("stop", ends[1])))

@@ -20,7 +20,7 @@ from nncircuit.ops.registry import (
 )
 from nncircuit.types import expr as X
 from nncircuit.types.sizes import Size
-from nncircuit.types.tensor import Axis, HVal, TensorType
+from nncircuit.types.tensor import Axis, HVal
 
 
 def _elementwise_flops(attrs, ins, outs, env) -> int:
@@ -65,11 +65,11 @@ def _slice_check(call: OpCall):
     ax = t.axis(axis)
     s, e = _end("slice", axis, "start", start), _end("slice", axis, "stop", stop)
     shown = f"{axis} = {'' if s is None else s}:{'' if e is None else e}"
-    for v, name in ((start, "start"), (stop, "stop")):  # generated code keeps the sign it was checked with
-        if isinstance(v, HVal) and v.expr.refs():
-            cond = X.binop(">=" if v.value >= 0 else "<", v.expr, X.Const(0))
+    for v, name, val in ((start, "start", s), (stop, "stop", e)):  # generated code keeps the sign it was checked with
+        if isinstance(v, HVal) and val is not None and v.expr.refs():
+            cond = X.binop(">=" if val >= 0 else "<", v.expr, X.Const(0))
             X.note(cond, f"slice of '{axis}': the {name} ", ("e", v.expr), " changed sign from "
-                   f"{'non-negative' if v.value >= 0 else 'negative'} (a slice keeps the reading it was checked with)")
+                   f"{'non-negative' if val >= 0 else 'negative'} (a slice keeps the reading it was checked with)")
     if ax.size.is_static:
         n = ax.size.value
         size = len(range(n)[s:e])
