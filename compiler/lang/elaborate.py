@@ -506,7 +506,7 @@ class Elaborator:
             return self._add(ctx, call, (v,), e.span, hint)
         if isinstance(e, A.Slice):
             v = self._tensor(self.expr(ctx, e.operand), e.operand.span)
-            ends = []
+            ends: list[HVal | None] = []
             for part in (e.start, e.stop):
                 if part is None:
                     ends.append(None)
