@@ -304,3 +304,12 @@ def test_ir_text_and_fmt_round_trip():
     formatted = format_text(text)
     assert "x[c = a:c - 1]" in formatted and "x[c = -a:]" in formatted and "einsum(x, relu(x) -> [b, c])" in formatted
     assert format_text(formatted) == formatted
+
+
+def test_bombs_are_refused_before_they_allocate():
+    text = "model M() {\n    in x: [c: 4294967296, h: 4]\n    out %s\n}\n"
+    for body, message in (("chunk(x, 4294967296, over c)", "more than the limit of 1024"),
+                          ("upsample(x, 4294967296, over h)", "longer than the limit")):
+        with pytest.raises(NNError) as info:
+            nncircuit.load("t.nn", text=text % body)
+        assert message in str(info.value) and info.value.span.line == 3

@@ -187,6 +187,9 @@ register(
 )
 
 
+MAX_PARTS = 1024  # the most results one split or chunk gives
+
+
 def _chunk_check(call: OpCall):
     (t,) = call.inputs
     spec = _one_axis(call, "chunk(x, 2, over c)")
@@ -200,6 +203,8 @@ def _chunk_check(call: OpCall):
     if code is not None:
         X.note(X.binop("==", X.binop("%", code, count.expr), X.Const(0)), f"chunk: axis '{ax.name}' of size ",
                ("e", code), " does not divide into ", ("e", count.expr), " equal chunks")
+    if k > MAX_PARTS:  # one result per part: a count this large is a bomb, not a model
+        raise fail(f"chunk into {k} parts is more than the limit of {MAX_PARTS}")
     if n % k:
         raise fail(f"chunk: axis '{ax.name}' of size {n} does not divide into {k} equal chunks; "
                    f"use split(x, over {ax.name}, (...)) for unequal parts")
@@ -400,7 +405,8 @@ def _upsample_check(call: OpCall):
     for a in t.axes:
         if a.name in names:
             code = a.size_code()
-            axes.append(Axis(a.name, a.size * k,
+            size = Size.of(a.size.value * k) if a.size.is_static else a.size * k  # Size.of: the length limit
+            axes.append(Axis(a.name, size,
                              X.dependent(X.binop("*", code, scale.expr)) if code is not None else None))
         else:
             axes.append(a)
