@@ -699,25 +699,27 @@ def _chunk(cx: OpCx):
     return _split_parts(cx, [n // k] * k)
 
 
-def _axis_len(b: Builder, x: Tensor, axis: str) -> tuple[int | None, str]:
-    """The length of an axis: (its value or None when run-time, a 0-d int64 tensor of it)."""
+def _axis_len(b: Builder, x: Tensor, axis: str) -> str:
+    """The length of an axis as a 0-d int64 tensor (a constant where it is static)."""
     size = x.type.axis(axis).size
     if size.is_static:
-        return size.value, b.const(np.array(size.value, dtype=np.int64))
-    return None, b.dim(x.name, x.pos(axis))
+        return b.const(np.array(size.value, dtype=np.int64))
+    return b.dim(x.name, x.pos(axis))
 
 
 def _rolled(b: Builder, x: Tensor, axis: str, k: int) -> str:
     """torch.roll(x, k, axis): the last k positions (mod n) come first."""
     pos = x.pos(axis)
-    n, n_t = _axis_len(b, x, axis)
-    if n is not None:
+    size = x.type.axis(axis).size
+    if size.is_static:
+        n = size.value
         s = k % n
         if s == 0:
             return x.name
         tail = _slice_along(b, x.name, pos, n - s, n)
         head = _slice_along(b, x.name, pos, 0, n - s)
     else:
+        n_t = _axis_len(b, x, axis)
         s_t = b.op("Mod", [b.const(np.array(k, dtype=np.int64)), n_t])  # the divisor's sign: 0 <= s < n
         cut = b.unsqueeze(b.op("Sub", [n_t, s_t]), [0])
         tail = _slice_along(b, x.name, pos, cut, INT64_MAX)
@@ -739,7 +741,7 @@ def _shift(cx: OpCx):
     b, (x,) = cx.b, cx.ins
     axis, k = cx.attrs["axis"], int(cx.attrs["shift"].value)
     rolled = _rolled(b, x, axis, k)
-    _, n_t = _axis_len(b, x, axis)
+    n_t = _axis_len(b, x, axis)
     src = b.op("Sub", [_positions_of(b, n_t), b.const(np.array(k, dtype=np.int64))])
     zero = b.const(np.array(0, dtype=np.int64))
     keep = b.op("And", [b.op("GreaterOrEqual", [src, zero]), b.op("Less", [src, n_t])])
@@ -764,8 +766,7 @@ def _cumprod(cx: OpCx):
     b, (x,) = cx.b, cx.ins
     axis = cx.attrs["axis"]
     pos = x.pos(axis)
-    _, n_t = _axis_len(b, x, axis)
-    r = _positions_of(b, n_t)
+    r = _positions_of(b, _axis_len(b, x, axis))
     mask = b.op("LessOrEqual", [b.unsqueeze(r, [0]), b.unsqueeze(r, [1])])  # [i, j]: j <= i
     mask = b.unsqueeze(mask, list(range(pos)) + list(range(pos + 2, x.rank + 1)))
     spread = b.op("Where", [mask, b.unsqueeze(x.name, [pos]), cx.scalar_like(1, x)])
