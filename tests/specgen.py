@@ -451,7 +451,8 @@ class Gen:
             sizes, args, ins = {x.name: x for x in ta.axes}, a, [ta]
         else:
             b, tb = self.pick(sc, fits)
-            sizes, args, ins = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {b}", [ta, tb]
+            # the operand before `->` may be any expression (a name, a call, a pipe, a product)
+            sizes, args, ins = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {self.operand(b, tb)}", [ta, tb]
         if len(sizes) > 1 and self.ch.chance(0.3):  # einsum(a, b, over [..]): sums those, keeps the rest
             summed: list[str] = []
             for _ in range(self.ch.integer(1, min(2, len(sizes) - 1))):
