@@ -259,7 +259,8 @@ def test_positioned_errors(body, message):
 HYPER = ("p, q = split(x, over c, (a, c - a))\n    u, v = chunk(s, 2, over c)\n"
          "    out x[c = a:c - 1], p, q, u, v, roll(x, a, over n), shift(s, a, over seq), stack(x, relu(x), over k), "
          "flatten(x, [n, c] -> m), GroupNorm(im, g, over c), InstanceNorm(im, over [h, w], affine = true, channel = c), "
-         "upsample(im, a, over [h, w], mode = bilinear), x[c = -a:]")
+         "upsample(im, a, over [h, w], mode = bilinear), x[c = -a:], reverse(cumsum(x, over c), over n), "
+         "cumprod(tanh(s), over seq), einsum(x, relu(x) * 2 -> [b, c]), LayerNorm(s, over seq, affine = false)")
 
 
 def test_generated_class_keeps_hyperparameters(tmp_path):
