@@ -305,6 +305,8 @@ class Gen:
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
             self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
+            self.op_slice, self.op_split, self.op_move, self.op_cumulative, self.op_stack,
+            self.op_group_norm, self.op_upsample,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
@@ -464,7 +466,8 @@ class Gen:
             sizes, args, ins = {x.name: x for x in ta.axes}, a, [ta]
         else:
             b, tb = self.pick(sc, fits)
-            sizes, args, ins = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {b}", [ta, tb]
+            # the operand before `->` may be any expression (a name, a call, a pipe, a product)
+            sizes, args, ins = {x.name: x for x in ta.axes + tb.axes}, f"{a}, {self.operand(b, tb)}", [ta, tb]
         if len(sizes) > 1 and self.ch.chance(0.3):  # einsum(a, b, over [..]): sums those, keeps the rest
             summed: list[str] = []
             for _ in range(self.ch.integer(1, min(2, len(sizes) - 1))):
@@ -500,14 +503,18 @@ class Gen:
 
     def op_flatten(self, sc):
         def pairs(t):
-            return [i for i in range(len(t.axes) - 1) if not t.axes[i].dynamic and not t.axes[i + 1].dynamic]
+            return [(i, j) for i in range(len(t.axes)) for j in range(len(t.axes))
+                    if i != j and not t.axes[i].dynamic and not t.axes[j].dynamic]
 
         name, t = self.pick(sc, pairs)
-        i = self.ch.pick(pairs(t))
-        a, b = t.axes[i], t.axes[i + 1]
+        # any two axes in either order: flatten moves them next to each other first
+        i, j = self.ch.pick(pairs(t)) if self.ch.chance(0.5) else self.ch.pick(
+            [p for p in pairs(t) if p[1] == p[0] + 1] or pairs(t))
+        a, b = t.axes[i], t.axes[j]
         into = self.ch.pick([n for n in AXES if n not in t.names] + [a.name, b.name])
         merged = Ax(into, f"({a.expr}) * ({b.expr})", a.value * b.value)
-        axes = t.axes[:i] + (merged,) + t.axes[i + 2:]
+        first = min(i, j)
+        axes = t.axes[:first] + (merged,) + tuple(x for x in t.axes[first:] if x is not a and x is not b)
         self.assign(sc, f"{name} |> flatten([{a.name}, {b.name}] -> {into})", T(axes, t.dtype))
 
     def op_unflatten(self, sc):
@@ -825,6 +832,107 @@ class Gen:
         if others:
             n2, u2 = self.ch.pick(others)
             self.assign(sc, f"{inst}({n2})", make(u2))
+
+    # ---- axis surgery (slices, split/chunk, roll/shift/reverse, cumsum/cumprod, stack,
+    # upsample) and the group/instance norms
+    def op_slice(self, sc):
+        name, t = self.pick(sc, lambda t: any(a.value >= 3 for a in t.axes), floats=False)
+        ax = self.ch.pick([a for a in t.axes if a.value >= 3])
+        if ax.dynamic and sc.block_level():
+            raise Retry("a run-time size would change inside a block")
+        form, keep = self.ch.pick([("1:", -1), (":-1", -1), ("-2:", 2), (":2", 2), ("1:-1", -2), (":", 0)])
+        if ax.dynamic:
+            size = Ax(ax.name, self.token(), ax.value + keep if keep <= 0 else keep)
+        elif keep <= 0:
+            size = Ax(ax.name, f"({ax.expr}) - {-keep}" if keep else ax.expr, ax.value + keep)
+        else:
+            size = Ax(ax.name, str(keep), keep)
+        axes = tuple(size if a is ax else a for a in t.axes)
+        self.assign(sc, f"{name}[{ax.name} = {form}]", T(axes, t.dtype))
+
+    def op_split(self, sc):
+        name, t = self.pick(sc, lambda t: any(not a.dynamic and a.value >= 2 for a in t.axes), floats=False)
+        ax = self.ch.pick([a for a in t.axes if not a.dynamic and a.value >= 2])
+        e = self.text(sc, ax)
+        if ax.value % 2 == 0 and self.ch.chance(0.4):
+            half = Ax(ax.name, f"({e}) // 2", ax.value // 2)
+            parts = (half, half)
+            call = f"chunk({name}, 2, over {ax.name})"
+        else:
+            parts = (Ax(ax.name, "1", 1), Ax(ax.name, f"({e}) - 1", ax.value - 1))
+            call = f"split({name}, over {ax.name}, (1, {e} - 1))"
+        names = [self.fresh("t") for _ in parts]
+        for n, p in zip(names, parts):
+            sc.note(n, T(tuple(p if a is ax else a for a in t.axes), t.dtype))
+        sc.lines.append(f"{', '.join(names)} = {call}")
+
+    def op_move(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes, floats=False)
+        ax = self.ch.pick(t.axes)
+        k = self.ch.integer(-3, 3)
+        fn = self.ch.pick(["roll", "shift", "reverse"] if t.dtype != "bool" else ["roll", "reverse"])
+        if fn == "reverse":
+            expr = f"reverse({name}, over {ax.name})"
+        elif fn == "shift" and t.is_float() and self.ch.chance(0.5):
+            expr = f"shift({name}, {k}, over {ax.name}, fill = {self.ch.pick(['0.5', '-1', '0'])})"
+        else:
+            expr = f"{fn}({name}, {k}, over {ax.name})"
+        self.assign(sc, expr, t)
+
+    def op_cumulative(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes)
+        if self.ch.chance(0.5):
+            self.assign(sc, f"cumsum({self.operand(name, t)}, over {ax.name})", t)
+        else:  # factors in (-1, 1): the products stay finite
+            self.assign(sc, f"cumprod(tanh({name}), over {ax.name})", t)
+
+    def op_stack(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes and len(t.axes) < 4)
+        new = self.ch.pick([n for n in AXES if n not in t.names])
+        others = [name, self.operand(name, t)] + ([f"relu({name})"] if self.ch.chance(0.3) else [])
+        if len(t.axes) >= 2 and self.ch.chance(0.4):  # another layout: matched by name
+            a, b = t.axes[0].name, t.axes[1].name
+            others[1] = f"transpose({others[1]}, {a}, {b})"
+        size = f": {len(others)}" if self.ch.chance(0.5) else ""
+        axes = (Ax(new, str(len(others)), len(others)),) + t.axes
+        self.assign(sc, f"stack({', '.join(others)}, over {new}{size})", T(axes))
+
+    def op_group_norm(self, sc):
+        form = self.ch.integer(0, 2)
+        if form == 0:  # GroupNorm over a channel axis and the axes after it
+            def chans(t):
+                return [a for a in t.axes if not a.dynamic and a.value >= 2]
+
+            name, t = self.pick(sc, chans)
+            c = self.ch.pick(chans(t))
+            g = self.ch.pick([d for d in range(1, c.value + 1) if c.value % d == 0])
+            extra = self.ch.pick(["", ", affine = false", ", eps = 1e-3"])
+            self.assign(sc, f"GroupNorm({name}, {g}, over {c.name}{extra})", t)
+        elif form == 1:  # InstanceNorm over one or two axes, any of them run-time
+            name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
+            over = [self.ch.pick(t.axes).name]
+            rest = [a for a in t.axes if a.name not in over and not a.dynamic]
+            extra = ""
+            if rest and self.ch.chance(0.5):
+                extra = f", affine = true, channel = {self.ch.pick(rest).name}"
+            self.assign(sc, f"InstanceNorm({name}, over {over[0]}{extra})", t)
+        else:  # LayerNorm/RMSNorm over a run-time axis: no weights
+            name, t = self.pick(sc, lambda t: any(a.dynamic for a in t.axes))
+            ax = self.ch.pick([a for a in t.axes if a.dynamic])
+            kind = self.ch.pick(["LayerNorm", "RMSNorm"])
+            self.assign(sc, f"{kind}({name}, over {ax.name}, affine = false)", t)
+
+    def op_upsample(self, sc):
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes)
+        if ax.dynamic and sc.block_level():
+            raise Retry("a run-time size would change inside a block")
+        k = self.ch.integer(1, 2)
+        size = Ax(ax.name, self.token(), ax.value * k) if ax.dynamic else Ax(ax.name, f"{k} * ({ax.expr})", ax.value * k)
+        mode = self.ch.pick(["", ", mode = nearest", ", mode = bilinear"])
+        axes = tuple(size if a is ax else a for a in t.axes)
+        self.assign(sc, f"upsample({name}, {k}, over {ax.name}{mode})", T(axes))
 
     # ---- blocks and repeats
     def op_block(self, sc):

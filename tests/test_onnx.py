@@ -139,6 +139,22 @@ model Loop(d = 4) {
     repeat 0 shared as never { x = Linear(x, d -> d) }
     out x, y
 }
+
+block Cut(c) {
+    in  x: [seq, c]
+    p, q = split(x, over c, (1, c - 1))
+    u, v = chunk(x, 2, over c)
+    out x[seq = 1:], p, q, u, v, roll(x, 2, over seq), shift(x, -1, over seq, fill = 0.5),
+        reverse(x, over seq), cumsum(x, over seq), cumprod(tanh(x), over seq),
+        stack(x, relu(x), over k), InstanceNorm(x, over seq)
+}
+
+model Surgery(c = 4) {
+    in  x: [batch, seq, c], img: [batch, c, h, w]
+    out Cut(c)(x), GroupNorm(img, 2, over c), upsample(img, 2, over [h, w], mode = bilinear),
+        InstanceNorm(img, over [h, w], affine = true, channel = c), upsample(img, 2, over [h, w]),
+        flatten(img, [w, c] -> m), LayerNorm(x, over seq, affine = false), einsum(x, relu(x) -> [batch, seq])
+}
 """
 ZOO_SIZES = [{}, {"batch": 3, "seq": 7, "h": 10, "w": 5, "l": 9}]
 

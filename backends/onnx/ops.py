@@ -137,7 +137,10 @@ def _transpose(cx: OpCx):
 
 def _flatten(cx: OpCx):
     (x,) = cx.ins
-    names = cx.attrs["axes"]
+    names = tuple(cx.attrs["axes"])
+    first = min(x.type.index(a) for a in names)
+    order = x.names[:first] + names + tuple(a for a in x.names[first:] if a not in names)
+    x = cx.b.transpose(x, order)  # axes not next to each other in that order are moved there
     merged = cx.node.type.axis(cx.attrs["into"])
     return [cx.result(cx.b.reshape_span(x, names[0], names[-1], [merged]).name)]
 
@@ -335,6 +338,9 @@ def _layernorm(cx: OpCx):
     b, (x,) = cx.b, cx.ins
     axes = tuple(cx.attrs["axes"])
     y, back = _to_end(b, x, axes)
+    if not cx.attrs["shape"]:  # over a run-time axis, affine = false
+        out = _normalised(cx, y.name, list(range(y.rank - len(axes), y.rank)), float(cx.attrs["eps"]), x)
+        return [cx.result(b.transpose(y.like(out), back).name)]
     if cx.attrs["affine"]:
         args = [y.name, cx.weight("weight")] + ([cx.weight("bias")] if cx.attrs["bias"] else [])
     else:
@@ -653,4 +659,207 @@ CORE_LOWERINGS.update({
         lambda cx: [cx.result(_clip(cx, cx.ins[0].name, float(cx.attrs["min"]), float(cx.attrs["max"]), cx.ins[0].type.dtype))],
         "Clip"),
     "PReLU": Lowering(_prelu, "Mul, GreaterOrEqual, Where"),
+})
+
+
+# ---- axis surgery and the group/instance norms (ops/surgery.py, ops/norms.py) ----------------
+
+INT64_MAX = 2**63 - 1
+
+
+def _slice_along(b: Builder, x: str, pos: int, start, end, step: int | None = None) -> str:
+    """x[start:end(:step)] along axis pos; start/end are ints or 1-D int64 tensors."""
+    s = b.i64([start]) if isinstance(start, int) else start
+    e = b.i64([end]) if isinstance(end, int) else end
+    args = [x, s, e, b.i64([pos])] + ([b.i64([step])] if step is not None else [])
+    return b.op("Slice", args)
+
+
+def _slice(cx: OpCx):
+    (x,) = cx.ins
+    start, stop = cx.attrs["start"], cx.attrs["stop"]
+    lo = 0 if start is None else int(start.value)
+    hi = INT64_MAX if stop is None else int(stop.value)
+    return [cx.result(_slice_along(cx.b, x.name, x.pos(cx.attrs["axis"]), lo, hi))]
+
+
+def _split_parts(cx: OpCx, sizes: list[int]):
+    (x,) = cx.ins
+    outs = cx.b.op("Split", [x.name, cx.b.i64(sizes)], outputs=len(sizes), axis=x.pos(cx.attrs["axis"]))
+    return [cx.result(v, i) for i, v in enumerate(outs)]
+
+
+def _split(cx: OpCx):
+    return _split_parts(cx, [int(s.value) for s in cx.attrs["sizes"]])
+
+
+def _chunk(cx: OpCx):
+    k = int(cx.attrs["chunks"].value)
+    n = cx.ins[0].type.axis(cx.attrs["axis"]).size.value
+    return _split_parts(cx, [n // k] * k)
+
+
+def _axis_len(b: Builder, x: Tensor, axis: str) -> str:
+    """The length of an axis as a 0-d int64 tensor (a constant where it is static)."""
+    size = x.type.axis(axis).size
+    if size.is_static:
+        return b.const(np.array(size.value, dtype=np.int64))
+    return b.dim(x.name, x.pos(axis))
+
+
+def _rolled(b: Builder, x: Tensor, axis: str, k: int) -> str:
+    """torch.roll(x, k, axis): the last k positions (mod n) come first."""
+    pos = x.pos(axis)
+    size = x.type.axis(axis).size
+    if size.is_static:
+        n = size.value
+        s = k % n
+        if s == 0:
+            return x.name
+        tail = _slice_along(b, x.name, pos, n - s, n)
+        head = _slice_along(b, x.name, pos, 0, n - s)
+    else:
+        n_t = _axis_len(b, x, axis)
+        s_t = b.op("Mod", [b.const(np.array(k, dtype=np.int64)), n_t])  # the divisor's sign: 0 <= s < n
+        cut = b.unsqueeze(b.op("Sub", [n_t, s_t]), [0])
+        tail = _slice_along(b, x.name, pos, cut, INT64_MAX)
+        head = _slice_along(b, x.name, pos, 0, cut)
+    return b.op("Concat", [tail, head], axis=pos)
+
+
+def _positions_of(b: Builder, n_t: str) -> str:
+    zero, one = b.const(np.array(0, dtype=np.int64)), b.const(np.array(1, dtype=np.int64))
+    return b.op("Range", [zero, n_t, one])
+
+
+def _roll(cx: OpCx):
+    (x,) = cx.ins
+    return [cx.result(_rolled(cx.b, x, cx.attrs["axis"], int(cx.attrs["shift"].value)))]
+
+
+def _shift(cx: OpCx):
+    b, (x,) = cx.b, cx.ins
+    axis, k = cx.attrs["axis"], int(cx.attrs["shift"].value)
+    rolled = _rolled(b, x, axis, k)
+    n_t = _axis_len(b, x, axis)
+    src = b.op("Sub", [_positions_of(b, n_t), b.const(np.array(k, dtype=np.int64))])
+    zero = b.const(np.array(0, dtype=np.int64))
+    keep = b.op("And", [b.op("GreaterOrEqual", [src, zero]), b.op("Less", [src, n_t])])
+    mtype = TensorType((x.type.axis(axis),), "bool")
+    m = b.align(Tensor(keep, mtype, 0), x.names, full=False)
+    fill = cx.scalar_like(cx.attrs["fill"].value, x)
+    return [cx.result(b.op("Where", [m.name, rolled, fill]))]
+
+
+def _reverse(cx: OpCx):
+    (x,) = cx.ins
+    return [cx.result(_slice_along(cx.b, x.name, x.pos(cx.attrs["axis"]), -1, -INT64_MAX - 1, -1))]
+
+
+def _cumsum(cx: OpCx):
+    b, (x,) = cx.b, cx.ins
+    return [cx.result(b.op("CumSum", [x.name, b.const(np.array(x.pos(cx.attrs["axis"]), dtype=np.int64))]))]
+
+
+def _cumprod(cx: OpCx):
+    """ONNX has no CumProd: position i is the product over j of (x_j where j <= i, else 1)."""
+    b, (x,) = cx.b, cx.ins
+    axis = cx.attrs["axis"]
+    pos = x.pos(axis)
+    r = _positions_of(b, _axis_len(b, x, axis))
+    mask = b.op("LessOrEqual", [b.unsqueeze(r, [0]), b.unsqueeze(r, [1])])  # [i, j]: j <= i
+    mask = b.unsqueeze(mask, list(range(pos)) + list(range(pos + 2, x.rank + 1)))
+    spread = b.op("Where", [mask, b.unsqueeze(x.name, [pos]), cx.scalar_like(1, x)])
+    return [cx.result(b.reduce("ReduceProd", spread, [pos + 1], keepdims=0))]
+
+
+def _stack(cx: OpCx):
+    b, out = cx.b, cx.node.type
+    parts = [b.transpose(t, out.names[1:]) for t in cx.ins]
+    lead = max(p.prefix for p in parts)
+    if any(p.prefix != lead for p in parts):  # a lift prefix on some operands only
+        shape = b.broadcast_shape(parts, lead + out.rank - 1, None)
+        parts = [Tensor(b.op("Expand", [p.name, shape]), p.type, lead) for p in parts]
+    ups = [b.unsqueeze(p.name, [lead]) for p in parts]
+    return [cx.result(b.op("Concat", ups, axis=lead), prefix=lead)]
+
+
+def _upsample(cx: OpCx):
+    """nn.Upsample (align_corners=False): Resize of the named axes moved to the end and the
+    others merged into one batch axis (onnxruntime's linear Resize wants 4-D or 5-D)."""
+    b, (x,) = cx.b, cx.ins
+    axes = tuple(cx.attrs["axes"])
+    k, scale = len(axes), float(cx.attrs["scale"].value)
+    lead = tuple(a for a in x.names if a not in axes)
+    y = b.transpose(x, lead + axes)
+    ones = [1] * (3 - k) if k < 3 else [1]  # (N, 1[, 1], *axes): 4-D for one or two axes, 5-D for three
+    flat = b.op("Reshape", [y.name, b.cat([b.i64([-1] + ones), b.shape(y.name, y.rank - k)])])
+    scales = b.const(np.array([1.0] * (1 + len(ones)) + [scale] * k, dtype=np.float32))
+    if cx.attrs["mode"] == "nearest":  # source position floor(i / scale), as torch's nearest
+        big = b.op("Resize", [flat, "", scales], mode="nearest", coordinate_transformation_mode="asymmetric",
+                   nearest_mode="floor")
+    else:  # (i + 0.5) / scale - 0.5, as torch's align_corners=False
+        big = b.op("Resize", [flat, "", scales], mode="linear", coordinate_transformation_mode="half_pixel")
+    back = b.cat([b.shape(y.name, 0, y.rank - k), b.shape(big, 1 + len(ones))])
+    z = b.op("Reshape", [big, back])
+    done = y.like(z, [cx.node.type.axis(a) for a in lead + axes])
+    return [cx.result(b.transpose(done, cx.node.type.names).name)]
+
+
+def _normalised(cx: OpCx, x: str, axes: list[int], eps: float, like: Tensor) -> str:
+    """(x - mean) / sqrt(var + eps) over the given axes (the biased variance, as torch)."""
+    b = cx.b
+    mean = b.reduce("ReduceMean", x, axes, keepdims=1)
+    d = b.op("Sub", [x, mean])
+    var = b.reduce("ReduceMean", b.op("Mul", [d, d]), axes, keepdims=1)
+    return b.op("Div", [d, b.op("Sqrt", [b.op("Add", [var, cx.scalar_like(eps, like)])])])
+
+
+def _groupnorm(cx: OpCx):
+    b, (x,) = cx.b, cx.ins
+    c, spatial = cx.attrs["channel"], tuple(cx.attrs["spatial"])
+    lead = tuple(a for a in x.names if a != c and a not in spatial)
+    y = b.transpose(x, lead + (c,) + spatial)
+    p = y.pos(c)
+    groups = int(cx.attrs["groups"].value)
+    head = [b.shape(y.name, 0, p)] if p else []
+    grouped = b.op("Reshape", [y.name, b.cat(head + [b.i64([groups, -1])])])
+    out = _normalised(cx, grouped, [p + 1], float(cx.attrs["eps"]), x)
+    out = b.op("Reshape", [out, b.shape(y.name)])
+    if cx.attrs["affine"]:
+        per_channel = b.i64([-1] + [1] * len(spatial))
+        out = b.op("Mul", [out, b.op("Reshape", [cx.weight("weight"), per_channel])])
+        out = b.op("Add", [out, b.op("Reshape", [cx.weight("bias"), per_channel])])
+    return [cx.result(b.transpose(y.like(out), x.names).name)]
+
+
+def _instancenorm(cx: OpCx):
+    b, (x,) = cx.b, cx.ins
+    spatial = tuple(cx.attrs["spatial"])
+    lead = tuple(a for a in x.names if a not in spatial)
+    y = b.transpose(x, lead + spatial)
+    k = len(spatial)
+    out = _normalised(cx, y.name, list(range(y.rank - k, y.rank)), float(cx.attrs["eps"]), x)
+    z = b.transpose(y.like(out), x.names)
+    if not cx.attrs["affine"]:
+        return [cx.result(z.name)]
+    ctype = TensorType((x.type.axis(cx.attrs["channel"]),), x.type.dtype)
+    w = b.align(Tensor(cx.weight("weight"), ctype, 0), x.names, full=False)
+    bias = b.align(Tensor(cx.weight("bias"), ctype, 0), x.names, full=False)
+    return [cx.result(b.op("Add", [b.op("Mul", [z.name, w.name]), bias.name]))]
+
+
+CORE_LOWERINGS.update({
+    "slice": Lowering(_slice, "Slice"),
+    "split": Lowering(_split, "Split"),
+    "chunk": Lowering(_chunk, "Split"),
+    "roll": Lowering(_roll, "Slice, Concat"),
+    "shift": Lowering(_shift, "Slice, Concat, Range, Where"),
+    "reverse": Lowering(_reverse, "Slice (step -1)"),
+    "cumsum": Lowering(_cumsum, "CumSum"),
+    "cumprod": Lowering(_cumprod, "Range, LessOrEqual, Where, ReduceProd"),
+    "stack": Lowering(_stack, "Unsqueeze, Concat"),
+    "upsample": Lowering(_upsample, "Resize"),
+    "GroupNorm": Lowering(_groupnorm, "Reshape, ReduceMean, Sqrt, Div, Mul, Add"),
+    "InstanceNorm": Lowering(_instancenorm, "ReduceMean, Sqrt, Div (Mul, Add)"),
 })

@@ -120,10 +120,20 @@ def _einsum(n: Node, a, cx):
     return f'torch.einsum("{ins}->{out}", {", ".join(a)})'
 
 
+def flatten_order(t: TensorType, names) -> tuple[str, ...]:
+    """The layout flatten merges in: the named axes moved next to each other, in their order,
+    where the first of them stands."""
+    first = min(t.index(x) for x in names)
+    return t.names[:first] + tuple(names) + tuple(x for x in t.names[first:] if x not in names)
+
+
 def _flatten(n: Node, a, cx):
     (t,) = cx.in_types(n)
     names = n.attrs["axes"]
-    return f"{_paren(a[0])}.flatten({dim(t, names[0])}, {dim(t, names[-1])})"
+    order = flatten_order(t, names)
+    x = move(a[0], t.names, order)
+    moved = t.with_axes(t.axis(name) for name in order)
+    return f"{_paren(x)}.flatten({dim(moved, names[0])}, {dim(moved, names[-1])})"
 
 
 def _unflatten(n: Node, a, cx):
@@ -253,6 +263,8 @@ def _embedding_init(n: Node, cx):
 
 def _norm_init(cls: str):
     def init(n: Node, cx):
+        if not n.attrs["shape"]:
+            return None  # over a run-time axis (affine = false): F.layer_norm / F.rms_norm
         shape = ", ".join(cx.hv(s) for s in n.attrs["shape"])
         extra = f", eps={_float(n.attrs['eps'], cx)}"
         if not n.attrs["affine"]:
@@ -269,6 +281,10 @@ def _norm(n: Node, a, cx):
     axes = n.attrs["axes"]
     kept = tuple(x for x in t.names if x not in axes)
     x = move(a[0], t.names, kept + axes)
+    if not n.attrs["shape"]:  # a run-time axis: the length comes from the tensor
+        fn = "F.layer_norm" if n.op == "LayerNorm" else "F.rms_norm"
+        y = f"{fn}({x}, {_paren(x)}.shape[{-len(axes)}:], eps={_float(n.attrs['eps'], cx)})"
+        return move(y, kept + axes, t.names)
     return move(f"self.{cx.mod(n)}({x})", kept + axes, t.names)
 
 
@@ -761,4 +777,118 @@ TORCH_LOWERINGS.update({
     "leaky_relu": Lowering(lambda n, a, cx: f"F.leaky_relu({a[0]}, negative_slope={n.attrs['slope']!r})"),
     "hardtanh": Lowering(lambda n, a, cx: f"F.hardtanh({a[0]}, min_val={n.attrs['min']!r}, max_val={n.attrs['max']!r})"),
     "PReLU": Lowering(_prelu, _prelu_init),
+})
+
+
+# ---- axis surgery and the group/instance norms (ops/surgery.py, ops/norms.py) ----------------
+
+
+def _slice(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    ends = ["" if n.attrs[k] is None else cx.hv(n.attrs[k]) for k in ("start", "stop")]
+    after = t.rank - t.index(n.attrs["axis"]) - 1
+    return f"{_paren(a[0])}[..., {ends[0]}:{ends[1]}{', :' * after}]"
+
+
+def _split(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    sizes = ", ".join(cx.hv(s) for s in n.attrs["sizes"])
+    return f"torch.split({a[0]}, [{sizes}], dim={dim(t, n.attrs['axis'])})"
+
+
+def _chunk(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    return f"torch.chunk({a[0]}, {cx.hv(n.attrs['chunks'])}, dim={dim(t, n.attrs['axis'])})"
+
+
+def _roll(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    return f"torch.roll({a[0]}, {cx.hv(n.attrs['shift'])}, dims={dim(t, n.attrs['axis'])})"
+
+
+def _shift(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    cx.need_helper("shift")
+    return f"_shift({a[0]}, {cx.hv(n.attrs['shift'])}, {dim(t, n.attrs['axis'])}, {_number(cx, n.attrs['fill'])})"
+
+
+def _stack(n: Node, a, cx):
+    out = n.type
+    parts = [move(var, t.names, out.names[1:]) for var, t in zip(a, cx.in_types(n))]
+    if cx.graph.kind != "model":  # a lift prefix on some operands only: broadcast them
+        return f"torch.stack(torch.broadcast_tensors({', '.join(parts)}), dim={-out.rank})"
+    return f"torch.stack([{', '.join(parts)}], dim={-out.rank})"
+
+
+def _upsample(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    axes = tuple(n.attrs["axes"])
+    lead = tuple(x for x in t.names if x not in axes)
+    x = move(a[0], t.names, lead + axes)
+    cx.need_helper("upsample")
+    y = f"_upsample({x}, {len(axes)}, {cx.hv(n.attrs['scale'])}, {n.attrs['mode']!r})"
+    return move(y, lead + axes, n.type.names)
+
+
+def _groupnorm_init(n: Node, cx):
+    extra = "" if n.attrs["affine"] else ", affine=False"
+    return f"nn.GroupNorm({cx.hv(n.attrs['groups'])}, {cx.hv(n.attrs['num'])}, eps={_float(n.attrs['eps'], cx)}{extra})"
+
+
+def _groupnorm(n: Node, a, cx):
+    return _channels_first(n, a, cx, n.attrs["channel"], tuple(n.attrs["spatial"]), f"self.{cx.mod(n)}")
+
+
+def _instancenorm_init(n: Node, cx):
+    if not n.attrs["affine"]:
+        return None  # no parameters: a layer_norm over the spatial axes computes it
+    k = len(n.attrs["spatial"])
+    return f"nn.InstanceNorm{k}d({cx.hv(n.attrs['num'])}, eps={_float(n.attrs['eps'], cx)}, affine=True)"
+
+
+def _instancenorm(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    spatial = tuple(n.attrs["spatial"])
+    if n.attrs["affine"]:
+        return _channels_first(n, a, cx, n.attrs["channel"], spatial, f"self.{cx.mod(n)}")
+    lead = tuple(x for x in t.names if x not in spatial)
+    x = move(a[0], t.names, lead + spatial)
+    k = len(spatial)
+    y = f"F.layer_norm({x}, {_paren(x)}.shape[{-k}:], eps={_float(n.attrs['eps'], cx)})"
+    return move(y, lead + spatial, t.names)
+
+
+TORCH_LOWERINGS.update({
+    "slice": Lowering(_slice),
+    "split": Lowering(_split),
+    "chunk": Lowering(_chunk),
+    "roll": Lowering(_roll),
+    "shift": Lowering(_shift),
+    "reverse": Lowering(lambda n, a, cx: f"torch.flip({a[0]}, dims=({dim(n.type, n.attrs['axis'])},))"),
+    "cumsum": Lowering(lambda n, a, cx: f"torch.cumsum({a[0]}, dim={dim(n.type, n.attrs['axis'])})"),
+    "cumprod": Lowering(lambda n, a, cx: f"torch.cumprod({a[0]}, dim={dim(n.type, n.attrs['axis'])})"),
+    "stack": Lowering(_stack),
+    "upsample": Lowering(_upsample),
+    "GroupNorm": Lowering(_groupnorm, _groupnorm_init),
+    "InstanceNorm": Lowering(_instancenorm, _instancenorm_init),
+})
+
+HELPERS.update({
+    "shift": '''
+def _shift(x, k, dim, fill):
+    """x moved k positions along dim (to higher positions for k > 0), the emptied ones `fill`."""
+    n = x.shape[dim]
+    src = torch.arange(n, device=x.device) - k
+    keep = ((src >= 0) & (src < n)).view([n if d == dim % x.dim() else 1 for d in range(x.dim())])
+    return torch.where(keep, torch.roll(x, k, dim), torch.tensor(fill, dtype=x.dtype, device=x.device))
+''',
+    "upsample": '''
+def _upsample(x, k, scale, mode):
+    """nn.Upsample (align_corners=False) of the last k axes of x, any number of axes before them."""
+    if mode == "bilinear":
+        mode = ("linear", "bilinear", "trilinear")[k - 1]
+    lead = x.shape[: x.dim() - k]
+    y = F.interpolate(x.reshape(-1, 1, *x.shape[x.dim() - k :]), scale_factor=scale, mode=mode)
+    return y.reshape(*lead, *y.shape[2:])
+''',
 })

@@ -85,7 +85,7 @@ class _Printer:
             return _NOT
         if isinstance(e, A.Rename):
             return _ARITH
-        if isinstance(e, (A.Call, A.Index)):
+        if isinstance(e, (A.Call, A.Index, A.Slice)):
             return _POSTFIX
         return _ATOM
 
@@ -122,6 +122,10 @@ class _Printer:
             return f"{self.wrap(e.operand, _ARITH)} rename {e.old} -> {e.new}"
         if isinstance(e, A.Index):
             return f"{self.wrap(e.operand, _POSTFIX)}[{e.axis} = {self.expr(e.index)}]"
+        if isinstance(e, A.Slice):
+            start = "" if e.start is None else self.expr(e.start)
+            stop = "" if e.stop is None else self.expr(e.stop)
+            return f"{self.wrap(e.operand, _POSTFIX)}[{e.axis} = {start}:{stop}]"
         if isinstance(e, A.Call):
             args = ", ".join(self.arg(a) for a in e.args)
             return f"{self.wrap(e.func, _POSTFIX)}({args})"
@@ -132,6 +136,8 @@ class _Printer:
             return self.expr(a.value)
         if isinstance(a, A.KwArg):
             return f"{a.name} = {self.expr(a.value)}"
+        if isinstance(a, A.MapArg) and a.operand is not None:
+            return f"{self.expr(a.operand)} -> {self.side(a.dst)}"
         if isinstance(a, A.MapArg):
             return f"{self.side(a.src)} -> {self.side(a.dst)}"
         if isinstance(a, A.OverArg):

@@ -504,6 +504,19 @@ class Elaborator:
             idx = self.expr(ctx, e.index)
             call = OpCall("select", (), kwargs=(("axis", e.axis), ("index", idx)))
             return self._add(ctx, call, (v,), e.span, hint)
+        if isinstance(e, A.Slice):
+            v = self._tensor(self.expr(ctx, e.operand), e.operand.span)
+            ends: list[HVal | None] = []
+            for part in (e.start, e.stop):
+                if part is None:
+                    ends.append(None)
+                    continue
+                end = self.expr(ctx, part)
+                if not isinstance(end, HVal):
+                    raise ShapeError(f"a slice's ends are numbers, found {_describe(end)}", part.span)
+                ends.append(end)
+            call = OpCall("slice", (), kwargs=(("axis", e.axis), ("start", ends[0]), ("stop", ends[1])))
+            return self._add(ctx, call, (v,), e.span, hint)
         if isinstance(e, A.Call):
             return self.call(ctx, e, hint)
         raise NNError(f"unsupported expression {type(e).__name__}", e.span)
@@ -691,7 +704,12 @@ class Elaborator:
                     pieces["positional"].append(AxisSpec(a.value.id))
                     continue
                 v = self._arg(ctx, a, pre)
-                if isinstance(v, (TVal, TupleV)):
+                if (isinstance(v, TupleV) and "sizes" in op.kwargs and v.items
+                        and all(isinstance(i, HVal) for i in v.items)):  # `split(x, over c, (2, 3))`
+                    if any(k == "sizes" for k, _ in pieces["kwargs"]):
+                        raise ShapeError("argument 'sizes' given twice", a.span)
+                    pieces["kwargs"].append(("sizes", v.items))
+                elif isinstance(v, (TVal, TupleV)):
                     items = v.items if isinstance(v, TupleV) else (v,)
                     tensors.extend(self._tensor(i, a.span) for i in items)
                 elif isinstance(v, HVal) and "scalars" in op.takes:  # `where(m, x, -inf)`
@@ -715,7 +733,17 @@ class Elaborator:
             elif isinstance(a, A.MapArg):
                 if "map" not in op.takes:
                     raise ShapeError(f"{op.name} takes no 'IN -> OUT' axes", a.span)
-                if (
+                if a.operand is not None:  # `einsum(a, f(b) -> [i, j])`: the last operand
+                    if op.name != "einsum":
+                        raise ShapeError(
+                            f"{op.name} takes axis names on the left of '->', found an expression",
+                            a.operand.span,
+                        )
+                    v = self.expr(ctx, a.operand)
+                    items = v.items if isinstance(v, TupleV) else (v,)
+                    tensors.extend(self._tensor(i, a.operand.span) for i in items)
+                    pieces["src"] = ()
+                elif (
                     op.name == "einsum"
                     and len(a.src) == 1
                     and a.src[0].size is None
@@ -753,7 +781,7 @@ class Elaborator:
                     f"tied = {a.value.id}: no learned instance named '{a.value.id}' in this block", a.value.span
                 )
             return v.instance
-        if a.name == "into" and isinstance(a.value, A.Name):
+        if a.name in ("into", "channel", "mode") and isinstance(a.value, A.Name):
             return a.value.id
         if a.name in ("init", "bias_init"):
             return self.init_arg(ctx, a.value)

@@ -275,6 +275,11 @@ class _ToAst(Transformer):
         operand, axis, idx = children
         return A.Index(self._span(meta), operand, str(axis), idx)
 
+    @v_args(meta=True)
+    def slice(self, meta, children):
+        operand, axis, start, stop = children
+        return A.Slice(self._span(meta), operand, str(axis), start, stop)
+
     def name(self, children):
         tok = children[0]
         return A.Name(self._tok_span(tok), str(tok))
@@ -319,6 +324,19 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def map_arg(self, meta, children):
         return A.MapArg(self._span(meta), children[0], children[1])
+
+    @v_args(meta=True)
+    def map_arg_sized(self, meta, children):
+        name, size, dst = children
+        ref = A.AxisRef(self._tok_span(name), str(name), size)
+        return A.MapArg(self._span(meta), (ref,), dst)
+
+    @v_args(meta=True)
+    def map_arg_expr(self, meta, children):
+        src, dst = children
+        if isinstance(src, A.Name):  # `d -> e`: an axis, as it always was
+            return A.MapArg(self._span(meta), (A.AxisRef(src.span, src.id, None),), dst)
+        return A.MapArg(self._span(meta), (), dst, src)
 
     @v_args(meta=True)
     def over_arg(self, meta, children):

@@ -72,6 +72,16 @@ class Index(Node):
 
 
 @dataclass(frozen=True)
+class Slice(Node):
+    """`x[c = a:b]`: positions a up to b of an axis, either end open (None)."""
+
+    operand: Expr
+    axis: str
+    start: Expr | None
+    stop: Expr | None
+
+
+@dataclass(frozen=True)
 class AxisRef(Node):
     """An axis named in an argument: `d`, or `c: 64` to give its size."""
 
@@ -96,6 +106,7 @@ class MapArg(Node):
 
     src: tuple[AxisRef, ...]
     dst: tuple[AxisRef, ...]
+    operand: Expr | None = None  # `f(x) -> [i, j]`: an einsum operand that is no bare name (src is ())
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,7 @@ class Call(Node):
     args: tuple[Arg, ...]
 
 
-Expr = Name | Number | String | Bool | BinOp | Neg | Not | Tuple | Rename | Index | Call
+Expr = Name | Number | String | Bool | BinOp | Neg | Not | Tuple | Rename | Index | Slice | Call
 
 
 # ---- declarations and statements ---------------------------------------------------------

@@ -323,9 +323,9 @@ def _flatten_check(call: OpCall):
     names = tuple(s.name for s in call.src)
     for s in call.src:
         require_axis("flatten", t, s)
-    idx = [t.index(n) for n in names]
-    if idx != list(range(idx[0], idx[0] + len(idx))):
-        raise fail(f"flatten: axes {', '.join(names)} must stand next to each other in that order in {t}")
+    # axes that do not stand next to each other in that order are first moved there (a
+    # transpose); the merged axis stands where the first of them stood
+    first = min(t.index(n) for n in names)
     size = Size.of(1)
     for n in names:
         ax = t.axis(n)
@@ -337,14 +337,16 @@ def _flatten_check(call: OpCall):
         raise fail(f"flatten: the input {t} already has an axis '{dst.name}'")
     codes = [t.axis(n).size_code() for n in names]
     out = Axis(dst.name, size, X.dependent(X.product(codes)) if size.is_static else None)
-    axes = [a for a in t.axes[: idx[0]]] + [out] + [a for a in t.axes[idx[-1] + 1 :]]
+    axes = list(t.axes[:first]) + [out] + [a for a in t.axes[first:] if a.name not in names]
     return {"axes": names, "into": dst.name}, (t.with_axes(axes),)
 
 
 register(
     OpDef(
         name="flatten",
-        doc="Merges adjacent axes into one, in order.",
+        doc="Merges axes into one, in the order listed (the first varies slowest); axes that do "
+        "not stand next to each other in that order are moved there first (a transpose). The "
+        "merged axis stands where the first of them stood.",
         check=_flatten_check,
         arity=1,
         takes=frozenset({"map"}),

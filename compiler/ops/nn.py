@@ -173,17 +173,23 @@ def _norm_check(call: OpCall):
     (t,) = call.inputs
     require_float(call.op, t)
     names = over_names(call.op, call)
+    affine = as_bool(call.op, "affine", call.kw("affine", True))
     sizes = []
     for s in over_specs(call.op, call):
         ax = require_axis(call.op, t, s)
-        static_size(call.op, ax)
+        if not ax.size.is_static and not affine:
+            continue  # no weights to size: it normalises over whatever length comes at run time
+        if not ax.size.is_static:
+            raise fail(f"{call.op} over the run-time axis '{ax.name}' ({ax.size}) has no fixed size for "
+                       "its weights; write affine = false to normalise without them")
         sizes.append(size_hval(ax, s))
     default_eps = 1e-5 if call.op == "LayerNorm" else 1e-6
     attrs = {
         "axes": names,
-        "shape": tuple(sizes),
+        # the weights' shape; () when an axis is run-time (affine = false)
+        "shape": tuple(sizes) if len(sizes) == len(names) else (),
         "eps": _positive_eps(call.op, call.kw("eps", default_eps)),
-        "affine": as_bool(call.op, "affine", call.kw("affine", True)),
+        "affine": affine,
         "bias": as_bool(call.op, "bias", call.kw("bias", call.op == "LayerNorm")),
         "init": parse_init(call.op, "init", call.kw("init"), ndim=len(sizes)),
         "bias_init": parse_init(call.op, "bias_init", call.kw("bias_init"), ndim=len(sizes)),
