@@ -238,7 +238,9 @@ def _number(op: str, kind: str, name: str, v: HVal) -> float:
 class ParamSpec:
     """A learned tensor (or buffer) an op owns; shape in PyTorch's layout. `init` is its
     initial distribution; `explicit` says the spec chose it (the torch backend emits code
-    for those; the others are what the torch module's constructor does already)."""
+    for those; the others are what the torch module's constructor does already). A dotted
+    name is another module of the block (`q.weight` of a fused op) unless `inside`: then it
+    is a path inside the op's own module (`gate.weight` of MoE)."""
 
     name: str
     shape: tuple[HVal, ...]
@@ -246,6 +248,7 @@ class ParamSpec:
     buffer: bool = False
     fan_in: int = 0
     explicit: bool = False
+    inside: bool = False
 
     def __post_init__(self):
         if not isinstance(self.init, Init):
