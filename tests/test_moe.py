@@ -249,3 +249,9 @@ def test_errors_point_at_the_call(body, message):
     rendered = str(info.value)
     assert rendered.startswith("bad.nn:3:7: error:"), rendered
     assert "^" in rendered
+
+
+def test_the_target_is_not_broadcast_to_the_indices():
+    text = "model M() {\n  in x: [b: 1, e: 4], i: [b: 3, e: 2] int64, v: [b: 3, e: 2]\n  out scatter_add(x, i, v, over e)\n}\n"
+    with pytest.raises(NNError, match=r"axis 'b' has size 3 in the indices .* and 1 in the target"):
+        nncircuit.load("bad.nn", text=text)

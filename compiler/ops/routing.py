@@ -11,7 +11,6 @@ from nncircuit.ops.registry import (
     OpDef,
     ParamSpec,
     as_int,
-    broadcast,
     fail,
     numel,
     over_names,
@@ -42,8 +41,10 @@ def _others_within(op: str, what: str, t: TensorType, x: TensorType, skip: str) 
         if not x.has(a.name):
             raise fail(f"{op}: the {what} {t} has an axis '{a.name}' that the target {x} lacks; "
                        f"every axis but '{skip}' must be one of the target's")
-    broadcast(op, x.with_axes(a for a in x.axes if a.name != skip),
-              t.with_axes(a for a in t.axes if a.name != skip))
+        mine = x.axis(a.name)
+        if a.size != mine.size and not (a.size.is_static and a.size.value == 1):
+            raise fail(f"{op}: axis '{a.name}' has size {a.size} in the {what} {t} and {mine.size} "
+                       f"in the target {x}; the result has the target's axes")
 
 
 def _scatter_check(call: OpCall):
