@@ -255,3 +255,15 @@ def test_the_target_is_not_broadcast_to_the_indices():
     text = "model M() {\n  in x: [b: 1, e: 4], i: [b: 3, e: 2] int64, v: [b: 3, e: 2]\n  out scatter_add(x, i, v, over e)\n}\n"
     with pytest.raises(NNError, match=r"axis 'b' has size 3 in the indices .* and 1 in the target"):
         nncircuit.load("bad.nn", text=text)
+
+
+def test_the_circuit_diagram_draws_routing():
+    from nncircuit.backends.diagram import render
+    from test_render import geometry_problems
+
+    spec = nncircuit.load("m.nn", "Sparse", text=MOE)
+    svg = render.svg(spec, render.options("circuit", None, (), False), engine="python")
+    for text in (">router<", ">top-2<", ">Σ<", ">E1<", ">E2<", ">⋮<", ">E8<", ">2 of 8 run<"):
+        assert text in svg, text
+    assert ">MoE<" not in svg  # the figure, not a box with the op's name
+    assert geometry_problems(svg) == []

@@ -284,7 +284,8 @@ class OpDef:
     traits: frozenset[str] = field(default_factory=frozenset)
     # How a circuit diagram draws it (the conventions of neural circuit diagrams): "auto" (by
     # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
-    # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only).
+    # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only),
+    # "router" (a mixture of experts: router, top-k, the expert stack, the weighted sum).
     figure: str = "auto"
     # The attribute schema: every key the shape rule may return, its kind and default.
     # None: not declared yet (the typed-attribute work declares it for every op).
@@ -311,7 +312,7 @@ class OpDef:
 
 
 TRAITS = frozenset({"random", "stateful", "view"})
-FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel")
+FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel", "router")
 
 REGISTRY: dict[str, OpDef] = {}
 

@@ -204,6 +204,7 @@ register(
         kwargs=("experts", "k", "hidden"),
         takes=frozenset({"over"}),
         glyph="MoE",
+        figure="router",
         example="MoE(x, over d, experts = 8, k = 2, hidden = 14336)",
         attrs=(
             AttrSpec("axis", "axis", doc="the feature axis; the other axes are tokens"),
