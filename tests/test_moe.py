@@ -267,3 +267,25 @@ def test_the_circuit_diagram_draws_routing():
         assert text in svg, text
     assert ">MoE<" not in svg  # the figure, not a box with the op's name
     assert geometry_problems(svg) == []
+
+
+@pytest.mark.parametrize("bad", [9, -1])
+def test_an_index_outside_the_axis_fails_in_both_backends(bad):
+    spec = nncircuit.load("s.nn", "IndexAdd", text=SCATTER)
+    module = spec.module(seed=0)
+    sess = session(spec, module)
+    x, idx = torch.randn(1, 5, 6), torch.tensor([0, 1, 2, 3, 4, 0, bad])
+    v, u = torch.randn(1, 7, 6), torch.randn(7, 6)
+    with pytest.raises((IndexError, RuntimeError)):
+        module(x, idx, v, u)
+    with pytest.raises(Exception, match="out of data bounds"):
+        sess.run(None, {"x": x.numpy(), "idx": idx.numpy(), "v": v.numpy(), "u": u.numpy()})
+    spec = nncircuit.load("s.nn", "Scatter", text=SCATTER)
+    module = spec.module(seed=0)
+    sess = session(spec, module)
+    x, i, v = torch.randn(1, 2, 5), torch.zeros(1, 2, 3, dtype=torch.int64), torch.randn(1, 2, 3)
+    i[0, 1, 2] = bad
+    with pytest.raises((IndexError, RuntimeError)):
+        module(x, i, v)
+    with pytest.raises(Exception, match="out of data bounds"):
+        sess.run(None, {"x": x.numpy(), "idx": i.numpy(), "v": v.numpy()})

@@ -251,6 +251,14 @@ def _gather(cx: OpCx):
     return [cx.result(b.op("GatherElements", [src.name, idx.name], axis=skip), prefix=lead)]
 
 
+def _no_negative(b: Builder, idx: Tensor) -> Tensor:
+    """ScatterElements reads a negative index from the end, where torch raises: send it far
+    past the end, so that onnxruntime raises too (as for Embedding)."""
+    far = b.const(np.array(2**62, dtype=np.int64))
+    zero = b.const(np.array(0, dtype=np.int64))
+    return idx.like(b.op("Where", [b.op("Less", [idx.name, zero]), far, idx.name]))
+
+
 def _scatter(reduction: str | None):
     """ScatterElements on x with the indices and values (aligned by name) and x broadcast
     over each other's axes; `reduction = add` sums repeated indices, as torch's scatter_add."""
@@ -259,7 +267,7 @@ def _scatter(reduction: str | None):
         b, out = cx.b, cx.node.type
         axis = cx.attrs["axis"]
         x = b.align(cx.ins[0], out.names)
-        idx = b.align(b.cast(cx.ins[1], "int64"), out.names)
+        idx = b.align(_no_negative(b, b.cast(cx.ins[1], "int64")), out.names)
         src = b.align(cx.ins[2], out.names)
         parts = [x, idx, src]
         lead = max(p.prefix for p in parts)
@@ -281,7 +289,7 @@ def _index_add(cx: OpCx):
     target = tuple(rows if a == axis else a for a in out.names)
     x = cx.ins[0]
     src = b.align(cx.ins[2], target)
-    idx = b.cast(cx.ins[1], "int64")
+    idx = _no_negative(b, b.cast(cx.ins[1], "int64"))
     pos = out.index(axis)
     trailing = out.rank - 1 - pos
     if trailing:
@@ -565,9 +573,9 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "select": Lowering(_select, "Gather"),
     "top_k": Lowering(_top_k, "TopK"),
     "gather": Lowering(_gather, "GatherElements (Expand to broadcast)"),
-    "scatter": Lowering(_scatter(None), "ScatterElements (Expand to broadcast)"),
-    "scatter_add": Lowering(_scatter("add"), "ScatterElements reduction=add", min_opset=16),
-    "index_add": Lowering(_index_add, "Unsqueeze, Expand, ScatterElements reduction=add", min_opset=16),
+    "scatter": Lowering(_scatter(None), "Less, Where, ScatterElements (Expand to broadcast)"),
+    "scatter_add": Lowering(_scatter("add"), "Less, Where, ScatterElements reduction=add", min_opset=16),
+    "index_add": Lowering(_index_add, "Less, Where, Unsqueeze, Expand, ScatterElements reduction=add", min_opset=16),
     "MoE": Lowering(_moe, "MatMul, Softmax, TopK, ScatterElements, Einsum (dense: every expert)"),
     "pad_to": Lowering(_pad_to, "Pad (negative pads crop)"),
     "Linear": Lowering(_linear, "MatMul, Add"),
