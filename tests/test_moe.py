@@ -289,3 +289,23 @@ def test_an_index_outside_the_axis_fails_in_both_backends(bad):
         module(x, i, v)
     with pytest.raises(Exception, match="out of data bounds"):
         sess.run(None, {"x": x.numpy(), "idx": i.numpy(), "v": v.numpy()})
+
+
+@pytest.mark.parametrize("model", ["Scatter", "IndexAdd", "Layout", "Lifted"])
+def test_ir_text_round_trips(model):
+    from nncircuit.backends.torch.codegen import generate
+    from nncircuit.ir.parser import parse_ir
+    from nncircuit.ir.printer import print_ir
+
+    g = nncircuit.load("s.nn", model, text=SCATTER).graph
+    text = print_ir(g)
+    assert print_ir(parse_ir(text)) == text
+    assert generate(parse_ir(text), "s.nn") == generate(g, "s.nn")
+
+
+def test_the_generated_class_refuses_what_the_checker_refuses():
+    cls = nncircuit.load("m.nn", "Sparse", text=MOE).torch_class()
+    with pytest.raises(ValueError, match="MoE: k = 3 is more than the 2 experts"):
+        cls(e=2, k=3)
+    with pytest.raises(ValueError, match="hidden must be at least 1"):
+        cls(hidden=0)
