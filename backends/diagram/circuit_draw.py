@@ -252,8 +252,7 @@ def _router(svg: Svg, d: OpDraw, x, y, w):
     learned maps, k of E run); the experts' outputs meet in a weighted sum Σ whose weights
     come from the top-k (dashed), and the sum goes back up to the output wire."""
     experts, k = int(d.node.attrs["experts"].value), int(d.node.attrs["k"].value)
-    acted = [(t, rows) for t, rows in zip(d.in_types, d.in_rows)]
-    y_in = next((_row(y, r) for t, rows in acted for a, r in zip(t.axes, rows) if a.name in d.look.acted), y)
+    y_in = next((_row(y, r) for a, r in zip(d.in_types[0].axes, d.in_rows[0]) if a.name in d.look.acted), y)
     y_out = next((_row(y, r) for a, r in zip(d.out_types[0].axes, d.out_rows[0]) if a.name in d.look.acted), y_in)
     top = y + d.nrows * R + 8  # the band under the wires
     shown = min(experts, 4)
@@ -270,7 +269,7 @@ def _router(svg: Svg, d: OpDraw, x, y, w):
     _wire(svg, [("M", fork[0], fork[1]), ("L", bx - 8, fork[1])])
     _wire(svg, [("M", bx - 8, centres[0]), ("L", bx - 8, centres[-1])])
     sx, sy = x + w - 26, (centres[0] + centres[-1]) / 2
-    for i, (cy, label) in enumerate(zip(centres, labels)):
+    for cy, label in zip(centres, labels):
         _wire(svg, [("M", bx - 8, cy), ("L", bx, cy)])
         if label == "⋮":
             svg.text(bx + bw / 2, cy + 3.5, label, size=SMALL, anchor="middle", cls="glyph")

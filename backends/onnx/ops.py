@@ -275,8 +275,10 @@ def _scatter(reduction: str | None):
         if _needs_broadcast(parts, out.names, axis):
             shape = b.broadcast_shape(parts, lead + out.rank, skip)
             x, idx, src = (p.like(b.op("Expand", [p.name, shape])) for p in parts)
-        extra = {"reduction": reduction} if reduction else {}
-        return [cx.result(b.op("ScatterElements", [x.name, idx.name, src.name], axis=skip, **extra), prefix=lead)]
+        names = [x.name, idx.name, src.name]
+        if reduction is None:
+            return [cx.result(b.op("ScatterElements", names, axis=skip), prefix=lead)]
+        return [cx.result(b.op("ScatterElements", names, axis=skip, reduction=reduction), prefix=lead)]
 
     return fn
 

@@ -13,7 +13,7 @@ from nncircuit.ops.registry import (
     as_int,
     fail,
     numel,
-    over_names,
+    over_specs,
     register,
     require_axis,
     require_float,
@@ -26,10 +26,10 @@ INT_DTYPES = ("int64", "int32")
 
 
 def _one_axis(call: OpCall):
-    names = over_names(call.op, call)
-    if len(names) != 1:
-        raise fail(f"{call.op} acts on exactly one axis, found 'over [{', '.join(names)}]'")
-    return call.over[0]
+    specs = over_specs(call.op, call)
+    if len(specs) != 1:
+        raise fail(f"{call.op} acts on exactly one axis, found 'over [{', '.join(s.name for s in specs)}]'")
+    return specs[0]
 
 
 def _others_within(op: str, what: str, t: TensorType, x: TensorType, skip: str) -> None:
