@@ -309,3 +309,17 @@ def test_the_generated_class_refuses_what_the_checker_refuses():
         cls(e=2, k=3)
     with pytest.raises(ValueError, match="hidden must be at least 1"):
         cls(hidden=0)
+
+
+def test_gradients_equal_the_dense_form():
+    sparse = nncircuit.load("m.nn", "Sparse", text=MOE).module(seed=0)
+    dense = nncircuit.load("m.nn", "Dense", text=MOE).module(seed=1)
+    dense.load_state_dict(_dense_state(sparse.state_dict(), 24))
+    x = torch.randn(2, 7, 16)
+    (sparse(x) ** 2).sum().backward()
+    (dense(x) ** 2).sum().backward()
+    gu = sparse.moe.experts.gate_up_proj.grad
+    torch.testing.assert_close(gu[:, :24], dense.w1.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gu[:, 24:], dense.w3.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sparse.moe.experts.down_proj.grad, dense.w2.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sparse.moe.gate.weight.grad, dense.linear.weight.grad, rtol=1e-4, atol=1e-6)
