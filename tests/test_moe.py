@@ -323,3 +323,12 @@ def test_gradients_equal_the_dense_form():
     torch.testing.assert_close(gu[:, 24:], dense.w3.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(sparse.moe.experts.down_proj.grad, dense.w2.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(sparse.moe.gate.weight.grad, dense.linear.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_add_forms_need_opset_16():
+    from nncircuit.errors import LoweringError
+
+    spec = nncircuit.load("s.nn", "IndexAdd", text=SCATTER)
+    with pytest.raises(LoweringError, match=r"index_add needs ONNX opset 16 or newer .* the chosen opset is 15"):
+        build(spec, opset=15)
+    build(nncircuit.load("m.nn", "Sparse", text=MOE), opset=13)  # MoE's dense graph needs no more
