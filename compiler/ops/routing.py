@@ -87,6 +87,9 @@ def _index_add_check(call: OpCall):
                    f"values {src} and {rows.size} in the indices {idx}")
     if src.dtype != x.dtype:
         raise fail(f"index_add: the values {src} must have the target's element type {x.dtype}")
+    if rows.name != axis.name and src.has(axis.name):
+        raise fail(f"index_add: the values {src} have both the indices' axis '{rows.name}' and the "
+                   f"target axis '{axis.name}'; '{rows.name}' stands in place of '{axis.name}'")
     _others_within("index_add", "values", src, x, rows.name)
     if rows.name != axis.name and x.has(rows.name):
         raise fail(f"index_add: the indices' axis '{rows.name}' is also an axis of the target "
