@@ -222,6 +222,7 @@ class Gen:
         self.texts: list[str] = []  # block definitions, in order
         self.int_bound: dict[str, str] = {}  # int value -> expression its values stay below
         self.topk_src: dict[str, tuple[str, str]] = {}  # top_k indices -> (axis, its size)
+        self.routes: dict[str, tuple[str, str]] = {}  # top_k indices -> (its input, its values)
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -302,6 +303,7 @@ class Gen:
             self.op_softmax, self.op_causal, self.op_einsum, self.op_transpose, self.op_rename,
             self.op_flatten, self.op_unflatten, self.op_concat, self.op_reduce, self.op_cast,
             self.op_select, self.op_topk, self.op_gather, self.op_linear, self.op_linear,
+            self.op_scatter, self.op_moe,
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
             self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
@@ -591,6 +593,10 @@ class Gen:
         # backends may break differently
         x = f"{name} + Param([{ax.name}: {self.text(sc, ax)}], std = 0.1)"
         sc.lines.append(f"{vals}, {idx} = top_k({x}, over {ax.name}, k = {k}{extra})")
+        if into is None and t.is_float():
+            self.routes[idx] = (name, vals)
+            if self.ch.chance(0.4):
+                self.op_scatter(sc)
         if into is None and self.ch.chance(0.5):
             try:
                 self.op_gather(sc)
@@ -613,6 +619,32 @@ class Gen:
         pos = min(t.names.index(axis), len(rest.axes))
         axes = rest.axes[:pos] + (ti.get(axis),) + rest.axes[pos:]
         self.assign(sc, f"gather({name}, {idx}, over {axis})", T(axes))
+
+    def op_scatter(self, sc):
+        """Write a top_k's values back into its input at its indices (scatter, scatter_add), or
+        add them along the axis at indices reduced to that one axis (index_add: repeated
+        indices likely)."""
+        vis = sc.visible()
+        idx = self.ch.pick([i for i in self.routes if i in vis and self.routes[i][0] in vis])
+        name, vals = self.routes[idx]
+        axis, _ = self.topk_src[idx]
+        t = vis[name]
+        form = self.ch.pick(["scatter", "scatter_add", "index_add"])
+        if form != "index_add":
+            self.assign(sc, f"{form}({name}, {idx}, {vals}, over {axis})", t)
+            return
+        others = [n for n in vis[idx].names if n != axis]
+        rows = f"max({idx}, over [{', '.join(others)}])" if others else idx
+        self.assign(sc, f"index_add({name}, {rows}, {vals}, over {axis})", t)
+
+    def op_moe(self, sc):
+        """A sparse mixture of SwiGLU experts over a static axis."""
+        name, t = self.pick(sc, T.static)
+        ax = self.ch.pick(t.static())
+        experts, e = self.size_expr(sc)
+        k = self.ch.pick(["1", experts] + ([str(e - 1)] if experts.isdigit() and e > 2 else []))
+        hidden, _ = self.size_expr(sc)
+        self.assign(sc, f"MoE({self.operand(name, t)}, over {ax.name}, experts = {experts}, k = {k}, hidden = {hidden})", t)
 
     def op_positions(self, sc):
         ax = self.ch.pick([a for a in sc.first_axis.values() if a.name in sc.input_axes])

@@ -128,6 +128,13 @@ model Lifted(d = 4, experts = 5) {
     out y, vals, idx, picked, Ramp()(x)
 }
 
+model Routing(d = 4, experts = 5) {
+    in  x: [batch, seq: ~6, d], rows: [r: 3] int64, u: [r: 3, d], hits: [seq, d: 3] int64, w: [seq, d: 3]
+    vals, idx = top_k(x, over d, k = 2)
+    out scatter(x, idx, vals * 2.0, over d), scatter_add(x, hits, w, over d),
+        index_add(x, rows, u, over seq), MoE(x, over d, experts = experts, k = 2, hidden = 3)
+}
+
 model Loop(d = 4) {
     in  x: [batch, d], bias: [d]
     y = x

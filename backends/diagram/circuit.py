@@ -24,6 +24,7 @@ SMALL = 8.5
 ZONE = 24.0  # entry/exit stretch of an open block, where wires move to their rows
 TITLE_H = 20.0
 NAME_H = 11.0  # room above an input's wires for its name
+ROUTER_W, ROUTER_H = 168.0, 84.0  # a mixture of experts: its width, and the band under its wires
 
 WRAP_WIDTH = 1200.0  # a root diagram wider than this (and flat) is wrapped into rows
 WRAP_RATIO = 3.0
@@ -197,13 +198,15 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
         dm.CUP: 44.0,
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
+        dm.ROUTER: ROUTER_W,
     }.get(lk.kind, max(26.0, text_width(lk.text, GLYPH_SIZE, lk.learned) + 14 + (7 if lk.bias else 0)))
     w = max(shape_w, text_width(lk.caption, SMALL) + 4 if lk.caption else 0,
             text_width(lk.note, SMALL) + 4 if lk.note else 0)
     pad = 0.0
-    if lk.kind in (dm.BOX, dm.SOURCE, dm.TRAPEZOID):
+    if lk.kind in (dm.BOX, dm.SOURCE, dm.TRAPEZOID, dm.ROUTER):
         pad = 5.0
     h = nrows * R + 2 * pad + (NAME_H if lk.caption else 0) + (NAME_H if lk.note else 0)
+    h += ROUTER_H if lk.kind == dm.ROUTER else 0
     draw = OpDraw(node, cx.path(node), lk, in_types, out_types, in_rows, out_rows, nrows, pad)
     return Cell(
         node.name, w, h, [rows_y(r, pad) for r in in_rows], [rows_y(r, pad) for r in out_rows],

@@ -9,7 +9,7 @@ from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.circuit import (
-    GLYPH_SIZE, LABEL_SIZE, R, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
+    GLYPH_SIZE, LABEL_SIZE, R, ROUTER_H, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
     IoDraw, OpDraw, layout_graph,
 )
 from nncircuit.backends.diagram.layout import Placement, route
@@ -158,7 +158,7 @@ def _row(y, r):
 
 def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
     lk = d.look
-    height = d.nrows * R + 2 * d.pad
+    height = d.nrows * R + 2 * d.pad + (ROUTER_H if lk.kind == dm.ROUTER else 0)
     ry = y + d.pad
     tip = f"{d.path}: {d.node.op} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
     _open_group(svg, d.path, "op", x, y, w, height + (11 if lk.caption else 0) + (11 if lk.note else 0), tip,
@@ -209,6 +209,11 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
                     yy = _row(ry, r)
                     svg.el("line", x1=cxm, y1=yy - 4, x2=cxm, y2=yy + 4, stroke=INK, stroke_width=1.2,
                            cls="shape")
+    elif kind == dm.ROUTER:
+        svg.el("rect", x=x, y=y + 1, width=w, height=height - 2, rx=3, fill=BOX_FILL, stroke=INK,
+               stroke_width=stroke, cls="shape")
+        _pass_over(svg, d, x, ry, w)
+        _router(svg, d, x, ry, w)
     elif kind == dm.MERGE:
         _merge(svg, d, x, ry, w, lk)
     elif kind == dm.CUP:
@@ -239,6 +244,61 @@ def _pass_over(svg: Svg, d: OpDraw, x, y, w):
                 for b, ro in zip(t_out.axes, rows_out):
                     if b.name == a.name and b.size == a.size:
                         _wire(svg, _curve(x, _row(y, ri), x + w, _row(y, ro)), over=True)
+
+
+def _router(svg: Svg, d: OpDraw, x, y, w):
+    """A mixture of experts, drawn as routing under the wires it is lifted over: the token's
+    wire forks to a router (softmax ◁, then top-k) and to a stack of expert boxes (the
+    learned maps, k of E run); the experts' outputs meet in a weighted sum Σ whose weights
+    come from the top-k (dashed), and the sum goes back up to the output wire."""
+    experts, k = int(d.node.attrs["experts"].value), int(d.node.attrs["k"].value)
+    y_in = next((_row(y, r) for a, r in zip(d.in_types[0].axes, d.in_rows[0]) if a.name in d.look.acted), y)
+    y_out = next((_row(y, r) for a, r in zip(d.out_types[0].axes, d.out_rows[0]) if a.name in d.look.acted), y_in)
+    top = y + d.nrows * R + 8  # the band under the wires
+    shown = min(experts, 4)
+    box_h, step = 9.0, 12.0
+    centres = [top + i * step + box_h / 2 for i in range(shown)]
+    labels = [str(i + 1) for i in range(shown)]
+    if experts > shown:
+        labels[-2:] = ["⋮", str(experts)]
+    fork = (x + 12, centres[0])
+    _wire(svg, _curve(x, y_in, fork[0], fork[1]))
+    _dot(svg, *fork)
+    # the experts: a bus fans the token out to each box, another gathers the outputs
+    bx, bw = x + 92, 24.0
+    _wire(svg, [("M", fork[0], fork[1]), ("L", bx - 8, fork[1])])
+    _wire(svg, [("M", bx - 8, centres[0]), ("L", bx - 8, centres[-1])])
+    sx, sy = x + w - 26, (centres[0] + centres[-1]) / 2
+    for cy, label in zip(centres, labels):
+        _wire(svg, [("M", bx - 8, cy), ("L", bx, cy)])
+        if label == "⋮":
+            svg.text(bx + bw / 2, cy + 3.5, label, size=SMALL, anchor="middle", cls="glyph")
+            continue
+        svg.el("rect", x=bx, y=cy - box_h / 2, width=bw, height=box_h, rx=1.5, fill="#fff", stroke=INK,
+               stroke_width=1.6, cls="shape")
+        svg.text(bx + bw / 2, cy + 3, f"E{label}", size=7.5, bold=True, anchor="middle", cls="glyph")
+        _wire(svg, _curve(bx + bw, cy, sx - 7, sy))
+    # the router: softmax over the experts, then the top k
+    ry = centres[-1] + 14
+    _wire(svg, [("M", fork[0], fork[1]), ("L", fork[0], ry), ("L", x + 22, ry)])
+    tx = x + 28
+    pts = [(tx + 5, ry - 6), (tx + 5, ry + 6), (tx - 5, ry)]
+    svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill="#fff", stroke=INK,
+           stroke_width=1.3, stroke_linejoin="round", cls="shape")
+    svg.text(tx, ry + 14, "router", size=SMALL, anchor="middle", fill=GREY, cls="note")
+    _wire(svg, [("M", tx + 5, ry), ("L", x + 44, ry)])
+    label = f"top-{k}"
+    lw = text_width(label, 9.5) + 12
+    svg.el("rect", x=x + 44, y=ry - 6.5, width=lw, height=13, rx=6.5, fill="#fff", stroke=INK,
+           stroke_width=1.0, cls="shape")
+    svg.text(x + 44 + lw / 2, ry + 3.3, label, size=9.5, anchor="middle", cls="glyph")
+    svg.el("path", d=path_d([("M", x + 44 + lw, ry), ("L", sx, ry), ("L", sx, sy + 7)]), fill="none",
+           stroke=INK, stroke_width=1.0, stroke_dasharray="3 2", cls="wire")
+    svg.text(bx + bw / 2, ry + 14, f"{k} of {experts} run", size=SMALL, anchor="middle", fill=GREY, cls="note")
+    # the weighted sum, back up to the output wire
+    svg.el("circle", cx=sx, cy=sy, r=7, fill="#fff", stroke=INK, stroke_width=1.1, cls="shape")
+    svg.text(sx, sy + 3.8, "Σ", size=10.5, bold=True, anchor="middle", cls="glyph")
+    _wire(svg, _curve(sx + 7, sy, x + w, y_out))
 
 
 def _merge(svg: Svg, d: OpDraw, x, y, w, lk):

@@ -230,11 +230,12 @@ def model_title(g: Graph) -> str:
 
 # ---- how an op looks --------------------------------------------------------------------------
 
-TAG, BOX, CIRCLE, TRIANGLE, TRAPEZOID, MERGE, CUP, RELABEL, SOURCE = (
-    "tag", "box", "circle", "triangle", "trapezoid", "merge", "cup", "relabel", "source",
+TAG, BOX, CIRCLE, TRIANGLE, TRAPEZOID, MERGE, CUP, RELABEL, SOURCE, ROUTER = (
+    "tag", "box", "circle", "triangle", "trapezoid", "merge", "cup", "relabel", "source", "router",
 )
 # a registry entry's `figure` names the kind it is drawn as
-FIGURE_KINDS = {"cup": CUP, "circle": CIRCLE, "triangle": TRIANGLE, "trapezoid": TRAPEZOID, "relabel": RELABEL}
+FIGURE_KINDS = {"cup": CUP, "circle": CIRCLE, "triangle": TRIANGLE, "trapezoid": TRAPEZOID, "relabel": RELABEL,
+                "router": ROUTER}
 
 
 @dataclass(frozen=True)

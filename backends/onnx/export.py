@@ -104,7 +104,8 @@ class Lowerer:
         specs = {p.name: p for p in registry.get(n.op).params(n.attrs, tuple(t.type for t in ins))}
 
         def weight(pname: str) -> str:
-            return self.weights.resolve(W.state_dict_key(n, pscope, pname), specs[pname])
+            spec = specs[pname]
+            return self.weights.resolve(W.state_dict_key(n, pscope, pname, inside=spec.inside), spec)
 
         def tied(module: str) -> str:
             owner = next((m for m in g.nodes() if m.module == module and m.op == "Embedding"), None)

@@ -254,6 +254,88 @@ def _gather(cx: OpCx):
     return [cx.result(b.op("GatherElements", [src.name, idx.name], axis=skip), prefix=lead)]
 
 
+def _no_negative(b: Builder, idx: Tensor) -> Tensor:
+    """ScatterElements reads a negative index from the end, where torch raises: send it far
+    past the end, so that onnxruntime raises too (as for Embedding)."""
+    far = b.const(np.array(2**62, dtype=np.int64))
+    zero = b.const(np.array(0, dtype=np.int64))
+    return idx.like(b.op("Where", [b.op("Less", [idx.name, zero]), far, idx.name]))
+
+
+def _scatter(reduction: str | None):
+    """ScatterElements on x with the indices and values (aligned by name) and x broadcast
+    over each other's axes; `reduction = add` sums repeated indices, as torch's scatter_add."""
+
+    def fn(cx: OpCx):
+        b, out = cx.b, cx.node.type
+        axis = cx.attrs["axis"]
+        x = b.align(cx.ins[0], out.names)
+        idx = b.align(_no_negative(b, b.cast(cx.ins[1], "int64")), out.names)
+        src = b.align(cx.ins[2], out.names)
+        parts = [x, idx, src]
+        lead = max(p.prefix for p in parts)
+        skip = out.index(axis) - out.rank
+        if _needs_broadcast(parts, out.names, axis):
+            shape = b.broadcast_shape(parts, lead + out.rank, skip)
+            x, idx, src = (p.like(b.op("Expand", [p.name, shape])) for p in parts)
+        names = [x.name, idx.name, src.name]
+        if reduction is None:
+            return [cx.result(b.op("ScatterElements", names, axis=skip), prefix=lead)]
+        return [cx.result(b.op("ScatterElements", names, axis=skip, reduction=reduction), prefix=lead)]
+
+    return fn
+
+
+def _index_add(cx: OpCx):
+    """index_add as ScatterElements(reduction = add): the one-axis indices stand where the
+    target axis stands and are expanded to the values' shape."""
+    b, out = cx.b, cx.node.type
+    axis, rows = cx.attrs["axis"], cx.attrs["rows"]
+    target = tuple(rows if a == axis else a for a in out.names)
+    x = cx.ins[0]
+    src = b.align(cx.ins[2], target)
+    idx = _no_negative(b, b.cast(cx.ins[1], "int64"))
+    pos = out.index(axis)
+    trailing = out.rank - 1 - pos
+    if trailing:
+        idx = idx.like(b.unsqueeze(idx.name, list(range(idx.rank, idx.rank + trailing))))
+    ones = [Axis(a, Size.of(1)) for a in target[pos + 1:]]
+    idx = Tensor(idx.name, TensorType((cx.ins[1].type.axes[0], *ones), "int64"), idx.prefix)
+    parts = [x, src, idx]
+    lead = max(p.prefix for p in parts)
+    skip = pos - out.rank
+    shape = b.broadcast_shape(parts, lead + out.rank, skip)
+    x, src, idx = (p.like(b.op("Expand", [p.name, shape])) for p in parts)
+    return [cx.result(b.op("ScatterElements", [x.name, idx.name, src.name], axis=skip, reduction="add"), prefix=lead)]
+
+
+def _moe(cx: OpCx):
+    """Dense: every expert runs on every token (Einsum over the stacked weights), and the
+    renormalised top-k weights, scattered into a vector over the experts (0 for the experts
+    not chosen), sum their outputs. Equal to the sparse torch module; k/E of its expert
+    FLOPs are the ones that count."""
+    b, (x,) = cx.b, cx.ins
+    at = cx.attrs
+    ax = at["axis"]
+    kept = tuple(a for a in x.names if a != ax)
+    x = b.transpose(x, kept + (ax,))
+    k, h = int(at["k"].value), int(at["hidden"].value)
+    logits = b.op("MatMul", [x.name, b.op("Transpose", [cx.weight("gate.weight")], perm=[1, 0])])
+    probs = b.op("Softmax", [logits], axis=-1)
+    vals, idx = b.op("TopK", [probs, b.i64([k])], outputs=2, axis=-1, largest=1, sorted=1)
+    vals = b.op("Div", [vals, b.reduce("ReduceSum", vals, [-1], keepdims=1)])
+    zeros = b.op("Mul", [probs, cx.scalar_like(0, x)])
+    combine = b.op("ScatterElements", [zeros, idx, vals], axis=-1)
+    gate_up = b.op("Einsum", [x.name, cx.weight("experts.gate_up_proj")], equation="...d,efd->...ef")
+    last = b.i64([-1])
+    gate = b.op("Slice", [gate_up, b.i64([0]), b.i64([h]), last])
+    up = b.op("Slice", [gate_up, b.i64([h]), b.i64([2 * h]), last])
+    act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
+    y = b.op("Einsum", [act, cx.weight("experts.down_proj")], equation="...ef,edf->...ed")
+    y = b.op("Einsum", [y, combine], equation="...ed,...e->...d")
+    return [cx.result(b.transpose(x.like(y), cx.node.type.names).name)]
+
+
 def _pad_to(cx: OpCx):
     """Zero-pad (or crop, with negative pads) to the reference's sizes, centred as torch's
     F.pad with (diff // 2, diff - diff // 2) centres them."""
@@ -499,6 +581,10 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "select": Lowering(_select, "Gather"),
     "top_k": Lowering(_top_k, "TopK"),
     "gather": Lowering(_gather, "GatherElements (Expand to broadcast)"),
+    "scatter": Lowering(_scatter(None), "Less, Where, ScatterElements (Expand to broadcast)"),
+    "scatter_add": Lowering(_scatter("add"), "Less, Where, ScatterElements reduction=add", min_opset=16),
+    "index_add": Lowering(_index_add, "Less, Where, Unsqueeze, Expand, ScatterElements reduction=add", min_opset=16),
+    "MoE": Lowering(_moe, "MatMul, Softmax, TopK, ScatterElements, Einsum (dense: every expert)"),
     "pad_to": Lowering(_pad_to, "Pad (negative pads crop)"),
     "Linear": Lowering(_linear, "MatMul, Add"),
     "Embedding": Lowering(_embedding, "Less, Where, Gather"),

@@ -23,10 +23,11 @@ from nncircuit.backends.onnx.builder import Builder
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
-def state_dict_key(node: Node, prefix: str, pname: str) -> str:
+def state_dict_key(node: Node, prefix: str, pname: str, *, inside: bool = False) -> str:
     """The state_dict name of parameter `pname` of `node`, under module path `prefix`
-    (`h.3.`). A `Param`, and the bias of a tied Linear, are an nn.Parameter themselves."""
-    if "." in pname:  # `k.weight`: a fused op's parameter of another module of the block
+    (`h.3.`). A `Param`, and the bias of a tied Linear, are an nn.Parameter themselves;
+    `inside`: a dotted name is a path inside the node's own module (ParamSpec.inside)."""
+    if "." in pname and not inside:  # `k.weight`: a fused op's parameter of another module of the block
         return prefix + pname
     mod = prefix + pyname(node.owner)
     if node.op == "Param" or (node.op == "Linear" and node.attrs["tied"] is not None):

@@ -211,6 +211,41 @@ def _gather(n: Node, a, cx):
     return f"_gather_broadcast({align(a[0], src, out, full=full)}, {align(a[1], idx, out, full=full)}, {dim(n.type, n.attrs['axis'])})"
 
 
+def _scatter(add: bool):
+    def fwd(n: Node, a, cx):
+        cx.need_helper("scatter")
+        x, idx, src = cx.in_types(n)
+        out = n.type.names
+        full = cx.graph.kind != "model"  # a lift prefix, as in _binary
+        how = '"add"' if add else "None"
+        return (f"_scatter_broadcast({a[0]}, {dim(x, n.attrs['axis'])}, {align(a[1], idx, out, full=full)}, "
+                f"{align(a[2], src, out, full=full)}, {how})")
+
+    return Lowering(fwd)
+
+
+def _index_add(n: Node, a, cx):
+    cx.need_helper("scatter")
+    x, idx, src = cx.in_types(n)
+    target = tuple(n.attrs["rows"] if name == n.attrs["axis"] else name for name in x.names)
+    full = cx.graph.kind != "model"
+    return f"_index_add_broadcast({a[0]}, {dim(x, n.attrs['axis'])}, {a[1]}, {align(a[2], src, target, full=full)})"
+
+
+def _moe_init(n: Node, cx):
+    cx.need_helper("moe")
+    cx.need_helper("top_k")
+    at = n.attrs
+    return f"_SparseMoE({cx.hv(at['features'])}, {cx.hv(at['experts'])}, {cx.hv(at['hidden'])}, {cx.hv(at['k'])})"
+
+
+def _moe(n: Node, a, cx):
+    (t,) = cx.in_types(n)
+    ax = n.attrs["axis"]
+    kept = tuple(x for x in t.names if x != ax)
+    return move(f"self.{cx.mod(n)}({move(a[0], t.names, kept + (ax,))})", kept + (ax,), n.type.names)
+
+
 def _pad_to(n: Node, a, cx):
     x, like = cx.in_types(n)
     pads = []
@@ -549,6 +584,10 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "select": Lowering(_select),
     "top_k": Lowering(_topk),
     "gather": Lowering(_gather),
+    "scatter": _scatter(False),
+    "scatter_add": _scatter(True),
+    "index_add": Lowering(_index_add),
+    "MoE": Lowering(_moe, _moe_init),
     "pad_to": Lowering(_pad_to),
     "Linear": Lowering(_linear, _linear_init),
     "Embedding": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}({a[0]})", _embedding_init),
@@ -589,6 +628,84 @@ def _gather_broadcast(src, idx, dim):
     src_shape, idx_shape = list(shape), list(shape)
     src_shape[dim], idx_shape[dim] = src.shape[dim], idx.shape[dim]
     return torch.gather(src.expand(src_shape), dim, idx.expand(idx_shape))
+''',
+    "scatter": '''
+def _scatter_broadcast(x, dim, idx, src, reduce):
+    """torch.scatter (scatter_add for reduce="add") with the other axes broadcast (axes are
+    matched by name): src has the shape of idx."""
+    s, i = list(x.shape), list(idx.shape)
+    s[dim] = i[dim] = 1
+    shape = list(torch.broadcast_shapes(s, i))
+    x_shape, idx_shape = list(shape), list(shape)
+    x_shape[dim], idx_shape[dim] = x.shape[dim], idx.shape[dim]
+    x, idx, src = x.expand(x_shape).clone(), idx.long().expand(idx_shape), src.expand(idx_shape)
+    return x.scatter_add_(dim, idx, src) if reduce == "add" else x.scatter_(dim, idx, src)
+
+
+def _index_add_broadcast(x, dim, idx, src):
+    """Slice j of src (along dim) added at position idx[j] of x, the other axes broadcast.
+    With lifted axes in front of idx, the same sum as a scatter_add."""
+    s, v = list(x.shape), list(src.shape)
+    s[dim] = v[dim] = 1
+    shape = list(torch.broadcast_shapes(s, v))
+    x_shape, src_shape = list(shape), list(shape)
+    x_shape[dim], src_shape[dim] = x.shape[dim], src.shape[dim]
+    x, src = x.expand(x_shape), src.expand(src_shape)
+    if idx.dim() == 1:
+        return x.index_add(dim, idx.long(), src)
+    idx = idx.long().reshape(*idx.shape, *[1] * (-dim - 1)).expand(src_shape)
+    return x.clone().scatter_add_(dim, idx, src)
+''',
+    "moe": '''
+class _SparseMoE(nn.Module):
+    """Mixtral's sparse mixture of SwiGLU experts over the last axis, named as transformers'
+    MixtralSparseMoeBlock (gate.weight, experts.gate_up_proj, experts.down_proj): softmax
+    over the experts, the top k renormalised, and only the chosen experts run."""
+
+    def __init__(self, features, experts, hidden, k):
+        super().__init__()
+        self.k = k
+        self.gate = nn.Linear(features, experts, bias=False)
+        self.experts = _ExpertBank(features, experts, hidden)
+
+    def forward(self, x):
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        probs = torch.softmax(F.linear(x, self.gate.weight).float(), dim=-1)
+        top, idx = _top_k(probs, self.k, -1)
+        top = (top / top.sum(-1, keepdim=True)).to(x.dtype)
+        return self.experts(x, idx, top).reshape(shape)
+
+
+class _ExpertBank(nn.Module):
+    """The SwiGLU experts as stacked weights. Tokens are sorted by expert so each expert's
+    rows are one slice; each expert runs on its own tokens only (one matrix product each)."""
+
+    def __init__(self, features, experts, hidden):
+        super().__init__()
+        self.hidden = hidden
+        self.gate_up_proj = nn.Parameter(torch.empty(experts, 2 * hidden, features))
+        self.down_proj = nn.Parameter(torch.empty(experts, features, hidden))
+        nn.init.uniform_(self.gate_up_proj, -1 / math.sqrt(features), 1 / math.sqrt(features))
+        nn.init.uniform_(self.down_proj, -1 / math.sqrt(hidden), 1 / math.sqrt(hidden))
+
+    def forward(self, x, idx, weight):
+        flat = idx.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0]).tolist()
+        tokens = order // idx.shape[-1]
+        rows = x[tokens]
+        out = torch.empty_like(rows)
+        start = 0
+        for e, count in enumerate(counts):
+            if count:
+                part = rows[start:start + count]
+                gate_up = F.linear(part, self.gate_up_proj[e])
+                h = F.silu(gate_up[:, :self.hidden]) * gate_up[:, self.hidden:]
+                out[start:start + count] = F.linear(h, self.down_proj[e])
+                start += count
+        out = out * weight.reshape(-1)[order].unsqueeze(-1)
+        return torch.zeros_like(x).index_add_(0, tokens, out)
 ''',
     "top_k": '''
 def _top_k(x, k, dim):

@@ -238,7 +238,9 @@ def _number(op: str, kind: str, name: str, v: HVal) -> float:
 class ParamSpec:
     """A learned tensor (or buffer) an op owns; shape in PyTorch's layout. `init` is its
     initial distribution; `explicit` says the spec chose it (the torch backend emits code
-    for those; the others are what the torch module's constructor does already)."""
+    for those; the others are what the torch module's constructor does already). A dotted
+    name is another module of the block (`q.weight` of a fused op) unless `inside`: then it
+    is a path inside the op's own module (`gate.weight` of MoE)."""
 
     name: str
     shape: tuple[HVal, ...]
@@ -246,6 +248,7 @@ class ParamSpec:
     buffer: bool = False
     fan_in: int = 0
     explicit: bool = False
+    inside: bool = False
 
     def __post_init__(self):
         if not isinstance(self.init, Init):
@@ -281,7 +284,8 @@ class OpDef:
     traits: frozenset[str] = field(default_factory=frozenset)
     # How a circuit diagram draws it (the conventions of neural circuit diagrams): "auto" (by
     # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
-    # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only).
+    # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only),
+    # "router" (a mixture of experts: router, top-k, the expert stack, the weighted sum).
     figure: str = "auto"
     # The attribute schema: every key the shape rule may return, its kind and default.
     # None: not declared yet (the typed-attribute work declares it for every op).
@@ -308,7 +312,7 @@ class OpDef:
 
 
 TRAITS = frozenset({"random", "stateful", "view"})
-FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel")
+FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel", "router")
 
 REGISTRY: dict[str, OpDef] = {}
 
