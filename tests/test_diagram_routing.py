@@ -1,0 +1,82 @@
+"""Routing a person would draw (tracker issue 14): the defects counted by the geometry
+checks of diagram_routing.py, held at most at their counts for every zoo model, and the
+checks themselves shown to fail on a drawing that has each defect."""
+
+import pytest
+
+from diagram_routing import routing_problems
+from test_diagram_paper import paper_svg
+
+KEYS = ("wire through text", "wire through cup", "wire turns back", "wire on arc", "loop below", "squeeze",
+        "diagonal through box")
+
+# What the checks count on the zoo's pictures (circuit style). The counts may only go down:
+# lower them here when a change does.
+ROUTING = {
+    ("transformer.nn", None, 0): (0, 0, 19, 0, 10, 5, 0), ("transformer.nn", None, 9): (2, 2, 31, 2, 18, 17, 0),
+    ("resnet.nn", "ResNet18", 1): (15, 0, 103, 0, 27, 26, 0), ("resnet.nn", "ResNet50", 1): (25, 0, 116, 0, 36, 32, 0),
+    ("unet.nn", None, 0): (0, 0, 24, 0, 13, 88, 4), ("unet.nn", None, 9): (22, 0, 59, 0, 35, 96, 12),
+    ("vit.nn", None, 0): (2, 0, 18, 0, 9, 5, 2), ("vit.nn", None, 9): (4, 2, 30, 2, 17, 17, 2),
+    ("mlp.nn", None, 9): (0, 0, 0, 0, 0, 0, 0), ("conv.nn", "TextCNN", 9): (2, 0, 0, 0, 0, 0, 0),
+}
+
+
+@pytest.mark.parametrize("file,model,depth", list(ROUTING))
+def test_routing_problems_do_not_grow(file, model, depth):
+    got = routing_problems(paper_svg(file, model, depth=depth))
+    assert tuple(got) == KEYS
+    assert all(a <= b for a, b in zip(got.values(), ROUTING[(file, model, depth)])), got
+
+
+BASE = ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="200" viewBox="0 0 200 200">'
+        '<text x="40" y="54" font-size="12" class="glyph">L</text>{}</svg>')
+
+
+def count(body, key):
+    return routing_problems(BASE.format(body))[key]
+
+
+def test_a_straight_wire_has_no_problem():
+    assert set(routing_problems(BASE.format('<path d="M0 20 L100 20" class="wire"/>')).values()) == {0}
+
+
+def test_wire_through_text():
+    assert count('<path d="M0 50 L100 50" class="wire"/>', "wire through text") == 1
+
+
+def test_wire_through_cup_and_on_arc():
+    cup = '<path d="M20 60 C28 60 28 80 20 80" class="cup"/>'
+    assert count(cup + '<path d="M10 70 L60 70" class="wire"/>', "wire through cup") == 1
+    # a wire that bends along the arc's outside, touching it
+    along = cup + '<path d="M10 58 C30 58 26 84 60 84" class="wire"/>'
+    assert count(along, "wire on arc") == 1
+    # the summed wires that end at the arc's ends are not on it
+    stubs = cup + '<path d="M0 60 L20 60" class="wire"/><path d="M0 80 L20 80" class="wire"/>'
+    assert count(stubs, "wire on arc") == 0 and count(stubs, "wire through cup") == 0
+
+
+def test_wire_turns_back_and_loops_below():
+    loop = ('<path d="M0 20 C10 20 10 90 20 90" class="wire"/>'
+            '<path d="M20 90 C30 90 30 20 40 20" class="wire"/>')
+    assert count(loop, "wire turns back") == 1 and count(loop, "loop below") == 1
+    step = '<path d="M0 20 C10 20 10 90 20 90" class="wire"/><path d="M20 90 L60 90" class="wire"/>'
+    assert count(step, "loop below") == 0
+
+
+def test_squeeze():
+    # three wires 16 apart that climb to a point in 3 units run as one stroke
+    tight = "".join(f'<path d="M0 {150 + 16 * i} L100 {150 + 16 * i} C103 {150 + 16 * i} 100 {60 + 16 * i} '
+                    f'103 {60 + 16 * i} L120 {60 + 16 * i}" class="wire"/>' for i in range(3))
+    assert count(tight, "squeeze") == 3
+    spread = "".join(f'<path d="M0 {150 + 16 * i} L{60 + 12 * i} {150 + 16 * i} C{80 + 12 * i} {150 + 16 * i} '
+                     f'{80 + 12 * i} {60 + 16 * i} {100 + 12 * i} {60 + 16 * i} L160 {60 + 16 * i}" class="wire"/>'
+                     for i in range(3))
+    assert count(spread, "squeeze") == 0
+
+
+def test_diagonal_through_box():
+    box = '<g class="op"><rect x="100" y="100" width="30" height="40" rx="3" class="shape"/></g>'
+    assert count(box + '<path d="M80 110 L150 130" class="wire"/>', "diagonal through box") == 1
+    assert count(box + '<path d="M80 110 L150 110" class="wire"/>', "diagonal through box") == 0
+    # a wire that bends before the box and crosses it level is fine
+    assert count(box + '<path d="M60 150 C75 150 75 120 90 120 L150 120" class="wire"/>', "diagonal through box") == 0
