@@ -17,6 +17,8 @@ from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, pl
 from nncircuit.backends.diagram.svg import text_width, wrap
 
 R = 16.0  # distance between two wires
+CUP_COL = 20.0  # a contraction's own column, where its cups close; kept wires bend after it
+CUP_W = CUP_COL + 36.0
 LABEL_SIZE = 8.5
 GLYPH_SIZE = 12.0
 TITLE_SIZE = 10.5
@@ -120,15 +122,17 @@ def rows_y(rows, top: float = 0.0) -> list[float]:
     return [top + R / 2 + r * R for r in rows]
 
 
-def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0):
+def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0, order=None):
     """Rows of each input's and output's wires inside one cell. Inputs are stacked with a
-    free row between them; the outputs sit where most carried wires run straight through
-    (on a tie, level with input `home`)."""
+    free row between them (each input's axes top to bottom in `order[i]`, by default in
+    their own order); the outputs sit where most carried wires run straight through (on a
+    tie, level with input `home`)."""
     in_rows: list[list[int]] = []
     r = 0
-    for t in in_types:
+    for i, t in enumerate(in_types):
         n = max(t.rank, 1)
-        in_rows.append(list(range(r, r + n)))
+        seq = list(order[i]) if order is not None and len(order[i]) == n else list(range(n))
+        in_rows.append([r + seq.index(k) for k in range(n)])
         r += n + 1
     span = r - 1 if in_types else 0
     at: dict[str, list[tuple[int, object]]] = {}
@@ -179,6 +183,22 @@ def _prefer(in_types, out_types) -> tuple[int, ...]:
     return tuple(sorted(range(len(in_types)), key=key))
 
 
+def _cup_order(in_types, out_types):
+    """A contraction of two inputs: the first input's summed wires last and the second's
+    first, innermost pair adjacent, so that each cup closes on its own pair of wires with
+    no other wire inside it (the wires cross, if they must, before the op)."""
+    if len(in_types) != 2:
+        return None
+    a, b = in_types
+    kept = {n for t in out_types for n in t.names}
+    summed = [n for n in a.names if b.has(n) and n not in kept]
+    if not summed:
+        return None
+    first = [i for i, n in enumerate(a.names) if n not in summed] + [a.index(n) for n in summed]
+    second = [b.index(n) for n in reversed(summed)] + [i for i, n in enumerate(b.names) if n not in summed]
+    return [first, second]
+
+
 # ---- cells -------------------------------------------------------------------------------------
 
 
@@ -188,13 +208,14 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     out_types = list(node.types)
     carried = {a.name for t in in_types for a in t.axes} - lk.acted
     prefer = _prefer(in_types, out_types)
-    in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0)
+    order = _cup_order(in_types, out_types) if lk.kind == dm.CUP else None
+    in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
     shape_w = {
         dm.TAG: text_width(lk.text, 9.5) + 18,
         dm.CIRCLE: 24.0,
         dm.TRIANGLE: 22.0,
         dm.MERGE: 32.0,
-        dm.CUP: 44.0,
+        dm.CUP: CUP_W,
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
     }.get(lk.kind, max(26.0, text_width(lk.text, GLYPH_SIZE, lk.learned) + 14 + (7 if lk.bias else 0)))

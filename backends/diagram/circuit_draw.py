@@ -9,7 +9,7 @@ from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.circuit import (
-    GLYPH_SIZE, LABEL_SIZE, R, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
+    CUP_COL, GLYPH_SIZE, LABEL_SIZE, R, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
     IoDraw, OpDraw, layout_graph,
 )
 from nncircuit.backends.diagram.layout import Placement, route
@@ -259,18 +259,20 @@ def _merge(svg: Svg, d: OpDraw, x, y, w, lk):
 
 
 def _cup(svg: Svg, d: OpDraw, x, y, w):
-    """Contraction: wires of a summed axis join in a cup; wires of a kept axis that several
-    inputs share join at a dot; the others run on to the output."""
+    """Contraction: wires of a summed axis join in a cup, in a column of their own; wires of
+    a kept axis run straight past it, then bend to the output (where several inputs share
+    one, they join at a dot)."""
     out_t, out_rows = d.out_types[0], d.out_rows[0]
     row_of = {a.name: r for a, r in zip(out_t.axes, out_rows)}
-    cxm = x + w / 2
+    cxm = x + w - 12
     kept: dict[str, int] = {}
     summed: dict[str, list[float]] = {}
     for t, rows in zip(d.in_types, d.in_rows):
         for a, r in zip(t.axes, rows):
             yy = _row(y, r)
             if a.name in row_of:
-                _wire(svg, _curve(x, yy, cxm, _row(y, row_of[a.name])))
+                bend = _curve(x + CUP_COL, yy, cxm, _row(y, row_of[a.name]))
+                _wire(svg, [("M", x, yy), ("L", x + CUP_COL, yy)] + bend[1:])
                 kept[a.name] = kept.get(a.name, 0) + 1
             else:
                 _wire(svg, [("M", x, yy), ("L", x + 7, yy)])
