@@ -13,12 +13,13 @@ from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
-from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, split_rows, wrap_ranges
+from nncircuit.backends.diagram.layout import STAGGER, Band, Cell, Placement, Spacing, place, split_rows, wrap_ranges
 from nncircuit.backends.diagram.svg import text_width, wrap
 
 R = 16.0  # distance between two wires
 CUP_COL = 20.0  # a contraction's own column, where its cups close; kept wires bend after it
 CUP_W = CUP_COL + 36.0
+MERGE_W = 32.0
 LABEL_SIZE = 8.5
 GLYPH_SIZE = 12.0
 TITLE_SIZE = 10.5
@@ -122,17 +123,18 @@ def rows_y(rows, top: float = 0.0) -> list[float]:
     return [top + R / 2 + r * R for r in rows]
 
 
-def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0, order=None):
+def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0, order=None,
+                stack=None):
     """Rows of each input's and output's wires inside one cell. Inputs are stacked with a
-    free row between them (each input's axes top to bottom in `order[i]`, by default in
-    their own order); the outputs sit where most carried wires run straight through (on a
-    tie, level with input `home`)."""
-    in_rows: list[list[int]] = []
+    free row between them, top to bottom in the slot order `stack` (by default their own),
+    each input's axes top to bottom in `order[i]` (by default their own); the outputs sit
+    where most carried wires run straight through (on a tie, level with input `home`)."""
+    in_rows: list[list[int]] = [[] for _ in in_types]
     r = 0
-    for i, t in enumerate(in_types):
-        n = max(t.rank, 1)
+    for i in stack if stack is not None else range(len(in_types)):
+        n = max(in_types[i].rank, 1)
         seq = list(order[i]) if order is not None and len(order[i]) == n else list(range(n))
-        in_rows.append([r + seq.index(k) for k in range(n)])
+        in_rows[i] = [r + seq.index(k) for k in range(n)]
         r += n + 1
     span = r - 1 if in_types else 0
     at: dict[str, list[tuple[int, object]]] = {}
@@ -183,6 +185,18 @@ def _prefer(in_types, out_types) -> tuple[int, ...]:
     return tuple(sorted(range(len(in_types)), key=key))
 
 
+def _merge_spread(in_rows, out_rows, in_types) -> float:
+    """Extra width a merge needs so that an operand's wires, moving to the output's rows,
+    bend one after another (spread) instead of as one steep stroke."""
+    out = out_rows[0] if out_rows else []
+    extra = 0.0
+    for rows in in_rows:
+        shift = max([abs(a - b) for a, b in zip(rows, out)] + [0])
+        if shift:
+            extra = max(extra, 4.0 * shift + STAGGER * (len(rows) - 1))
+    return extra
+
+
 def _cup_order(in_types, out_types):
     """A contraction of two inputs: the first input's summed wires last and the second's
     first, innermost pair adjacent, so that each cup closes on its own pair of wires with
@@ -210,11 +224,22 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     prefer = _prefer(in_types, out_types)
     order = _cup_order(in_types, out_types) if lk.kind == dm.CUP else None
     in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
+    cell = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
+    if lk.kind == dm.MERGE:
+        def arrange(stack):  # operands stacked in the order they arrive, top to bottom
+            rows = assign_rows(in_types, out_types, carried, prefer[0], stack=stack)
+            new = _op_cell(node, cx, lk, in_types, out_types, *rows, prefer)
+            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        cell.arrange = arrange
+    return cell
+
+
+def _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer) -> Cell:
     shape_w = {
         dm.TAG: text_width(lk.text, 9.5) + 18,
         dm.CIRCLE: 24.0,
         dm.TRIANGLE: 22.0,
-        dm.MERGE: 32.0,
+        dm.MERGE: MERGE_W + max([_merge_spread(in_rows, out_rows, in_types)] + [0.0]),
         dm.CUP: CUP_W,
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),

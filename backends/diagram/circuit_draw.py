@@ -12,7 +12,7 @@ from nncircuit.backends.diagram.circuit import (
     CUP_COL, GLYPH_SIZE, LABEL_SIZE, R, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
     IoDraw, OpDraw, layout_graph,
 )
-from nncircuit.backends.diagram.layout import Placement, route
+from nncircuit.backends.diagram.layout import STAGGER, Placement, route, stagger
 from nncircuit.backends.diagram.svg import Svg, path_d, text_width, wrap
 from nncircuit.ir.graph import LoopNode
 
@@ -244,11 +244,14 @@ def _pass_over(svg: Svg, d: OpDraw, x, y, w):
 def _merge(svg: Svg, d: OpDraw, x, y, w, lk):
     out_t, out_rows = d.out_types[0], d.out_rows[0]
     row_of = {a.name: r for a, r in zip(out_t.axes, out_rows)}
-    cxm = x + w / 2
+    cxm = x + w - 16
     for t, rows in zip(d.in_types, d.in_rows):
-        for a, r in zip(t.axes, rows):
-            if a.name in row_of:
-                _wire(svg, _curve(x, _row(y, r), cxm - 5, _row(y, row_of[a.name])))
+        pairs = [(_row(y, r), _row(y, row_of[a.name])) for a, r in zip(t.axes, rows) if a.name in row_of]
+        offs = stagger(pairs, STAGGER)
+        bw = cxm - 5 - x - max(offs + [0.0])
+        for (y0, y1), off in zip(pairs, offs):
+            _wire(svg, [("M", x, y0), ("L", x + off, y0)] + _curve(x + off, y0, x + off + bw, y1)[1:]
+                  + [("L", cxm - 5, y1)])
     ys = [_row(y, r) for r in out_rows]
     for yy in ys:
         _wire(svg, [("M", cxm + 5, yy), ("L", x + w, yy)])
