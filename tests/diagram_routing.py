@@ -46,6 +46,12 @@ def _hits(p, q, box) -> bool:
     return hi - lo > 1e-9
 
 
+def _near(pts, box) -> bool:
+    """Whether the wire's bounding box meets the box at all (a cheap test first)."""
+    return (min(p[0] for p in pts) < box[2] and max(p[0] for p in pts) > box[0]
+            and min(p[1] for p in pts) < box[3] and max(p[1] for p in pts) > box[1])
+
+
 def text_box(el):
     x, y, size = float(el.get("x")), float(el.get("y")), float(el.get("font-size"))
     w = text_width(el.text or "", size, el.get("font-weight") == "bold")
@@ -62,14 +68,15 @@ def routing_problems(svg: str) -> dict[str, int]:
     root = ET.fromstring(svg)
     ws = wires(root)
     texts = [(el.text, text_box(el)) for el in root.iter(NS + "text") if el.get("class") in TEXT]
-    through_text = sum(1 for pts in ws for _, b in texts if any(_hits(p, q, b) for p, q in zip(pts, pts[1:])))
+    through_text = sum(1 for pts in ws for _, b in texts if _near(pts, b)
+                       and any(_hits(p, q, b) for p, q in zip(pts, pts[1:])))
     cups = []
     for el in root.iter(NS + "path"):
         if el.get("class") == "cup":
             pts = polyline(el.get("d"))
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             cups.append((min(xs) + 0.5, min(ys) + 0.5, max(xs), max(ys) - 0.5))
-    through_cup = sum(1 for pts in ws for b in cups if any(_hits(p, q, b) for p, q in zip(pts, pts[1:])))
+    through_cup = sum(1 for pts in ws for b in cups if _near(pts, b) and any(_hits(p, q, b) for p, q in zip(pts, pts[1:])))
     # chain the wire paths that continue one another, then count turns back
     ends = {}
     for pts in ws:
@@ -204,6 +211,8 @@ def diagonals_through_boxes(ws, boxes, rise=2.0) -> int:
     n = 0
     for pts in ws:
         for x0, y0, x1, y1 in boxes:
+            if not _near(pts, (x0, y0, x1, y1)):
+                continue
             climb = 0.0
             for p, q in zip(pts, pts[1:]):
                 lo, hi = _clip(p, q, (x0 + 0.5, y0 + 0.5, x1 - 0.5, y1 - 0.5))
