@@ -98,7 +98,7 @@ def routing_problems(svg: str) -> dict[str, int]:
             sign = s or sign
         turns += flips > 0
     return {"wire through text": through_text, "wire through cup": through_cup, "wire turns back": turns,
-            "wire on arc": wires_on_arcs(ws, _arcs(root)), "loop below": loops_below(ws),
+            "wire on arc": wires_on_arcs(ws, _arcs(root)), "loop below": loops_below(ws, _merges(root)),
             "squeeze": squeezes(ws), "diagonal through box": diagonals_through_boxes(ws, _op_boxes(root))}
 
 
@@ -150,13 +150,28 @@ def wires_on_arcs(ws, arcs, near=1.6) -> int:
     return n
 
 
-def loops_below(ws, depth=6.0) -> int:
-    """Wires (followed through their continuations) that dip below both their ends and come
-    back up: an operand routed round the far side of what it joins."""
+def _merges(root):
+    """Boxes of the ops drawn as a merge (a pill where matching wires join: +, *, ...)."""
+    out = []
+    for g in root.iter(NS + "g"):
+        if "op" in (g.get("class") or "").split() and any(
+                el.tag == NS + "rect" and el.get("rx") == "7" and el.get("class") == "shape" for el in g):
+            x, y, w, h = (float(v) for v in g.get("data-bbox").split())
+            out.append((x, y, x + w, y + h))
+    return out
+
+
+def loops_below(ws, merges, depth=6.0) -> int:
+    """Wires (followed through their continuations) that arrive from above a merge but dip
+    below both their ends and come back up into it: an operand routed round the far side
+    of the other operand it joins, instead of coming in from the side it arrives on."""
     n = 0
     for chain in _chains(ws):
         low = max(y for _, y in chain)
-        n += low - chain[0][1] > depth and low - chain[-1][1] > depth
+        if not (low - chain[0][1] > depth and low - chain[-1][1] > depth):
+            continue
+        (ex, ey), sy = chain[-1], chain[0][1]
+        n += any(x0 <= ex <= x1 + 0.5 and y0 <= ey <= y1 and sy < y0 for x0, y0, x1, y1 in merges)
     return n
 
 

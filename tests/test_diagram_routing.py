@@ -13,10 +13,10 @@ KEYS = ("wire through text", "wire through cup", "wire turns back", "wire on arc
 # What the checks count on the zoo's pictures (circuit style). The counts may only go down:
 # lower them here when a change does.
 ROUTING = {
-    ("transformer.nn", None, 0): (0, 0, 19, 0, 10, 0, 0), ("transformer.nn", None, 9): (2, 0, 31, 0, 18, 5, 0),
+    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (2, 0, 31, 0, 0, 5, 0),
     ("resnet.nn", "ResNet18", 1): (15, 0, 76, 0, 0, 0, 0), ("resnet.nn", "ResNet50", 1): (25, 0, 80, 0, 0, 0, 0),
-    ("unet.nn", None, 0): (0, 0, 24, 0, 13, 37, 4), ("unet.nn", None, 9): (22, 0, 59, 0, 35, 35, 12),
-    ("vit.nn", None, 0): (2, 0, 18, 0, 9, 0, 2), ("vit.nn", None, 9): (4, 0, 30, 0, 17, 5, 2),
+    ("unet.nn", None, 0): (0, 0, 24, 0, 0, 37, 4), ("unet.nn", None, 9): (22, 0, 59, 0, 0, 35, 12),
+    ("vit.nn", None, 0): (2, 0, 18, 0, 0, 0, 2), ("vit.nn", None, 9): (4, 0, 30, 0, 0, 5, 2),
     ("mlp.nn", None, 9): (0, 0, 0, 0, 0, 0, 0), ("conv.nn", "TextCNN", 9): (2, 0, 0, 0, 0, 0, 0),
 }
 
@@ -58,7 +58,15 @@ def test_wire_through_cup_and_on_arc():
 def test_wire_turns_back_and_loops_below():
     loop = ('<path d="M0 20 C10 20 10 90 20 90" class="wire"/>'
             '<path d="M20 90 C30 90 30 20 40 20" class="wire"/>')
-    assert count(loop, "wire turns back") == 1 and count(loop, "loop below") == 1
+    assert count(loop, "wire turns back") == 1 and count(loop, "loop below") == 0  # into no merge
+    merge = '<g class="op" data-bbox="40 30 20 40"><rect x="43" y="30" width="14" height="40" rx="7" class="shape"/></g>'
+    under = ('<path d="M0 10 C10 10 10 90 20 90" class="wire"/>'
+             '<path d="M20 90 C30 90 30 40 40 40" class="wire"/>')
+    assert count(under + merge, "loop below") == 1
+    # a branch that leaves at the merge's own level, goes down to a block and comes back
+    level = ('<path d="M0 30 C10 30 10 80 20 80" class="wire"/>'
+             '<path d="M20 80 C30 80 30 40 45 40" class="wire"/>')
+    assert count(level + merge, "loop below") == 0
     step = '<path d="M0 20 C10 20 10 90 20 90" class="wire"/><path d="M20 90 L60 90" class="wire"/>'
     assert count(step, "loop below") == 0
 
