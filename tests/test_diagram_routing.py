@@ -13,11 +13,11 @@ KEYS = ("wire through text", "wire through cup", "wire turns back", "wire on arc
 # What the checks count on the zoo's pictures (circuit style). The counts may only go down:
 # lower them here when a change does.
 ROUTING = {
-    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (2, 0, 31, 0, 0, 5, 0),
-    ("resnet.nn", "ResNet18", 1): (15, 0, 76, 0, 0, 0, 0), ("resnet.nn", "ResNet50", 1): (25, 0, 80, 0, 0, 0, 0),
-    ("unet.nn", None, 0): (0, 0, 24, 0, 0, 37, 4), ("unet.nn", None, 9): (22, 0, 59, 0, 0, 35, 12),
-    ("vit.nn", None, 0): (2, 0, 18, 0, 0, 0, 2), ("vit.nn", None, 9): (4, 0, 30, 0, 0, 5, 2),
-    ("mlp.nn", None, 9): (0, 0, 0, 0, 0, 0, 0), ("conv.nn", "TextCNN", 9): (2, 0, 0, 0, 0, 0, 0),
+    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (0, 0, 31, 0, 0, 5, 0),
+    ("resnet.nn", "ResNet18", 1): (0, 0, 76, 0, 0, 0, 0), ("resnet.nn", "ResNet50", 1): (0, 0, 80, 0, 0, 0, 0),
+    ("unet.nn", None, 0): (0, 0, 24, 0, 0, 37, 4), ("unet.nn", None, 9): (0, 0, 47, 0, 0, 35, 0),
+    ("vit.nn", None, 0): (0, 0, 18, 0, 0, 0, 0), ("vit.nn", None, 9): (0, 0, 30, 0, 0, 5, 0),
+    ("mlp.nn", None, 9): (0, 0, 0, 0, 0, 0, 0), ("conv.nn", "TextCNN", 9): (0, 0, 0, 0, 0, 0, 0),
 }
 
 

@@ -162,11 +162,29 @@ def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: i
             off = max(range(-(n - 1), max(span, 1)), key=lambda o: score(o, t))
         out_rows.append(list(range(off, off + n)))
         off += n + 1
+    kept = _kept_rows(in_types, in_rows, out_types)
+    if kept is not None:
+        out_rows = [kept]
     low = min([rows[0] for rows in in_rows + out_rows], default=0)
     in_rows = [[x - low for x in rows] for rows in in_rows]
     out_rows = [[x - low for x in rows] for rows in out_rows]
     nrows = max([rows[-1] for rows in in_rows + out_rows], default=0) + 1
     return in_rows, out_rows, nrows
+
+
+def _kept_rows(in_types, in_rows, out_types) -> list[int] | None:
+    """An op that only drops axes (an index, a reduction): its output keeps the rows its
+    axes came in on, and a dropped wire ends at the op, so no kept wire changes height
+    inside the op's box. None for any other op."""
+    if len(in_types) != 1 or len(out_types) != 1:
+        return None
+    t_in, t_out = in_types[0], out_types[0]
+    if not t_out.axes or t_out.rank >= t_in.rank or not all(t_in.has(n) for n in t_out.names):
+        return None
+    idx = [t_in.index(n) for n in t_out.names]
+    if idx != sorted(idx):
+        return None
+    return [in_rows[0][i] for i in idx]
 
 
 def _prefer(in_types, out_types) -> tuple[int, ...]:

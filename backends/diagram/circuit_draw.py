@@ -177,14 +177,20 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
         else:
             svg.el("rect", x=x, y=y + 1, width=w, height=height - 2, rx=3, fill=BOX_FILL, stroke=INK,
                    stroke_width=stroke, cls="shape")
-        _pass_over(svg, d, x, ry, w)
-        _glyph(svg, lk, x + w / 2, mid)
+        passing = _pass_over(svg, d, x, ry, w)
+        _glyph(svg, lk, x + w / 2, _clear_of(mid, passing, ry, d.nrows))
         _port_separators(svg, [[_row(ry, r) for r in rows] for rows in d.in_rows], x, 7)
         _port_separators(svg, [[_row(ry, r) for r in rows] for rows in d.out_rows], x + w, -7)
     elif kind in (dm.TAG, dm.CIRCLE, dm.TRIANGLE, dm.RELABEL):
-        for r in d.in_rows[0]:
-            _wire(svg, [("M", x, _row(ry, r)), ("L", x + w, _row(ry, r))])
         ys = [_row(ry, r) for r in d.in_rows[0]]
+        for yy in ys:
+            if kind == dm.TAG:  # the wires meet the tag's edges; none runs through its text
+                m, half = (min(ys) + max(ys)) / 2, (max(ys) - min(ys)) / 2 + 6.5
+                bite = 5 * (1 - abs(yy - m) / half)
+                _wire(svg, [("M", x, yy), ("L", x + 1 + bite, yy)])
+                _wire(svg, [("M", x + w - 7 + 6 * (1 - abs(yy - m) / half), yy), ("L", x + w, yy)])
+            else:
+                _wire(svg, [("M", x, yy), ("L", x + w, yy)])
         cxm = x + w / 2
         if kind == dm.TAG:
             top, bot = min(ys) - 6.5, max(ys) + 6.5
@@ -229,16 +235,32 @@ def _glyph(svg: Svg, lk: dm.Look, cx, cy):
         svg.text(cx - shift + tw / 2 + 0.5, cy - 0.5, "+", size=9, bold=True, cls="glyph")
 
 
-def _pass_over(svg: Svg, d: OpDraw, x, y, w):
-    """Carried wires cross the box untouched: the op is lifted over them."""
-    for t_in, rows_in in zip(d.in_types, d.in_rows):
-        for a, ri in zip(t_in.axes, rows_in):
-            if a.name in d.look.acted:
+def _pass_over(svg: Svg, d: OpDraw, x, y, w) -> list[float]:
+    """Carried wires cross the box untouched: the op is lifted over them. Where several
+    inputs carry the same axis, the one already level with the output passes over and the
+    others end at the box (no wire climbs inside a box); the heights it passes at."""
+    ys = []
+    for t_out, rows_out in zip(d.out_types, d.out_rows):
+        for b, ro in zip(t_out.axes, rows_out):
+            if b.name in d.look.acted:
                 continue
-            for t_out, rows_out in zip(d.out_types, d.out_rows):
-                for b, ro in zip(t_out.axes, rows_out):
-                    if b.name == a.name and b.size == a.size:
-                        _wire(svg, _curve(x, _row(y, ri), x + w, _row(y, ro)), over=True)
+            src = [ri for t_in, rows_in in zip(d.in_types, d.in_rows) for a, ri in zip(t_in.axes, rows_in)
+                   if a.name == b.name and a.size == b.size]
+            level = [ri for ri in src if ri == ro]
+            for ri in level or src:
+                _wire(svg, _curve(x, _row(y, ri), x + w, _row(y, ro)), over=True)
+                ys += [_row(y, ri), _row(y, ro)]
+    return ys
+
+
+def _clear_of(mid: float, passing: list[float], y: float, nrows: int) -> float:
+    """The glyph's height: `mid`, or the nearest half-row between wires that is clear of
+    the wires passing over the box."""
+    if all(abs(mid - p) >= 7 for p in passing):
+        return mid
+    spots = [y + r * R for r in range(nrows + 1)]  # half-way between two rows
+    clear = [s for s in spots if all(abs(s - p) >= 7 for p in passing)]
+    return min(clear, key=lambda s: abs(s - mid)) if clear else mid
 
 
 def _merge(svg: Svg, d: OpDraw, x, y, w, lk):
