@@ -290,7 +290,18 @@ def call_cell(node: BodyNode, cx: Ctx) -> Cell:
     out_types = list(node.types)
     lift = tuple(node.attrs["lift"])
     prefer = _prefer(in_types, out_types)
-    in_rows, out_rows, nrows = assign_rows(in_types, out_types, set(lift), prefer[0] if prefer else 0)
+    cell = _call_cell(node, cx, lines, in_types, out_types, lift, prefer, None)
+    if len(in_types) > 1:
+        def arrange(stack):  # inputs stacked in the order they arrive, top to bottom
+            new = _call_cell(node, cx, lines, in_types, out_types, lift, prefer, stack)
+            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        cell.arrange = arrange
+    return cell
+
+
+def _call_cell(node, cx, lines, in_types, out_types, lift, prefer, stack) -> Cell:
+    in_rows, out_rows, nrows = assign_rows(in_types, out_types, set(lift), prefer[0] if prefer else 0,
+                                           stack=stack)
     over = [r for t, rows in zip(in_types + out_types, in_rows + out_rows)
             for a, r in zip(t.axes, rows) if a.name in lift]
     pad = 5.0

@@ -329,6 +329,11 @@ def _lift_wires(svg: Svg, lift, in_types, in_ys, out_types, out_ys, x0, x1, rows
         if rows is None and len(ins) == 1 and len(outs) == 1:
             _wire(svg, _curve(x0, ins[0], x1, outs[0]), over=True)
             continue
+        if rows is None and len(outs) == 1 and outs[0] in ins:
+            # a closed box: the copy level with the output passes over it, the others end
+            # at the box (none climbs inside it)
+            _wire(svg, [("M", x0, outs[0]), ("L", x1, outs[0])], over=True)
+            continue
         if rows is not None:
             ly = rows[name]
             ja, jb = x0 + ZONE, x1 - ZONE
