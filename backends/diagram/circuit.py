@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
+from nncircuit.ops import registry
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
@@ -49,6 +50,7 @@ class Ctx:
     max_w: float = 0.0  # paper mode: wrap into rows no wider than this (0: the usual rule)
     frame_w: float = 0.0  # paper mode: and open blocks in it no wider than this (0: max_w)
     tags: list[int] = field(default_factory=lambda: [0])  # letters used by wrapped rows so far (shared)
+    stack: tuple[int, ...] | None = None  # the graph's inputs top to bottom (by default their own order)
 
     def path(self, node: Node) -> str:
         return dm.scope(self.prefix, node.name)
@@ -243,7 +245,8 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     order = _cup_order(in_types, out_types) if lk.kind == dm.CUP else None
     in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
     cell = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
-    if lk.kind == dm.MERGE:
+    op = registry.all_ops().get(node.op)
+    if lk.kind == dm.MERGE and op is not None and op.is_commutative:
         def arrange(stack):  # operands stacked in the order they arrive, top to bottom
             rows = assign_rows(in_types, out_types, carried, prefer[0], stack=stack)
             new = _op_cell(node, cx, lk, in_types, out_types, *rows, prefer)
@@ -315,15 +318,26 @@ def _call_cell(node, cx, lines, in_types, out_types, lift, prefer, stack) -> Cel
     )
 
 
-def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
-    """An open block or a repeat: its own sub-diagram in a titled frame."""
+def frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None = None) -> Cell:
+    """An open block or a repeat: its own sub-diagram in a titled frame, its inputs stacked
+    top to bottom in the order `stack` (by default their own)."""
+    cell = _frame_cell(node, cx, stack)
+    if len(node.inputs) > 1 and stack is None:
+        def arrange(order):  # inputs stacked in the order they arrive: the block is laid out again
+            new = _frame_cell(node, cx, tuple(order))
+            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        cell.arrange = arrange
+    return cell
+
+
+def _frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None) -> Cell:
     path = cx.path(node)
     is_call = isinstance(node, CallNode)
     level = cx.level + 1 if is_call else cx.level
     lift = tuple(node.attrs["lift"]) if is_call else ()
     sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
                  len(lift) * R, quiet=not is_call, max_w=max((cx.frame_w or cx.max_w) - 2 * ZONE, 160.0) if cx.max_w else 0.0,
-                 tags=cx.tags)
+                 tags=cx.tags, stack=stack)
     sub = layout_graph(sub_cx)
     if is_call:
         title = dm.call_title(node)
@@ -345,7 +359,7 @@ def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
     callee = node.callee
     decl_in = [callee.node(i).type for i in callee.inputs]
     decl_out = [callee.type_of(v) for _, v in callee.outputs]
-    in_ys = _ports(in_types, decl_in, sub.in_ys, lift, body_top)
+    in_ys = _ports(in_types, decl_in, sub.in_ys, lift, body_top, stack)
     out_ys = _ports(out_types, decl_out, sub.out_ys, lift, body_top)
     inner_w = ZONE + sub.width + ZONE
     doc = callee.doc if is_call else ""
@@ -362,22 +376,25 @@ def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
     return Cell(node.name, w, h, in_ys, out_ys, prefer=_prefer(in_types, out_types), payload=draw)
 
 
-def _ports(types, declared, inner_ys, lift, body_top) -> list[list[float]]:
-    """Port heights of a frame's wire groups: each group's first declared axis lines up
-    with the sub-diagram's wire; groups never overlap (a free row between them)."""
-    out = []
+def _ports(types, declared, inner_ys, lift, body_top, stack=None) -> list[list[float]]:
+    """Port heights of a frame's wire groups (stacked top to bottom in the order `stack`):
+    each group's first declared axis lines up with the sub-diagram's wire; groups never
+    overlap (a free row between them)."""
+    order = list(stack) if stack is not None else list(range(len(types)))
+    got: dict[int, list[float]] = {}
     floor = TITLE_H + R / 2
-    for t, decl, ys in zip(types, declared, inner_ys):
+    for i in order:
+        t, decl, ys = types[i], declared[i], inner_ys[i]
         names = list(t.names) or ["_"]
-        anchor = next((i for i, n in enumerate(names) if n not in lift), 0)
+        anchor = next((k for k, n in enumerate(names) if n not in lift), 0)
         if decl.rank and anchor < len(names) and decl.has(names[anchor]) and ys:
             y = body_top + ys[decl.index(names[anchor])]
         else:
             y = floor + anchor * R
         top = max(y - anchor * R, floor)
-        out.append([top + i * R for i in range(len(names))])
-        floor = out[-1][-1] + 2 * R
-    return out
+        got[i] = [top + k * R for k in range(len(names))]
+        floor = got[i][-1] + 2 * R
+    return [got[i] for i in range(len(types))]
 
 
 def input_cell(node: Node, cx: Ctx) -> Cell:
@@ -437,6 +454,12 @@ def layout_graph(cx: Ctx) -> GraphLayout:
                 cells.append(call_cell(node, cx))
         else:
             cells.append(op_cell(node, cx))
+    if cx.stack is not None:  # the inputs are placed (stacked) in the order given
+        names = [g.node(i).name for i in g.inputs]
+        rank = {names[i]: k for k, i in enumerate(cx.stack)}
+        firsts = sorted((c for c in cells if c.key in rank), key=lambda c: rank[c.key])
+        it = iter(firsts)
+        cells = [next(it) if c.key in rank else c for c in cells]
     sink = output_cell(g, cx)
     cells.append(sink)
     by_name = {c.key: c for c in cells}

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from nncircuit.errors import InternalError
 
 
+# A cell that cannot sit where it wants goes below rather than above unless above is much
+# nearer: a chain that steps aside for the lanes it leaves behind (a U-Net's skips) keeps
+# stepping the same way, whatever the height of the frames it opens into.
+DOWN = 0.5
 STAGGER = 5.0  # between the bends of neighbouring wires that change height together
 
 
@@ -279,7 +283,7 @@ def _nearest_free(pref: float, h: float, obstacles, gap: float, floor: float | N
     for t in cands:
         if (floor is not None and t < floor) or not free(t):
             continue
-        key = (abs(t - pref), -t)
+        key = (abs(t - pref) * (DOWN if t > pref else 1.0), -t)
         if best is None or key < best[0]:
             best = (key, t)
     if best is None:  # below every obstacle is always free
