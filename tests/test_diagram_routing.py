@@ -13,10 +13,10 @@ KEYS = ("wire through text", "wire through cup", "wire turns back", "wire on arc
 # What the checks count on the zoo's pictures (circuit style). The counts may only go down:
 # lower them here when a change does.
 ROUTING = {
-    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (0, 0, 31, 0, 0, 5, 0),
-    ("resnet.nn", "ResNet18", 1): (0, 0, 76, 0, 0, 0, 0), ("resnet.nn", "ResNet50", 1): (0, 0, 80, 0, 0, 0, 0),
-    ("unet.nn", None, 0): (0, 0, 0, 0, 0, 0, 0), ("unet.nn", None, 9): (0, 0, 47, 0, 0, 0, 0),
-    ("vit.nn", None, 0): (0, 0, 18, 0, 0, 0, 0), ("vit.nn", None, 9): (0, 0, 30, 0, 0, 5, 0),
+    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (0, 0, 22, 0, 0, 5, 0),
+    ("resnet.nn", "ResNet18", 1): (0, 0, 36, 0, 0, 0, 0), ("resnet.nn", "ResNet50", 1): (0, 0, 36, 0, 0, 0, 0),
+    ("unet.nn", None, 0): (0, 0, 0, 0, 0, 0, 0), ("unet.nn", None, 9): (0, 0, 8, 0, 0, 0, 0),
+    ("vit.nn", None, 0): (0, 0, 18, 0, 0, 0, 0), ("vit.nn", None, 9): (0, 0, 21, 0, 0, 5, 0),
     ("mlp.nn", None, 9): (0, 0, 0, 0, 0, 0, 0), ("conv.nn", "TextCNN", 9): (0, 0, 0, 0, 0, 0, 0),
 }
 

@@ -246,9 +246,13 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
     cell = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
     op = registry.all_ops().get(node.op)
-    if lk.kind == dm.MERGE and op is not None and op.is_commutative:
+    if (lk.kind == dm.MERGE and op is not None and op.is_commutative) or (lk.kind == dm.CUP and order):
         def arrange(stack):  # operands stacked in the order they arrive, top to bottom
-            rows = assign_rows(in_types, out_types, carried, prefer[0], stack=stack)
+            order = None
+            if lk.kind == dm.CUP:  # a contraction's operands are named axes: any order reads the same
+                stacked = _cup_order([in_types[i] for i in stack], out_types)
+                order = [stacked[stack.index(i)] for i in range(len(in_types))]
+            rows = assign_rows(in_types, out_types, carried, prefer[0], order, stack=stack)
             new = _op_cell(node, cx, lk, in_types, out_types, *rows, prefer)
             cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
         cell.arrange = arrange
@@ -370,10 +374,40 @@ def _frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None) -> Cell:
     lowest = max([y for ys in in_ys + out_ys for y in ys], default=0)
     cap_top = max(body_top + sub.height, lowest + R / 2)
     h = cap_top + cap_h + 2
-    lift_y = [lift_top + R / 2 + i * R for i in range(len(lift))]
+    lift_y = _lift_rows(lift, lift_top, in_types, in_ys, out_types, out_ys)
     draw = FrameDraw(node, path, sub, title, subtitle, cost, badge, caption, (ZONE, body_top), lift,
                      lift_y, in_types, out_types, in_ys, out_ys, level, cap_top)
     return Cell(node.name, w, h, in_ys, out_ys, prefer=_prefer(in_types, out_types), payload=draw)
+
+
+def _lift_rows(lift, lift_top, in_types, in_ys, out_types, out_ys) -> list[float]:
+    """Heights of the wires a frame is lifted over. A lifted axis that leads its input's
+    axes (`batch` of [batch, seq, d]) runs straight through at the height it comes in at
+    (the topmost input's copy) and leaves at that height too (its output port moves there;
+    `out_ys` is updated), so it does not climb to the frame's top and back down; others run
+    along the top, under the title."""
+    rows = []
+    for i, name in enumerate(lift):
+        default = lift_top + R / 2 + i * R
+        ins = [ys[t.index(name)] for t, ys in zip(in_types, in_ys) if t.has(name) and _leads(t, name, lift)]
+        if not ins or len(ins) < sum(1 for t in in_types if t.has(name)):
+            rows.append(default)
+            continue
+        y = min(ins)
+        rows.append(y)
+        for t, ys in zip(out_types, out_ys):
+            if t.has(name) and _leads(t, name, lift):
+                k = t.index(name)
+                below = ys[k + 1] if k + 1 < len(ys) else float("inf")
+                if y < below - R / 2 and (k == 0 or y > ys[k - 1] + R / 2):
+                    ys[k] = y
+    return rows
+
+
+def _leads(t: TensorType, name: str, lift) -> bool:
+    """Whether `name` comes before every axis of `t` the frame is not lifted over."""
+    k = t.index(name)
+    return all(n in lift for n in t.names[:k + 1])
 
 
 def _ports(types, declared, inner_ys, lift, body_top, stack=None) -> list[list[float]]:

@@ -29,11 +29,15 @@ def stagger(pairs: list[tuple[float, float]], step: float = STAGGER) -> list[flo
     turns (moving down, the top wire bends last; moving up, first), so they stay apart
     instead of running as one steep stroke. All at once when they do not move together."""
     moves = [y1 - y0 for y0, y1 in pairs]
-    if len(pairs) < 2 or not (all(m > 0.01 for m in moves) or all(m < -0.01 for m in moves)):
-        return [0.0] * len(pairs)
-    n = len(pairs)
-    down = moves[0] > 0
-    return [(n - 1 - k) * step if down else k * step for k in range(n)]
+    moving = [k for k, m in enumerate(moves) if abs(m) > 0.01]  # a wire that stays level needs no room
+    offs = [0.0] * len(pairs)
+    if len(moving) < 2 or not (all(moves[k] > 0 for k in moving) or all(moves[k] < 0 for k in moving)):
+        return offs
+    n = len(moving)
+    down = moves[moving[0]] > 0
+    for i, k in enumerate(moving):
+        offs[k] = (n - 1 - i) * step if down else i * step
+    return offs
 
 
 @dataclass(eq=False)
