@@ -11,12 +11,13 @@ KEYS = ("wire through text", "wire through cup", "wire turns back", "wire on arc
         "diagonal through box")
 
 # What the checks count on the zoo's pictures (circuit style). The counts may only go down:
-# lower them here when a change does.
+# lower them here when a change does. Every check but "wire turns back" is at 0 (a residual
+# branch that leaves the stream and comes back is drawn as a person would: it turns back).
 ROUTING = {
-    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (0, 0, 22, 0, 0, 5, 0),
+    ("transformer.nn", None, 0): (0, 0, 19, 0, 0, 0, 0), ("transformer.nn", None, 9): (0, 0, 14, 0, 0, 0, 0),
     ("resnet.nn", "ResNet18", 1): (0, 0, 36, 0, 0, 0, 0), ("resnet.nn", "ResNet50", 1): (0, 0, 36, 0, 0, 0, 0),
     ("unet.nn", None, 0): (0, 0, 0, 0, 0, 0, 0), ("unet.nn", None, 9): (0, 0, 8, 0, 0, 0, 0),
-    ("vit.nn", None, 0): (0, 0, 18, 0, 0, 0, 0), ("vit.nn", None, 9): (0, 0, 21, 0, 0, 5, 0),
+    ("vit.nn", None, 0): (0, 0, 18, 0, 0, 0, 0), ("vit.nn", None, 9): (0, 0, 13, 0, 0, 0, 0),
     ("mlp.nn", None, 9): (0, 0, 0, 0, 0, 0, 0), ("conv.nn", "TextCNN", 9): (0, 0, 0, 0, 0, 0, 0),
 }
 

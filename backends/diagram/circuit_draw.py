@@ -340,6 +340,21 @@ def _lift_wires(svg: Svg, lift, in_types, in_ys, out_types, out_ys, x0, x1, rows
         else:
             ly = outs[0]
             ja = jb = (x0 + x1) / 2
+        if rows is not None and len(ins) > 1:
+            # copies from several inputs join the row one after another, the nearest first,
+            # so that they do not converge on one point as one steep stroke
+            near = sorted(ins, key=lambda yy: (abs(yy - ly), yy))
+            ends = [ja - (len(near) - 1 - r) * STAGGER for r in range(len(near))]
+            for r, (yy, xe) in enumerate(zip(near, ends)):
+                _wire(svg, _curve(x0, yy, xe, ly))
+                if r:
+                    _dot(svg, xe, ly)
+            _wire(svg, [("M", ends[0], ly), ("L", jb, ly)])
+            for yy in outs:
+                _wire(svg, _curve(jb, ly, x1, yy))
+            if len(outs) > 1:
+                _dot(svg, jb, ly)
+            continue
         for yy in ins:
             _wire(svg, _curve(x0, yy, ja, ly), over=rows is None)
         if ja != jb:

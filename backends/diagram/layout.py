@@ -174,10 +174,12 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
     for b in bands:
         col = by_key[b.src].col
         label_need[col] = max(label_need[col], b.label_w)
+        fans: dict[int, int] = {}
         for dst, slot in b.dsts:
             d = by_key[dst]
             offs = stagger(list(zip(band_ys(b), [d.y + off for off in d.ins[slot]])))
-            spread[d.col] = max(spread[d.col], max(offs + [0.0]))
+            fans[d.col] = fans.get(d.col, 0) + 1
+            spread[d.col] = max(spread[d.col], max(offs + [0.0]) + (fans[d.col] - 1) * len(offs) * STAGGER)
     col_x = []
     x = sp.margin_x
     label_x = {}
@@ -313,6 +315,7 @@ def route(p: Placement, b: Band) -> Route:
     wires: list[Wire] = []
     dots: list[tuple[float, float]] = []
     trunk_bends: list[float] = []
+    fan = _fan_out(dsts, ys, t)
     for i in [t] + [i for i in range(len(dsts)) if i != t]:
         cell, slot = dsts[i]
         xe = p.col_x[cell.col]
@@ -322,8 +325,9 @@ def route(p: Placement, b: Band) -> Route:
         for k, y in enumerate(ys):
             y2 = ends[k]
             # the bends of wires that move together are spread (see stagger), the last to
-            # bend ending where the consumer starts
-            bx = xe - p.bend - max(offs) + offs[k]
+            # bend ending where the consumer starts; branches to one column fan out, the
+            # farthest splitting first
+            bx = xe - p.bend - max(offs) + offs[k] - fan.get(i, 0.0)
             if is_trunk:
                 xs = x0
                 trunk_bends.append(bx if abs(y2 - y) > 0.01 else xe)
@@ -342,6 +346,24 @@ def route(p: Placement, b: Band) -> Route:
             if not is_trunk:
                 dots.append((xs, y))
     return Route(b, wires, sorted(set(dots)), starts)
+
+
+def _fan_out(dsts, ys, trunk: int) -> dict[int, float]:
+    """How much earlier each branch of a value splits off than the nearest of the branches
+    to the same column: one STAGGER per wire of each branch nearer than it, so that branches
+    leaving one value for several consumers in a column do not run together from one dot."""
+    if not ys:
+        return {}
+    by_col: dict[int, list[tuple[float, int]]] = {}
+    for i, (cell, slot) in enumerate(dsts):
+        dy = abs(cell.y + cell.ins[slot][0] - ys[0])
+        if i != trunk and dy > 0.01:
+            by_col.setdefault(cell.col, []).append((dy, i))
+    out = {}
+    for group in by_col.values():
+        for rank, (_, i) in enumerate(sorted(group)):
+            out[i] = rank * len(ys) * STAGGER  # past the spread bends of the nearer branch
+    return out
 
 
 # ---- wrapping a long diagram into rows ------------------------------------------------------------
