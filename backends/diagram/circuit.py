@@ -14,10 +14,10 @@ from nncircuit.ops import registry
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
-from nncircuit.backends.diagram.layout import STAGGER, Band, Cell, Placement, Spacing, place, split_rows, wrap_ranges
+from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, split_rows, wrap_ranges
+from nncircuit.backends.diagram.rows import R, assign_rows, cup_order, merge_spread, preferred_slots, rows_y
 from nncircuit.backends.diagram.svg import text_width, wrap
 
-R = 16.0  # distance between two wires
 CUP_COL = 20.0  # a contraction's own column, where its cups close; kept wires bend after it
 CUP_W = CUP_COL + 36.0
 MERGE_W = 32.0
@@ -121,118 +121,6 @@ class GraphLayout:
     out_x: float = 0.0  # where the outputs' wires end
 
 
-def rows_y(rows, top: float = 0.0) -> list[float]:
-    return [top + R / 2 + r * R for r in rows]
-
-
-def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0, order=None,
-                stack=None):
-    """Rows of each input's and output's wires inside one cell. Inputs are stacked with a
-    free row between them, top to bottom in the slot order `stack` (by default their own),
-    each input's axes top to bottom in `order[i]` (by default their own); the outputs sit
-    where most carried wires run straight through (on a tie, level with input `home`)."""
-    in_rows: list[list[int]] = [[] for _ in in_types]
-    r = 0
-    for i in stack if stack is not None else range(len(in_types)):
-        n = max(in_types[i].rank, 1)
-        seq = list(order[i]) if order is not None and len(order[i]) == n else list(range(n))
-        in_rows[i] = [r + seq.index(k) for k in range(n)]
-        r += n + 1
-    span = r - 1 if in_types else 0
-    at: dict[str, list[tuple[int, object]]] = {}
-    for t, rows in zip(in_types, in_rows):
-        for a, row in zip(t.axes, rows):
-            at.setdefault(a.name, []).append((row, a.size))
-    starts = {rows[0] for rows in in_rows}
-
-    def score(off: int, t: TensorType):
-        straight = same = 0
-        for i, a in enumerate(t.axes):
-            for row, size in at.get(a.name, ()):
-                if row == off + i:
-                    if a.name in carried and size == a.size:
-                        straight += 1
-                    else:
-                        same += 1
-        return straight, same, off == in_rows[home][0] if in_rows else True, off in starts, -abs(off)
-
-    out_rows: list[list[int]] = []
-    off = None
-    for t in out_types:
-        n = max(t.rank, 1)
-        if off is None:
-            off = max(range(-(n - 1), max(span, 1)), key=lambda o: score(o, t))
-        out_rows.append(list(range(off, off + n)))
-        off += n + 1
-    kept = _kept_rows(in_types, in_rows, out_types)
-    if kept is not None:
-        out_rows = [kept]
-    low = min([rows[0] for rows in in_rows + out_rows], default=0)
-    in_rows = [[x - low for x in rows] for rows in in_rows]
-    out_rows = [[x - low for x in rows] for rows in out_rows]
-    nrows = max([rows[-1] for rows in in_rows + out_rows], default=0) + 1
-    return in_rows, out_rows, nrows
-
-
-def _kept_rows(in_types, in_rows, out_types) -> list[int] | None:
-    """An op that only drops axes (an index, a reduction): its output keeps the rows its
-    axes came in on, and a dropped wire ends at the op, so no kept wire changes height
-    inside the op's box. None for any other op."""
-    if len(in_types) != 1 or len(out_types) != 1:
-        return None
-    t_in, t_out = in_types[0], out_types[0]
-    if not t_out.axes or t_out.rank >= t_in.rank or not all(t_in.has(n) for n in t_out.names):
-        return None
-    idx = [t_in.index(n) for n in t_out.names]
-    if idx != sorted(idx):
-        return None
-    return [in_rows[0][i] for i in idx]
-
-
-def _prefer(in_types, out_types) -> tuple[int, ...]:
-    """Input slots ordered by how much of the first output they carry: axes with the same
-    name and size first, then axes with the same name."""
-    if not out_types:
-        return tuple(range(len(in_types)))
-    out = out_types[0]
-    same = {(a.name, a.size) for a in out.axes}
-    names = set(out.names)
-
-    def key(i):
-        t = in_types[i]
-        return (-len(same & {(a.name, a.size) for a in t.axes}), -len(names & set(t.names)), i)
-
-    return tuple(sorted(range(len(in_types)), key=key))
-
-
-def _merge_spread(in_rows, out_rows, in_types) -> float:
-    """Extra width a merge needs so that an operand's wires, moving to the output's rows,
-    bend one after another (spread) instead of as one steep stroke."""
-    out = out_rows[0] if out_rows else []
-    extra = 0.0
-    for rows in in_rows:
-        shift = max([abs(a - b) for a, b in zip(rows, out)] + [0])
-        if shift:
-            extra = max(extra, 4.0 * shift + STAGGER * (len(rows) - 1))
-    return extra
-
-
-def _cup_order(in_types, out_types):
-    """A contraction of two inputs: the first input's summed wires last and the second's
-    first, innermost pair adjacent, so that each cup closes on its own pair of wires with
-    no other wire inside it (the wires cross, if they must, before the op)."""
-    if len(in_types) != 2:
-        return None
-    a, b = in_types
-    kept = {n for t in out_types for n in t.names}
-    summed = [n for n in a.names if b.has(n) and n not in kept]
-    if not summed:
-        return None
-    first = [i for i, n in enumerate(a.names) if n not in summed] + [a.index(n) for n in summed]
-    second = [b.index(n) for n in reversed(summed)] + [i for i, n in enumerate(b.names) if n not in summed]
-    return [first, second]
-
-
 # ---- cells -------------------------------------------------------------------------------------
 
 
@@ -241,8 +129,8 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     carried = {a.name for t in in_types for a in t.axes} - lk.acted
-    prefer = _prefer(in_types, out_types)
-    order = _cup_order(in_types, out_types) if lk.kind == dm.CUP else None
+    prefer = preferred_slots(in_types, out_types)
+    order = cup_order(in_types, out_types) if lk.kind == dm.CUP else None
     in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
     cell = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
     op = registry.all_ops().get(node.op)
@@ -250,7 +138,7 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
         def arrange(stack):  # operands stacked in the order they arrive, top to bottom
             order = None
             if lk.kind == dm.CUP:  # a contraction's operands are named axes: any order reads the same
-                stacked = _cup_order([in_types[i] for i in stack], out_types)
+                stacked = cup_order([in_types[i] for i in stack], out_types)
                 order = [stacked[stack.index(i)] for i in range(len(in_types))]
             rows = assign_rows(in_types, out_types, carried, prefer[0], order, stack=stack)
             new = _op_cell(node, cx, lk, in_types, out_types, *rows, prefer)
@@ -264,7 +152,7 @@ def _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer
         dm.TAG: text_width(lk.text, 9.5) + 18,
         dm.CIRCLE: 24.0,
         dm.TRIANGLE: 22.0,
-        dm.MERGE: MERGE_W + max([_merge_spread(in_rows, out_rows, in_types)] + [0.0]),
+        dm.MERGE: MERGE_W + max([merge_spread(in_rows, out_rows, in_types)] + [0.0]),
         dm.CUP: CUP_W,
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
@@ -296,7 +184,7 @@ def call_cell(node: BodyNode, cx: Ctx) -> Cell:
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     lift = tuple(node.attrs["lift"])
-    prefer = _prefer(in_types, out_types)
+    prefer = preferred_slots(in_types, out_types)
     cell = _call_cell(node, cx, lines, in_types, out_types, lift, prefer, None)
     if len(in_types) > 1:
         def arrange(stack):  # inputs stacked in the order they arrive, top to bottom
@@ -377,7 +265,7 @@ def _frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None) -> Cell:
     lift_y = _lift_rows(lift, lift_top, in_types, in_ys, out_types, out_ys)
     draw = FrameDraw(node, path, sub, title, subtitle, cost, badge, caption, (ZONE, body_top), lift,
                      lift_y, in_types, out_types, in_ys, out_ys, level, cap_top)
-    return Cell(node.name, w, h, in_ys, out_ys, prefer=_prefer(in_types, out_types), payload=draw)
+    return Cell(node.name, w, h, in_ys, out_ys, prefer=preferred_slots(in_types, out_types), payload=draw)
 
 
 def _lift_rows(lift, lift_top, in_types, in_ys, out_types, out_ys) -> list[float]:
