@@ -15,6 +15,7 @@ import pytest
 import nncircuit
 from conftest import ROOT, SPECS
 from nncircuit.ops import registry
+from nncircuit.backends.diagram import paper
 from nncircuit.backends.diagram import render as R
 from nncircuit.backends.diagram.svg import text_width
 from nncircuit.cli import main as nnc
@@ -289,24 +290,29 @@ def test_text_diagram_goldens(file, model, depth, fmt, update_goldens):
         assert text == f.read(), f"{name} changed; rerun with --update-goldens if that is intended"
 
 
-DOC_DIAGRAMS = [  # docs/diagrams: name, spec file, model, options
-    ("gpt2", "transformer.nn", None, {}),
-    ("gpt2-attention", "transformer.nn", None, {"expand": ["CausalAttention"]}),
-    ("vit", "vit.nn", None, {}),
-    ("resnet18", "resnet.nn", "ResNet18", {"width": "486pt"}),  # paper mode: rows for a page
-    ("unet", "unet.nn", None, {"width": "486pt"}),
-]
+def _doc_pictures():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("doc_pictures", os.path.join(ROOT, "scripts", "doc_pictures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+DOC_PICTURES = _doc_pictures()
+DOC_DIAGRAMS = DOC_PICTURES.PICTURES  # docs/diagrams: name, spec file, model, options
 
 
 @pytest.mark.parametrize("name,file,model,opts", DOC_DIAGRAMS, ids=[d[0] for d in DOC_DIAGRAMS])
 def test_committed_diagrams_are_current(name, file, model, opts, update_goldens):
-    """The pictures in docs/diagrams are what `nnc render` draws today (the PNG is rewritten
-    with the SVG by --update-goldens)."""
-    svg = R.svg(load(file, model), R.options(**opts))
+    """The pictures in docs/diagrams are what `nnc render` draws today, in paper mode at 486 pt
+    (scripts/doc_pictures.py writes them; so does --update-goldens, PNG with the SVG)."""
+    svg = DOC_PICTURES.svg_of(file, model, opts)
     path = os.path.join(ROOT, "docs", "diagrams", f"{name}.svg")
     if update_goldens:
         R.write(path, svg)
         R.write(path[:-4] + ".png", R.rasterize(svg, ".png"))
+    assert paper.smallest_text_pt(svg) >= 6.0  # printed at 486 pt, every text readable
     with open(path, encoding="utf-8") as f:
         assert svg == f.read(), f"docs/diagrams/{name}.svg is stale; rerun with --update-goldens"
     assert geometry_problems(svg) == []

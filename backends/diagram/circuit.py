@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
+from nncircuit.ops import registry
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, split_rows, wrap_ranges
+from nncircuit.backends.diagram.rows import R, assign_rows, cup_order, merge_spread, preferred_slots, rows_y
 from nncircuit.backends.diagram.svg import text_width, wrap
 
-R = 16.0  # distance between two wires
+CUP_COL = 20.0  # a contraction's own column, where its cups close; kept wires bend after it
+CUP_W = CUP_COL + 36.0
+MERGE_W = 32.0
 LABEL_SIZE = 8.5
 GLYPH_SIZE = 12.0
 TITLE_SIZE = 10.5
@@ -47,6 +51,7 @@ class Ctx:
     max_w: float = 0.0  # paper mode: wrap into rows no wider than this (0: the usual rule)
     frame_w: float = 0.0  # paper mode: and open blocks in it no wider than this (0: max_w)
     tags: list[int] = field(default_factory=lambda: [0])  # letters used by wrapped rows so far (shared)
+    stack: tuple[int, ...] | None = None  # the graph's inputs top to bottom (by default their own order)
 
     def path(self, node: Node) -> str:
         return dm.scope(self.prefix, node.name)
@@ -117,69 +122,6 @@ class GraphLayout:
     out_x: float = 0.0  # where the outputs' wires end
 
 
-def rows_y(rows, top: float = 0.0) -> list[float]:
-    return [top + R / 2 + r * R for r in rows]
-
-
-def assign_rows(in_types, out_types, carried: frozenset[str] | set[str], home: int = 0):
-    """Rows of each input's and output's wires inside one cell. Inputs are stacked with a
-    free row between them; the outputs sit where most carried wires run straight through
-    (on a tie, level with input `home`)."""
-    in_rows: list[list[int]] = []
-    r = 0
-    for t in in_types:
-        n = max(t.rank, 1)
-        in_rows.append(list(range(r, r + n)))
-        r += n + 1
-    span = r - 1 if in_types else 0
-    at: dict[str, list[tuple[int, object]]] = {}
-    for t, rows in zip(in_types, in_rows):
-        for a, row in zip(t.axes, rows):
-            at.setdefault(a.name, []).append((row, a.size))
-    starts = {rows[0] for rows in in_rows}
-
-    def score(off: int, t: TensorType):
-        straight = same = 0
-        for i, a in enumerate(t.axes):
-            for row, size in at.get(a.name, ()):
-                if row == off + i:
-                    if a.name in carried and size == a.size:
-                        straight += 1
-                    else:
-                        same += 1
-        return straight, same, off == in_rows[home][0] if in_rows else True, off in starts, -abs(off)
-
-    out_rows: list[list[int]] = []
-    off = None
-    for t in out_types:
-        n = max(t.rank, 1)
-        if off is None:
-            off = max(range(-(n - 1), max(span, 1)), key=lambda o: score(o, t))
-        out_rows.append(list(range(off, off + n)))
-        off += n + 1
-    low = min([rows[0] for rows in in_rows + out_rows], default=0)
-    in_rows = [[x - low for x in rows] for rows in in_rows]
-    out_rows = [[x - low for x in rows] for rows in out_rows]
-    nrows = max([rows[-1] for rows in in_rows + out_rows], default=0) + 1
-    return in_rows, out_rows, nrows
-
-
-def _prefer(in_types, out_types) -> tuple[int, ...]:
-    """Input slots ordered by how much of the first output they carry: axes with the same
-    name and size first, then axes with the same name."""
-    if not out_types:
-        return tuple(range(len(in_types)))
-    out = out_types[0]
-    same = {(a.name, a.size) for a in out.axes}
-    names = set(out.names)
-
-    def key(i):
-        t = in_types[i]
-        return (-len(same & {(a.name, a.size) for a in t.axes}), -len(names & set(t.names)), i)
-
-    return tuple(sorted(range(len(in_types)), key=key))
-
-
 # ---- cells -------------------------------------------------------------------------------------
 
 
@@ -188,14 +130,31 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     carried = {a.name for t in in_types for a in t.axes} - lk.acted
-    prefer = _prefer(in_types, out_types)
-    in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0)
+    prefer = preferred_slots(in_types, out_types)
+    order = cup_order(in_types, out_types) if lk.kind == dm.CUP else None
+    in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
+    cell = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
+    op = registry.all_ops().get(node.op)
+    if (lk.kind == dm.MERGE and op is not None and op.is_commutative) or (lk.kind == dm.CUP and order):
+        def arrange(stack):  # operands stacked in the order they arrive, top to bottom
+            order = None
+            if lk.kind == dm.CUP:  # a contraction's operands are named axes: any order reads the same
+                stacked = cup_order([in_types[i] for i in stack], out_types)
+                order = [stacked[stack.index(i)] for i in range(len(in_types))]
+            rows = assign_rows(in_types, out_types, carried, prefer[0], order, stack=stack)
+            new = _op_cell(node, cx, lk, in_types, out_types, *rows, prefer)
+            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        cell.arrange = arrange
+    return cell
+
+
+def _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer) -> Cell:
     shape_w = {
         dm.TAG: text_width(lk.text, 9.5) + 18,
         dm.CIRCLE: 24.0,
         dm.TRIANGLE: 22.0,
-        dm.MERGE: 32.0,
-        dm.CUP: 44.0,
+        dm.MERGE: MERGE_W + max([merge_spread(in_rows, out_rows, in_types)] + [0.0]),
+        dm.CUP: CUP_W,
         dm.RELABEL: 12.0,
         dm.TRAPEZOID: text_width(lk.text, GLYPH_SIZE, lk.learned) + 26 + (7 if lk.bias else 0),
         dm.ROUTER: ROUTER_W,
@@ -228,8 +187,19 @@ def call_cell(node: BodyNode, cx: Ctx) -> Cell:
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
     lift = tuple(node.attrs["lift"])
-    prefer = _prefer(in_types, out_types)
-    in_rows, out_rows, nrows = assign_rows(in_types, out_types, set(lift), prefer[0] if prefer else 0)
+    prefer = preferred_slots(in_types, out_types)
+    cell = _call_cell(node, cx, lines, in_types, out_types, lift, prefer, None)
+    if len(in_types) > 1:
+        def arrange(stack):  # inputs stacked in the order they arrive, top to bottom
+            new = _call_cell(node, cx, lines, in_types, out_types, lift, prefer, stack)
+            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        cell.arrange = arrange
+    return cell
+
+
+def _call_cell(node, cx, lines, in_types, out_types, lift, prefer, stack) -> Cell:
+    in_rows, out_rows, nrows = assign_rows(in_types, out_types, set(lift), prefer[0] if prefer else 0,
+                                           stack=stack)
     over = [r for t, rows in zip(in_types + out_types, in_rows + out_rows)
             for a, r in zip(t.axes, rows) if a.name in lift]
     pad = 5.0
@@ -243,15 +213,26 @@ def call_cell(node: BodyNode, cx: Ctx) -> Cell:
     )
 
 
-def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
-    """An open block or a repeat: its own sub-diagram in a titled frame."""
+def frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None = None) -> Cell:
+    """An open block or a repeat: its own sub-diagram in a titled frame, its inputs stacked
+    top to bottom in the order `stack` (by default their own)."""
+    cell = _frame_cell(node, cx, stack)
+    if len(node.inputs) > 1 and stack is None:
+        def arrange(order):  # inputs stacked in the order they arrive: the block is laid out again
+            new = _frame_cell(node, cx, tuple(order))
+            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        cell.arrange = arrange
+    return cell
+
+
+def _frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None) -> Cell:
     path = cx.path(node)
     is_call = isinstance(node, CallNode)
     level = cx.level + 1 if is_call else cx.level
     lift = tuple(node.attrs["lift"]) if is_call else ()
     sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
                  len(lift) * R, quiet=not is_call, max_w=max((cx.frame_w or cx.max_w) - 2 * ZONE, 160.0) if cx.max_w else 0.0,
-                 tags=cx.tags)
+                 tags=cx.tags, stack=stack)
     sub = layout_graph(sub_cx)
     if is_call:
         title = dm.call_title(node)
@@ -273,7 +254,7 @@ def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
     callee = node.callee
     decl_in = [callee.node(i).type for i in callee.inputs]
     decl_out = [callee.type_of(v) for _, v in callee.outputs]
-    in_ys = _ports(in_types, decl_in, sub.in_ys, lift, body_top)
+    in_ys = _ports(in_types, decl_in, sub.in_ys, lift, body_top, stack)
     out_ys = _ports(out_types, decl_out, sub.out_ys, lift, body_top)
     inner_w = ZONE + sub.width + ZONE
     doc = callee.doc if is_call else ""
@@ -284,28 +265,61 @@ def frame_cell(node: BodyNode, cx: Ctx) -> Cell:
     lowest = max([y for ys in in_ys + out_ys for y in ys], default=0)
     cap_top = max(body_top + sub.height, lowest + R / 2)
     h = cap_top + cap_h + 2
-    lift_y = [lift_top + R / 2 + i * R for i in range(len(lift))]
+    lift_y = _lift_rows(lift, lift_top, in_types, in_ys, out_types, out_ys)
     draw = FrameDraw(node, path, sub, title, subtitle, cost, badge, caption, (ZONE, body_top), lift,
                      lift_y, in_types, out_types, in_ys, out_ys, level, cap_top)
-    return Cell(node.name, w, h, in_ys, out_ys, prefer=_prefer(in_types, out_types), payload=draw)
+    return Cell(node.name, w, h, in_ys, out_ys, prefer=preferred_slots(in_types, out_types), payload=draw)
 
 
-def _ports(types, declared, inner_ys, lift, body_top) -> list[list[float]]:
-    """Port heights of a frame's wire groups: each group's first declared axis lines up
-    with the sub-diagram's wire; groups never overlap (a free row between them)."""
-    out = []
+def _lift_rows(lift, lift_top, in_types, in_ys, out_types, out_ys) -> list[float]:
+    """Heights of the wires a frame is lifted over. A lifted axis that leads its input's
+    axes (`batch` of [batch, seq, d]) runs straight through at the height it comes in at
+    (the topmost input's copy) and leaves at that height too (its output port moves there;
+    `out_ys` is updated), so it does not climb to the frame's top and back down; others run
+    along the top, under the title."""
+    rows = []
+    for i, name in enumerate(lift):
+        default = lift_top + R / 2 + i * R
+        ins = [ys[t.index(name)] for t, ys in zip(in_types, in_ys) if t.has(name) and _leads(t, name, lift)]
+        if not ins or len(ins) < sum(1 for t in in_types if t.has(name)):
+            rows.append(default)
+            continue
+        y = min(ins)
+        rows.append(y)
+        for t, ys in zip(out_types, out_ys):
+            if t.has(name) and _leads(t, name, lift):
+                k = t.index(name)
+                below = ys[k + 1] if k + 1 < len(ys) else float("inf")
+                if y < below - R / 2 and (k == 0 or y > ys[k - 1] + R / 2):
+                    ys[k] = y
+    return rows
+
+
+def _leads(t: TensorType, name: str, lift) -> bool:
+    """Whether `name` comes before every axis of `t` the frame is not lifted over."""
+    k = t.index(name)
+    return all(n in lift for n in t.names[:k + 1])
+
+
+def _ports(types, declared, inner_ys, lift, body_top, stack=None) -> list[list[float]]:
+    """Port heights of a frame's wire groups (stacked top to bottom in the order `stack`):
+    each group's first declared axis lines up with the sub-diagram's wire; groups never
+    overlap (a free row between them)."""
+    order = list(stack) if stack is not None else list(range(len(types)))
+    got: dict[int, list[float]] = {}
     floor = TITLE_H + R / 2
-    for t, decl, ys in zip(types, declared, inner_ys):
+    for i in order:
+        t, decl, ys = types[i], declared[i], inner_ys[i]
         names = list(t.names) or ["_"]
-        anchor = next((i for i, n in enumerate(names) if n not in lift), 0)
+        anchor = next((k for k, n in enumerate(names) if n not in lift), 0)
         if decl.rank and anchor < len(names) and decl.has(names[anchor]) and ys:
             y = body_top + ys[decl.index(names[anchor])]
         else:
             y = floor + anchor * R
         top = max(y - anchor * R, floor)
-        out.append([top + i * R for i in range(len(names))])
-        floor = out[-1][-1] + 2 * R
-    return out
+        got[i] = [top + k * R for k in range(len(names))]
+        floor = got[i][-1] + 2 * R
+    return [got[i] for i in range(len(types))]
 
 
 def input_cell(node: Node, cx: Ctx) -> Cell:
@@ -365,6 +379,12 @@ def layout_graph(cx: Ctx) -> GraphLayout:
                 cells.append(call_cell(node, cx))
         else:
             cells.append(op_cell(node, cx))
+    if cx.stack is not None:  # the inputs are placed (stacked) in the order given
+        names = [g.node(i).name for i in g.inputs]
+        rank = {names[i]: k for k, i in enumerate(cx.stack)}
+        firsts = sorted((c for c in cells if c.key in rank), key=lambda c: rank[c.key])
+        it = iter(firsts)
+        cells = [next(it) if c.key in rank else c for c in cells]
     sink = output_cell(g, cx)
     cells.append(sink)
     by_name = {c.key: c for c in cells}

@@ -9,10 +9,10 @@ from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.circuit import (
-    GLYPH_SIZE, LABEL_SIZE, R, ROUTER_H, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
+    CUP_COL, GLYPH_SIZE, LABEL_SIZE, R, ROUTER_H, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
     IoDraw, OpDraw, layout_graph,
 )
-from nncircuit.backends.diagram.layout import Placement, route
+from nncircuit.backends.diagram.layout import STAGGER, Placement, route, stagger
 from nncircuit.backends.diagram.svg import Svg, path_d, text_width, wrap
 from nncircuit.ir.graph import LoopNode
 
@@ -177,14 +177,20 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
         else:
             svg.el("rect", x=x, y=y + 1, width=w, height=height - 2, rx=3, fill=BOX_FILL, stroke=INK,
                    stroke_width=stroke, cls="shape")
-        _pass_over(svg, d, x, ry, w)
-        _glyph(svg, lk, x + w / 2, mid)
+        passing = _pass_over(svg, d, x, ry, w)
+        _glyph(svg, lk, x + w / 2, _clear_of(mid, passing, ry, d.nrows))
         _port_separators(svg, [[_row(ry, r) for r in rows] for rows in d.in_rows], x, 7)
         _port_separators(svg, [[_row(ry, r) for r in rows] for rows in d.out_rows], x + w, -7)
     elif kind in (dm.TAG, dm.CIRCLE, dm.TRIANGLE, dm.RELABEL):
-        for r in d.in_rows[0]:
-            _wire(svg, [("M", x, _row(ry, r)), ("L", x + w, _row(ry, r))])
         ys = [_row(ry, r) for r in d.in_rows[0]]
+        for yy in ys:
+            if kind == dm.TAG:  # the wires meet the tag's edges; none runs through its text
+                m, half = (min(ys) + max(ys)) / 2, (max(ys) - min(ys)) / 2 + 6.5
+                bite = 5 * (1 - abs(yy - m) / half)
+                _wire(svg, [("M", x, yy), ("L", x + 1 + bite, yy)])
+                _wire(svg, [("M", x + w - 7 + 6 * (1 - abs(yy - m) / half), yy), ("L", x + w, yy)])
+            else:
+                _wire(svg, [("M", x, yy), ("L", x + w, yy)])
         cxm = x + w / 2
         if kind == dm.TAG:
             top, bot = min(ys) - 6.5, max(ys) + 6.5
@@ -234,16 +240,32 @@ def _glyph(svg: Svg, lk: dm.Look, cx, cy):
         svg.text(cx - shift + tw / 2 + 0.5, cy - 0.5, "+", size=9, bold=True, cls="glyph")
 
 
-def _pass_over(svg: Svg, d: OpDraw, x, y, w):
-    """Carried wires cross the box untouched: the op is lifted over them."""
-    for t_in, rows_in in zip(d.in_types, d.in_rows):
-        for a, ri in zip(t_in.axes, rows_in):
-            if a.name in d.look.acted:
+def _pass_over(svg: Svg, d: OpDraw, x, y, w) -> list[float]:
+    """Carried wires cross the box untouched: the op is lifted over them. Where several
+    inputs carry the same axis, the one already level with the output passes over and the
+    others end at the box (no wire climbs inside a box); the heights it passes at."""
+    ys = []
+    for t_out, rows_out in zip(d.out_types, d.out_rows):
+        for b, ro in zip(t_out.axes, rows_out):
+            if b.name in d.look.acted:
                 continue
-            for t_out, rows_out in zip(d.out_types, d.out_rows):
-                for b, ro in zip(t_out.axes, rows_out):
-                    if b.name == a.name and b.size == a.size:
-                        _wire(svg, _curve(x, _row(y, ri), x + w, _row(y, ro)), over=True)
+            src = [ri for t_in, rows_in in zip(d.in_types, d.in_rows) for a, ri in zip(t_in.axes, rows_in)
+                   if a.name == b.name and a.size == b.size]
+            level = [ri for ri in src if ri == ro]
+            for ri in level or src:
+                _wire(svg, _curve(x, _row(y, ri), x + w, _row(y, ro)), over=True)
+                ys += [_row(y, ri), _row(y, ro)]
+    return ys
+
+
+def _clear_of(mid: float, passing: list[float], y: float, nrows: int) -> float:
+    """The glyph's height: `mid`, or the nearest half-row between wires that is clear of
+    the wires passing over the box."""
+    if all(abs(mid - p) >= 7 for p in passing):
+        return mid
+    spots = [y + r * R for r in range(nrows + 1)]  # half-way between two rows
+    clear = [s for s in spots if all(abs(s - p) >= 7 for p in passing)]
+    return min(clear, key=lambda s: abs(s - mid)) if clear else mid
 
 
 def _router(svg: Svg, d: OpDraw, x, y, w):
@@ -304,11 +326,14 @@ def _router(svg: Svg, d: OpDraw, x, y, w):
 def _merge(svg: Svg, d: OpDraw, x, y, w, lk):
     out_t, out_rows = d.out_types[0], d.out_rows[0]
     row_of = {a.name: r for a, r in zip(out_t.axes, out_rows)}
-    cxm = x + w / 2
+    cxm = x + w - 16
     for t, rows in zip(d.in_types, d.in_rows):
-        for a, r in zip(t.axes, rows):
-            if a.name in row_of:
-                _wire(svg, _curve(x, _row(y, r), cxm - 5, _row(y, row_of[a.name])))
+        pairs = [(_row(y, r), _row(y, row_of[a.name])) for a, r in zip(t.axes, rows) if a.name in row_of]
+        offs = stagger(pairs, STAGGER)
+        bw = cxm - 5 - x - max(offs + [0.0])
+        for (y0, y1), off in zip(pairs, offs):
+            _wire(svg, [("M", x, y0), ("L", x + off, y0)] + _curve(x + off, y0, x + off + bw, y1)[1:]
+                  + [("L", cxm - 5, y1)])
     ys = [_row(y, r) for r in out_rows]
     for yy in ys:
         _wire(svg, [("M", cxm + 5, yy), ("L", x + w, yy)])
@@ -319,18 +344,20 @@ def _merge(svg: Svg, d: OpDraw, x, y, w, lk):
 
 
 def _cup(svg: Svg, d: OpDraw, x, y, w):
-    """Contraction: wires of a summed axis join in a cup; wires of a kept axis that several
-    inputs share join at a dot; the others run on to the output."""
+    """Contraction: wires of a summed axis join in a cup, in a column of their own; wires of
+    a kept axis run straight past it, then bend to the output (where several inputs share
+    one, they join at a dot)."""
     out_t, out_rows = d.out_types[0], d.out_rows[0]
     row_of = {a.name: r for a, r in zip(out_t.axes, out_rows)}
-    cxm = x + w / 2
+    cxm = x + w - 12
     kept: dict[str, int] = {}
     summed: dict[str, list[float]] = {}
     for t, rows in zip(d.in_types, d.in_rows):
         for a, r in zip(t.axes, rows):
             yy = _row(y, r)
             if a.name in row_of:
-                _wire(svg, _curve(x, yy, cxm, _row(y, row_of[a.name])))
+                bend = _curve(x + CUP_COL, yy, cxm, _row(y, row_of[a.name]))
+                _wire(svg, [("M", x, yy), ("L", x + CUP_COL, yy)] + bend[1:])
                 kept[a.name] = kept.get(a.name, 0) + 1
             else:
                 _wire(svg, [("M", x, yy), ("L", x + 7, yy)])
@@ -362,12 +389,32 @@ def _lift_wires(svg: Svg, lift, in_types, in_ys, out_types, out_ys, x0, x1, rows
         if rows is None and len(ins) == 1 and len(outs) == 1:
             _wire(svg, _curve(x0, ins[0], x1, outs[0]), over=True)
             continue
+        if rows is None and len(outs) == 1 and outs[0] in ins:
+            # a closed box: the copy level with the output passes over it, the others end
+            # at the box (none climbs inside it)
+            _wire(svg, [("M", x0, outs[0]), ("L", x1, outs[0])], over=True)
+            continue
         if rows is not None:
             ly = rows[name]
             ja, jb = x0 + ZONE, x1 - ZONE
         else:
             ly = outs[0]
             ja = jb = (x0 + x1) / 2
+        if rows is not None and len(ins) > 1:
+            # copies from several inputs join the row one after another, the nearest first,
+            # so that they do not converge on one point as one steep stroke
+            near = sorted(ins, key=lambda yy: (abs(yy - ly), yy))
+            ends = [ja - (len(near) - 1 - r) * STAGGER for r in range(len(near))]
+            for r, (yy, xe) in enumerate(zip(near, ends)):
+                _wire(svg, _curve(x0, yy, xe, ly))
+                if r:
+                    _dot(svg, xe, ly)
+            _wire(svg, [("M", ends[0], ly), ("L", jb, ly)])
+            for yy in outs:
+                _wire(svg, _curve(jb, ly, x1, yy))
+            if len(outs) > 1:
+                _dot(svg, jb, ly)
+            continue
         for yy in ins:
             _wire(svg, _curve(x0, yy, ja, ly), over=rows is None)
         if ja != jb:

@@ -10,9 +10,34 @@ first stretch, right after the producer, so labels never meet bends or boxes."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nncircuit.errors import InternalError
+
+
+# A cell that cannot sit where it wants goes below rather than above unless above is much
+# nearer: a chain that steps aside for the lanes it leaves behind (a U-Net's skips) keeps
+# stepping the same way, whatever the height of the frames it opens into.
+DOWN = 0.5
+STAGGER = 5.0  # between the bends of neighbouring wires that change height together
+
+
+def stagger(pairs: list[tuple[float, float]], step: float = STAGGER) -> list[float]:
+    """Where each of several wires (from y0 to y1, top to bottom) starts its bend, after the
+    first to bend: wires that change height together bend one after another, as a ribbon
+    turns (moving down, the top wire bends last; moving up, first), so they stay apart
+    instead of running as one steep stroke. All at once when they do not move together."""
+    moves = [y1 - y0 for y0, y1 in pairs]
+    moving = [k for k, m in enumerate(moves) if abs(m) > 0.01]  # a wire that stays level needs no room
+    offs = [0.0] * len(pairs)
+    if len(moving) < 2 or not (all(moves[k] > 0 for k in moving) or all(moves[k] < 0 for k in moving)):
+        return offs
+    n = len(moving)
+    down = moves[moving[0]] > 0
+    for i, k in enumerate(moving):
+        offs[k] = (n - 1 - i) * step if down else i * step
+    return offs
 
 
 @dataclass(eq=False)
@@ -26,6 +51,7 @@ class Cell:
     prefer: tuple[int, ...] = ()  # input slots to line up with, best first
     align: str = "center"  # within its column: "left" | "center" | "right"
     payload: object = None
+    arrange: Callable[[list[int]], None] | None = None  # restack the input slots, top to bottom
     col: int = 0
     x: float = 0.0
     y: float = 0.0
@@ -114,6 +140,9 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
         # cells of a column keep the order of where they want to be, top to bottom; a
         # source whose place depends on its neighbours in the column comes after them
         wanted, later = [], []
+        for cell in column:
+            if cell.arrange is not None:
+                _arrange(cell, by_key, feeding, placed)
         for i, cell in enumerate(column):
             pref = _preferred(cell, by_key, feeding, succs, placed, last_col)
             if pref is None:
@@ -141,9 +170,16 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
     for c in cells:
         col_w[c.col] = max(col_w[c.col], c.w)
     label_need = [0.0] * ncols
+    spread = [0.0] * ncols  # room the spread bends of the wires arriving at each column need
     for b in bands:
         col = by_key[b.src].col
         label_need[col] = max(label_need[col], b.label_w)
+        fans: dict[int, int] = {}
+        for dst, slot in b.dsts:
+            d = by_key[dst]
+            offs = stagger(list(zip(band_ys(b), [d.y + off for off in d.ins[slot]])))
+            fans[d.col] = fans.get(d.col, 0) + 1
+            spread[d.col] = max(spread[d.col], max(offs + [0.0]) + (fans[d.col] - 1) * len(offs) * STAGGER)
     col_x = []
     x = sp.margin_x
     label_x = {}
@@ -151,6 +187,8 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
         col_x.append(x)
         label_x[col] = x + col_w[col]
         gap = max(sp.min_gap, label_need[col] + sp.bend + 8 if label_need[col] else sp.min_gap)
+        if col + 1 < ncols:
+            gap += spread[col + 1]
         x += col_w[col] + (gap if col < ncols - 1 else 0)
     width = x + sp.margin_x
     for c in cells:
@@ -189,6 +227,22 @@ def _columns(cells, preds, succs, by_key):
     for c in cells:
         if c.pinned == "last":
             c.col = last
+
+
+def _arrange(cell: Cell, by_key, feeding, placed):
+    """Stack the input slots of `cell` in the order their values arrive, top to bottom, so
+    that each operand comes in from its own side (an addition's operands do not cross)."""
+    arrival = {}
+    for s in range(len(cell.ins)):
+        b = feeding.get((cell.key, s))
+        if b is not None and b.src in placed and by_key[b.src].outs[b.idx]:
+            src = by_key[b.src]
+            arrival[s] = src.y + src.outs[b.idx][0]
+    if len(arrival) < 2:
+        return
+    stack = sorted(range(len(cell.ins)), key=lambda s: (arrival.get(s, float("inf")), s))
+    if stack != list(range(len(cell.ins))):
+        cell.arrange(stack)
 
 
 def _last_col(b: Band, by_key) -> int:
@@ -235,7 +289,7 @@ def _nearest_free(pref: float, h: float, obstacles, gap: float, floor: float | N
     for t in cands:
         if (floor is not None and t < floor) or not free(t):
             continue
-        key = (abs(t - pref), -t)
+        key = (abs(t - pref) * (DOWN if t > pref else 1.0), -t)
         if best is None or key < best[0]:
             best = (key, t)
     if best is None:  # below every obstacle is always free
@@ -260,25 +314,56 @@ def route(p: Placement, b: Band) -> Route:
     t = max(range(len(dsts)), key=lambda i: (dsts[i][0].col, -dy(dsts[i]), -i))
     wires: list[Wire] = []
     dots: list[tuple[float, float]] = []
+    trunk_bends: list[float] = []
+    fan = _fan_out(dsts, ys, t)
     for i in [t] + [i for i in range(len(dsts)) if i != t]:
         cell, slot = dsts[i]
-        bx = p.col_x[cell.col] - p.bend
         xe = p.col_x[cell.col]
         is_trunk = i == t
+        ends = [cell.y + cell.ins[slot][k] for k in range(len(ys))]
+        offs = stagger(list(zip(ys, ends)))
         for k, y in enumerate(ys):
-            y2 = cell.y + cell.ins[slot][k]
-            xs = x0 if is_trunk else bx
+            y2 = ends[k]
+            # the bends of wires that move together are spread (see stagger), the last to
+            # bend ending where the consumer starts; branches to one column fan out, the
+            # farthest splitting first
+            bx = xe - p.bend - max(offs) + offs[k] - fan.get(i, 0.0)
+            if is_trunk:
+                xs = x0
+                trunk_bends.append(bx if abs(y2 - y) > 0.01 else xe)
+            else:
+                xs = min(bx, trunk_bends[k])
             segs: list[tuple] = [("M", xs, y)]
             if abs(y2 - y) > 0.01:
                 segs.append(("L", bx, y))
                 mid = bx + p.bend / 2
-                segs.append(("C", mid, y, mid, y2, xe, y2))
+                segs.append(("C", mid, y, mid, y2, bx + p.bend, y2))
+                if xe > bx + p.bend + 0.01:
+                    segs.append(("L", xe, y2))
             if cell.x > segs[-1][-2] + 0.01 or len(segs) == 1:
                 segs.append(("L", cell.x, y2))
             wires.append(Wire(segs))
             if not is_trunk:
-                dots.append((bx, y))
+                dots.append((xs, y))
     return Route(b, wires, sorted(set(dots)), starts)
+
+
+def _fan_out(dsts, ys, trunk: int) -> dict[int, float]:
+    """How much earlier each branch of a value splits off than the nearest of the branches
+    to the same column: one STAGGER per wire of each branch nearer than it, so that branches
+    leaving one value for several consumers in a column do not run together from one dot."""
+    if not ys:
+        return {}
+    by_col: dict[int, list[tuple[float, int]]] = {}
+    for i, (cell, slot) in enumerate(dsts):
+        dy = abs(cell.y + cell.ins[slot][0] - ys[0])
+        if i != trunk and dy > 0.01:
+            by_col.setdefault(cell.col, []).append((dy, i))
+    out = {}
+    for group in by_col.values():
+        for rank, (_, i) in enumerate(sorted(group)):
+            out[i] = rank * len(ys) * STAGGER  # past the spread bends of the nearer branch
+    return out
 
 
 # ---- wrapping a long diagram into rows ------------------------------------------------------------

@@ -128,6 +128,7 @@ for _name, _sym in BINARY.items():
             kwargs=("outer",),
             glyph=_sym,
             example=f"x {_sym} y",
+            traits=frozenset({"commutative"}) if _name in ("add", "mul") else frozenset(),
         )
     )
 

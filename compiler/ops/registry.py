@@ -280,7 +280,8 @@ class OpDef:
     # What passes, analysis and backends ask of an op instead of keeping lists of op names:
     # "random" (draws random numbers: never merged by CSE), "stateful" (updates state of its
     # own while training: never removed while its module lives), "view" (its result is a view
-    # of its input or a parameter itself: no new activation memory).
+    # of its input or a parameter itself: no new activation memory), "commutative" (its two
+    # operands may be swapped: a diagram takes each from the side it arrives on).
     traits: frozenset[str] = field(default_factory=frozenset)
     # How a circuit diagram draws it (the conventions of neural circuit diagrams): "auto" (by
     # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
@@ -310,8 +311,12 @@ class OpDef:
     def is_view(self) -> bool:
         return "view" in self.traits
 
+    @property
+    def is_commutative(self) -> bool:
+        return "commutative" in self.traits
 
-TRAITS = frozenset({"random", "stateful", "view"})
+
+TRAITS = frozenset({"random", "stateful", "view", "commutative"})
 FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel", "router")
 
 REGISTRY: dict[str, OpDef] = {}
