@@ -108,6 +108,8 @@ class Graph:
     dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
     # hyperparameter-dependent conditions the checker required (types.expr.Check), in order
     checks: list = field(default_factory=list)
+    # a model's checkpoint mapping (ir.checkpoint.CkRule), in the spec's order
+    checkpoint: tuple = ()
     _g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
     # nodes() in order, until the next mutation: passes and backends walk block instances

@@ -1,0 +1,95 @@
+"""The load_state_dict pre-hook a generated model registers when its spec has a
+`checkpoint` section: it turns a reference implementation's state_dict (Hugging Face,
+torchvision names and layouts) into the model's own, so `load_state_dict(ref, strict=True)`
+works. Emitted as source: the generated file does not import nncircuit."""
+
+from __future__ import annotations
+
+from nncircuit.ir.graph import Graph
+
+HOOK = '''
+def _checkpoint_hook(rules):
+    """A load_state_dict pre-hook that renames and re-lays a reference checkpoint's tensors
+    (`rules`: the spec's checkpoint section) to this model's names. A state_dict that holds
+    only this model's own names is left as it is."""
+    def split(path):
+        return path.split(".") if path else []
+
+    # the longest reference name first; among equal lengths, fewer `*` first
+    table = sorted(((split(ref), src) for ref, src in rules),
+                   key=lambda r: (-len(r[0]), r[0].count("*")))
+
+    def own_name(path, numbers, rest):
+        parts, i = [], 0
+        for p in split(path):
+            if p.startswith("*"):
+                parts.append(str(int(numbers[i]) + int(p[1:] or 0)))
+                i += 1
+            else:
+                parts.append(p)
+        return ".".join(parts + rest)
+
+    def shape(src, numbers, rest, own):
+        if isinstance(src, str):
+            name = own_name(src, numbers, rest)
+            if name not in own:
+                raise KeyError(f"checkpoint rule names {name!r}, which this model does not have")
+            return tuple(own[name].shape)
+        if src[0] == "transpose":
+            inner = shape(src[1], numbers, rest, own)
+            return inner[::-1] if len(inner) == 2 else inner
+        parts = [shape(a, numbers, rest, own) for a in src[1:]]
+        return (sum(p[0] for p in parts),) + parts[0][1:]
+
+    def unpack(src, numbers, rest, value, own, key):
+        if isinstance(src, str):
+            name = own_name(src, numbers, rest)
+            want = tuple(own[name].shape) if name in own else None
+            if want is not None and tuple(value.shape) != want and value.numel() == own[name].numel():
+                value = value.reshape(want)  # (1, 1, d) class tokens and the like
+            yield name, value
+        elif src[0] == "transpose":
+            yield from unpack(src[1], numbers, rest, value.t() if value.dim() == 2 else value, own, key)
+        else:
+            sizes = [shape(a, numbers, rest, own)[0] for a in src[1:]]
+            if sum(sizes) != value.shape[0]:
+                raise ValueError(f"{key!r} has {value.shape[0]} rows; its parts here have {sizes}")
+            for a, piece in zip(src[1:], value.split(sizes, dim=0)):
+                yield from unpack(a, numbers, rest, piece, own, key)
+
+    def hook(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        own = module.state_dict(keep_vars=True)
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if all(k[len(prefix):] in own for k in keys):
+            return
+        made = {}
+        for key in keys:
+            parts = split(key[len(prefix):])
+            for ref, src in table:
+                if len(parts) >= len(ref) and all(
+                        r == p or (r == "*" and p.isdigit()) for r, p in zip(ref, parts)):
+                    numbers = [p for r, p in zip(ref, parts) if r == "*"]
+                    value = state_dict.pop(key)
+                    for name, v in unpack(src, numbers, parts[len(ref):], value, own, key):
+                        if name in made and not torch.equal(made[name], v):
+                            raise ValueError(f"two checkpoint tensors give {name!r} different values")
+                        made[name] = v
+                    break
+        for name, v in made.items():
+            state_dict[prefix + name] = v
+
+    return hook
+'''
+
+
+def registration(g: Graph) -> list[str]:
+    """The __init__ lines of the model class that register its checkpoint hook."""
+    if not g.checkpoint:
+        return []
+    rules = ",\n".join(f"            {r.data()!r}" for r in g.checkpoint)
+    return [
+        "        # the spec's checkpoint section: load_state_dict also takes the reference's names",
+        "        self.register_load_state_dict_pre_hook(_checkpoint_hook((",
+        rules + ",",
+        "        )))",
+    ]
