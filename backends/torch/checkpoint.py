@@ -12,22 +12,29 @@ def _checkpoint_hook(rules):
     """A load_state_dict pre-hook that renames and re-lays a reference checkpoint's tensors
     (`rules`: the spec's checkpoint section) to this model's names. A state_dict that holds
     only this model's own names is left as it is."""
+    import re
+
     def split(path):
         return path.split(".") if path else []
 
+    def pattern(ref):  # `*` is a layer number; what follows the name is kept (`.weight`)
+        body = r"\.".join(r"([0-9]+)".join(re.escape(t) for t in part.split("*")) for part in split(ref))
+        return re.compile(body + r"(?:\.(.+))?")
+
     # the longest reference name first; among equal lengths, fewer `*` first
-    table = sorted(((split(ref), src) for ref, src in rules),
-                   key=lambda r: (-len(r[0]), r[0].count("*")))
+    table = [(pattern(ref), src) for ref, src in
+             sorted(rules, key=lambda r: (-len(split(r[0])), r[0].count("*")))]
 
     def own_name(path, numbers, rest):
-        parts, i = [], 0
-        for p in split(path):
-            if p.startswith("*"):
-                parts.append(str(int(numbers[i]) + int(p[1:] or 0)))
-                i += 1
-            else:
-                parts.append(p)
-        return ".".join(parts + rest)
+        # each `*` (or `*+1`, `*-1`) takes the next layer number of the reference's name
+        pieces = path.split("*")
+        name = pieces[0]
+        for i, piece in enumerate(pieces[1:]):
+            j = 1 if piece[:1] in ("+", "-") else 0
+            while j and j < len(piece) and piece[j].isdigit():
+                j += 1
+            name += str(int(numbers[i]) + int(piece[:j] or 0)) + piece[j:]
+        return ".".join(([name] if name else []) + rest)
 
     def shape(src, numbers, rest, own):
         if isinstance(src, str):
@@ -64,13 +71,12 @@ def _checkpoint_hook(rules):
             return
         made = {}
         for key in keys:
-            parts = split(key[len(prefix):])
             for ref, src in table:
-                if len(parts) >= len(ref) and all(
-                        r == p or (r == "*" and p.isdigit()) for r, p in zip(ref, parts)):
-                    numbers = [p for r, p in zip(ref, parts) if r == "*"]
+                found = ref.fullmatch(key[len(prefix):])
+                if found is not None:
+                    *numbers, rest = found.groups()
                     value = state_dict.pop(key)
-                    for name, v in unpack(src, numbers, parts[len(ref):], value, own, key):
+                    for name, v in unpack(src, numbers, split(rest or ""), value, own, key):
                         if name in made and not torch.equal(made[name], v):
                             raise ValueError(f"two checkpoint tensors give {name!r} different values")
                         made[name] = v

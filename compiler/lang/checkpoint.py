@@ -11,8 +11,9 @@ from nncircuit.ir.graph import CallNode, Graph, LoopNode
 from nncircuit.lang import tree as A
 from nncircuit.names import pyname
 
-_REF_PART = re.compile(r"[A-Za-z0-9_]+|\*")
-_OWN_PART = re.compile(r"[A-Za-z0-9_]+|\*([+-][0-9]+)?")
+_REF_PART = re.compile(r"(?:[A-Za-z0-9_]|\*)+")
+_OWN_PART = re.compile(r"(?:[A-Za-z0-9_]|\*(?:[+-][0-9]+)?)+")
+_STAR = re.compile(r"\*(?:[+-][0-9]+)?")
 
 
 def rules(g: Graph, st: A.Checkpoint) -> tuple[CkRule, ...]:
@@ -31,7 +32,7 @@ def rules(g: Graph, st: A.Checkpoint) -> tuple[CkRule, ...]:
                 f"\"{r.ref}\" is not a state_dict name: dotted names, digits and `*` (a layer number) only",
                 r.span)
         source = _source(r.value)
-        stars = parts.count("*")
+        stars = r.ref.count("*")
         for p in paths(source):
             _check_path(p, stars, known, r)
         out.append(CkRule(r.ref, source, r.span))
@@ -68,14 +69,18 @@ def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.Checkpo
     if not all(_OWN_PART.fullmatch(x) for x in parts):
         raise NameResolutionError(
             f"\"{p.path}\" is not a name of this model: dotted names, digits and `*` only", r.value.span)
-    used = sum(x.startswith("*") for x in parts)
+    used = len(_STAR.findall(p.path))
     if used > stars:
         raise NameResolutionError(
             f"\"{p.path}\" has {used} `*` but \"{r.ref}\" has {stars}: each `*` of this model's "
             "name takes a layer number of the checkpoint's", r.value.span)
     if not parts:
         return  # "transformer" = "": the reference nests the whole model one level deeper
-    if not any(len(k) == len(parts) and all(_fits(x, y) for x, y in zip(parts, k)) for k in known):
+    def found(parts):
+        return any(len(k) == len(parts) and all(_fits(x, y) for x, y in zip(parts, k)) for k in known)
+
+    # a module, a Param, or a tensor of a module (`q.weight`)
+    if not found(parts) and not (len(parts) > 1 and found(parts[:-1])):
         names = sorted({".".join(k) for k in known if len(k) == len(parts)})
         raise NameResolutionError(
             f"\"{p.path}\" names no module or tensor of this model"
@@ -83,7 +88,9 @@ def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.Checkpo
 
 
 def _fits(pattern: str, part: str) -> bool:
-    return part.isdigit() if pattern.startswith("*") else pattern == part
+    tokens = re.split(r"(\*(?:[+-][0-9]+)?)", pattern)
+    regex = "".join("[0-9]+" if t.startswith("*") else re.escape(t) for t in tokens)
+    return re.fullmatch(regex, part) is not None
 
 
 def module_paths(g: Graph) -> set[tuple[str, ...]]:
