@@ -8,10 +8,11 @@ from __future__ import annotations
 from nncircuit.ir.graph import Graph
 
 HOOK = '''
-def _checkpoint_hook(rules):
+def _checkpoint_hook(rules, escaped):
     """A load_state_dict pre-hook that renames and re-lays a reference checkpoint's tensors
-    (`rules`: the spec's checkpoint section) to this model's names. A state_dict that holds
-    only this model's own names is left as it is."""
+    (`rules`: the spec's checkpoint section) to this model's names (`escaped`: the spec's
+    names that are attributes of another name here). A state_dict that holds only this
+    model's own names is left as it is."""
     import re
 
     def split(path):
@@ -34,7 +35,7 @@ def _checkpoint_hook(rules):
             while j and j < len(piece) and piece[j].isdigit():
                 j += 1
             name += str(int(numbers[i]) + int(piece[:j] or 0)) + piece[j:]
-        return ".".join(([name] if name else []) + rest)
+        return ".".join(escaped.get(p, p) for p in ([name] if name else []) + rest)
 
     def shape(src, numbers, rest, own):
         if isinstance(src, str):
@@ -90,12 +91,12 @@ def _checkpoint_hook(rules):
 
 def registration(g: Graph) -> list[str]:
     """The __init__ lines of the model class that register its checkpoint hook."""
-    if not g.checkpoint:
+    if g.checkpoint is None:
         return []
-    rules = ",\n".join(f"            {r.data()!r}" for r in g.checkpoint)
+    rules = ",\n".join(f"            {r.data()!r}" for r in g.checkpoint.rules)
     return [
         "        # the spec's checkpoint section: load_state_dict also takes the reference's names",
         "        self.register_load_state_dict_pre_hook(_checkpoint_hook((",
         rules + ",",
-        "        )))",
+        f"        ), {dict(g.checkpoint.escaped)!r}))",
     ]

@@ -131,7 +131,7 @@ class TorchGen:
             header.append("import functools")
         header += ["", "import torch", "import torch.nn.functional as F", "from torch import nn", ""]
         helpers = [HELPERS[h].strip("\n") for h in sorted(self.helpers) if HELPERS[h]]
-        if self.model.checkpoint:
+        if self.model.checkpoint is not None:
             helpers.append(CHECKPOINT_HOOK.strip("\n"))
         parts = header + ([*(h + "\n\n" for h in helpers)] if helpers else []) + body
         text = "\n".join(p.rstrip("\n") if not p.endswith("\n\n") else p.rstrip("\n") + "\n" for p in parts)

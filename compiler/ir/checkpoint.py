@@ -61,3 +61,13 @@ def paths(s: CkSource) -> list[CkPath]:
     if isinstance(s, CkPath):
         return [s]
     return [p for a in s.args for p in paths(a)]
+
+
+@dataclass(frozen=True)
+class CkSection:
+    """A model's checkpoint section: its rules, and the spec names of its modules that are
+    attributes of another name in generated code (`v_proj` is `vv_proj`), so that the rest
+    of a reference name (`q_proj.weight` under a prefix rule) finds them."""
+
+    rules: tuple[CkRule, ...]
+    escaped: tuple[tuple[str, str], ...] = ()

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
+from nncircuit.ir.checkpoint import CkSection
+
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
 from nncircuit.types.expr import Expr, const, dependent
@@ -108,8 +110,8 @@ class Graph:
     dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
     # hyperparameter-dependent conditions the checker required (types.expr.Check), in order
     checks: list = field(default_factory=list)
-    # a model's checkpoint mapping (ir.checkpoint.CkRule), in the spec's order
-    checkpoint: tuple = ()
+    # a model's checkpoint section (ir.checkpoint.CkSection), or None
+    checkpoint: CkSection | None = None
     _g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
     # nodes() in order, until the next mutation: passes and backends walk block instances

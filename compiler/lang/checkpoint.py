@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from nncircuit.errors import NameResolutionError, ShapeError, did_you_mean
-from nncircuit.ir.checkpoint import FUNCTIONS, CkApply, CkPath, CkRule, CkSource, paths
+from nncircuit.ir.checkpoint import FUNCTIONS, CkApply, CkPath, CkRule, CkSection, CkSource, paths
 from nncircuit.ir.graph import CallNode, Graph, LoopNode
 from nncircuit.lang import tree as A
 from nncircuit.names import pyname
@@ -16,7 +16,7 @@ _OWN_PART = re.compile(r"(?:[A-Za-z0-9_]|\*(?:[+-][0-9]+)?)+")
 _STAR = re.compile(r"\*(?:[+-][0-9]+)?")
 
 
-def rules(g: Graph, st: A.Checkpoint) -> tuple[CkRule, ...]:
+def section(g: Graph, st: A.Checkpoint) -> CkSection:
     known = module_paths(g)
     out: list[CkRule] = []
     seen: dict[str, A.CheckpointRule] = {}
@@ -36,7 +36,9 @@ def rules(g: Graph, st: A.Checkpoint) -> tuple[CkRule, ...]:
         for p in paths(source):
             _check_path(p, stars, known, r)
         out.append(CkRule(r.ref, source, r.span))
-    return tuple(out)
+    names = {part for path in known for part in path if not part.isdigit()}
+    escaped = tuple(sorted((n, pyname(n)) for n in names if pyname(n) != n))
+    return CkSection(tuple(out), escaped)
 
 
 def _source(e) -> CkSource:
@@ -94,7 +96,8 @@ def _fits(pattern: str, part: str) -> bool:
 
 
 def module_paths(g: Graph) -> set[tuple[str, ...]]:
-    """Every module path (and every prefix of one) of the model's torch module. A repeat
+    """Every module path (and every prefix of one) of the model's torch module, in the
+    spec's names (the generated module may escape one: `v_proj` is `vv_proj`). A repeat
     whose body applies one block is a list of that block (no wrapper module): both
     spellings are accepted."""
     out: set[tuple[str, ...]] = set()
@@ -106,7 +109,7 @@ def _walk(g: Graph, prefix: tuple[str, ...], out: set[tuple[str, ...]]):
     for n in g.nodes():
         if n.module is None:
             continue
-        here = prefix + (pyname(n.owner),)
+        here = prefix + (n.owner,)
         out.add(here)
         if isinstance(n, CallNode):
             _walk(n.callee, here, out)

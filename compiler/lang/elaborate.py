@@ -22,7 +22,7 @@ from nncircuit.errors import (
     did_you_mean,
 )
 from nncircuit.ir.graph import CallNode, Graph, HyperParam, LoopNode, Value, call_mapping, call_types, caller_codes, check_body
-from nncircuit.lang.checkpoint import rules as checkpoint_rules
+from nncircuit.lang.checkpoint import section as checkpoint_section
 from nncircuit.lang.program import Program
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
@@ -291,7 +291,7 @@ class Elaborator:
         if len(sections) > 1:
             raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", sections[1].span)
         if sections:
-            g.checkpoint = checkpoint_rules(g, sections[0])
+            g.checkpoint = checkpoint_section(g, sections[0])
         self.instances[key] = g
         return g
 
