@@ -7,26 +7,34 @@ from __future__ import annotations
 
 from nncircuit.ir.graph import Graph
 
-HOOK = '''
-def _checkpoint_hook(rules, escaped):
+HOOK = r'''
+class _CheckpointHook:
     """A load_state_dict pre-hook that renames and re-lays a reference checkpoint's tensors
     (`rules`: the spec's checkpoint section) to this model's names (`escaped`: the spec's
     names that are attributes of another name here). A state_dict that holds only this
-    model's own names is left as it is."""
-    import re
+    model's own names is left as it is. A class, not a closure, so that the module pickles."""
 
+    def __init__(self, rules, escaped):
+        self.rules = rules
+        self.escaped = escaped
+
+    @staticmethod
     def split(path):
         return path.split(".") if path else []
 
-    def pattern(ref):  # `*` is a layer number; what follows the name is kept (`.weight`)
-        body = r"\.".join(r"([0-9]+)".join(re.escape(t) for t in part.split("*")) for part in split(ref))
-        return re.compile(body + r"(?:\.(.+))?")
+    def table(self):
+        import re
 
-    # the longest reference name first; among equal lengths, fewer `*` first
-    table = [(pattern(ref), src) for ref, src in
-             sorted(rules, key=lambda r: (-len(split(r[0])), r[0].count("*")))]
+        def pattern(ref):  # `*` is a layer number; what follows the name is kept (`.weight`)
+            body = r"\.".join(r"([0-9]+)".join(re.escape(t) for t in part.split("*"))
+                              for part in self.split(ref))
+            return re.compile(body + r"(?:\.(.+))?")
 
-    def own_name(path, numbers, rest):
+        # the longest reference name first; among equal lengths, fewer `*` first
+        ordered = sorted(self.rules, key=lambda r: (-len(self.split(r[0])), r[0].count("*")))
+        return [(pattern(ref), src) for ref, src in ordered]
+
+    def own_name(self, path, numbers, rest):
         # each `*` (or `*+1`, `*-1`) takes the next layer number of the reference's name
         pieces = path.split("*")
         name = pieces[0]
@@ -35,41 +43,43 @@ def _checkpoint_hook(rules, escaped):
             while j and j < len(piece) and piece[j].isdigit():
                 j += 1
             name += str(int(numbers[i]) + int(piece[:j] or 0)) + piece[j:]
-        return ".".join(escaped.get(p, p) for p in ([name] if name else []) + rest)
+        return ".".join(self.escaped.get(p, p) for p in ([name] if name else []) + rest)
 
-    def shape(src, numbers, rest, own):
+    def shape(self, src, numbers, rest, own):
         if isinstance(src, str):
-            name = own_name(src, numbers, rest)
+            name = self.own_name(src, numbers, rest)
             if name not in own:
                 raise KeyError(f"checkpoint rule names {name!r}, which this model does not have")
             return tuple(own[name].shape)
         if src[0] == "transpose":
-            inner = shape(src[1], numbers, rest, own)
+            inner = self.shape(src[1], numbers, rest, own)
             return inner[::-1] if len(inner) == 2 else inner
-        parts = [shape(a, numbers, rest, own) for a in src[1:]]
+        parts = [self.shape(a, numbers, rest, own) for a in src[1:]]
         return (sum(p[0] for p in parts),) + parts[0][1:]
 
-    def unpack(src, numbers, rest, value, own, key):
+    def unpack(self, src, numbers, rest, value, own, key):
         if isinstance(src, str):
-            name = own_name(src, numbers, rest)
-            want = tuple(own[name].shape) if name in own else None
-            if want is not None and tuple(value.shape) != want and value.numel() == own[name].numel():
-                value = value.reshape(want)  # (1, 1, d) class tokens and the like
+            name = self.own_name(src, numbers, rest)
+            if name in own and tuple(value.shape) != tuple(own[name].shape) \
+                    and value.numel() == own[name].numel():
+                value = value.reshape(own[name].shape)  # (1, 1, d) class tokens and the like
             yield name, value
         elif src[0] == "transpose":
-            yield from unpack(src[1], numbers, rest, value.t() if value.dim() == 2 else value, own, key)
+            flipped = value.t() if value.dim() == 2 else value
+            yield from self.unpack(src[1], numbers, rest, flipped, own, key)
         else:
-            sizes = [shape(a, numbers, rest, own)[0] for a in src[1:]]
+            sizes = [self.shape(a, numbers, rest, own)[0] for a in src[1:]]
             if sum(sizes) != value.shape[0]:
                 raise ValueError(f"{key!r} has {value.shape[0]} rows; its parts here have {sizes}")
             for a, piece in zip(src[1:], value.split(sizes, dim=0)):
-                yield from unpack(a, numbers, rest, piece, own, key)
+                yield from self.unpack(a, numbers, rest, piece, own, key)
 
-    def hook(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    def __call__(self, module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         own = module.state_dict(keep_vars=True)
         keys = [k for k in state_dict if k.startswith(prefix)]
         if all(k[len(prefix):] in own for k in keys):
             return
+        table = self.table()
         made = {}
         for key in keys:
             for ref, src in table:
@@ -77,15 +87,13 @@ def _checkpoint_hook(rules, escaped):
                 if found is not None:
                     *numbers, rest = found.groups()
                     value = state_dict.pop(key)
-                    for name, v in unpack(src, numbers, split(rest or ""), value, own, key):
+                    for name, v in self.unpack(src, numbers, self.split(rest or ""), value, own, key):
                         if name in made and not torch.equal(made[name], v):
                             raise ValueError(f"two checkpoint tensors give {name!r} different values")
                         made[name] = v
                     break
         for name, v in made.items():
             state_dict[prefix + name] = v
-
-    return hook
 '''
 
 
@@ -96,7 +104,7 @@ def registration(g: Graph) -> list[str]:
     rules = ",\n".join(f"            {r.data()!r}" for r in g.checkpoint.rules)
     return [
         "        # the spec's checkpoint section: load_state_dict also takes the reference's names",
-        "        self.register_load_state_dict_pre_hook(_checkpoint_hook((",
+        "        self.register_load_state_dict_pre_hook(_CheckpointHook((",
         rules + ",",
         f"        ), {dict(g.checkpoint.escaped)!r}))",
     ]

@@ -71,3 +71,45 @@ class CkSection:
 
     rules: tuple[CkRule, ...]
     escaped: tuple[tuple[str, str], ...] = ()
+
+
+def source_text(s: CkSource) -> str:
+    """The textual IR form of a source: `transpose(concat(h.*.attn.q,h.*.attn.k))`."""
+    if isinstance(s, CkPath):
+        return s.path
+    return f"{s.fn}({','.join(source_text(a) for a in s.args)})"
+
+
+def parse_source(text: str) -> CkSource:
+    """The inverse of source_text; raises ValueError on anything else."""
+    source, rest = _parse(text)
+    if rest:
+        raise ValueError(f"unexpected {rest!r} after a checkpoint source")
+    return source
+
+
+def _parse(text: str) -> tuple[CkSource, str]:
+    i = 0
+    while i < len(text) and text[i] not in "(),":
+        i += 1
+    head, rest = text[:i], text[i:]
+    if not rest.startswith("("):
+        return CkPath(head), rest
+    if head not in FUNCTIONS:
+        raise ValueError(f"unknown checkpoint function {head!r}")
+    args = []
+    rest = rest[1:]
+    while True:
+        arg, rest = _parse(rest)
+        args.append(arg)
+        if rest.startswith(","):
+            rest = rest[1:]
+        elif rest.startswith(")"):
+            rest = rest[1:]
+            break
+        else:
+            raise ValueError("a checkpoint function's arguments end with ')'")
+    try:
+        return CkApply(head, tuple(args)), rest
+    except InternalError as e:
+        raise ValueError(str(e)) from None
