@@ -128,8 +128,9 @@ def main(argv=None) -> int:
     if args.check:
         with open(path, encoding="utf-8") as f:
             return 0 if f.read() == text else 1
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    from nncircuit.io import write_atomic
+
+    write_atomic(path, text)
     print(text)
     return 0
 
