@@ -75,6 +75,8 @@ SLOW_TESTS = {
     "test_notebook.py": {"test_compiled_module_scripts"},
     "test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
     "test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
+    "test_zoo.py": {"test_heavier_variants_load_the_reference_strictly",
+                    "test_onnx_with_reference_weights_matches_torch"},
 }
 
 

@@ -41,8 +41,22 @@ def assert_matches(case, module, ref):
     return got
 
 
-@pytest.mark.parametrize("case", zoo.CASES, ids=IDS)
+# one model per family in the fast tier; the other depth and head variant in the slow one
+HEAVY = [c for c in zoo.CASES if c.model in ("ResNet50", "LlamaUntied")]
+LIGHT = [c for c in zoo.CASES if c not in HEAVY]
+
+
+@pytest.mark.parametrize("case", LIGHT, ids=[c.model for c in LIGHT])
 def test_loads_the_reference_strictly_and_computes_its_outputs(case):
+    check_strict_load(case)
+
+
+@pytest.mark.parametrize("case", HEAVY, ids=[c.model for c in HEAVY])
+def test_heavier_variants_load_the_reference_strictly(case):
+    check_strict_load(case)
+
+
+def check_strict_load(case):
     ref = zoo.reference(case)
     for opt in (0, 2):
         module = compiled(case, opt).module(seed=5).eval()
