@@ -23,7 +23,9 @@ class Case:
     model: str | None
     params: dict  # hyperparameters of the spec
     reference: Callable[[], object]  # builds the hand-written module
-    mapping: Callable[[dict, dict], dict]  # (compiled, reference state_dict) -> weights for it
+    # (compiled, reference state_dict) -> weights for the reference; None: the compiled
+    # module loads the reference's state_dict itself (the spec's checkpoint section)
+    mapping: Callable[[dict, dict], dict] | None
     make_input: Callable[..., object]  # (generator, batch, device) -> input tensor
     batch: int
     targets: Callable[..., object]  # (output, generator) -> class targets for the loss
@@ -88,7 +90,7 @@ def vit_case(*, image, patch, d, heads, layers, hidden, classes, batch, name="Vi
             classes=classes,
         ),
         reference=lambda: vit.ViT(image, patch, d, heads, layers, hidden, classes),
-        mapping=lambda sd, _ref: vit.from_compiled(sd, layers),
+        mapping=None,
         make_input=_images(image),
         batch=batch,
         targets=_class_targets,
@@ -106,7 +108,7 @@ def resnet_case(which: str, *, classes, image, batch) -> Case:
         model=which,
         params=dict(classes=classes),
         reference=lambda: build(classes),
-        mapping=resnet.from_compiled,
+        mapping=None,
         make_input=_images(image),
         batch=batch,
         targets=_class_targets,
@@ -204,7 +206,11 @@ def build(case: Case, levels: list[int]) -> tuple[dict, object, dict]:
             continue
         compiled[level] = m
     ref = case.reference()
-    ref.load_state_dict(case.mapping(sd, ref.state_dict()), strict=True)
+    if case.mapping is None:  # torchvision's names: the compiled modules load them strictly
+        for m in compiled.values():
+            m.load_state_dict(ref.state_dict(), strict=True)
+    else:
+        ref.load_state_dict(case.mapping(sd, ref.state_dict()), strict=True)
     n_ref, n_spec = count(ref), spec0.param_count()
     for level, m in compiled.items():
         if count(m) != n_ref or n_ref != n_spec:

@@ -34,6 +34,14 @@ SMALL = {
     ("unet.nn", "UNet"): dict(width=8),
     ("conv.nn", "ConvNet"): {},
     ("conv.nn", "TextCNN"): {},
+    # the zoo's exact models (tests/test_zoo.py compares them with their references)
+    ("llama.nn", "Llama"): dict(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=6, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
+                                factor=8.0, original_max_position_embeddings=8),
+    ("llama.nn", "LlamaUntied"): dict(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=6, num_key_value_heads=2, head_dim=8),
+    ("bert.nn", "Bert"): dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=128, type_vocab_size=16),
 }
 
 
@@ -69,6 +77,8 @@ SLOW_TESTS = {
     "test_notebook.py": {"test_compiled_module_scripts"},
     "test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
     "test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
+    "test_zoo.py": {"test_heavier_variants_load_the_reference_strictly",
+                    "test_onnx_with_reference_weights_matches_torch"},
 }
 
 

@@ -1186,6 +1186,8 @@ def _model(gen: Gen, name: str) -> GenSpec:
     lines.append(f"    in  {', '.join(in_parts)}")
     lines += [f"    {ln}" for ln in sc.lines]
     lines.append(f"    out {', '.join(f'y{i} = {n}' for i, (n, _) in enumerate(outs))}")
+    if ch.chance(0.3):  # a reference that nests the whole model one level deeper
+        lines.append('    checkpoint {\n        "net" = ""\n    }')
     lines.append("}")
     expected = tuple((f"y{i}", t.names, tuple(a.value for a in t.axes)) for i, (_, t) in enumerate(outs))
     return GenSpec("\n".join(lines) + "\n", name, overrides, tuple(shapes), expected)

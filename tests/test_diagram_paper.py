@@ -218,9 +218,11 @@ def test_index_ties_and_titles():
     assert texts(op_group(vit, "select"), "glyph") == ["[seq = 0]"]
     gpt = paper_svg("transformer.nn")
     assert texts(op_group(gpt, "logits"), "note") == ["tied to wte"]
+    unet = paper_svg("unet.nn", "UNet")
+    assert texts(op_group(unet, "x"), "title") == ["Down"]  # the block, not the variable
+    assert texts(op_group(unet, "x"), "caption") == ["x"]  # which is written in italics under it
     r50 = paper_svg("resnet.nn", "ResNet50")
-    assert texts(op_group(r50, "x"), "title") == ["BottleneckDown"]  # the block, not the variable
-    assert texts(op_group(r50, "x"), "caption") == ["x"]  # which is written in italics under it
+    assert texts(op_group(r50, "down1"), "title") == ["down1: BottleneckDown"]  # a named instance
     assert texts(op_group(gpt, "h.attn"), "title") == ["attn: SelfAttention"]  # an instance the spec named
 
 

@@ -15,6 +15,8 @@ from nncircuit.types.tensor import HVal
 from nncircuit.types.expr import Expr
 
 from nncircuit.backends.structure import class_name, single_call_body
+from nncircuit.backends.torch.checkpoint import HOOK as CHECKPOINT_HOOK
+from nncircuit.backends.torch.checkpoint import registration as checkpoint_registration
 from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, init_lines, move
 
 
@@ -133,6 +135,8 @@ class TorchGen:
             header.append("import functools")
         header += ["", "import torch", "import torch.nn.functional as F", "from torch import nn", ""]
         helpers = [HELPERS[h].strip("\n") for h in sorted(self.helpers) if HELPERS[h]]
+        if self.model.checkpoint is not None:
+            helpers.append(CHECKPOINT_HOOK.strip("\n"))
         parts = header + ([*(h + "\n\n" for h in helpers)] if helpers else []) + body
         text = "\n".join(p.rstrip("\n") if not p.endswith("\n\n") else p.rstrip("\n") + "\n" for p in parts)
         text = re.sub(r"\n{4,}", "\n\n\n", text).rstrip() + "\n"
@@ -212,6 +216,8 @@ class TorchGen:
         for h in g.hyper:
             lines.append(f"        self.{cx.hyper_attr(pyname(h.name))} = {pyname(h.name)}")
         self._init_modules(g, cx, lines)
+        if g is self.model:
+            lines.extend(checkpoint_registration(g))
         lines.append("")
         cx.mode = "forward"
         self._forward(g, cx, lines)

@@ -92,24 +92,3 @@ def resnet18(classes=1000) -> ResNet:
 
 def resnet50(classes=1000) -> ResNet:
     return ResNet(Bottleneck, (3, 4, 6, 3), classes)
-
-
-def from_compiled(sd: dict, reference: dict) -> dict:
-    """The weights of a compiled ResNet from specs/resnet.nn under the names of the
-    hand-written `reference` state_dict. Both modules register their tensors in the same
-    order (stem, then each stage's blocks, each block's convolutions and norms in order,
-    the projection shortcut last, the classifier), so the k-th tensor of one is the k-th
-    of the other; each pair must agree in kind (weight, bias, running_mean, ...) and shape.
-    The caller still compares the two modules' outputs: a pairing that only looks right
-    cannot pass that."""
-    src, dst = list(sd.items()), list(reference.items())
-    if len(src) != len(dst):
-        raise KeyError(f"compiled state_dict has {len(src)} tensors, the hand-written {len(dst)}")
-    out = {}
-    for (sk, sv), (dk, dv) in zip(src, dst):
-        if sk.rsplit(".", 1)[-1] != dk.rsplit(".", 1)[-1] or tuple(sv.shape) != tuple(dv.shape):
-            raise KeyError(
-                f"compiled {sk} {tuple(sv.shape)} does not match hand-written {dk} {tuple(dv.shape)}"
-            )
-        out[dk] = sv
-    return out

@@ -274,6 +274,14 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
                 body(st.body, depth + 1)
                 close = (st.span.end_line, st.span.end_col - 1)
                 units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
+            elif isinstance(st, A.Checkpoint):
+                units.append(Unit(start(st), brace_after(start(st)), depth, [ind + "checkpoint {"]))
+                inner = INDENT * (depth + 1)
+                for r in st.rules:
+                    line = f'{inner}"{r.ref}" = {pr.expr(r.value)}'
+                    units.append(Unit(start(r), end(r), depth + 1, [line]))
+                close = (st.span.end_line, st.span.end_col - 1)
+                units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
             else:
                 units.append(Unit(start(st), end(st), depth, pr.stmt_lines(st, ind)))
 

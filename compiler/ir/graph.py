@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+from nncircuit.ir.checkpoint import CkSection
 from nncircuit.ir.digraph import Digraph
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
@@ -107,6 +108,8 @@ class Graph:
     dims: dict[str, int] = field(default_factory=dict)  # dynamic axis -> typical size
     # hyperparameter-dependent conditions the checker required (types.expr.Check), in order
     checks: list = field(default_factory=list)
+    # a model's checkpoint section (ir.checkpoint.CkSection), or None
+    checkpoint: CkSection | None = None
     _g: Digraph[Node] = field(default_factory=Digraph, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
     # nodes() in order, until the next mutation: passes and backends walk block instances

@@ -13,6 +13,7 @@ from fractions import Fraction
 from nncircuit.types import expr as X
 from nncircuit.ops import registry
 from nncircuit.errors import InternalError, NNError, ParseError, Span, did_you_mean
+from nncircuit.ir.checkpoint import CkRule, CkSection, parse_source
 from nncircuit.ir.graph import Graph, HyperParam, Node, Value, check_body
 from nncircuit.ir.printer import KINDS, type_text
 from nncircuit.ops.registry import AxisSpec, OpCall
@@ -231,6 +232,19 @@ class Parser:
                     g.dims[k] = self.int_("a typical size")
                     if not self.accept(","):
                         break
+            elif self.accept("checkpoint"):
+                ref = self.string()
+                st = self.tok
+                try:
+                    source = parse_source(self.string())
+                except ValueError as e:
+                    raise self.fail(str(e), st) from None
+                old = g.checkpoint or CkSection(())
+                g.checkpoint = CkSection(old.rules + (CkRule(ref, source),), old.escaped)
+            elif self.accept("checkpoint_name"):
+                spec_name, py = self.string(), self.string()
+                old = g.checkpoint or CkSection(())
+                g.checkpoint = CkSection(old.rules, old.escaped + ((spec_name, py),))
             elif self.accept("check"):
                 cond = self.expr_string()
                 mt = self.tok

@@ -13,6 +13,7 @@ from fractions import Fraction
 from nncircuit.types import expr as X
 from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
+from nncircuit.ir.checkpoint import source_text
 from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, LoopNode, Node, Value
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Dim, Floor, Size
@@ -103,6 +104,11 @@ class _Printer:
         for c in g.checks:
             guard = f" default {_name(c.guard)}" if c.guard is not None else ""
             lines.append(f"  check {_q(c.cond.text())} {_q(c.template())}{guard}")
+        if g.checkpoint is not None:
+            for r in g.checkpoint.rules:
+                lines.append(f"  checkpoint {_q(r.ref)} {_q(source_text(r.source))}")
+            for spec_name, py in g.checkpoint.escaped:
+                lines.append(f"  checkpoint_name {_q(spec_name)} {_q(py)}")
         names = {n.id: _node_name(n.name) for n in g.nodes()}
         lines.append("  in " + ", ".join(f"%{names[i]}" for i in g.inputs))
         for n in g.nodes():

@@ -22,6 +22,7 @@ from nncircuit.errors import (
     did_you_mean,
 )
 from nncircuit.ir.graph import CallNode, Graph, HyperParam, LoopNode, Value, call_mapping, call_types, caller_codes, check_body
+from nncircuit.lang.checkpoint import section as checkpoint_section
 from nncircuit.lang.program import Program
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
@@ -286,6 +287,11 @@ class Elaborator:
         finally:
             self.stack.pop()
         g.checks = list(checks)
+        sections = [st for st in bdef.body if isinstance(st, A.Checkpoint)]
+        if len(sections) > 1:
+            raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", sections[1].span)
+        if sections:
+            g.checkpoint = checkpoint_section(g, sections[0])
         self.instances[key] = g
         return g
 
@@ -300,6 +306,10 @@ class Elaborator:
                     self.out_stmt(ctx, st)
                 elif isinstance(st, A.Repeat):
                     self.repeat(ctx, st)
+                elif isinstance(st, A.Checkpoint):  # elaborated once the model is complete
+                    if ctx.parent is not None or ctx.graph.kind != "model":
+                        raise ShapeError(
+                            "a 'checkpoint' section belongs at the top level of a model", st.span)
             except NNError as e:
                 raise e.with_span(st.span) from None
 

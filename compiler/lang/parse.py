@@ -236,6 +236,15 @@ class _ToAst(Transformer):
             self._span(meta), count, shared is not None, str(name) if name else None, tuple(body)
         )
 
+    @v_args(meta=True)
+    def checkpoint_stmt(self, meta, children):
+        return A.Checkpoint(self._span(meta), tuple(children[1:]))
+
+    @v_args(meta=True)
+    def checkpoint_rule(self, meta, children):
+        ref, value = children
+        return A.CheckpointRule(self._span(meta), ref.value[1:-1], value)
+
     # ---- expressions
     add = _bin("+")
     sub = _bin("-")

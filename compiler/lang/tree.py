@@ -189,7 +189,21 @@ class Repeat(Node):
     body: tuple[Stmt, ...]
 
 
-Stmt = InDecl | OutStmt | Assign | Repeat
+@dataclass(frozen=True)
+class CheckpointRule(Node):
+    """`"c_attn" = concat("q", "k", "v")`: a reference state_dict path (a pattern; `*` is
+    one path component) and how this model's tensors make it up."""
+
+    ref: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Checkpoint(Node):
+    rules: tuple[CheckpointRule, ...]
+
+
+Stmt = InDecl | OutStmt | Assign | Repeat | Checkpoint
 
 
 @dataclass(frozen=True)

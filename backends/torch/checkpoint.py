@@ -1,0 +1,110 @@
+"""The load_state_dict pre-hook a generated model registers when its spec has a
+`checkpoint` section: it turns a reference implementation's state_dict (Hugging Face,
+torchvision names and layouts) into the model's own, so `load_state_dict(ref, strict=True)`
+works. Emitted as source: the generated file does not import nncircuit."""
+
+from __future__ import annotations
+
+from nncircuit.ir.graph import Graph
+
+HOOK = r'''
+class _CheckpointHook:
+    """A load_state_dict pre-hook that renames and re-lays a reference checkpoint's tensors
+    (`rules`: the spec's checkpoint section) to this model's names (`escaped`: the spec's
+    names that are attributes of another name here). A state_dict that holds only this
+    model's own names is left as it is. A class, not a closure, so that the module pickles."""
+
+    def __init__(self, rules, escaped):
+        self.rules = rules
+        self.escaped = escaped
+
+    @staticmethod
+    def split(path):
+        return path.split(".") if path else []
+
+    def table(self):
+        import re
+
+        def pattern(ref):  # `*` is a layer number; what follows the name is kept (`.weight`)
+            body = r"\.".join(r"([0-9]+)".join(re.escape(t) for t in part.split("*"))
+                              for part in self.split(ref))
+            return re.compile(body + r"(?:\.(.+))?")
+
+        # the longest reference name first; among equal lengths, fewer `*` first
+        ordered = sorted(self.rules, key=lambda r: (-len(self.split(r[0])), r[0].count("*")))
+        return [(pattern(ref), src) for ref, src in ordered]
+
+    def own_name(self, path, numbers, rest):
+        # each `*` (or `*+1`, `*-1`) takes the next layer number of the reference's name
+        pieces = path.split("*")
+        name = pieces[0]
+        for i, piece in enumerate(pieces[1:]):
+            j = 1 if piece[:1] in ("+", "-") else 0
+            while j and j < len(piece) and piece[j].isdigit():
+                j += 1
+            name += str(int(numbers[i]) + int(piece[:j] or 0)) + piece[j:]
+        return ".".join(self.escaped.get(p, p) for p in ([name] if name else []) + rest)
+
+    def shape(self, src, numbers, rest, own):
+        if isinstance(src, str):
+            name = self.own_name(src, numbers, rest)
+            if name not in own:
+                raise KeyError(f"checkpoint rule names {name!r}, which this model does not have")
+            return tuple(own[name].shape)
+        if src[0] == "transpose":
+            inner = self.shape(src[1], numbers, rest, own)
+            return inner[::-1] if len(inner) == 2 else inner
+        parts = [self.shape(a, numbers, rest, own) for a in src[1:]]
+        return (sum(p[0] for p in parts),) + parts[0][1:]
+
+    def unpack(self, src, numbers, rest, value, own, key):
+        if isinstance(src, str):
+            name = self.own_name(src, numbers, rest)
+            if name in own and tuple(value.shape) != tuple(own[name].shape) \
+                    and value.numel() == own[name].numel():
+                value = value.reshape(own[name].shape)  # (1, 1, d) class tokens and the like
+            yield name, value
+        elif src[0] == "transpose":
+            flipped = value.t() if value.dim() == 2 else value
+            yield from self.unpack(src[1], numbers, rest, flipped, own, key)
+        else:
+            sizes = [self.shape(a, numbers, rest, own)[0] for a in src[1:]]
+            if sum(sizes) != value.shape[0]:
+                raise ValueError(f"{key!r} has {value.shape[0]} rows; its parts here have {sizes}")
+            for a, piece in zip(src[1:], value.split(sizes, dim=0)):
+                yield from self.unpack(a, numbers, rest, piece, own, key)
+
+    def __call__(self, module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        own = module.state_dict(keep_vars=True)
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if all(k[len(prefix):] in own for k in keys):
+            return
+        table = self.table()
+        made = {}
+        for key in keys:
+            for ref, src in table:
+                found = ref.fullmatch(key[len(prefix):])
+                if found is not None:
+                    *numbers, rest = found.groups()
+                    value = state_dict.pop(key)
+                    for name, v in self.unpack(src, numbers, self.split(rest or ""), value, own, key):
+                        if name in made and not torch.equal(made[name], v):
+                            raise ValueError(f"two checkpoint tensors give {name!r} different values")
+                        made[name] = v
+                    break
+        for name, v in made.items():
+            state_dict[prefix + name] = v
+'''
+
+
+def registration(g: Graph) -> list[str]:
+    """The __init__ lines of the model class that register its checkpoint hook."""
+    if g.checkpoint is None:
+        return []
+    rules = ",\n".join(f"            {r.data()!r}" for r in g.checkpoint.rules)
+    return [
+        "        # the spec's checkpoint section: load_state_dict also takes the reference's names",
+        "        self.register_load_state_dict_pre_hook(_CheckpointHook((",
+        rules + ",",
+        f"        ), {dict(g.checkpoint.escaped)!r}))",
+    ]

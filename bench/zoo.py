@@ -1,0 +1,237 @@
+"""The zoo's exact models and the implementations they are checked against: for each, the
+reference module at a small configuration, its published configuration's parameter count
+(instantiated on the meta device: no memory, no weights), inputs, and how to read its
+outputs. tests/test_zoo.py asserts on these; scripts/zoo_table.py measures them for
+docs/zoo.md."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from collections.abc import Callable
+
+from .env import REPO, SPECS
+
+
+@dataclass(frozen=True)
+class ZooCase:
+    family: str
+    spec: str  # file in specs/
+    model: str
+    small: dict  # hyperparameters of the small configuration
+    reference: Callable[[], object]  # the reference at the small configuration
+    published: int  # the published parameter count of the default configuration
+    reference_published: Callable[[], object]  # the reference at it (called on the meta device)
+    inputs: Callable[[object], tuple]  # torch.Generator -> inputs of the spec, in order
+    outputs: Callable[[object, tuple], tuple]  # (reference, inputs) -> its outputs, the spec's order
+    reference_name: str
+    pytorch_files: tuple[str, ...] = field(default=())  # what "PyTorch lines" counts
+    pytorch_note: str = ""
+
+
+def _hf(name: str):
+    import transformers
+
+    return getattr(transformers, name)
+
+
+# ---- GPT-2 -----------------------------------------------------------------------------------
+
+GPT2_SMALL = dict(vocab=97, ctx=32, d=64, heads=4, layers=2)
+
+
+def _gpt2(small: bool):
+    cfg = _hf("GPT2Config")(vocab_size=97, n_positions=32, n_embd=64, n_head=4, n_layer=2) if small \
+        else _hf("GPT2Config")()
+    return _hf("GPT2LMHeadModel")(cfg)
+
+
+# ---- Llama -----------------------------------------------------------------------------------
+
+LLAMA_SMALL = dict(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                   num_attention_heads=6, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5)
+# Llama 3's scaling at a small original context, so that all three frequency bands occur
+LLAMA3_ROPE = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8)
+
+
+def _llama(small: bool, tied: bool):
+    if small:
+        rope = dict(rope_type="llama3", **LLAMA3_ROPE) if tied else dict(rope_type="default")
+        cfg = _hf("LlamaConfig")(**LLAMA_SMALL, tie_word_embeddings=tied, max_position_embeddings=64,
+                                 rope_parameters=dict(rope_theta=10000.0, **rope))
+    elif tied:  # Llama 3.2 1B
+        cfg = _hf("LlamaConfig")(
+            vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True, rms_norm_eps=1e-5,
+            max_position_embeddings=131072,
+            rope_parameters=dict(rope_theta=500000.0, rope_type="llama3", factor=32.0, low_freq_factor=1.0,
+                                 high_freq_factor=4.0, original_max_position_embeddings=8192))
+    else:  # TinyLlama 1.1B
+        cfg = _hf("LlamaConfig")(
+            vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+            num_attention_heads=32, num_key_value_heads=4, tie_word_embeddings=False, rms_norm_eps=1e-5,
+            max_position_embeddings=2048, rope_parameters=dict(rope_theta=10000.0, rope_type="default"))
+    return _hf("LlamaForCausalLM")(cfg)
+
+
+# ---- BERT ------------------------------------------------------------------------------------
+
+BERT_SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+
+
+def _bert(small: bool):
+    cfg = _hf("BertConfig")(**(BERT_SMALL if small else {}), attn_implementation="eager")
+    return _hf("BertModel")(cfg, add_pooling_layer=True)
+
+
+def _bert_inputs(gen):
+    import torch
+
+    ids = torch.randint(0, 99, (2, 16), generator=gen)
+    types = torch.randint(0, 2, (2, 16), generator=gen)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 11:] = 0  # padding at the end of the second sequence
+    return ids, types, mask
+
+
+def _bert_out(ref, x):
+    r = ref(input_ids=x[0], token_type_ids=x[1], attention_mask=x[2])
+    return r.last_hidden_state, r.pooler_output
+
+
+# ---- torchvision-layout references -------------------------------------------------------------
+
+
+def _resnet(which: str, classes: int):
+    from .reference import resnet
+
+    return (resnet.resnet18 if which == "ResNet18" else resnet.resnet50)(classes)
+
+
+VIT_SMALL = dict(image=32, patch=8, d=64, heads=4, layers=2, hidden=128, classes=10)
+
+
+def _vit(small: bool):
+    from .reference import vit
+
+    return vit.ViT(*VIT_SMALL.values()) if small else vit.ViT()
+
+
+def _tokens(vocab: int):
+    def make(gen):
+        import torch
+
+        return (torch.randint(0, vocab, (2, 16), generator=gen),)
+
+    return make
+
+
+def _images(size: int):
+    def make(gen):
+        import torch
+
+        return (torch.randn(2, 3, size, size, generator=gen),)
+
+    return make
+
+
+def _logits(ref, x):
+    return (ref(*x).logits,)
+
+
+def _plain(ref, x):
+    return (ref(*x),)
+
+
+def _transformers_file(name: str) -> str:
+    import transformers
+
+    return os.path.join(os.path.dirname(transformers.__file__), "models", name, f"modeling_{name}.py")
+
+
+CASES = [
+    ZooCase("GPT-2", "transformer.nn", "GPT2", GPT2_SMALL, lambda: _gpt2(True), 124_439_808,
+            lambda: _gpt2(False), _tokens(97), _logits, "transformers GPT2LMHeadModel",
+            ("hf:gpt2", "bench/reference/gpt2.py"),
+            "Hugging Face modeling_gpt2.py (every head, caching, attention back-ends); nanoGPT-style GPT-2 in bench/reference/gpt2.py"),
+    ZooCase("Llama 3.2 1B", "llama.nn", "Llama", dict(LLAMA_SMALL, rope_theta=10000.0, **LLAMA3_ROPE),
+            lambda: _llama(True, True), 1_235_814_400, lambda: _llama(False, True), _tokens(97), _logits,
+            "transformers LlamaForCausalLM (tied, Llama 3 RoPE)", ("hf:llama",),
+            "Hugging Face modeling_llama.py (every head, caching, attention back-ends)"),
+    ZooCase("TinyLlama 1.1B", "llama.nn", "LlamaUntied", dict(LLAMA_SMALL),
+            lambda: _llama(True, False), 1_100_048_384, lambda: _llama(False, False), _tokens(97), _logits,
+            "transformers LlamaForCausalLM (untied, plain RoPE)", ("hf:llama",)),
+    ZooCase("BERT-base", "bert.nn", "Bert", BERT_SMALL, lambda: _bert(True), 109_482_240,
+            lambda: _bert(False), _bert_inputs, _bert_out, "transformers BertModel (with pooler)",
+            ("hf:bert",), "Hugging Face modeling_bert.py (every head, caching, attention back-ends)"),
+    ZooCase("ResNet-18", "resnet.nn", "ResNet18", dict(classes=10), lambda: _resnet("ResNet18", 10),
+            11_689_512, lambda: _resnet("ResNet18", 1000), _images(32), _plain,
+            "torchvision resnet18 names (bench/reference/resnet.py)", ("bench/reference/resnet.py",),
+            "bench/reference/resnet.py (torchvision's layout and names, both depths)"),
+    ZooCase("ResNet-50", "resnet.nn", "ResNet50", dict(classes=10), lambda: _resnet("ResNet50", 10),
+            25_557_032, lambda: _resnet("ResNet50", 1000), _images(32), _plain,
+            "torchvision resnet50 names (bench/reference/resnet.py)", ("bench/reference/resnet.py",)),
+    ZooCase("ViT-B/16", "vit.nn", "ViT", VIT_SMALL, lambda: _vit(True), 86_567_656, lambda: _vit(False),
+            _images(32), _plain, "torchvision vit_b_16 names (bench/reference/vit.py)",
+            ("bench/reference/vit.py",), "bench/reference/vit.py (torchvision's layout and names)"),
+]
+BY_MODEL = {c.model: c for c in CASES}
+
+
+def spec_path(case: ZooCase) -> str:
+    return os.path.join(SPECS, case.spec)
+
+
+def reference(case: ZooCase, seed: int = 0):
+    """The reference at the small configuration in eval mode, with seeded random weights;
+    BatchNorm statistics are randomised too, so that loading them is checked."""
+    import torch
+
+    torch.manual_seed(seed)
+    ref = case.reference().eval()
+    with torch.no_grad():
+        for name, b in ref.named_buffers():
+            if name.endswith("running_mean"):
+                b.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 1.5)
+    return ref
+
+
+def published_reference_count(case: ZooCase) -> int:
+    """Parameters of the reference at its published configuration, built on the meta device
+    (tied weights counted once, as module.parameters() does)."""
+    import torch
+
+    with torch.device("meta"):
+        ref = case.reference_published()
+    return sum(p.numel() for p in ref.parameters())
+
+
+def max_difference(a: tuple, b: tuple) -> float:
+    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a, b))
+
+
+# ---- line counts -----------------------------------------------------------------------------
+
+
+def code_lines(path: str) -> int:
+    """Non-blank lines that are not only a comment (`#` in Python, `#`/`##` in .nn)."""
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip() and not line.strip().startswith("#"))
+
+
+def spec_files(case: ZooCase) -> list[str]:
+    """The spec file and the library files it imports (one level: the zoo's are flat)."""
+    import re
+
+    path = spec_path(case)
+    with open(path, encoding="utf-8") as f:
+        imports = re.findall(r'^(?:from|import)\s+"([^"]+)"', f.read(), flags=re.M)
+    return [path] + [os.path.join(os.path.dirname(path), p) for p in imports]
+
+
+def pytorch_files(case: ZooCase) -> list[str]:
+    return [_transformers_file(p[3:]) if p.startswith("hf:") else os.path.join(REPO, p)
+            for p in case.pytorch_files]

@@ -1,0 +1,115 @@
+"""A model's checkpoint mapping: how the state_dict names of a reference implementation
+(Hugging Face, torchvision) are made from this model's tensors. Frozen values the model's
+graph holds; the torch backend turns them into a load_state_dict pre-hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nncircuit.errors import InternalError, Span
+
+# What a rule's right side may apply to this model's tensors, with its arity (None: two or more).
+FUNCTIONS = {"transpose": 1, "concat": None}
+
+
+@dataclass(frozen=True)
+class CkPath:
+    """A tensor or module path of this model (`h.*.attn.q`); `*` takes the reference
+    path's numbers in order, `*+1` / `*-1` shifted."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class CkApply:
+    """`transpose(a)`: a matrix stored the other way round (GPT-2's Conv1D); vectors pass
+    unchanged. `concat(a, b, ...)`: parts stacked along the first axis (a fused projection)."""
+
+    fn: str
+    args: tuple[CkPath | CkApply, ...]
+
+    def __post_init__(self):
+        arity = FUNCTIONS.get(self.fn, -1)
+        if arity == -1 or (arity is None and len(self.args) < 2) or (arity is not None and len(self.args) != arity):
+            raise InternalError(f"bad checkpoint function {self.fn} of {len(self.args)} arguments")
+
+
+CkSource = CkPath | CkApply
+
+
+@dataclass(frozen=True)
+class CkRule:
+    """`"ref" = source`: every reference key equal to `ref` or under it (`ref.weight`) is
+    made of `source` (the rest of the key appended to each path)."""
+
+    ref: str
+    source: CkSource
+    span: Span | None = None
+
+    def data(self) -> tuple:
+        """The rule as plain nested tuples of strings, for generated code."""
+        return (self.ref, _data(self.source))
+
+
+def _data(s: CkSource):
+    if isinstance(s, CkPath):
+        return s.path
+    return (s.fn, *(_data(a) for a in s.args))
+
+
+def paths(s: CkSource) -> list[CkPath]:
+    if isinstance(s, CkPath):
+        return [s]
+    return [p for a in s.args for p in paths(a)]
+
+
+@dataclass(frozen=True)
+class CkSection:
+    """A model's checkpoint section: its rules, and the spec names of its modules that are
+    attributes of another name in generated code (`v_proj` is `vv_proj`), so that the rest
+    of a reference name (`q_proj.weight` under a prefix rule) finds them."""
+
+    rules: tuple[CkRule, ...]
+    escaped: tuple[tuple[str, str], ...] = ()
+
+
+def source_text(s: CkSource) -> str:
+    """The textual IR form of a source: `transpose(concat(h.*.attn.q,h.*.attn.k))`."""
+    if isinstance(s, CkPath):
+        return s.path
+    return f"{s.fn}({','.join(source_text(a) for a in s.args)})"
+
+
+def parse_source(text: str) -> CkSource:
+    """The inverse of source_text; raises ValueError on anything else."""
+    source, rest = _parse(text)
+    if rest:
+        raise ValueError(f"unexpected {rest!r} after a checkpoint source")
+    return source
+
+
+def _parse(text: str) -> tuple[CkSource, str]:
+    i = 0
+    while i < len(text) and text[i] not in "(),":
+        i += 1
+    head, rest = text[:i], text[i:]
+    if not rest.startswith("("):
+        return CkPath(head), rest
+    if head not in FUNCTIONS:
+        raise ValueError(f"unknown checkpoint function {head!r}")
+    args = []
+    rest = rest[1:]
+    while True:
+        arg, rest = _parse(rest)
+        args.append(arg)
+        if rest.startswith(","):
+            rest = rest[1:]
+        elif rest.startswith(")"):
+            rest = rest[1:]
+            break
+        else:
+            raise ValueError("a checkpoint function's arguments end with ')'")
+    try:
+        return CkApply(head, tuple(args)), rest
+    except InternalError as e:
+        raise ValueError(str(e)) from None

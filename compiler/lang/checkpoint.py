@@ -1,0 +1,124 @@
+"""Elaborate a model's `checkpoint { "ref" = source }` section: check each rule's patterns
+and that every path it names is a module or tensor of the model, with positioned errors."""
+
+from __future__ import annotations
+
+import re
+
+from nncircuit.errors import NameResolutionError, ShapeError, did_you_mean
+from nncircuit.ir.checkpoint import FUNCTIONS, CkApply, CkPath, CkRule, CkSection, CkSource, paths
+from nncircuit.ir.graph import CallNode, Graph, LoopNode
+from nncircuit.lang import tree as A
+from nncircuit.names import pyname
+
+_REF_PART = re.compile(r"(?:[A-Za-z0-9_]|\*)+")
+_OWN_PART = re.compile(r"(?:[A-Za-z0-9_]|\*(?:[+-][0-9]+)?)+")
+_STAR = re.compile(r"\*(?:[+-][0-9]+)?")
+
+
+def section(g: Graph, st: A.Checkpoint) -> CkSection:
+    known = module_paths(g)
+    out: list[CkRule] = []
+    seen: dict[str, A.CheckpointRule] = {}
+    for r in st.rules:
+        if r.ref in seen:
+            first = seen[r.ref].span
+            raise NameResolutionError(
+                f"the checkpoint name \"{r.ref}\" is mapped twice (first on line {first.line})", r.span)
+        seen[r.ref] = r
+        parts = r.ref.split(".")
+        if not r.ref or not all(_REF_PART.fullmatch(p) for p in parts):
+            raise NameResolutionError(
+                f"\"{r.ref}\" is not a state_dict name: dotted names, digits and `*` (a layer number) only",
+                r.span)
+        source = _source(r.value)
+        stars = r.ref.count("*")
+        for p in paths(source):
+            _check_path(p, stars, known, r)
+        out.append(CkRule(r.ref, source, r.span))
+    names = {part for path in known for part in path if not part.isdigit()}
+    escaped = tuple(sorted((n, pyname(n)) for n in names if pyname(n) != n))
+    return CkSection(tuple(out), escaped)
+
+
+def _source(e) -> CkSource:
+    if isinstance(e, A.String):
+        return CkPath(e.value)
+    if isinstance(e, A.Call) and isinstance(e.func, A.Name):
+        fn = e.func.id
+        if fn not in FUNCTIONS:
+            raise NameResolutionError(
+                f"unknown checkpoint function '{fn}'{did_you_mean(fn, FUNCTIONS)}; "
+                f"known: {', '.join(sorted(FUNCTIONS))}", e.func.span)
+        args = []
+        for a in e.args:
+            if not isinstance(a, A.PosArg):
+                raise ShapeError(f"{fn} in a checkpoint rule takes names and functions of them only", a.span)
+            args.append(_source(a.value))
+        arity = FUNCTIONS[fn]
+        if arity is None and len(args) < 2:
+            raise ShapeError(f"concat joins two or more tensors; found {len(args)}", e.span)
+        if arity is not None and len(args) != arity:
+            raise ShapeError(f"{fn} takes {arity} argument; found {len(args)}", e.span)
+        return CkApply(fn, tuple(args))
+    raise ShapeError(
+        "a checkpoint rule's value is a quoted name of this model (\"h.*.attn.q\"), "
+        "transpose(...) or concat(...)", e.span)
+
+
+def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.CheckpointRule):
+    parts = p.path.split(".") if p.path else []
+    if not all(_OWN_PART.fullmatch(x) for x in parts):
+        raise NameResolutionError(
+            f"\"{p.path}\" is not a name of this model: dotted names, digits and `*` only", r.value.span)
+    used = len(_STAR.findall(p.path))
+    if used > stars:
+        raise NameResolutionError(
+            f"\"{p.path}\" has {used} `*` but \"{r.ref}\" has {stars}: each `*` of this model's "
+            "name takes a layer number of the checkpoint's", r.value.span)
+    if not parts:
+        return  # "transformer" = "": the reference nests the whole model one level deeper
+    def found(parts):
+        return any(len(k) == len(parts) and all(_fits(x, y) for x, y in zip(parts, k)) for k in known)
+
+    # a module, a Param, or a tensor of a module (`q.weight`)
+    if not found(parts) and not (len(parts) > 1 and found(parts[:-1])):
+        names = sorted({".".join(k) for k in known if len(k) == len(parts)})
+        raise NameResolutionError(
+            f"\"{p.path}\" names no module or tensor of this model"
+            f"{did_you_mean(p.path, names)}", r.value.span)
+
+
+def _fits(pattern: str, part: str) -> bool:
+    tokens = re.split(r"(\*(?:[+-][0-9]+)?)", pattern)
+    regex = "".join("[0-9]+" if t.startswith("*") else re.escape(t) for t in tokens)
+    return re.fullmatch(regex, part) is not None
+
+
+def module_paths(g: Graph) -> set[tuple[str, ...]]:
+    """Every module path (and every prefix of one) of the model's torch module, in the
+    spec's names (the generated module may escape one: `v_proj` is `vv_proj`). A repeat
+    whose body applies one block is a list of that block (no wrapper module): both
+    spellings are accepted."""
+    out: set[tuple[str, ...]] = set()
+    _walk(g, (), out)
+    return out
+
+
+def _walk(g: Graph, prefix: tuple[str, ...], out: set[tuple[str, ...]]):
+    for n in g.nodes():
+        if n.module is None:
+            continue
+        here = prefix + (n.owner,)
+        out.add(here)
+        if isinstance(n, CallNode):
+            _walk(n.callee, here, out)
+        elif isinstance(n, LoopNode):
+            count = 1 if n.attrs["shared"] else int(n.attrs["count"].value)
+            items = [here] if n.attrs["shared"] else [here + (str(i),) for i in range(count)]
+            for item in items:
+                out.add(item)
+                _walk(n.callee, item, out)  # with the wrapper of the body
+                for inner in n.callee.nodes():  # a body of one block: that block's own modules
+                    if isinstance(inner, CallNode):
+                        _walk(inner.callee, item, out)
