@@ -115,10 +115,13 @@ class Lowerer:
             (spec,) = registry.get("Embedding").params(owner.attrs, ())
             return self.weights.resolve(W.state_dict_key(owner, pscope, "weight"), spec)
 
+        def declare(pname: str) -> None:
+            self.weights.declare(W.state_dict_key(n, pscope, pname), specs[pname])
+
         self.b.scope = path
         start = len(self.b.nodes)
         try:
-            outs = low.fn(OpCx(self.b, n, ins, weight, tied, dims))
+            outs = low.fn(OpCx(self.b, n, ins, weight, tied, dims, declare))
         except NNError as e:
             raise e.with_span(n.span) from None
         names = self.b.name_result([t.name for t in outs], start)

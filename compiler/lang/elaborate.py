@@ -739,7 +739,10 @@ class Elaborator:
             pieces["kwargs"].append(("scalars", tuple(scalars)))
         args = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pieces.items()))
         out = OpFn(op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
-        if op.arity == 0 or (tensors and (op.arity is None or len(tensors) >= op.arity)):
+        # an op of one or more tensors that also takes a bare axis list (Buffer([e: n])) is
+        # applied with the list alone
+        by_axes = op.arity is None and "axes" in pieces and not tensors
+        if op.arity == 0 or by_axes or (tensors and (op.arity is None or len(tensors) >= op.arity)):
             return self.apply(ctx, out, (), e.span, hint)
         return out  # configured, not applied: its (remaining) tensors come from a call or a pipe
 
@@ -838,9 +841,9 @@ class Elaborator:
         tensors = tuple(fn.tensors) + tuple(tensors)
         if op.arity is not None and len(tensors) != op.arity:
             raise ShapeError(f"{op.name} takes {op.arity} tensor(s), found {len(tensors)}", span)
-        if op.arity is None and not tensors:
-            raise ShapeError(f"{op.name} needs at least one tensor", span)
         pieces = dict(fn.args)
+        if op.arity is None and not tensors and "axes" not in pieces:
+            raise ShapeError(f"{op.name} needs at least one tensor", span)
         kwargs = tuple(pieces.get("kwargs", ()))
         positional = tuple(pieces.get("positional", ()))
         if op.name == "positions" and positional:
@@ -875,6 +878,8 @@ class Elaborator:
                 module = name
         else:
             name = ctx.fresh(hint or call.op)
+        if op.is_built:
+            self._check_built(ctx, op, tensors, span)
         node = g.add_op(call, tensors, name=name, module=module, span=span)
         if op.learned:
             self._check_sharing(ctx, node, op, span)
@@ -883,6 +888,38 @@ class Elaborator:
         if len(node.types) == 1:
             return TVal(node.out())
         return TupleV(tuple(TVal(node.out(i)) for i in range(len(node.types))))
+
+    def _check_built(self, ctx: Ctx, op: OpDef, tensors, span):
+        """An op computed when the module is built (a Buffer) may read only what exists then:
+        its inputs must come from hyperparameters, positions and other such ops, never from a
+        model input, a learned or random op, or a block call."""
+        g = ctx.graph
+        todo = [v.node for v in tensors]
+        seen: set[int] = set()
+        while todo:
+            nid = todo.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            n = g.node(nid)
+            what = None
+            if n.op == "input":
+                what = f"the input '{n.attrs['name']}'" if g.kind != "repeat" else "a value of the loop"
+            elif isinstance(n, (CallNode, LoopNode)):
+                what = f"the block call '{n.name}'"
+            else:
+                d = registry.get(n.op)
+                if d.is_random:
+                    what = f"the random op {n.op}"
+                elif d.learned and not d.is_built:
+                    what = f"the learned op {n.op} ('{n.name}')"
+            if what is not None:
+                raise ShapeError(
+                    f"{op.name} is made when the module is built, so its initial value cannot read "
+                    f"{what}; build it from hyperparameters, positions and other buffers",
+                    span,
+                )
+            todo.extend(v.node for v in n.inputs)
 
     def _check_sharing(self, ctx: Ctx, node, op: OpDef, span):
         specs = op.params(node.attrs, ())

@@ -277,7 +277,8 @@ class OpDef:
     # What passes, analysis and backends ask of an op instead of keeping lists of op names:
     # "random" (draws random numbers: never merged by CSE), "stateful" (updates state of its
     # own while training: never removed while its module lives), "view" (its result is a view
-    # of its input or a parameter itself: no new activation memory).
+    # of its input or a parameter itself: no new activation memory), "built" (computed once
+    # when the module is built, from inputs that read no model input: a Buffer).
     traits: frozenset[str] = field(default_factory=frozenset)
     # How a circuit diagram draws it (the conventions of neural circuit diagrams): "auto" (by
     # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
@@ -303,11 +304,15 @@ class OpDef:
         return "stateful" in self.traits
 
     @property
+    def is_built(self) -> bool:
+        return "built" in self.traits
+
+    @property
     def is_view(self) -> bool:
         return "view" in self.traits
 
 
-TRAITS = frozenset({"random", "stateful", "view"})
+TRAITS = frozenset({"random", "stateful", "view", "built"})
 FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel")
 
 REGISTRY: dict[str, OpDef] = {}
