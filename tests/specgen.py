@@ -305,6 +305,7 @@ class Gen:
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
             self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
+            self.op_buffer, self.op_random,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
@@ -755,6 +756,34 @@ class Gen:
         init = self.ch.pick(["", ', init = "zeros"', ', init = "ones"', ", std = 0.02"])
         decl = ", ".join(self.writable(sc, a).decl() for a in axes)
         self.assign(sc, self.ch.pick([f"{name} + Param([{decl}]{init})", f"Param([{decl}]{init}) * {name}"]), t)
+
+    def op_buffer(self, sc):
+        """A Buffer of static axes (a constant, in the state_dict or not), or one made from
+        positions of a static axis in scope."""
+        persistent = self.ch.pick(["", ", persistent = false", ", persistent = true"])
+        statics = [a for a in sc.first_axis.values() if a.name in sc.input_axes and not a.dynamic]
+        if statics and self.ch.chance(0.4):
+            ax = self.ch.pick(statics)
+            expr = f'1.0 / (cast(positions({ax.name}), to = "float32") + 2.0)'
+            self.assign(sc, f"Buffer({expr}{persistent})", T((self.writable(sc, ax),)))
+            return
+        name, t = self.pick(sc, T.static)
+        axes = [a for a in t.static() if self.ch.chance(0.6)] or t.static()[:1]
+        init = self.ch.pick(["", ", init = zeros", ", init = ones", ", init = constant(0.5)"])
+        decl = ", ".join(self.writable(sc, a).decl() for a in axes)
+        self.assign(sc, self.ch.pick([f"{name} + Buffer([{decl}]{init}{persistent})",
+                                      f"Buffer([{decl}]{init}{persistent}) * {name}"]), t)
+
+    def op_random(self, sc):
+        """Random ops in forms whose eval-mode value every backend agrees on: drop_path is the
+        identity, a draw is scaled by zero or has one possible value."""
+        name, t = self.pick(sc)
+        x = self.operand(name, t)
+        forms = [f"{x} + normal_like({x}) * 0.0", f"uniform_like({x}, low = 0.5, high = 0.5) * {x}",
+                 f"bernoulli(sigmoid({x}) * 0.0 + 1.0) * {x}", f"{x} - bernoulli(sigmoid({x}) * 0.0)"]
+        if t.axes:
+            forms.append(f"drop_path({x}, p = 0.25, over {self.ch.pick(t.axes).name})")
+        self.assign(sc, self.ch.pick(forms), t)
 
     def op_embedding(self, sc):
         """An Embedding of integer values (inputs, positions, top_k indices); at model level
