@@ -862,7 +862,12 @@ class Gen:
         else:
             args = ", ".join(f"{p} = {exprs[p]}" for p in given)
         outs = [T(tuple(lift) + tuple(self.outside(a, exprs, dyn, sc) for a in o.axes), o.dtype) for o in b.outputs]
-        tensors = ", ".join([self.operand(name, t)] + [name] * (b.inputs - 1))
+        rest = [name] * (b.inputs - 1)
+        if lift and rest and self.ch.chance(0.4):
+            # an input shared across (some of) the lifted axes: a mask, a rotary table
+            drop = [a.name for a in lift if self.ch.chance(0.6)] or [lift[0].name]
+            rest[-1] = f"mean({name}, over [{', '.join(drop)}])"
+        tensors = ", ".join([self.operand(name, t)] + rest)
         call = f"{b.name}({args})({tensors})"
         if sc.kind != "repeat" and self.ch.chance(0.3):
             inst = self.fresh("b")

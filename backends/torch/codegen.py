@@ -16,7 +16,7 @@ from nncircuit.types.tensor import HVal
 from nncircuit.types.expr import Expr
 
 from nncircuit.backends.structure import class_name, single_call_body
-from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, Statement, init_lines, move
+from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, Statement, align, init_lines, move
 
 
 # The model's method that seeds its random ops (see the `generator` helper).
@@ -349,10 +349,22 @@ class TorchGen:
                 callee = n.callee
                 lift = n.attrs["lift"]
                 call_args = []
+                full = [i for i, v in enumerate(n.inputs) if all(g.type_of(v).has(x) for x in lift)]
                 for a, v, decl_id in zip(args, n.inputs, callee.inputs):
                     t = g.type_of(v)
                     want = tuple(lift) + callee.node(decl_id).type.names
-                    call_args.append(move(a, t.names, want))
+                    if all(t.has(x) for x in lift):
+                        call_args.append(move(a, t.names, want))
+                        continue
+                    # an input shared across the lifted axes: broadcast to them (a view)
+                    i = full[0]
+                    ref_decl = callee.node(callee.inputs[i]).type.names
+                    ref = move(args[i], g.type_of(n.inputs[i]).names, tuple(lift) + ref_decl)
+                    cx.need_helper("shared_input")
+                    call_args.append(
+                        f"_shared_input({align(a, t, want, full=True)}, {ref}, "
+                        f"{len(want) - len(lift)}, {len(ref_decl)})"
+                    )
                 lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
             elif isinstance(n, LoopNode):
                 k = n.attrs["carried"]

@@ -594,6 +594,14 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
 
 HELPERS = {
     "partial": "",
+    "shared_input": '''
+def _shared_input(x, ref, rank, ref_rank):
+    """x, an input of a lifted call with size 1 on the lifted axes it lacks, expanded to the
+    lifted sizes of `ref` (an input that has them all; `rank` and `ref_rank`: the axes the
+    block declares for each): shared, not copied, by every position of those axes."""
+    lead = torch.broadcast_shapes(x.shape[: x.dim() - rank], ref.shape[: ref.dim() - ref_rank])
+    return x.expand(*lead, *x.shape[x.dim() - rank:])
+''',
     "generator": '''
 def _generator(module, x):
     """The generator the random ops of `module` draw from on x's device: the model's, made by
