@@ -300,6 +300,10 @@ class Elaborator:
                     self.out_stmt(ctx, st)
                 elif isinstance(st, A.Repeat):
                     self.repeat(ctx, st)
+                elif isinstance(st, A.If):
+                    self.if_stmt(ctx, st)
+                elif isinstance(st, A.For):
+                    self.for_stmt(ctx, st)
             except NNError as e:
                 raise e.with_span(st.span) from None
 
@@ -461,6 +465,82 @@ class Elaborator:
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
+
+    # ---- static structure: `if` and `for`, resolved here
+    def if_stmt(self, ctx: Ctx, st: A.If):
+        """Elaborate the branch the condition picks, in this scope. A generated class keeps
+        the structure it was compiled with: its constructor refuses hyperparameters that
+        would pick the other branch (a check, as for any size the checker proved)."""
+        cond, text = self.static_bool(ctx, st.cond)
+        taken = bool(cond.value)
+        X.note(
+            cond.expr if taken else _not(cond.expr),
+            f"`if {text}` (line {st.span.line}) was compiled for it being "
+            f"{str(taken).lower()}: the structure of a compiled module is fixed, so compile the "
+            "spec again for these hyperparameters (nnc compile -p NAME=VALUE)",
+        )
+        self.body(ctx, st.then if taken else st.orelse)
+
+    def static_bool(self, ctx: Ctx, e) -> tuple[HVal, str]:
+        """A condition over hyperparameters: its value and expression, and its text as
+        written (the expression spells `and` and `not` with `or` and `== false`)."""
+        if isinstance(e, A.Not):
+            v, t = self.static_bool(ctx, e.operand)
+            return HVal(not v.value, _not(v.expr)), f"not ({t})"
+        if isinstance(e, A.BinOp) and e.op in ("and", "or"):
+            (a, ta), (b, tb) = self.static_bool(ctx, e.left), self.static_bool(ctx, e.right)
+            text = f"({ta}) {e.op} ({tb})"
+            if e.op == "or":
+                return HVal(bool(a.value or b.value), X.binop("or", a.expr, b.expr)), text
+            return HVal(bool(a.value and b.value), _not(X.binop("or", _not(a.expr), _not(b.expr)))), text
+        if isinstance(e, A.BinOp) and e.op in ("<", "<=", ">", ">=", "==", "!="):
+            a, b = self.expr(ctx, e.left), self.expr(ctx, e.right)
+            if not (isinstance(a, HVal) and isinstance(b, HVal)):
+                raise ShapeError(_STATIC_COND.format(found=_describe(b if isinstance(a, HVal) else a)), e.span)
+            try:
+                value = X.apply_op(e.op, a.value, b.value)
+            except (TypeError, X.ExprError):
+                raise HyperparameterError(f"cannot compare {a.value!r} {e.op} {b.value!r}", e.span) from None
+            return HVal(bool(value), X.binop(e.op, a.expr, b.expr)), f"{a.expr.text()} {e.op} {b.expr.text()}"
+        v = self.expr(ctx, e)
+        if not isinstance(v, HVal):
+            raise ShapeError(_STATIC_COND.format(found=_describe(v)), e.span)
+        if not isinstance(v.value, bool):
+            raise HyperparameterError(f"an `if` condition must be true or false, found {v.value!r}", e.span)
+        return v, v.expr.text()
+
+    def for_stmt(self, ctx: Ctx, st: A.For):
+        """Unroll the body once per row of the table, its names bound to the row's values
+        (hyperparameter expressions, so generated code follows them)."""
+        if len(st.items) > MAX_REPEAT:
+            raise ResourceError(f"for over {len(st.items)} rows is more than the limit of {MAX_REPEAT}", st.span)
+        missing = object()
+        saved = {t: ctx.env.get(t, missing) for t in st.targets}
+        for row in st.items:
+            v = self.expr(ctx, row)
+            if st.unpack:
+                if not isinstance(v, TupleV) or len(v.items) != len(st.targets):
+                    raise ShapeError(
+                        f"for ({', '.join(st.targets)}): each row must be a tuple of {len(st.targets)} "
+                        f"values, found {_describe(v)}",
+                        row.span,
+                    )
+                items = v.items
+            else:
+                items = (v,)
+            for name, item in zip(st.targets, items):
+                if not isinstance(item, HVal):
+                    raise ShapeError(
+                        f"for: a row holds numbers, strings or booleans (static values), found {_describe(item)}",
+                        row.span,
+                    )
+                ctx.env[name] = item
+            self.body(ctx, st.body)
+        for name, old in saved.items():
+            if old is missing:
+                ctx.env.pop(name, None)
+            else:
+                ctx.env[name] = old
 
     # ---- expressions
     def expr(self, ctx: Ctx, e, hint: str | None = None):
@@ -995,9 +1075,21 @@ def _assigned(stmts, out: list[str]) -> list[str]:
         for t in targets:
             if t not in out:
                 out.append(t)
-        if isinstance(s, A.Repeat):
+        if isinstance(s, (A.Repeat, A.For)):
             _assigned(s.body, out)
+        elif isinstance(s, A.If):
+            _assigned(s.then + s.orelse, out)
     return out
+
+
+_STATIC_COND = (
+    "an `if` condition is resolved when the model is built, so it compares hyperparameters; "
+    "found {found} (for a choice per element, use where(m, a, b))"
+)
+
+
+def _not(e: X.Expr) -> X.Expr:
+    return X.binop("==", e, X.Const(False))
 
 
 def _describe(v) -> str:

@@ -236,6 +236,24 @@ class _ToAst(Transformer):
             self._span(meta), count, shared is not None, str(name) if name else None, tuple(body)
         )
 
+    @v_args(meta=True)
+    def if_stmt(self, meta, children):
+        _, cond, then, _else, orelse = (children + [None, None])[:5]
+        if isinstance(orelse, A.If):
+            orelse = (orelse,)
+        return A.If(self._span(meta), cond, tuple(then), tuple(orelse or ()))
+
+    def stmts(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def for_stmt(self, meta, children):
+        _, (targets, unpack), *items, body = children
+        return A.For(self._span(meta), targets, tuple(items), tuple(body), unpack)
+
+    def for_target(self, children):
+        return tuple(str(c) for c in children), len(children) > 1
+
     # ---- expressions
     add = _bin("+")
     sub = _bin("-")

@@ -178,7 +178,26 @@ class Repeat(Node):
     body: tuple[Stmt, ...]
 
 
-Stmt = InDecl | OutStmt | Assign | Repeat
+@dataclass(frozen=True)
+class If(Node):
+    """`if COND { ... } else { ... }`: resolved at elaboration (COND reads hyperparameters)."""
+
+    cond: Expr
+    then: tuple[Stmt, ...]
+    orelse: tuple[Stmt, ...]  # `else if` is an If here
+
+
+@dataclass(frozen=True)
+class For(Node):
+    """`for (a, b) in [(1, 2), (3, 4)] { ... }`: unrolled at elaboration, one pass per row."""
+
+    targets: tuple[str, ...]
+    items: tuple[Expr, ...]
+    body: tuple[Stmt, ...]
+    unpack: bool  # `for (a, b)`: each row is a tuple of len(targets)
+
+
+Stmt = InDecl | OutStmt | Assign | Repeat | If | For
 
 
 @dataclass(frozen=True)
