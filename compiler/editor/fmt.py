@@ -282,7 +282,7 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
             )
             units.append(Unit(start(item), end(item), 0, [line]))
             continue
-        params = ", ".join(pr.param(p) for p in item.params)
+        params = ", ".join([pr.param(p) for p in item.params] + [f"axis {a}" for a in item.axis_params])
         header = f"{item.kind} {item.name}({params}) {{"
         units.append(Unit(start(item), brace_after(start(item)), 0, [header], top=True))
         body(item.body, 1)

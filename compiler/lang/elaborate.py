@@ -58,6 +58,7 @@ class Fn:
     span: Span | None = None
     hyper: dict | None = None  # blocks: evaluated hyperparameter args
     hyper_order: tuple = ()
+    axes: tuple = ()  # blocks: (axis parameter, the caller's axis) pairs
 
 
 @dataclass
@@ -164,6 +165,10 @@ class Elaborator:
     # ---- entry point
     def model(self, name: str | None, params: dict) -> Graph:
         bdef = self.program.model(name)
+        if bdef.axis_params:
+            raise ShapeError(
+                f"model {bdef.name} has an axis parameter ('axis {bdef.axis_params[0]}'); a model's "
+                "axes come from its inputs, axis parameters are for blocks", bdef.span)
         known = {p.name for p in bdef.params}
         for k in sorted(params):
             if k not in known:
@@ -209,6 +214,9 @@ class Elaborator:
     # ---- hyperparameters
     def bind_hyper(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> tuple[HyperParam, ...]:
         known = [p.name for p in bdef.params]
+        both = sorted(set(known) & set(bdef.axis_params))
+        if both:
+            raise HyperparameterError(f"block {bdef.name}: '{both[0]}' is both a hyperparameter and an axis parameter", span)
         for k in given:
             if k not in known:
                 raise HyperparameterError(
@@ -724,7 +732,16 @@ class Elaborator:
         order: list[str] = []
         params = [p.name for p in fn.block.params]
         pos = 0
+        axes: dict[str, str] = {}
         for a in e.args:
+            if isinstance(a, A.KwArg) and a.name in fn.block.axis_params:
+                # `RotateHalf(dh = rope)`: the caller's axis `rope` plays the block's `dh`
+                if not isinstance(a.value, A.Name):
+                    raise ShapeError(f"axis parameter '{a.name}' of block {fn.name} takes an axis name, e.g. {a.name} = seq", a.value.span)
+                if a.name in axes:
+                    raise HyperparameterError(f"axis parameter '{a.name}' given twice", a.span)
+                axes[a.name] = a.value.id
+                continue
             if isinstance(a, A.KwArg):
                 if a.name in hyper:
                     raise HyperparameterError(f"hyperparameter '{a.name}' given twice", a.span)
@@ -745,7 +762,8 @@ class Elaborator:
                 pos += 1
             else:
                 raise ShapeError(f"block {fn.name} takes hyperparameters and tensors, not axis arguments", a.span)
-        out = BlockFn(fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order))
+        out = BlockFn(fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order),
+                      axes=tuple(sorted(axes.items())))
         if tensors:
             return self.apply(ctx, out, tuple(tensors), e.span, hint)
         return out
@@ -1021,6 +1039,38 @@ class Elaborator:
                 )
 
     def apply_block(self, ctx: Ctx, fn: BlockFn, tensors, span, hint):
+        if not fn.axes:
+            return self._apply_block(ctx, fn, tensors, span, hint)
+        # axis parameters: the caller's axes are renamed to the block's names on the way in
+        # and back on the way out (renames cost nothing)
+        g = ctx.graph
+        renamed = []
+        for v in tensors:
+            t = g.type_of(v)
+            for param, mine in fn.axes:
+                if t.has(mine) and param != mine:
+                    if t.has(param):
+                        raise ShapeError(
+                            f"block {fn.name}: axis parameter {param} = {mine}, but the input {t} already "
+                            f"has an axis '{param}'; rename it first", span)
+                    v = self._tensor(self._add(ctx, OpCall("rename", (), kwargs=(("new", param), ("old", mine))), (v,), span, None), span)
+                    t = g.type_of(v)
+            renamed.append(v)
+        out = self._apply_block(ctx, fn, tuple(renamed), span, hint)
+        items = out.items if isinstance(out, TupleV) else (out,)
+        back = []
+        for item in items:
+            v = item.value
+            for param, mine in fn.axes:
+                t = g.type_of(v)
+                if t.has(param) and param != mine:
+                    if t.has(mine):
+                        raise ShapeError(f"block {fn.name}: its output {t} has both '{param}' and '{mine}'", span)
+                    v = self._tensor(self._add(ctx, OpCall("rename", (), kwargs=(("new", mine), ("old", param))), (v,), span, None), span)
+            back.append(TVal(v))
+        return back[0] if len(back) == 1 and not isinstance(out, TupleV) else TupleV(tuple(back))
+
+    def _apply_block(self, ctx: Ctx, fn: BlockFn, tensors, span, hint):
         hyper = fn.hyper or {}
         callee = self.instantiate(fn.block, hyper, span)
         # the callee's checks are this block's too: its constructor may never run (repeat 0)

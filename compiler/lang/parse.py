@@ -165,13 +165,15 @@ class _ToAst(Transformer):
         while line in self.docs:
             doc_lines.insert(0, self.docs[line])
             line -= 1
+        params = tuple(params or ())
         return A.BlockDef(
             self._span(meta),
             str(kind),
             str(name),
-            tuple(params or ()),
+            tuple(p for p in params if isinstance(p, A.Param)),
             tuple(body),
             "\n".join(doc_lines),
+            tuple(p.name for p in params if isinstance(p, A.AxisParam)),
         )
 
     def params(self, children):
@@ -181,6 +183,17 @@ class _ToAst(Transformer):
     def param(self, meta, children):
         name, default = children
         return A.Param(self._span(meta), str(name), default)
+
+    @v_args(meta=True)
+    def axis_param(self, meta, children):
+        word, name = children
+        if str(word) != "axis":
+            raise ParseError(
+                f"unexpected name '{name}' after the parameter '{word}'; expected '=', ',' or ')' "
+                "(an axis parameter is written 'axis NAME')",
+                self._tok_span(name),
+            )
+        return A.AxisParam(self._span(meta), str(name))
 
     # ---- statements
     @v_args(meta=True)

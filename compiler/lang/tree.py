@@ -207,12 +207,20 @@ class Param(Node):
 
 
 @dataclass(frozen=True)
+class AxisParam(Node):
+    """`axis dh` among a block's parameters: an axis the caller names (`B(dh = rope)`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class BlockDef(Node):
     kind: str  # "block" or "model"
     name: str
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
     doc: str
+    axis_params: tuple[str, ...] = ()  # `axis dh` parameters, in order
 
 
 @dataclass(frozen=True)
