@@ -322,9 +322,9 @@ class Elaborator:
         for item in st.items:
             if item.name in ctx.env:
                 raise NameResolutionError(f"'{item.name}' is already defined", item.span)
-            axes = []
+            axes: list[Axis] = []
             for ad in item.type.axes:
-                axes.append(self.axis_decl(ctx, ad, item.name))
+                axes.append(self.axis_decl(ctx, ad, item.name, axes))
             try:
                 t = TensorType(tuple(axes), item.type.dtype)
             except ShapeError as e:
@@ -334,9 +334,20 @@ class Elaborator:
             ctx.env[item.name] = TVal(node.out())
             ctx.note_type(t)
 
-    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl, owner: str) -> Axis:
+    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl, owner: str, earlier: list[Axis] | tuple = ()) -> Axis:
         g = ctx.graph
         sd = ad.size
+        if sd is not None and sd.same is not None:
+            # `nbr: =node`: one size for two axes (an adjacency matrix), so ops that need them
+            # equal type-check; the generated module checks it at run time, ONNX names both dims alike
+            other = next((a for a in earlier if a.name == sd.same), None)
+            size = other.size if other is not None else ctx.axis_sizes.get(sd.same)
+            if sd.same == ad.name or size is None:
+                raise ShapeError(
+                    f"axis '{ad.name}: ={sd.same}' needs '{sd.same}' to be an axis declared before it "
+                    "(earlier in this input or in an earlier input)", sd.span)
+            code = other.code if other is not None else ctx.axis_codes.get(sd.same)
+            return Axis(ad.name, size, code if size.is_static else None)
         if sd is not None and sd.expr is None:
             # `h: ?` — this input's own run-time size, not tied to other inputs' `h`
             sym = f"{owner}.{ad.name}"

@@ -217,6 +217,10 @@ class _ToAst(Transformer):
         return A.AxisDecl(self._span(meta), str(name), size)
 
     @v_args(meta=True)
+    def size_same(self, meta, children):
+        return A.SizeDecl(self._span(meta), None, True, None, str(children[0]))
+
+    @v_args(meta=True)
     def size_static(self, meta, children):
         return A.SizeDecl(self._span(meta), children[0], False, None)
 

@@ -128,6 +128,7 @@ class SizeDecl(Node):
     expr: Expr | None  # None: `?`, a run-time size of this input's own
     dynamic: bool  # `~224`: known only at run time; 224 is its typical size
     multiple: Expr | None  # `~224 % 16`: the size is a multiple of 16
+    same: str | None = None  # `nbr: =node`: the size of the axis `node` (expr is None)
 
 
 @dataclass(frozen=True)
