@@ -305,7 +305,7 @@ class Gen:
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
             self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
-            self.op_buffer, self.op_random,
+            self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
@@ -784,6 +784,39 @@ class Gen:
         if t.axes:
             forms.append(f"drop_path({x}, p = 0.25, over {self.ch.pick(t.axes).name})")
         self.assign(sc, self.ch.pick(forms), t)
+
+    def op_static_if(self, sc):
+        """A static `if` on a hyperparameter whose branches define one name with one type (a
+        block may be instantiated with values that take either branch)."""
+        name, t = self.pick(sc)
+        x = self.operand(name, t)
+        hyper = sc.hyper()
+        if hyper and self.ch.chance(0.8):
+            k = self.ch.pick(hyper)
+            cond = f"{k} {self.ch.pick(COMPARE)} {self.ch.integer(1, 6)}"
+            if self.ch.chance(0.3):
+                cond = f"{cond} {self.ch.pick(['and', 'or'])} not ({k} == 2)"
+        else:
+            cond = self.ch.pick(["true", "false", "1 < 2"])
+        out = self.fresh("t")
+        then = f"{out} = {self.ch.pick(UNARY)}({x})"
+        other = f"{out} = {x} * 0.5"
+        if self.ch.chance(0.3):
+            sc.lines += [f"if {cond} {{", f"    {then}", f"}} else if {cond} {{", f"    {other}",
+                         "} else {", f"    {other}", "}"]
+        else:
+            sc.lines += [f"if {cond} {{", f"    {then}", "} else {", f"    {other}", "}"]
+        sc.note(out, t)
+
+    def op_static_for(self, sc):
+        """A static `for` over a table of numbers and hyperparameters, unrolled."""
+        name, t = self.pick(sc)
+        out = self.fresh("t")
+        sc.lines.append(f"{out} = {self.operand(name, t)}")
+        rows = [f"({self.ch.pick(['0.5', '1.0', '2.0'])}, {self.ch.pick(['0', '1'] + sc.hyper()[:2])})"
+                for _ in range(self.ch.integer(1, 3))]
+        sc.lines += [f"for (a, b) in [{', '.join(rows)}] {{", f"    {out} = tanh({out} * a + b)", "}"]
+        sc.note(out, t)
 
     def op_embedding(self, sc):
         """An Embedding of integer values (inputs, positions, top_k indices); at model level
