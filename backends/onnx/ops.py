@@ -485,10 +485,10 @@ def _buffer(cx: OpCx):
 def _random_like(op_type: str):
     def fn(cx: OpCx):
         (x,) = cx.ins
-        extra = {}
         if op_type == "RandomUniformLike":
-            extra = {"low": float(_value(cx.attrs["low"])), "high": float(_value(cx.attrs["high"]))}
-        return [cx.result(cx.b.op(op_type, [x.name], **extra))]
+            low, high = float(_value(cx.attrs["low"])), float(_value(cx.attrs["high"]))
+            return [cx.result(cx.b.op(op_type, [x.name], low=low, high=high))]
+        return [cx.result(cx.b.op(op_type, [x.name]))]
 
     return fn
 
