@@ -494,7 +494,7 @@ class Elaborator:
         taken = bool(cond.value)
         X.note(
             cond.expr if taken else _not(cond.expr),
-            f"`if {text}` (line {st.span.line}) was compiled for it being "
+            f"`if {text}` was compiled for it being "
             f"{str(taken).lower()}: the structure of a compiled module is fixed, so compile the "
             "spec again for these hyperparameters (nnc compile -p NAME=VALUE)",
         )
