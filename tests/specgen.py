@@ -1053,13 +1053,19 @@ def _model(gen: Gen, name: str) -> GenSpec:
     batch = Ax("batch", gen.token(), 2)
     declared: list[tuple[str, T]] = []
     used: dict[str, Ax] = {}
+    same: dict[str, str] = {}  # `nm: =other`: a run-time axis declared equal to an earlier one
     scratch = Scope("model", env)
     for i in range(ch.integer(1, 2)):
         axes = [batch]
         for _ in range(ch.integer(1, 3)):
             nm = ch.pick([a for a in AXES + ("s",) if a not in [x.name for x in axes]])
             if nm not in used:
-                if nm == "s" or ch.chance(0.2):
+                earlier = [a for a in used.values() if a.dynamic]
+                if earlier and nm != "s" and ch.chance(0.15):
+                    other = ch.pick(earlier)
+                    used[nm] = Ax(nm, other.expr, other.value)
+                    same[nm] = other.name
+                elif nm == "s" or ch.chance(0.2):
                     used[nm] = Ax(nm, gen.token(), ch.integer(3, 7))
                 else:
                     used[nm] = Ax(nm, *gen.size_expr(scratch))
@@ -1079,6 +1085,8 @@ def _model(gen: Gen, name: str) -> GenSpec:
         for a in t.axes:
             if a.dynamic and (a.name in seen or a.name == "batch"):
                 parts.append(a.name)
+            elif a.name in same:
+                parts.append(f"{a.name}: ={same[a.name]}")
             else:
                 parts.append(f"{a.name}: ~{a.value}" if a.dynamic else a.decl())
             seen.add(a.name)
@@ -1148,6 +1156,7 @@ def make_inputs(gs: GenSpec, seed: int = 0):
 
 TOKENS = (
     "block", "model", "in", "out", "repeat", "shared", "as", "import", "from", "over", "rename",
+    "if", "else", "for", "axis", "Buffer", "normal_like", "drop_path",
     "and", "or", "not", "<", "<=", "==", "!=", ">=", ">", "inf", "where",
     "true", "false", "int64", "float16", "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "|>",
     "+", "-", "*", "/", "**", "~", "?", "%", "#", "##", '"', "x", "d", "batch", "Linear",
