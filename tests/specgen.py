@@ -306,6 +306,7 @@ class Gen:
             self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
             self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
+            self.op_axis_block,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
@@ -784,6 +785,19 @@ class Gen:
         if t.axes:
             forms.append(f"drop_path({x}, p = 0.25, over {self.ch.pick(t.axes).name})")
         self.assign(sc, self.ch.pick(forms), t)
+
+    def op_axis_block(self, sc):
+        """A block with an axis parameter (`block B(axis ap)`), called on one axis of a value
+        (`B(ap = h)(x)`), lifted over the others."""
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes)
+        block = self.fresh("B")
+        fn = self.ch.pick(["x * 2.0 + relu(x)", "softmax(x, over ap)", "x - mean(x, over ap)"])
+        self.texts.append(f"## Block {block}: an axis parameter.\nblock {block}(axis ap) {{\n"
+                          f"    in  x: [ap]\n    out {fn}\n}}\n")
+        # lifted: the other axes move to the front, the block's own axis comes last
+        out = T(tuple(a for a in t.axes if a.name != ax.name) + (ax,), t.dtype)
+        self.assign(sc, f"{block}(ap = {ax.name})({self.operand(name, t)})", out)
 
     def op_static_if(self, sc):
         """A static `if` on a hyperparameter whose branches define one name with one type (a
