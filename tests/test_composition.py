@@ -136,9 +136,10 @@ def test_axis_parameter_syntax_errors(tmp_path):
 
 
 def test_fmt_keeps_axis_parameters_and_static_statements():
-    text = ROTATE + STAGES
+    text = ROTATE + STAGES + GRAPH
     once = format_text(text)
     assert "block RotateHalf(half, axis dh) {" in once
+    assert "in  adj: [batch, node, nbr: =node], h: [batch, node, d]" in once
     assert "    for (t, c, s) in [(1, 8, 1), (6, 12, 2), (6, 12, 1)] {" in once
     assert format_text(once) == once
 

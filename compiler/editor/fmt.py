@@ -168,6 +168,8 @@ class _Printer:
         if a.size is None:
             return a.name
         sd = a.size
+        if sd.same is not None:
+            return f"{a.name}: ={sd.same}"
         if sd.expr is None:
             return f"{a.name}: ?"
         if not sd.dynamic:
