@@ -28,7 +28,7 @@ NN_MODULE_ATTRS = frozenset(
 # own locals start with `_`, which no escaped spec name does, so they need no entry here: a
 # repeat named `layer` keeps its state_dict keys `layer.0...`.)
 RESERVED = frozenset(
-    {"self", "torch", "nn", "F", "math", "functools", "super"}
+    {"self", "torch", "nn", "F", "math", "functools", "super", "seed_random"}
     | set(dir(builtins))
     | NN_MODULE_ATTRS
 )

@@ -309,6 +309,8 @@ class Gen:
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
             self.op_slice, self.op_split, self.op_move, self.op_cumulative, self.op_stack,
             self.op_group_norm, self.op_upsample,
+            self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
+            self.op_axis_block,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
@@ -810,6 +812,80 @@ class Gen:
         decl = ", ".join(self.writable(sc, a).decl() for a in axes)
         self.assign(sc, self.ch.pick([f"{name} + Param([{decl}]{init})", f"Param([{decl}]{init}) * {name}"]), t)
 
+    def op_buffer(self, sc):
+        """A Buffer of static axes (a constant, in the state_dict or not), or one made from
+        positions of a static axis in scope."""
+        persistent = self.ch.pick(["", ", persistent = false", ", persistent = true"])
+        statics = [a for a in sc.first_axis.values() if a.name in sc.input_axes and not a.dynamic]
+        if statics and self.ch.chance(0.4):
+            ax = self.ch.pick(statics)
+            expr = f'1.0 / (cast(positions({ax.name}), to = "float32") + 2.0)'
+            self.assign(sc, f"Buffer({expr}{persistent})", T((self.writable(sc, ax),)))
+            return
+        name, t = self.pick(sc, T.static)
+        axes = [a for a in t.static() if self.ch.chance(0.6)] or t.static()[:1]
+        init = self.ch.pick(["", ", init = zeros", ", init = ones", ", init = constant(0.5)"])
+        decl = ", ".join(self.writable(sc, a).decl() for a in axes)
+        self.assign(sc, self.ch.pick([f"{name} + Buffer([{decl}]{init}{persistent})",
+                                      f"Buffer([{decl}]{init}{persistent}) * {name}"]), t)
+
+    def op_random(self, sc):
+        """Random ops in forms whose eval-mode value every backend agrees on: drop_path is the
+        identity, a draw is scaled by zero or has one possible value."""
+        name, t = self.pick(sc)
+        x = self.operand(name, t)
+        forms = [f"{x} + normal_like({x}) * 0.0", f"uniform_like({x}, low = 0.5, high = 0.5) * {x}",
+                 f"bernoulli(sigmoid({x}) * 0.0 + 1.0) * {x}", f"{x} - bernoulli(sigmoid({x}) * 0.0)"]
+        if t.axes:
+            forms.append(f"drop_path({x}, p = 0.25, over {self.ch.pick(t.axes).name})")
+        self.assign(sc, self.ch.pick(forms), t)
+
+    def op_axis_block(self, sc):
+        """A block with an axis parameter (`block B(axis ap)`), called on one axis of a value
+        (`B(ap = h)(x)`), lifted over the others."""
+        name, t = self.pick(sc, lambda t: t.axes)
+        ax = self.ch.pick(t.axes)
+        block = self.fresh("B")
+        fn = self.ch.pick(["x * 2.0 + relu(x)", "softmax(x, over ap)", "x - mean(x, over ap)"])
+        self.texts.append(f"## Block {block}: an axis parameter.\nblock {block}(axis ap) {{\n"
+                          f"    in  x: [ap]\n    out {fn}\n}}\n")
+        # lifted: the other axes move to the front, the block's own axis comes last
+        out = T(tuple(a for a in t.axes if a.name != ax.name) + (ax,), t.dtype)
+        self.assign(sc, f"{block}(ap = {ax.name})({self.operand(name, t)})", out)
+
+    def op_static_if(self, sc):
+        """A static `if` on a hyperparameter whose branches define one name with one type (a
+        block may be instantiated with values that take either branch)."""
+        name, t = self.pick(sc)
+        x = self.operand(name, t)
+        hyper = sc.hyper()
+        if hyper and self.ch.chance(0.8):
+            k = self.ch.pick(hyper)
+            cond = f"{k} {self.ch.pick(COMPARE)} {self.ch.integer(1, 6)}"
+            if self.ch.chance(0.3):
+                cond = f"{cond} {self.ch.pick(['and', 'or'])} not ({k} == 2)"
+        else:
+            cond = self.ch.pick(["true", "false", "1 < 2"])
+        out = self.fresh("t")
+        then = f"{out} = {self.ch.pick(UNARY)}({x})"
+        other = f"{out} = {x} * 0.5"
+        if self.ch.chance(0.3):
+            sc.lines += [f"if {cond} {{", f"    {then}", f"}} else if {cond} {{", f"    {other}",
+                         "} else {", f"    {other}", "}"]
+        else:
+            sc.lines += [f"if {cond} {{", f"    {then}", "} else {", f"    {other}", "}"]
+        sc.note(out, t)
+
+    def op_static_for(self, sc):
+        """A static `for` over a table of numbers and hyperparameters, unrolled."""
+        name, t = self.pick(sc)
+        out = self.fresh("t")
+        sc.lines.append(f"{out} = {self.operand(name, t)}")
+        rows = [f"({self.ch.pick(['0.5', '1.0', '2.0'])}, {self.ch.pick(['0', '1'] + sc.hyper()[:2])})"
+                for _ in range(self.ch.integer(1, 3))]
+        sc.lines += [f"for (a, b) in [{', '.join(rows)}] {{", f"    {out} = tanh({out} * a + b)", "}"]
+        sc.note(out, t)
+
     def op_embedding(self, sc):
         """An Embedding of integer values (inputs, positions, top_k indices); at model level
         sometimes named, with a Linear tied to it that maps back to the entries."""
@@ -988,7 +1064,12 @@ class Gen:
         else:
             args = ", ".join(f"{p} = {exprs[p]}" for p in given)
         outs = [T(tuple(lift) + tuple(self.outside(a, exprs, dyn, sc) for a in o.axes), o.dtype) for o in b.outputs]
-        tensors = ", ".join([self.operand(name, t)] + [name] * (b.inputs - 1))
+        rest = [name] * (b.inputs - 1)
+        if lift and rest and self.ch.chance(0.4):
+            # an input shared across (some of) the lifted axes: a mask, a rotary table
+            drop = [a.name for a in lift if self.ch.chance(0.6)] or [lift[0].name]
+            rest[-1] = f"mean({name}, over [{', '.join(drop)}])"
+        tensors = ", ".join([self.operand(name, t)] + rest)
         call = f"{b.name}({args})({tensors})"
         if sc.kind != "repeat" and self.ch.chance(0.3):
             inst = self.fresh("b")
@@ -1141,13 +1222,19 @@ def _model(gen: Gen, name: str) -> GenSpec:
     batch = Ax("batch", gen.token(), 2)
     declared: list[tuple[str, T]] = []
     used: dict[str, Ax] = {}
+    same: dict[str, str] = {}  # `nm: =other`: a run-time axis declared equal to an earlier one
     scratch = Scope("model", env)
     for i in range(ch.integer(1, 2)):
         axes = [batch]
         for _ in range(ch.integer(1, 3)):
             nm = ch.pick([a for a in AXES + ("s",) if a not in [x.name for x in axes]])
             if nm not in used:
-                if nm == "s" or ch.chance(0.2):
+                earlier = [a for a in used.values() if a.dynamic]
+                if earlier and nm != "s" and ch.chance(0.15):
+                    other = ch.pick(earlier)
+                    used[nm] = Ax(nm, other.expr, other.value)
+                    same[nm] = other.name
+                elif nm == "s" or ch.chance(0.2):
                     used[nm] = Ax(nm, gen.token(), ch.integer(3, 7))
                 else:
                     used[nm] = Ax(nm, *gen.size_expr(scratch))
@@ -1167,6 +1254,8 @@ def _model(gen: Gen, name: str) -> GenSpec:
         for a in t.axes:
             if a.dynamic and (a.name in seen or a.name == "batch"):
                 parts.append(a.name)
+            elif a.name in same:
+                parts.append(f"{a.name}: ={same[a.name]}")
             else:
                 parts.append(f"{a.name}: ~{a.value}" if a.dynamic else a.decl())
             seen.add(a.name)
@@ -1279,6 +1368,7 @@ def float32_overflow(module, inputs) -> str | None:
 
 TOKENS = (
     "block", "model", "in", "out", "repeat", "shared", "as", "import", "from", "over", "rename",
+    "if", "else", "for", "axis", "Buffer", "normal_like", "drop_path",
     "and", "or", "not", "<", "<=", "==", "!=", ">=", ">", "inf", "where",
     "true", "false", "int64", "float16", "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "|>",
     "+", "-", "*", "/", "**", "~", "?", "%", "#", "##", '"', "x", "d", "batch", "Linear",

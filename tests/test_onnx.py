@@ -165,6 +165,15 @@ model Surgery(c = 4) {
         InstanceNorm(img, over [h, w], affine = true, channel = c), upsample(img, 2, over [h, w]),
         flatten(img, [w, c] -> m), LayerNorm(x, over seq, affine = false), einsum(x, relu(x) -> [batch, seq])
 }
+
+model State(d = 4, theta = 100.0) {
+    in  x: [batch, seq: ~5, d]
+    bias = Buffer([d], init = constant(0.5))
+    steps = Buffer([i: d / 2], init = ones, persistent = false)
+    inv_freq = Buffer(1.0 / theta ** (positions(i) * 2.0 / d), persistent = false)
+    y = x * bias + drop_path(x, p = 0.5, over batch) + sum(inv_freq * steps, over i)
+    out y + normal_like(x) * 0.0 + uniform_like(x, low = 1.0, high = 1.0) + bernoulli(sigmoid(x) * 0.0)
+}
 """
 ZOO_SIZES = [{}, {"batch": 3, "seq": 7, "h": 10, "w": 5, "l": 9}]
 

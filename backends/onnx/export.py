@@ -116,10 +116,13 @@ class Lowerer:
             (spec,) = registry.get("Embedding").params(owner.attrs, ())
             return self.weights.resolve(W.state_dict_key(owner, pscope, "weight"), spec)
 
+        def declare(pname: str) -> None:
+            self.weights.declare(W.state_dict_key(n, pscope, pname), specs[pname])
+
         self.b.scope = path
         start = len(self.b.nodes)
         try:
-            outs = low.fn(OpCx(self.b, n, ins, weight, tied, dims))
+            outs = low.fn(OpCx(self.b, n, ins, weight, tied, dims, declare))
         except NNError as e:
             raise e.with_span(n.span) from None
         names = self.b.name_result([t.name for t in outs], start)
@@ -131,15 +134,28 @@ class Lowerer:
         callee = n.callee
         lift = tuple(n.attrs["lift"])
         self.b.scope = path
-        args = []
+        args: list[Tensor | None] = []
         for a, nid in zip(ins, callee.inputs):
-            args.append(self.b.transpose(a, lift + callee.node(nid).type.names))
+            has_all = all(a.type.has(x) for x in lift)
+            args.append(self.b.transpose(a, lift + callee.node(nid).type.names) if has_all else None)
+        full = [t for t in args if t is not None]
+        if full:  # inputs shared across the lifted axes: size 1 there, expanded to the others'
+            ref = max(full, key=lambda t: t.prefix)
+            lead = self.b.shape(ref.name, 0, ref.prefix + len(lift))
+            for i, (a, nid) in enumerate(zip(ins, callee.inputs)):
+                if args[i] is None:
+                    names = callee.node(nid).type.names
+                    al = self.b.align(a, lift + names, full=True)
+                    target = self.b.cat([lead, self.b.i64([1] * len(names))])
+                    axes = [ref.type.axis(x) for x in lift] + [al.type.axis(x) for x in names]
+                    args[i] = Tensor(self.b.op("Expand", [al.name, target]), al.type.with_axes(axes), ref.prefix)
+        given = [t for t in args if t is not None]
         child = child or f"{pscope}{pyname(n.owner)}."
         if self.functions is not None:
-            outs = self.functions.call(self, callee, args, path, child)
+            outs = self.functions.call(self, callee, given, path, child)
         else:
-            outs = self.graph(callee, args, path, child, None)
-        return [self._back(callee, o, t, args[0] if args else None) for o, t in zip(outs, n.types)]
+            outs = self.graph(callee, given, path, child, None)
+        return [self._back(callee, o, t, given[0] if given else None) for o, t in zip(outs, n.types)]
 
     def _back(self, g: Graph, o: Tensor, t, first: Tensor | None) -> Tensor:
         """A callee's result seen by the caller, whose type includes the lifted axes. A result

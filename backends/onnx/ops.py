@@ -29,6 +29,9 @@ class OpCx:
     weight: Callable[[str], str]
     tied: Callable[[str], str]
     dims: Dims
+    # a state_dict entry of the node that a weights file may hold but the graph does not
+    # read (a persistent Buffer computed in the graph): checked, not made an initializer
+    declare: Callable[[str], None] = lambda pname: None
 
     @property
     def attrs(self):
@@ -545,6 +548,51 @@ def _param(cx: OpCx):
     return [cx.result(cx.weight("weight"), prefix=0)]
 
 
+def _buffer(cx: OpCx):
+    """A buffer: a persistent float buffer of given axes is an initializer (a weights file's
+    value, else its constant); one made from an expression is that expression's value,
+    computed in the graph (onnxruntime folds it), its state_dict entry only checked; one kept
+    out of the state_dict is a constant or its expression."""
+    at, b = cx.attrs, cx.b
+    if at["init"] is None:
+        if at["persistent"]:
+            cx.declare("buffer")
+        return [cx.ins[0].like(cx.ins[0].name, cx.node.type.axes)]
+    if at["persistent"] and at["dtype"] == "float32":
+        return [cx.result(cx.weight("buffer"), prefix=0)]
+    if at["persistent"]:
+        cx.declare("buffer")
+    init = at["init"]
+    value = {"zeros": 0.0, "ones": 1.0}.get(init.kind)
+    value = float(init.args[0].value) if value is None else value
+    shape = tuple(int(s.value) for s in at["sizes"])
+    array = np.full(shape, value, dtype=np.float32 if at["dtype"] in ("float16", "bfloat16") else at["dtype"])
+    return [cx.result(b.const(array, b.elem(at["dtype"])), prefix=0)]
+
+
+def _random_like(op_type: str):
+    def fn(cx: OpCx):
+        (x,) = cx.ins
+        if op_type == "RandomUniformLike":
+            low, high = float(_value(cx.attrs["low"])), float(_value(cx.attrs["high"]))
+            return [cx.result(cx.b.op(op_type, [x.name], low=low, high=high))]
+        return [cx.result(cx.b.op(op_type, [x.name]))]
+
+    return fn
+
+
+def _bernoulli(cx: OpCx):
+    """ONNX Bernoulli's own expansion, uniform < p (onnxruntime's Bernoulli kernel gives 1
+    where p is 0: measured with onnxruntime on p = [0, 0, 1, 1])."""
+    b, (p,) = cx.b, cx.ins
+    u = b.op("RandomUniformLike", [p.name], low=0.0, high=1.0)
+    return [cx.result(b.op("Cast", [b.op("Less", [u, p.name])], to=b.elem(p.type.dtype)))]
+
+
+def _value(v):
+    return v.value if hasattr(v, "value") else v
+
+
 CORE_LOWERINGS: dict[str, Lowering] = {
     "relu": _unary("Relu"),
     "gelu": _gelu("none"),
@@ -558,6 +606,11 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "abs": _unary("Abs"),
     "neg": _unary("Neg"),
     "dropout": Lowering(_identity, "none (identity at inference)"),
+    "drop_path": Lowering(_identity, "none (identity at inference)"),
+    "normal_like": Lowering(_random_like("RandomNormalLike"), "RandomNormalLike"),
+    "uniform_like": Lowering(_random_like("RandomUniformLike"), "RandomUniformLike"),
+    "bernoulli": Lowering(_bernoulli, "RandomUniformLike, Less, Cast"),
+    "Buffer": Lowering(_buffer, "an initializer, a constant, or its expression"),
     "add": _binary("Add"),
     "sub": _binary("Sub"),
     "mul": _binary("Mul"),

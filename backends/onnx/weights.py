@@ -25,12 +25,13 @@ IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 def state_dict_key(node: Node, prefix: str, pname: str, *, inside: bool = False) -> str:
     """The state_dict name of parameter `pname` of `node`, under module path `prefix`
-    (`h.3.`). A `Param`, and the bias of a tied Linear, are an nn.Parameter themselves;
-    `inside`: a dotted name is a path inside the node's own module (ParamSpec.inside)."""
+    (`h.3.`). A `Param`, and the bias of a tied Linear, are an nn.Parameter themselves (a
+    `Buffer` a buffer itself); `inside`: a dotted name is a path inside the node's own module
+    (ParamSpec.inside)."""
     if "." in pname and not inside:  # `k.weight`: a fused op's parameter of another module of the block
         return prefix + pname
     mod = prefix + pyname(node.owner)
-    if node.op == "Param" or (node.op == "Linear" and node.attrs["tied"] is not None):
+    if node.op in ("Param", "Buffer") or (node.op == "Linear" and node.attrs["tied"] is not None):
         return mod
     return f"{mod}.{pname}"
 
@@ -181,7 +182,9 @@ def bind(
             rejected.add(name)
             if want != have:
                 bad.append(f"'{name}' has shape {list(have)} but the spec needs {list(want)}")
-            elif given[name].dtype.kind != "f":  # int8 weights would become small integers
+            elif given[name].dtype.kind != "f" and not (spec.buffer and name not in params):
+                # int8 weights would become small integers (an int64 buffer the graph
+                # computes itself, BERT's position_ids, is only checked)
                 bad.append(
                     f"'{name}' has dtype {given[name].dtype}, but the spec's parameters are "
                     "floating point (dequantize it first)"

@@ -10,6 +10,7 @@ import re
 from nncircuit.errors import InternalError, LoweringError
 from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
 from nncircuit.names import fresh, pyname
+from nncircuit.ops import registry
 from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import HVal
 from nncircuit.types.expr import Expr
@@ -17,7 +18,20 @@ from nncircuit.types.expr import Expr
 from nncircuit.backends.structure import class_name, single_call_body
 from nncircuit.backends.torch.checkpoint import HOOK as CHECKPOINT_HOOK
 from nncircuit.backends.torch.checkpoint import registration as checkpoint_registration
-from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, init_lines, move
+from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, Statement, align, init_lines, move
+
+
+# The model's method that seeds its random ops (see the `generator` helper).
+SEED_METHOD = [
+    "",
+    "    def seed_random(self, seed):",
+    '        """Make every random op of this model (dropout, drop_path, normal_like, ...) draw from',
+    "        generators seeded with `seed`, one per device: the same seed, the same draws.\"\"\"",
+    '        generators = {"seed": int(seed)}',
+    "        for m in self.modules():",
+    "            m._nnc_generators = generators",
+    "        return self",
+]
 
 
 # A use of a class whose inputs do not agree on the lifted axes in front of them.
@@ -39,6 +53,7 @@ class Cx:
         self._dims: dict[str, str] | None = None
         self._taken: set[str] | None = None
         self._lifted_values: set[Value] | None = None
+        self.built_value = ""  # constructor code of the value of the op being built (Buffer)
 
     pyname = staticmethod(pyname)
 
@@ -82,6 +97,8 @@ class Cx:
         self.gen.helpers.add(name)
 
     def device(self) -> str:
+        if self.mode == "init":  # a buffer's value, made on the CPU; .to(device) moves it
+            return "None"
         for nid in self.graph.inputs:
             return f"{self.vars[Value(nid)]}.device"
         return "next(self.parameters()).device"
@@ -221,6 +238,8 @@ class TorchGen:
         lines.append("")
         cx.mode = "forward"
         self._forward(g, cx, lines)
+        if g is self.model and "generator" in self.helpers:
+            lines.extend(SEED_METHOD)
         return "\n".join(lines) + "\n\n"
 
     def _signature(self, g: Graph) -> str:
@@ -268,7 +287,12 @@ class TorchGen:
                 low = _lowering(n)
                 if low.init is None:
                     raise InternalError(f"learned op {n.op} has no torch init")
+                if registry.get(n.op).is_built and n.inputs:
+                    cx.built_value = self._built_value(g, cx, n, lines)
                 code = low.init(n, cx)
+                if isinstance(code, Statement):  # a whole statement (register_buffer)
+                    lines.append(f"        {code}  {line}")
+                    continue
                 if code is None:
                     continue
                 if isinstance(code, tuple):  # a fused op building several modules: (attr, code)
@@ -278,6 +302,40 @@ class TorchGen:
                 lines.extend(f"        {c}" for c in init_lines(n, cx))
                 continue
             lines.append(f"        self.{pyname(n.owner)} = {code}  {line}")
+
+    def _built_value(self, g: Graph, cx: Cx, n: Node, lines: list[str]) -> str:
+        """Constructor code computing the input of op n that is made when the module is built
+        (a Buffer's value): the ops it reads, lowered as in forward, hyperparameters as the
+        constructor's locals, values named `_name` (no spec name starts with `_`)."""
+        need: set[int] = set()
+        todo = [v.node for v in n.inputs]
+        while todo:
+            nid = todo.pop()
+            if nid not in need:
+                need.add(nid)
+                todo.extend(v.node for v in g.node(nid).inputs)
+        saved_vars, saved_used = cx.vars, cx.used_vars
+        cx.vars, cx.used_vars = {}, set(saved_used) | {"_" + pyname(h.name) for h in g.hyper}
+        for m in g.nodes():
+            if m.id not in need:
+                continue
+            if isinstance(m, BodyNode) or m.op == "input":
+                raise InternalError(f"{n.name}: a value made at build time reads {m.name}")
+            args = [self._ref(cx, v) for v in m.inputs]
+            if m.op == "rename":
+                cx.vars[m.out()] = args[0]
+                continue
+            var = self._fresh_var(cx, "_" + pyname(m.name))
+            try:
+                code = _lowering(m).forward(m, args, cx)
+            except LoweringError as e:
+                raise e.with_span(m.span) from None
+            lines.append(f"        {var} = {code}")
+            cx.vars[m.out()] = var
+        value = self._ref(cx, n.inputs[0])
+        saved_used |= cx.used_vars
+        cx.vars, cx.used_vars = saved_vars, saved_used
+        return value
 
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
         ins = []
@@ -290,10 +348,12 @@ class TorchGen:
         if g is self.model:
             lines.extend(self._input_checks(g, cx))
         last = None
+        build_only = _build_only(g)
         for n in g.nodes():
-            if n.op == "input":
+            if n.op == "input" or n.id in build_only:
                 continue
-            args = [self._ref(cx, v) for v in n.inputs]
+            built = not isinstance(n, BodyNode) and registry.get(n.op).is_built
+            args = [] if built else [self._ref(cx, v) for v in n.inputs]  # its inputs ran at build
             if n.op == "rename":  # no code, so no source-line comment either
                 cx.vars[n.out()] = args[0]
                 continue
@@ -306,10 +366,22 @@ class TorchGen:
                 callee = n.callee
                 lift = n.attrs["lift"]
                 call_args = []
+                full = [i for i, v in enumerate(n.inputs) if all(g.type_of(v).has(x) for x in lift)]
                 for a, v, decl_id in zip(args, n.inputs, callee.inputs):
                     t = g.type_of(v)
                     want = tuple(lift) + callee.node(decl_id).type.names
-                    call_args.append(move(a, t.names, want))
+                    if all(t.has(x) for x in lift):
+                        call_args.append(move(a, t.names, want))
+                        continue
+                    # an input shared across the lifted axes: broadcast to them (a view)
+                    i = full[0]
+                    ref_decl = callee.node(callee.inputs[i]).type.names
+                    ref = move(args[i], g.type_of(n.inputs[i]).names, tuple(lift) + ref_decl)
+                    cx.need_helper("shared_input")
+                    call_args.append(
+                        f"_shared_input({align(a, t, want, full=True)}, {ref}, "
+                        f"{len(want) - len(lift)}, {len(ref_decl)})"
+                    )
                 lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
             elif isinstance(n, LoopNode):
                 k = n.attrs["carried"]
@@ -459,6 +531,22 @@ def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
                 out.update(n.out(i) for i in range(len(n.types)))
         elif any(v in out for v in (n.inputs[:1] if n.op == "pad_to" else n.inputs)):
             out.update(n.out(i) for i in range(len(n.types)))  # pad_to reads only a shape
+    return out
+
+
+def _build_only(g: Graph) -> set[int]:
+    """Ids of the nodes whose results only ops made at build time (Buffers) read: their
+    code runs in the constructor, not in forward."""
+    out: set[int] = set()
+    for n in reversed(g.nodes()):
+        if n.op == "input" or isinstance(n, BodyNode) or registry.get(n.op).learned:
+            continue
+        users = [u for i in range(len(n.types)) for u, _ in g.users(n.out(i))]
+        if not users or any(g.is_output(n.out(i)) for i in range(len(n.types))):
+            continue
+        if all(u.id in out or (not isinstance(u, BodyNode) and u.op != "input" and registry.get(u.op).is_built)
+               for u in users):
+            out.add(n.id)
     return out
 
 

@@ -31,6 +31,11 @@ class Lowering:
     init: Callable | None = None  # (node, cx) -> str (the submodule's constructor), learned ops
 
 
+class Statement(str):
+    """What an init lowering returns when it is a whole statement rather than the
+    constructor of a submodule (`self.register_buffer(...)`)."""
+
+
 def dim(t: TensorType, name: str) -> int:
     """Negative index of an axis: the runtime tensor may carry lifted axes in front."""
     return t.index(name) - t.rank
@@ -435,6 +440,39 @@ def _param_init(n: Node, cx):
     return f"nn.Parameter(torch.empty({shape}))"  # init_lines fills it
 
 
+def _buffer_init(n: Node, cx):
+    """register_buffer with the constant of its axes, or the value its input computes in the
+    constructor (cx.built_value): the buffer is made once, not in forward."""
+    at = n.attrs
+    if at["init"] is None:
+        value = f"{_paren(cx.built_value)}.clone()"
+    else:
+        shape = ", ".join(cx.hv(s) for s in at["sizes"]) or "()"
+        dtype = TORCH_DTYPES[at["dtype"]]
+        kind = at["init"].kind
+        if kind == "constant":
+            value = f"torch.full(({shape},), {cx.hv(at['init'].args[0])}, dtype={dtype})" if at["sizes"] else (
+                f"torch.tensor({cx.hv(at['init'].args[0])}, dtype={dtype})")
+        else:
+            value = f"torch.{kind}({shape}, dtype={dtype})"
+    persistent = "" if at["persistent"] else ", persistent=False"
+    return Statement(f"self.register_buffer({cx.mod(n)!r}, {value}{persistent})")
+
+
+def _random(helper: str, extra: Callable = lambda n, cx: ""):
+    def fwd(n: Node, a, cx):
+        cx.need_helper("generator")
+        cx.need_helper(helper)
+        return f"_{helper}(self, {a[0]}{extra(n, cx)})"
+
+    return Lowering(fwd)
+
+
+def _drop_path_dims(n: Node, cx) -> str:
+    (t,) = cx.in_types(n)
+    return f", {_float(n.attrs['p'], cx)}, {_tup(dim(t, a) for a in n.attrs['over'])}"
+
+
 def _param_made_normal(init) -> bool:
     return init.kind == "normal" and init.args[1].value == 0
 
@@ -560,7 +598,12 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "sqrt": _unary("torch.sqrt({x})"),
     "abs": _unary("torch.abs({x})"),
     "neg": _unary("-{x}"),
-    "dropout": Lowering(lambda n, a, cx: f"F.dropout({a[0]}, p={_float(n.attrs['p'], cx)}, training=self.training)"),
+    "dropout": _random("dropout", lambda n, cx: f", p={_float(n.attrs['p'], cx)}, training=self.training"),
+    "drop_path": _random("drop_path", _drop_path_dims),
+    "normal_like": _random("normal_like"),
+    "uniform_like": _random("uniform_like", lambda n, cx: f", {_float(n.attrs['low'], cx)}, {_float(n.attrs['high'], cx)}"),
+    "bernoulli": _random("bernoulli"),
+    "Buffer": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}", _buffer_init),
     "add": _binary("+", "add"),
     "sub": _binary("-", "sub"),
     "mul": _binary("*", "mul"),
@@ -606,6 +649,64 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
 
 HELPERS = {
     "partial": "",
+    "shared_input": '''
+def _shared_input(x, ref, rank, ref_rank):
+    """x, an input of a lifted call with size 1 on the lifted axes it lacks, expanded to the
+    lifted sizes of `ref` (an input that has them all; `rank` and `ref_rank`: the axes the
+    block declares for each): shared, not copied, by every position of those axes."""
+    lead = torch.broadcast_shapes(x.shape[: x.dim() - rank], ref.shape[: ref.dim() - ref_rank])
+    return x.expand(*lead, *x.shape[x.dim() - rank:])
+''',
+    "generator": '''
+def _generator(module, x):
+    """The generator the random ops of `module` draw from on x's device: the model's, made by
+    its `seed_random(seed)`, else None (torch's global generator, seeded by torch.manual_seed)."""
+    gens = getattr(module, "_nnc_generators", None)
+    if gens is None:
+        return None
+    if x.device not in gens:
+        gens[x.device] = torch.Generator(x.device).manual_seed(gens["seed"])
+    return gens[x.device]
+''',
+    "dropout": '''
+def _dropout(module, x, p, training):
+    """Dropout while training (identity in eval mode), drawing from the model's generator."""
+    if not training or p == 0:
+        return x
+    gen = _generator(module, x)
+    if gen is None:
+        return F.dropout(x, p, True)
+    keep = torch.rand(x.shape, generator=gen, device=x.device) >= p
+    return x * keep.to(x.dtype) / (1 - p)
+''',
+    "drop_path": '''
+def _drop_path(module, x, p, dims):
+    """Stochastic depth while training (identity in eval mode): one draw per position of the
+    axes `dims` (a sample), dropped with probability p, the kept ones scaled by 1 / (1 - p)."""
+    if not module.training or p == 0:
+        return x
+    shape = [1] * x.dim()
+    for d in dims:
+        shape[d] = x.shape[d]
+    keep = torch.rand(shape, generator=_generator(module, x), device=x.device) >= p
+    return x * keep.to(x.dtype) / (1 - p)
+''',
+    "normal_like": '''
+def _normal_like(module, x):
+    """A standard normal draw of x's shape, dtype and device."""
+    return torch.randn(x.shape, generator=_generator(module, x), dtype=x.dtype, device=x.device)
+''',
+    "uniform_like": '''
+def _uniform_like(module, x, low, high):
+    """A uniform(low, high) draw of x's shape, dtype and device."""
+    u = torch.rand(x.shape, generator=_generator(module, x), dtype=x.dtype, device=x.device)
+    return u * (high - low) + low
+''',
+    "bernoulli": '''
+def _bernoulli(module, p):
+    """1 with the probability p holds at each position, else 0 (p's dtype)."""
+    return torch.bernoulli(p, generator=_generator(module, p))
+''',
     "concat": '''
 def _concat_broadcast(parts, dim):
     """torch.cat that first broadcasts every axis but `dim` (axes are matched by name)."""

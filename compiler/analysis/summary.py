@@ -69,7 +69,7 @@ class Summary:
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
         if self.buffers:
-            out.append(f"<p>buffers: {self.buffers:,} (running statistics, not parameters)</p>")
+            out.append(f"<p>buffers: {self.buffers:,} (running statistics and Buffers, not parameters)</p>")
         out.append(f"<p><small>{e(NOTE)}</small></p>")
         return "\n".join(out)
 
@@ -103,7 +103,7 @@ class Summary:
             if i == 0:
                 lines.append(rule)
         if self.buffers:
-            lines.append(f"buffers: {self.buffers:,} (running statistics, not parameters)")
+            lines.append(f"buffers: {self.buffers:,} (running statistics and Buffers, not parameters)")
         lines.append(NOTE)
         return "\n".join(lines) + "\n"
 

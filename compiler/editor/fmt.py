@@ -174,6 +174,8 @@ class _Printer:
         if a.size is None:
             return a.name
         sd = a.size
+        if sd.same is not None:
+            return f"{a.name}: ={sd.same}"
         if sd.expr is None:
             return f"{a.name}: ?"
         if not sd.dynamic:
@@ -282,6 +284,9 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
                     units.append(Unit(start(r), end(r), depth + 1, [line]))
                 close = (st.span.end_line, st.span.end_col - 1)
                 units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
+            elif isinstance(st, (A.For, A.If)):
+                # one unit of several lines: comments inside it go before or after it
+                units.append(Unit(start(st), end(st), depth, _static_lines(pr, st, ind)))
             else:
                 units.append(Unit(start(st), end(st), depth, pr.stmt_lines(st, ind)))
 
@@ -293,13 +298,43 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
             )
             units.append(Unit(start(item), end(item), 0, [line]))
             continue
-        params = ", ".join(pr.param(p) for p in item.params)
+        params = ", ".join([pr.param(p) for p in item.params] + [f"axis {a}" for a in item.axis_params])
         header = f"{item.kind} {item.name}({params}) {{"
         units.append(Unit(start(item), brace_after(start(item)), 0, [header], top=True))
         body(item.body, 1)
         close = (item.span.end_line, item.span.end_col - 1)
         units.append(Unit(close, end(item), 0, ["}"], close=True))
     return units
+
+
+def _static_lines(pr: _Printer, st, ind: str) -> list[str]:
+    """The lines of an `if` chain or a `for` and everything inside it."""
+    if isinstance(st, A.For):
+        target = f"({', '.join(st.targets)})" if st.unpack else st.targets[0]
+        head = f"{ind}for {target} in [{', '.join(pr.expr(i) for i in st.items)}] {{"
+        return [head] + _block_lines(pr, st.body, ind + INDENT) + [ind + "}"]
+    lines = [f"{ind}if {pr.expr(st.cond)} {{"] + _block_lines(pr, st.then, ind + INDENT)
+    rest = st.orelse
+    while len(rest) == 1 and isinstance(rest[0], A.If):  # `else if`
+        lines += [f"{ind}}} else if {pr.expr(rest[0].cond)} {{"] + _block_lines(pr, rest[0].then, ind + INDENT)
+        rest = rest[0].orelse
+    if rest:
+        lines += [f"{ind}}} else {{"] + _block_lines(pr, rest, ind + INDENT)
+    return lines + [ind + "}"]
+
+
+def _block_lines(pr: _Printer, stmts, ind: str) -> list[str]:
+    out: list[str] = []
+    for s in stmts:
+        if isinstance(s, (A.If, A.For)):
+            out += _static_lines(pr, s, ind)
+        elif isinstance(s, A.Repeat):
+            head = f"{ind}repeat {pr.expr(s.count)}" + (" shared" if s.shared else "")
+            head += f" as {s.name}" if s.name else ""
+            out += [head + " {"] + _block_lines(pr, s.body, ind + INDENT) + [ind + "}"]
+        else:
+            out += pr.stmt_lines(s, ind)
+    return out
 
 
 def _attach(units: list[Unit], comments: list[Comment]) -> list[Comment]:

@@ -291,6 +291,8 @@ class Index:
                              Location(loc.file, loc.line, loc.col, loc.line, loc.col + 6))
                 sym.children = self._stmt_symbols(st.body)
                 out.append(sym)
+            elif isinstance(st, (A.If, A.For)):  # resolved at elaboration: their names are the block's
+                out += self._stmt_symbols(st.body if isinstance(st, A.For) else st.then + st.orelse)
         return out
 
     def _type_text(self, loc: Location, item: A.InItem) -> str:
@@ -502,8 +504,10 @@ def _name_location(b: A.BlockDef, text: str) -> Location:
 def _statements(stmts):
     for st in stmts:
         yield st
-        if isinstance(st, A.Repeat):
+        if isinstance(st, (A.Repeat, A.For)):
             yield from _statements(st.body)
+        elif isinstance(st, A.If):
+            yield from _statements(st.then + st.orelse)
 
 
 def _walk(node):

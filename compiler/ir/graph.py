@@ -438,18 +438,20 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
     label = f"block {callee.name}"
     if len(in_types) != len(declared):
         raise ShapeError(f"{label} takes {len(declared)} input(s), found {len(in_types)}")
-    lift = None
     lift_axes: dict[str, Axis] = {}
     binding: dict[str, Size] = {}
-    for actual, decl in zip(in_types, declared):
-        extra = split_lift(label, actual, decl)
-        if lift is None:
-            lift = extra
-        elif set(extra) != set(lift):
+    extras = [split_lift(label, actual, decl) for actual, decl in zip(in_types, declared)]
+    # The call is lifted over the extra axes of the input that has the most; an input with
+    # only some of them (none: a mask, a rotary table) is shared by every position of the others.
+    lift = max(extras, key=len) if extras else None
+    for extra in extras:
+        if lift is not None and not set(extra) <= set(lift):
             raise ShapeError(
-                f"{label}: every input must carry the same extra axes; found "
-                f"[{', '.join(lift)}] and [{', '.join(extra)}]"
+                f"{label}: every input must carry the extra axes the call is lifted over, or some "
+                f"of them (an input shared across the others); found [{', '.join(lift)}] and "
+                f"[{', '.join(extra)}]"
             )
+    for actual, decl, extra in zip(in_types, declared, extras):
         for name in extra:
             ax = actual.axis(name)
             if name in lift_axes and lift_axes[name].size != ax.size:

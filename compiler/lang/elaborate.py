@@ -59,6 +59,7 @@ class Fn:
     span: Span | None = None
     hyper: dict | None = None  # blocks: evaluated hyperparameter args
     hyper_order: tuple = ()
+    axes: tuple = ()  # blocks: (axis parameter, the caller's axis) pairs
 
 
 @dataclass
@@ -165,6 +166,10 @@ class Elaborator:
     # ---- entry point
     def model(self, name: str | None, params: dict) -> Graph:
         bdef = self.program.model(name)
+        if bdef.axis_params:
+            raise ShapeError(
+                f"model {bdef.name} has an axis parameter ('axis {bdef.axis_params[0]}'); a model's "
+                "axes come from its inputs, axis parameters are for blocks", bdef.span)
         known = {p.name for p in bdef.params}
         for k in sorted(params):
             if k not in known:
@@ -210,6 +215,9 @@ class Elaborator:
     # ---- hyperparameters
     def bind_hyper(self, bdef: A.BlockDef, given: dict[str, HVal], span: Span) -> tuple[HyperParam, ...]:
         known = [p.name for p in bdef.params]
+        both = sorted(set(known) & set(bdef.axis_params))
+        if both:
+            raise HyperparameterError(f"block {bdef.name}: '{both[0]}' is both a hyperparameter and an axis parameter", span)
         for k in given:
             if k not in known:
                 raise HyperparameterError(
@@ -310,6 +318,10 @@ class Elaborator:
                     if ctx.parent is not None or ctx.graph.kind != "model":
                         raise ShapeError(
                             "a 'checkpoint' section belongs at the top level of a model", st.span)
+                elif isinstance(st, A.If):
+                    self.if_stmt(ctx, st)
+                elif isinstance(st, A.For):
+                    self.for_stmt(ctx, st)
             except NNError as e:
                 raise e.with_span(st.span) from None
 
@@ -320,9 +332,9 @@ class Elaborator:
         for item in st.items:
             if item.name in ctx.env:
                 raise NameResolutionError(f"'{item.name}' is already defined", item.span)
-            axes = []
+            axes: list[Axis] = []
             for ad in item.type.axes:
-                axes.append(self.axis_decl(ctx, ad, item.name))
+                axes.append(self.axis_decl(ctx, ad, item.name, axes))
             try:
                 t = TensorType(tuple(axes), item.type.dtype)
             except ShapeError as e:
@@ -332,9 +344,20 @@ class Elaborator:
             ctx.env[item.name] = TVal(node.out())
             ctx.note_type(t)
 
-    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl, owner: str) -> Axis:
+    def axis_decl(self, ctx: Ctx, ad: A.AxisDecl, owner: str, earlier: list[Axis] | tuple = ()) -> Axis:
         g = ctx.graph
         sd = ad.size
+        if sd is not None and sd.same is not None:
+            # `nbr: =node`: one size for two axes (an adjacency matrix), so ops that need them
+            # equal type-check; the generated module checks it at run time, ONNX names both dims alike
+            other = next((a for a in earlier if a.name == sd.same), None)
+            size = other.size if other is not None else ctx.axis_sizes.get(sd.same)
+            if sd.same == ad.name or size is None:
+                raise ShapeError(
+                    f"axis '{ad.name}: ={sd.same}' needs '{sd.same}' to be an axis declared before it "
+                    "(earlier in this input or in an earlier input)", sd.span)
+            code = other.code if other is not None else ctx.axis_codes.get(sd.same)
+            return Axis(ad.name, size, code if size.is_static else None)
         if sd is not None and sd.expr is None:
             # `h: ?` — this input's own run-time size, not tied to other inputs' `h`
             sym = f"{owner}.{ad.name}"
@@ -471,6 +494,82 @@ class Elaborator:
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
+
+    # ---- static structure: `if` and `for`, resolved here
+    def if_stmt(self, ctx: Ctx, st: A.If):
+        """Elaborate the branch the condition picks, in this scope. A generated class keeps
+        the structure it was compiled with: its constructor refuses hyperparameters that
+        would pick the other branch (a check, as for any size the checker proved)."""
+        cond, text = self.static_bool(ctx, st.cond)
+        taken = bool(cond.value)
+        X.note(
+            cond.expr if taken else _not(cond.expr),
+            f"`if {text}` was compiled for it being "
+            f"{str(taken).lower()}: the structure of a compiled module is fixed, so compile the "
+            "spec again for these hyperparameters (nnc compile -p NAME=VALUE)",
+        )
+        self.body(ctx, st.then if taken else st.orelse)
+
+    def static_bool(self, ctx: Ctx, e) -> tuple[HVal, str]:
+        """A condition over hyperparameters: its value and expression, and its text as
+        written (the expression spells `and` and `not` with `or` and `== false`)."""
+        if isinstance(e, A.Not):
+            v, t = self.static_bool(ctx, e.operand)
+            return HVal(not v.value, _not(v.expr)), f"not ({t})"
+        if isinstance(e, A.BinOp) and e.op in ("and", "or"):
+            (a, ta), (b, tb) = self.static_bool(ctx, e.left), self.static_bool(ctx, e.right)
+            text = f"({ta}) {e.op} ({tb})"
+            if e.op == "or":
+                return HVal(bool(a.value or b.value), X.binop("or", a.expr, b.expr)), text
+            return HVal(bool(a.value and b.value), _not(X.binop("or", _not(a.expr), _not(b.expr)))), text
+        if isinstance(e, A.BinOp) and e.op in ("<", "<=", ">", ">=", "==", "!="):
+            a, b = self.expr(ctx, e.left), self.expr(ctx, e.right)
+            if not (isinstance(a, HVal) and isinstance(b, HVal)):
+                raise ShapeError(_STATIC_COND.format(found=_describe(b if isinstance(a, HVal) else a)), e.span)
+            try:
+                value = X.apply_op(e.op, a.value, b.value)
+            except (TypeError, X.ExprError):
+                raise HyperparameterError(f"cannot compare {a.value!r} {e.op} {b.value!r}", e.span) from None
+            return HVal(bool(value), X.binop(e.op, a.expr, b.expr)), f"{a.expr.text()} {e.op} {b.expr.text()}"
+        v = self.expr(ctx, e)
+        if not isinstance(v, HVal):
+            raise ShapeError(_STATIC_COND.format(found=_describe(v)), e.span)
+        if not isinstance(v.value, bool):
+            raise HyperparameterError(f"an `if` condition must be true or false, found {v.value!r}", e.span)
+        return v, v.expr.text()
+
+    def for_stmt(self, ctx: Ctx, st: A.For):
+        """Unroll the body once per row of the table, its names bound to the row's values
+        (hyperparameter expressions, so generated code follows them)."""
+        if len(st.items) > MAX_REPEAT:
+            raise ResourceError(f"for over {len(st.items)} rows is more than the limit of {MAX_REPEAT}", st.span)
+        missing = object()
+        saved = {t: ctx.env.get(t, missing) for t in st.targets}
+        for row in st.items:
+            v = self.expr(ctx, row)
+            if st.unpack:
+                if not isinstance(v, TupleV) or len(v.items) != len(st.targets):
+                    raise ShapeError(
+                        f"for ({', '.join(st.targets)}): each row must be a tuple of {len(st.targets)} "
+                        f"values, found {_describe(v)}",
+                        row.span,
+                    )
+                items = v.items
+            else:
+                items = (v,)
+            for name, item in zip(st.targets, items):
+                if not isinstance(item, HVal):
+                    raise ShapeError(
+                        f"for: a row holds numbers, strings or booleans (static values), found {_describe(item)}",
+                        row.span,
+                    )
+                ctx.env[name] = item
+            self.body(ctx, st.body)
+        for name, old in saved.items():
+            if old is missing:
+                ctx.env.pop(name, None)
+            else:
+                ctx.env[name] = old
 
     # ---- expressions
     def expr(self, ctx: Ctx, e, hint: str | None = None):
@@ -667,7 +766,16 @@ class Elaborator:
         order: list[str] = []
         params = [p.name for p in fn.block.params]
         pos = 0
+        axes: dict[str, str] = {}
         for a in e.args:
+            if isinstance(a, A.KwArg) and a.name in fn.block.axis_params:
+                # `RotateHalf(dh = rope)`: the caller's axis `rope` plays the block's `dh`
+                if not isinstance(a.value, A.Name):
+                    raise ShapeError(f"axis parameter '{a.name}' of block {fn.name} takes an axis name, e.g. {a.name} = seq", a.value.span)
+                if a.name in axes:
+                    raise HyperparameterError(f"axis parameter '{a.name}' given twice", a.span)
+                axes[a.name] = a.value.id
+                continue
             if isinstance(a, A.KwArg):
                 if a.name in hyper:
                     raise HyperparameterError(f"hyperparameter '{a.name}' given twice", a.span)
@@ -688,7 +796,8 @@ class Elaborator:
                 pos += 1
             else:
                 raise ShapeError(f"block {fn.name} takes hyperparameters and tensors, not axis arguments", a.span)
-        out = BlockFn(fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order))
+        out = BlockFn(fn.name, block=fn.block, span=e.span, hyper=hyper, hyper_order=tuple(order),
+                      axes=tuple(sorted(axes.items())))
         if tensors:
             return self.apply(ctx, out, tuple(tensors), e.span, hint)
         return out
@@ -777,7 +886,10 @@ class Elaborator:
             pieces["kwargs"].append(("scalars", tuple(scalars)))
         args = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pieces.items()))
         out = OpFn(op.name, opdef=op, args=args, span=e.span, tensors=tuple(tensors))
-        if op.arity == 0 or (tensors and (op.arity is None or len(tensors) >= op.arity)):
+        # an op of one or more tensors that also takes a bare axis list (Buffer([e: n])) is
+        # applied with the list alone
+        by_axes = op.arity is None and "axes" in pieces and not tensors
+        if op.arity == 0 or by_axes or (tensors and (op.arity is None or len(tensors) >= op.arity)):
             return self.apply(ctx, out, (), e.span, hint)
         return out  # configured, not applied: its (remaining) tensors come from a call or a pipe
 
@@ -876,9 +988,9 @@ class Elaborator:
         tensors = tuple(fn.tensors) + tuple(tensors)
         if op.arity is not None and len(tensors) != op.arity:
             raise ShapeError(f"{op.name} takes {op.arity} tensor(s), found {len(tensors)}", span)
-        if op.arity is None and not tensors:
-            raise ShapeError(f"{op.name} needs at least one tensor", span)
         pieces = dict(fn.args)
+        if op.arity is None and not tensors and "axes" not in pieces:
+            raise ShapeError(f"{op.name} needs at least one tensor", span)
         kwargs = tuple(pieces.get("kwargs", ()))
         positional = tuple(pieces.get("positional", ()))
         if op.name == "positions" and positional:
@@ -913,6 +1025,8 @@ class Elaborator:
                 module = name
         else:
             name = ctx.fresh(hint or call.op)
+        if op.is_built:
+            self._check_built(ctx, op, tensors, span)
         node = g.add_op(call, tensors, name=name, module=module, span=span)
         if op.learned:
             self._check_sharing(ctx, node, op, span)
@@ -921,6 +1035,38 @@ class Elaborator:
         if len(node.types) == 1:
             return TVal(node.out())
         return TupleV(tuple(TVal(node.out(i)) for i in range(len(node.types))))
+
+    def _check_built(self, ctx: Ctx, op: OpDef, tensors, span):
+        """An op computed when the module is built (a Buffer) may read only what exists then:
+        its inputs must come from hyperparameters, positions and other such ops, never from a
+        model input, a learned or random op, or a block call."""
+        g = ctx.graph
+        todo = [v.node for v in tensors]
+        seen: set[int] = set()
+        while todo:
+            nid = todo.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            n = g.node(nid)
+            what = None
+            if n.op == "input":
+                what = f"the input '{n.attrs['name']}'" if g.kind != "repeat" else "a value of the loop"
+            elif isinstance(n, (CallNode, LoopNode)):
+                what = f"the block call '{n.name}'"
+            else:
+                d = registry.get(n.op)
+                if d.is_random:
+                    what = f"the random op {n.op}"
+                elif d.learned and not d.is_built:
+                    what = f"the learned op {n.op} ('{n.name}')"
+            if what is not None:
+                raise ShapeError(
+                    f"{op.name} is made when the module is built, so its initial value cannot read "
+                    f"{what}; build it from hyperparameters, positions and other buffers",
+                    span,
+                )
+            todo.extend(v.node for v in n.inputs)
 
     def _check_sharing(self, ctx: Ctx, node, op: OpDef, span):
         specs = op.params(node.attrs, ())
@@ -942,6 +1088,38 @@ class Elaborator:
                 )
 
     def apply_block(self, ctx: Ctx, fn: BlockFn, tensors, span, hint):
+        if not fn.axes:
+            return self._apply_block(ctx, fn, tensors, span, hint)
+        # axis parameters: the caller's axes are renamed to the block's names on the way in
+        # and back on the way out (renames cost nothing)
+        g = ctx.graph
+        renamed = []
+        for v in tensors:
+            t = g.type_of(v)
+            for param, mine in fn.axes:
+                if t.has(mine) and param != mine:
+                    if t.has(param):
+                        raise ShapeError(
+                            f"block {fn.name}: axis parameter {param} = {mine}, but the input {t} already "
+                            f"has an axis '{param}'; rename it first", span)
+                    v = self._tensor(self._add(ctx, OpCall("rename", (), kwargs=(("new", param), ("old", mine))), (v,), span, None), span)
+                    t = g.type_of(v)
+            renamed.append(v)
+        out = self._apply_block(ctx, fn, tuple(renamed), span, hint)
+        items = out.items if isinstance(out, TupleV) else (out,)
+        back = []
+        for item in items:
+            v = item.value
+            for param, mine in fn.axes:
+                t = g.type_of(v)
+                if t.has(param) and param != mine:
+                    if t.has(mine):
+                        raise ShapeError(f"block {fn.name}: its output {t} has both '{param}' and '{mine}'", span)
+                    v = self._tensor(self._add(ctx, OpCall("rename", (), kwargs=(("new", mine), ("old", param))), (v,), span, None), span)
+            back.append(TVal(v))
+        return back[0] if len(back) == 1 and not isinstance(out, TupleV) else TupleV(tuple(back))
+
+    def _apply_block(self, ctx: Ctx, fn: BlockFn, tensors, span, hint):
         hyper = fn.hyper or {}
         callee = self.instantiate(fn.block, hyper, span)
         # the callee's checks are this block's too: its constructor may never run (repeat 0)
@@ -996,9 +1174,21 @@ def _assigned(stmts, out: list[str]) -> list[str]:
         for t in targets:
             if t not in out:
                 out.append(t)
-        if isinstance(s, A.Repeat):
+        if isinstance(s, (A.Repeat, A.For)):
             _assigned(s.body, out)
+        elif isinstance(s, A.If):
+            _assigned(s.then + s.orelse, out)
     return out
+
+
+_STATIC_COND = (
+    "an `if` condition is resolved when the model is built, so it compares hyperparameters; "
+    "found {found} (for a choice per element, use where(m, a, b))"
+)
+
+
+def _not(e: X.Expr) -> X.Expr:
+    return X.binop("==", e, X.Const(False))
 
 
 def _describe(v) -> str:

@@ -165,13 +165,15 @@ class _ToAst(Transformer):
         while line in self.docs:
             doc_lines.insert(0, self.docs[line])
             line -= 1
+        params = tuple(params or ())
         return A.BlockDef(
             self._span(meta),
             str(kind),
             str(name),
-            tuple(params or ()),
+            tuple(p for p in params if isinstance(p, A.Param)),
             tuple(body),
             "\n".join(doc_lines),
+            tuple(p.name for p in params if isinstance(p, A.AxisParam)),
         )
 
     def params(self, children):
@@ -181,6 +183,17 @@ class _ToAst(Transformer):
     def param(self, meta, children):
         name, default = children
         return A.Param(self._span(meta), str(name), default)
+
+    @v_args(meta=True)
+    def axis_param(self, meta, children):
+        word, name = children
+        if str(word) != "axis":
+            raise ParseError(
+                f"unexpected name '{name}' after the parameter '{word}'; expected '=', ',' or ')' "
+                "(an axis parameter is written 'axis NAME')",
+                self._tok_span(name),
+            )
+        return A.AxisParam(self._span(meta), str(name))
 
     # ---- statements
     @v_args(meta=True)
@@ -202,6 +215,10 @@ class _ToAst(Transformer):
     def axis_decl(self, meta, children):
         name, size = children
         return A.AxisDecl(self._span(meta), str(name), size)
+
+    @v_args(meta=True)
+    def size_same(self, meta, children):
+        return A.SizeDecl(self._span(meta), None, True, None, str(children[0]))
 
     @v_args(meta=True)
     def size_static(self, meta, children):
@@ -244,6 +261,24 @@ class _ToAst(Transformer):
     def checkpoint_rule(self, meta, children):
         ref, value = children
         return A.CheckpointRule(self._span(meta), ref.value[1:-1], value)
+
+    @v_args(meta=True)
+    def if_stmt(self, meta, children):
+        _, cond, then, _else, orelse = (children + [None, None])[:5]
+        if isinstance(orelse, A.If):
+            orelse = (orelse,)
+        return A.If(self._span(meta), cond, tuple(then), tuple(orelse or ()))
+
+    def stmts(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def for_stmt(self, meta, children):
+        _, (targets, unpack), *items, body = children
+        return A.For(self._span(meta), targets, tuple(items), tuple(body), unpack)
+
+    def for_target(self, children):
+        return tuple(str(c) for c in children), len(children) > 1
 
     # ---- expressions
     add = _bin("+")

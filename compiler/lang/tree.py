@@ -139,6 +139,7 @@ class SizeDecl(Node):
     expr: Expr | None  # None: `?`, a run-time size of this input's own
     dynamic: bool  # `~224`: known only at run time; 224 is its typical size
     multiple: Expr | None  # `~224 % 16`: the size is a multiple of 16
+    same: str | None = None  # `nbr: =node`: the size of the axis `node` (expr is None)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,26 @@ class Checkpoint(Node):
     rules: tuple[CheckpointRule, ...]
 
 
-Stmt = InDecl | OutStmt | Assign | Repeat | Checkpoint
+@dataclass(frozen=True)
+class If(Node):
+    """`if COND { ... } else { ... }`: resolved at elaboration (COND reads hyperparameters)."""
+
+    cond: Expr
+    then: tuple[Stmt, ...]
+    orelse: tuple[Stmt, ...]  # `else if` is an If here
+
+
+@dataclass(frozen=True)
+class For(Node):
+    """`for (a, b) in [(1, 2), (3, 4)] { ... }`: unrolled at elaboration, one pass per row."""
+
+    targets: tuple[str, ...]
+    items: tuple[Expr, ...]
+    body: tuple[Stmt, ...]
+    unpack: bool  # `for (a, b)`: each row is a tuple of len(targets)
+
+
+Stmt = InDecl | OutStmt | Assign | Repeat | Checkpoint | If | For
 
 
 @dataclass(frozen=True)
@@ -213,12 +233,20 @@ class Param(Node):
 
 
 @dataclass(frozen=True)
+class AxisParam(Node):
+    """`axis dh` among a block's parameters: an axis the caller names (`B(dh = rope)`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class BlockDef(Node):
     kind: str  # "block" or "model"
     name: str
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
     doc: str
+    axis_params: tuple[str, ...] = ()  # `axis dh` parameters, in order
 
 
 @dataclass(frozen=True)

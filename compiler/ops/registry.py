@@ -281,7 +281,8 @@ class OpDef:
     # "random" (draws random numbers: never merged by CSE), "stateful" (updates state of its
     # own while training: never removed while its module lives), "view" (its result is a view
     # of its input or a parameter itself: no new activation memory), "commutative" (its two
-    # operands may be swapped: a diagram takes each from the side it arrives on).
+    # operands may be swapped: a diagram takes each from the side it arrives on), "built"
+    # (computed once when the module is built, from inputs that read no model input: a Buffer).
     traits: frozenset[str] = field(default_factory=frozenset)
     # How a circuit diagram draws it (the conventions of neural circuit diagrams): "auto" (by
     # its wires: a box, a merge or a tag), "cup" (contraction), "circle" (normalisation),
@@ -308,6 +309,10 @@ class OpDef:
         return "stateful" in self.traits
 
     @property
+    def is_built(self) -> bool:
+        return "built" in self.traits
+
+    @property
     def is_view(self) -> bool:
         return "view" in self.traits
 
@@ -316,7 +321,7 @@ class OpDef:
         return "commutative" in self.traits
 
 
-TRAITS = frozenset({"random", "stateful", "view", "commutative"})
+TRAITS = frozenset({"random", "stateful", "view", "commutative", "built"})
 FIGURES = ("auto", "cup", "circle", "triangle", "trapezoid", "relabel", "router")
 
 REGISTRY: dict[str, OpDef] = {}

@@ -165,7 +165,9 @@ class Bin(Expr):
         p = self.prec
         left, right = self.left._print(style, name_of), self.right._print(style, name_of)
         right_assoc = self.op == "**"
-        if self.left.prec < p or (right_assoc and self.left.prec == p):
+        # comparisons never chain: `(a == 1) == false` keeps its parentheses (Python would
+        # read `a == 1 == False` as `a == 1 and 1 == False`)
+        if self.left.prec < p or (right_assoc and self.left.prec == p) or (p == 1 and self.left.prec == 1):
             left = f"({left})"
         if (
             self.right.prec < p
