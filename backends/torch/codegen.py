@@ -8,7 +8,7 @@ import os
 import re
 
 from nncircuit.errors import InternalError, LoweringError
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode, Value
 from nncircuit.names import fresh, pyname
 from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import HVal
@@ -151,7 +151,7 @@ class TorchGen:
         for n in g.nodes():
             if isinstance(n, CallNode):
                 self._lifts(n.callee, lead + len(n.attrs["lift"]))
-            elif isinstance(n, LoopNode):
+            elif isinstance(n, (LoopNode, ScanNode)):
                 self._lifts(n.callee, lead)
 
     def _collect(self, g: Graph):
@@ -235,6 +235,9 @@ class TorchGen:
             if isinstance(n, CallNode):
                 args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
+            elif isinstance(n, ScanNode):  # one body module, applied at every step
+                hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
+                code = f"{self.class_of(n.callee)}({hargs})"
             elif isinstance(n, LoopNode):
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
@@ -310,6 +313,8 @@ class TorchGen:
                     lines.append(f"            {lhs} = _layer({loop_args})")
                 if k > 1:
                     lines.append(f"        {var} = ({lhs},)")
+            elif isinstance(n, ScanNode):
+                lines.extend(self._scan(g, cx, n, var, args))
             else:
                 try:
                     code = _lowering(n).forward(n, args, cx)
@@ -326,6 +331,44 @@ class TorchGen:
             lines.append(f"        return {outs[0]}")
         else:
             lines.append(f"        return {', '.join(outs)}")
+
+    def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
+        """A scan as a Python loop over the axis: slices in, the body module once per step,
+        per-step results stacked along the axis after the loop."""
+        axis = n.attrs["axis"]
+        k = n.attrs["carried"]
+        scanned = set(n.attrs["scanned"])
+        first = min(scanned)
+        t0 = g.type_of(n.inputs[first])
+        states = [f"{var}_{i}" for i in range(k)]
+        emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
+        out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
+        if emits:
+            out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
+        length = f"{args[first]}.shape[{t0.index(axis) - t0.rank}]"
+        steps = f"range({length} - 1, -1, -1)" if n.attrs["reverse"] else f"range({length})"
+        out.append(f"        for _t in {steps}:")
+        call = list(states)
+        if n.attrs["index"]:
+            call.append(f"torch.tensor(_t, device={args[first]}.device)")
+        for i, a in enumerate(args[k:], start=k):
+            if i in scanned:
+                t = g.type_of(n.inputs[i])
+                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _t)"
+            call.append(a)
+        results = states + [f"{var}_s{j}" for j in range(len(emits))]
+        lhs = ", ".join(results)
+        out.append(f"            {lhs} = self.{pyname(n.owner)}({', '.join(call)})")
+        for e, r in zip(emits, results[k:]):
+            out.append(f"            {e}.append({r})")
+        if n.attrs["reverse"]:
+            out.extend(f"        {e}.reverse()" for e in emits)
+        for j, e in enumerate(emits):
+            t = n.types[k + j]
+            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
+        everything = states + emits
+        out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
+        return out
 
     def _input_checks(self, g: Graph, cx: Cx) -> list[str]:
         """The model's forward refuses what the spec refuses: each input's rank, dtype kind,
@@ -465,6 +508,10 @@ def _check_lines(g: Graph, guard: str | None, indent: str) -> list[str]:
             out.append(f"{indent}if not ({c.cond.python(pyname)}):")
             out.append(f"{indent}    raise ValueError({c.python_message(pyname)})")
     return out
+
+
+def _paren_arg(code: str) -> str:
+    return code if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*(\[[0-9]+\])?", code) else f"({code})"
 
 
 def _safe_filename(path: str) -> str:

@@ -291,6 +291,12 @@ class Index:
                              Location(loc.file, loc.line, loc.col, loc.line, loc.col + 6))
                 sym.children = self._stmt_symbols(st.body)
                 out.append(sym)
+            elif isinstance(st, A.Scan):
+                loc = _loc(st.span)
+                sym = Symbol(f"scan {st.axis}", "repeat", "reverse" if st.reverse else "", loc,
+                             Location(loc.file, loc.line, loc.col, loc.line, loc.col + 4))
+                sym.children = self._stmt_symbols(st.body)
+                out.append(sym)
         return out
 
     def _type_text(self, loc: Location, item: A.InItem) -> str:
@@ -502,7 +508,7 @@ def _name_location(b: A.BlockDef, text: str) -> Location:
 def _statements(stmts):
     for st in stmts:
         yield st
-        if isinstance(st, A.Repeat):
+        if isinstance(st, (A.Repeat, A.Scan)):
             yield from _statements(st.body)
 
 

@@ -21,13 +21,16 @@ from nncircuit.errors import (
     Span,
     did_you_mean,
 )
-from nncircuit.ir.graph import CallNode, Graph, HyperParam, LoopNode, Value, call_mapping, call_types, caller_codes, check_body
+from nncircuit.ir.graph import (
+    CallNode, Graph, HyperParam, LoopNode, ScanNode, Value, call_mapping, call_types, caller_codes, check_body,
+)
 from nncircuit.lang.program import Program
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
 from nncircuit.types.sizes import MAX_SIZE, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
 MAX_REPEAT = 100_000
+FILL_OPS = ("zeros", "ones", "full")
 MAX_NESTING = 64
 MAX_UNROLLED = 1_000_000  # operations once calls are inlined and repeats unrolled
 
@@ -84,6 +87,9 @@ class Ctx:
     modules: dict = field(default_factory=dict)  # module name -> param signature (weight sharing)
     axis_sizes: dict = field(default_factory=dict)
     axis_codes: dict = field(default_factory=dict)  # axis name -> its size expression
+    scan_axis: str | None = None  # a scan body: outer values with this axis are sliced
+    scanned: set = field(default_factory=set)  # parent Values the body sees one slice of
+    emits: list | None = None  # a scan body: (name, Value, span) of each `emit`
 
     def lookup(self, name: str):
         if name in self.env:
@@ -116,6 +122,9 @@ class Ctx:
     def _free_input(self, name: str, outer: Value) -> Value:
         if outer not in self.free:
             t = self._outer().graph.type_of(outer)
+            if self.scan_axis is not None and t.has(self.scan_axis):
+                t = t.with_axes(a for a in t.axes if a.name != self.scan_axis)
+                self.scanned.add(outer)
             node = self.graph.add(
                 "input", attrs={"name": name}, types=(t,), name=self.graph.fresh_name(name)
             )
@@ -194,6 +203,8 @@ class Elaborator:
                     n += 1 + self.unrolled(node.callee)
                 elif isinstance(node, LoopNode):
                     n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
+                elif isinstance(node, ScanNode):
+                    n += 1 + self.unrolled(node.callee)
                 else:
                     n += 1
             self.sizes[g] = n
@@ -300,6 +311,10 @@ class Elaborator:
                     self.out_stmt(ctx, st)
                 elif isinstance(st, A.Repeat):
                     self.repeat(ctx, st)
+                elif isinstance(st, A.Scan):
+                    self.scan(ctx, st)
+                elif isinstance(st, A.Emit):
+                    self.emit(ctx, st)
             except NNError as e:
                 raise e.with_span(st.span) from None
 
@@ -461,6 +476,106 @@ class Elaborator:
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
+
+    def scan(self, ctx: Ctx, st: A.Scan):
+        """`scan AXIS [reverse] [as t] { body }`: the body runs once per position of AXIS.
+        Outer values that carry AXIS are seen one slice at a time; names assigned in the body
+        that exist before it are carried states; `emit y = ...` values are stacked along AXIS."""
+        parent = ctx.graph
+        name = ctx.fresh("scan")
+        ctx.reserved.add(name)
+        body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
+        body_g.dims = parent.dims
+        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[])
+        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
+        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
+        carried = []
+        for n in _assigned(st.body, []):
+            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
+                ctx.env[n] = ctx.lookup(n)
+            if isinstance(ctx.env.get(n), TVal):
+                carried.append(n)
+        carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
+        index_input = None
+        if st.index is not None:
+            if st.index in carried:
+                raise NameResolutionError(f"scan: the step index '{st.index}' is also assigned in the body", st.span)
+            t = TensorType((), "int64")
+            node = body_g.add("input", attrs={"name": st.index}, types=(t,), name=body_g.fresh_name(st.index))
+            inner.env[st.index] = TVal(node.out())
+            index_input = node.out()
+        self.body(inner, st.body)
+        free = list(inner.free)
+        scanned = [v for v in free if v in inner.scanned]
+        if not scanned:
+            here = sorted(n for n in ctx.axis_sizes if n != st.axis)
+            raise ShapeError(
+                f"scan over '{st.axis}': no value the body reads has the axis '{st.axis}'"
+                + (did_you_mean(st.axis, here) if here else ""),
+                st.span,
+            )
+        outer_inputs = [ctx.env[n].value for n in carried] + free
+        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
+        body_g.inputs += [inner.free[v].node for v in free]
+        for n in carried:
+            v = inner.env[n]
+            if not isinstance(v, TVal):
+                raise ShapeError(f"scan: '{n}' must stay a tensor", st.span)
+            body_g.outputs.append((n, v.value))
+            before, after = parent.type_of(ctx.env[n].value), body_g.type_of(v.value)
+            if before != after:
+                raise ShapeError(
+                    f"scan changes the carried value '{n}' from {before} to {after}; a scan's "
+                    "state must keep its type (initialise it with the type it has after a step)",
+                    st.span,
+                )
+        first = parent.type_of(scanned[0])
+        stack_at = []
+        for en, v, espan in inner.emits:
+            body_g.outputs.append((en, v))
+            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank))
+        if not carried and not inner.emits:
+            raise ShapeError(
+                "scan neither updates a value defined before it nor emits one "
+                "(write e.g. 'h = f(h, x)' or 'emit y = f(x)')", st.span)
+        k = len(carried)
+        node = parent.add_body(
+            "scan",
+            outer_inputs,
+            attrs={
+                "axis": st.axis, "reverse": st.reverse, "carried": k, "index": st.index is not None,
+                "scanned": tuple(k + i for i, v in enumerate(free) if v in inner.scanned),
+                "stack_at": tuple(stack_at),
+            },
+            types=(),
+            name=name,
+            module=name,
+            span=st.span,
+            callee=body_g,
+        )
+        node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
+        for i, n in enumerate(carried):
+            ctx.env[n] = TVal(node.out(i))
+        for j, (en, _, _) in enumerate(inner.emits):
+            ctx.env[en] = TVal(node.out(k + j))
+            ctx.note_type(node.types[k + j])
+
+    def emit(self, ctx: Ctx, st: A.Emit):
+        if ctx.emits is None:
+            raise ShapeError("'emit' belongs directly in the body of a scan", st.span)
+        if any(n == st.name for n, _, _ in ctx.emits):
+            raise NameResolutionError(f"'{st.name}' is emitted twice in this scan", st.span)
+        if st.name in ctx.env:
+            raise NameResolutionError(
+                f"'{st.name}' is a value of this scan body; the stacked values need a name of their "
+                f"own: emit {st.name}s = {st.name}", st.span)
+        v = self._tensor(self.expr(ctx, st.value, st.name), st.value.span)
+        t = ctx.graph.type_of(v)
+        if t.has(ctx.scan_axis or ""):
+            raise ShapeError(
+                f"emit {st.name}: the value already has the scanned axis '{ctx.scan_axis}' ({t}); "
+                "it is stacked along that axis after the scan", st.span)
+        ctx.emits.append((st.name, v, st.span))
 
     # ---- expressions
     def expr(self, ctx: Ctx, e, hint: str | None = None):
@@ -850,6 +965,13 @@ class Elaborator:
                 code = X.dependent(ctx.axis_codes.get(positional[0].name))
                 if size.is_static and code is not None:
                     kwargs = kwargs + (("_code", HVal(size.value, code)),)
+        if op.name in FILL_OPS and pieces.get("axes"):
+            # an axis without a size takes the one it has in scope (a run-time batch)
+            known = tuple(
+                (s.name, Axis(s.name, ctx.axis_sizes[s.name], ctx.axis_codes.get(s.name)))
+                for s in pieces["axes"] if s.size is None and s.name in ctx.axis_sizes
+            )
+            kwargs = kwargs + (("_sizes", known),)
         call = OpCall(
             op.name,
             (),
@@ -958,7 +1080,7 @@ def _assigned(stmts, out: list[str]) -> list[str]:
         for t in targets:
             if t not in out:
                 out.append(t)
-        if isinstance(s, A.Repeat):
+        if isinstance(s, (A.Repeat, A.Scan)):
             _assigned(s.body, out)
     return out
 

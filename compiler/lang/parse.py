@@ -236,6 +236,16 @@ class _ToAst(Transformer):
             self._span(meta), count, shared is not None, str(name) if name else None, tuple(body)
         )
 
+    @v_args(meta=True)
+    def scan_stmt(self, meta, children):
+        axis, reverse, index, *body = children
+        return A.Scan(self._span(meta), str(axis), reverse is not None, str(index) if index else None, tuple(body))
+
+    @v_args(meta=True)
+    def emit_stmt(self, meta, children):
+        name, value = children
+        return A.Emit(self._span(meta), str(name), value)
+
     # ---- expressions
     add = _bin("+")
     sub = _bin("-")

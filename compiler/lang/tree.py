@@ -178,7 +178,25 @@ class Repeat(Node):
     body: tuple[Stmt, ...]
 
 
-Stmt = InDecl | OutStmt | Assign | Repeat
+@dataclass(frozen=True)
+class Scan(Node):
+    """`scan AXIS [reverse] [as t] { body }`: the body runs once per position of AXIS."""
+
+    axis: str
+    reverse: bool
+    index: str | None  # the name the step index is bound to
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Emit(Node):
+    """`emit y = EXPR` in a scan body: y after the scan stacks one value per step."""
+
+    name: str
+    value: Expr
+
+
+Stmt = InDecl | OutStmt | Assign | Repeat | Scan | Emit
 
 
 @dataclass(frozen=True)
