@@ -966,12 +966,24 @@ class Elaborator:
                 if size.is_static and code is not None:
                     kwargs = kwargs + (("_code", HVal(size.value, code)),)
         if op.name in FILL_OPS and pieces.get("axes"):
-            # an axis without a size takes the one it has in scope (a run-time batch)
-            known = tuple(
-                (s.name, Axis(s.name, ctx.axis_sizes[s.name], ctx.axis_codes.get(s.name)))
-                for s in pieces["axes"] if s.size is None and s.name in ctx.axis_sizes
-            )
-            kwargs = kwargs + (("_sizes", known),)
+            # an axis without a size takes the one it has in scope: a static one as its
+            # expression, a run-time one (batch) as `_sizes`, read from an input when it runs
+            specs, dyn = [], []
+            for sp in pieces["axes"]:
+                size = ctx.axis_sizes.get(sp.name) if sp.size is None else None
+                code = ctx.axis_codes.get(sp.name)
+                if size is not None and size.is_static:
+                    sp = AxisSpec(sp.name, HVal(size.value, code) if code is not None else HVal.const(size.value))
+                elif size is not None:
+                    dyn.append(size)
+                elif sp.size is None:
+                    raise ShapeError(
+                        f"{op.name}: the size of axis '{sp.name}' is unknown: no tensor in scope has it "
+                        f"and no hyperparameter is called so; write '{sp.name}: SIZE'", span)
+                specs.append(sp)
+            pieces["axes"] = tuple(specs)
+            if dyn:
+                kwargs = kwargs + (("_sizes", tuple(dyn)),)
         call = OpCall(
             op.name,
             (),

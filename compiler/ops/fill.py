@@ -5,18 +5,18 @@ state). An axis without a size takes the size it has in the tensors in scope (a 
 from __future__ import annotations
 
 from nncircuit.ops.registry import AttrSpec, OpCall, OpDef, fail, new_axis, register
-from nncircuit.types.tensor import DTYPES, HVal, TensorType
+from nncircuit.types.tensor import DTYPES, Axis, HVal, TensorType
 
 
 def _fill_check(name: str):
     def check(call: OpCall):
         if call.axes is None:
             raise fail(f"{name} needs its axes: {name}([batch, h: hidden])")
-        known = dict(call.kw("_sizes", ()))  # axis name -> Axis of the tensors in scope
+        known = list(call.kw("_sizes", ()))  # run-time sizes of the axes given without one
         axes = []
         for s in call.axes:
-            if s.size is None and s.name in known:
-                axes.append(known[s.name])
+            if s.size is None and known:
+                axes.append(Axis(s.name, known.pop(0)))
             elif s.size is None:
                 raise fail(
                     f"{name}: the size of axis '{s.name}' is unknown: no tensor in scope has it "
