@@ -139,6 +139,17 @@ model Loop(d = 4) {
     repeat 0 shared as never { x = Linear(x, d -> d) }
     out x, y
 }
+
+model Recurrent(d = 4) {
+    in  x: [batch, seq: ~6, d]
+    h = zeros([batch, d])
+    c = ones([batch, d]) + full([d], value = 0.5)
+    scan seq reverse as t {
+        h = tanh(Linear(x, d -> d) + Linear(h, d -> d)) * c
+        emit ys = h + cast(t, to = "float32")
+    }
+    out h, ys
+}
 """
 ZOO_SIZES = [{}, {"batch": 3, "seq": 7, "h": 10, "w": 5, "l": 9}]
 
