@@ -307,7 +307,7 @@ class Gen:
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
         ]
         if self.depth < 2:
-            table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
+            table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat, self.op_scan]
         return table
 
     # ---- pure ops
@@ -944,6 +944,27 @@ class Gen:
         sc.lines += [f"    {ln}" for ln in inner.lines]
         sc.lines.append("}")
 
+    def op_scan(self, sc):
+        """`scan AXIS [reverse] [as t] { s = ...; emit e = ... }`: a state started from the
+        mean over the axis, updated from each step's slice, and a per-step value stacked back
+        (it has the type of the scanned value)."""
+        name, t = self.pick(sc, lambda u: len(u.axes) >= 2)
+        ax = self.ch.pick(t.axes)
+        state_t = t.without([ax.name])
+        s, e = self.fresh("s"), self.fresh("e")
+        reverse = " reverse" if self.ch.chance(0.4) else ""
+        step = self.fresh("i") if self.ch.chance(0.4) else None
+        sc.lines.append(f"{s} = mean({name}, over {ax.name})")
+        sc.lines.append(f"scan {ax.name}{reverse}{f' as {step}' if step else ''} {{")
+        update = self.ch.pick([f"tanh({s} + {name})", f"{s} * 0.5 + {name}", f"maximum({s}, {name})"])
+        if step:
+            update += f" + cast({step}, to = \"float32\") * 0.125"
+        sc.lines.append(f"    {s} = {update}")
+        sc.lines.append(f"    emit {e} = {self.ch.pick([s, f'{s} - {name}', f'sigmoid({s})'])}")
+        sc.lines.append("}")
+        sc.note(s, state_t)
+        sc.note(e, t)
+
     def coerce(self, sc: Scope, cname: str, target: T) -> str:
         """An expression of a recent body value whose axes all fit `target`, so that
         `x = x + it` keeps the type of x."""
@@ -1080,7 +1101,7 @@ def make_inputs(gs: GenSpec, seed: int = 0):
 # ---- mutations: near-valid, mostly invalid inputs for the fuzzers -------------------------
 
 TOKENS = (
-    "block", "model", "in", "out", "repeat", "shared", "as", "import", "from", "over", "rename",
+    "block", "model", "in", "out", "repeat", "shared", "as", "scan", "reverse", "emit", "import", "from", "over", "rename",
     "and", "or", "not", "<", "<=", "==", "!=", ">=", ">", "inf", "where",
     "true", "false", "int64", "float16", "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "|>",
     "+", "-", "*", "/", "**", "~", "?", "%", "#", "##", '"', "x", "d", "batch", "Linear",
