@@ -253,19 +253,42 @@ class Lowerer:
         shared = n.attrs["shared"]
         body = n.callee
         inner = single_call_body(body)
+        k = len(carried)
+        axis = n.attrs.get("axis")
+        scanned = set(n.attrs.get("scanned") or ())
+        body_types = [body.type_of(v) for _, v in body.outputs]
+        emitted: list[list[Tensor]] = [[] for _ in body_types[k:]]
         for i in range(count):
             scope = f"{path}.{i}"
             child = f"{pscope}{pyname(n.owner)}." + ("" if shared else f"{i}.")
+            step = list(free)
+            if scanned or n.attrs.get("index"):  # `as h, i over layer`: this iteration's slices
+                self.b.scope = scope
+                at = self.b.const(np.array(i, dtype=np.int64))
+                for j, t in enumerate(free):
+                    if k + j in scanned:
+                        name = self.b.op("Gather", [t.name, at], axis=t.pos(axis))
+                        step[j] = Tensor(name, t.type.with_axes(a for a in t.type.axes if a.name != axis), t.prefix)
+                if n.attrs.get("index"):
+                    step.insert(0, Tensor(at, body.node(body.inputs[k]).type, 0))
             if inner is not None:
-                outs = self._call(inner, carried + free, scope, pscope, child)
+                outs = self._call(inner, carried + step, scope, pscope, child)
             elif self.functions is not None:
-                outs = self.functions.call(self, body, carried + free, scope, child)
+                outs = self.functions.call(self, body, carried + step, scope, child)
             else:
-                outs = self.graph(body, carried + free, scope, child, dims)
+                outs = self.graph(body, carried + step, scope, child, dims)
             if inner is None:
-                first = (carried + free)[0] if carried + free else None
-                outs = [self._back(body, o, t, first) for o, t in zip(outs, n.types)]
-            carried = outs
+                first = (carried + step)[0] if carried + step else None
+                outs = [self._back(body, o, t, first) for o, t in zip(outs, body_types)]
+            carried = outs[:k]
+            for lst, o in zip(emitted, outs[k:]):
+                lst.append(o)
+        self.b.scope = path
+        for j, parts in enumerate(emitted):  # stacked along the axis, in iteration order
+            t = n.types[k + j]
+            pos = parts[0].prefix + t.index(axis)
+            names = [self.b.unsqueeze(p.name, [pos]) for p in parts]
+            carried.append(Tensor(self.b.cat(names) if len(names) > 1 else names[0], t, parts[0].prefix))
         return carried
 
 

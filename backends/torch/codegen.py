@@ -297,6 +297,8 @@ class TorchGen:
                     want = tuple(lift) + callee.node(decl_id).type.names
                     call_args.append(move(a, t.names, want))
                 lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
+            elif isinstance(n, LoopNode) and ("axis" in n.attrs.keys()):
+                lines.extend(self._sliced_repeat(g, cx, n, var, args))
             elif isinstance(n, LoopNode):
                 k = n.attrs["carried"]
                 carried, free = args[:k], args[k:]
@@ -331,6 +333,42 @@ class TorchGen:
             lines.append(f"        return {outs[0]}")
         else:
             lines.append(f"        return {', '.join(outs)}")
+
+    def _sliced_repeat(self, g: Graph, cx: Cx, n: LoopNode, var: str, args: list[str]) -> list[str]:
+        """`repeat N as h, i over layer`: the iteration index passed in, values with the axis
+        sliced per iteration, emitted values stacked along it."""
+        axis = n.attrs["axis"]
+        k = n.attrs["carried"]
+        scanned = set(n.attrs["scanned"])
+        states = [f"{var}_{i}" for i in range(k)]
+        emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
+        out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
+        if emits:
+            out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
+        mod = f"self.{pyname(n.owner)}"
+        if n.attrs["shared"]:
+            out.append(f"        for _i in range({cx.hv(n.attrs['count'])}):")
+            out.append(f"            _layer = {mod}")
+        else:
+            out.append(f"        for _i, _layer in enumerate({mod}):")
+        call = list(states)
+        if n.attrs["index"]:
+            call.append(f"torch.tensor(_i, device={args[0]}.device)")
+        for i, a in enumerate(args[k:], start=k):
+            if i in scanned:
+                t = g.type_of(n.inputs[i])
+                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _i)"
+            call.append(a)
+        results = states + [f"{var}_s{j}" for j in range(len(emits))]
+        out.append(f"            {', '.join(results)} = _layer({', '.join(call)})")
+        for e, r in zip(emits, results[k:]):
+            out.append(f"            {e}.append({r})")
+        for j, e in enumerate(emits):
+            t = n.types[k + j]
+            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
+        everything = states + emits
+        out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
+        return out
 
     def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
         """A scan as a Python loop over the axis: slices in, the body module once per step,

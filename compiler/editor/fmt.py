@@ -267,6 +267,8 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
                     head = f"{ind}repeat {pr.expr(st.count)}"
                     head += " shared" if st.shared else ""
                     head += f" as {st.name}" if st.name else ""
+                    head += f", {st.index}" if st.index else ""
+                    head += f" over {st.axis}" if st.axis else ""
                 else:
                     head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
                     head += f" as {st.index}" if st.index else ""

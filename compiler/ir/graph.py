@@ -485,9 +485,27 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
 def check_repeat(node: LoopNode, in_types) -> tuple[TensorType, ...]:
     body = node.callee
     declared = [body.node(i).type for i in body.inputs]
-    if list(in_types) != declared:
+    axis = node.attrs.get("axis")
+    k = node.attrs["carried"]
+    if node.attrs.get("index"):
+        declared = declared[:k] + declared[k + 1:]
+    scanned = set(node.attrs.get("scanned") or ())
+    seen = [t.with_axes(a for a in t.axes if a.name != axis) if i in scanned else t for i, t in enumerate(in_types)]
+    if seen != declared:
         raise ShapeError(f"repeat {node.name}: inputs do not match its body")
-    return tuple(body.type_of(v) for _, v in body.outputs)
+    outs = [body.type_of(v) for _, v in body.outputs]
+    if outs[:k] != declared[:k]:
+        raise ShapeError(f"repeat {node.name}: its body changes the types of the values it carries")
+    if len(outs) == k:
+        return tuple(outs)
+    count = node.attrs["count"]
+    length = in_types[min(scanned)].axis(axis) if scanned else Axis(axis, Size.of(count.value), count.expr)
+    result = outs[:k]
+    for t, at in zip(outs[k:], node.attrs["stack_at"]):
+        axes = list(t.axes)
+        axes.insert(at, length)
+        result.append(t.with_axes(axes))
+    return tuple(result)
 
 
 def check_scan(node: ScanNode, in_types) -> tuple[TensorType, ...]:

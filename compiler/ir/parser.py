@@ -378,6 +378,16 @@ class Parser:
                 count = self.hval()
                 shared = self.accept("shared")
                 attrs = {"count": count, "shared": shared, "carried": len(carried)}
+                if self.accept("axis"):  # `repeat N as h, i over layer`
+                    axis_name = None if self.accept("none") else self.name("the sliced axis")
+                    index = self.accept("index")
+                    self.expect("scanned")
+                    self.expect("[")
+                    scanned = tuple(self.comma_list("]", self.int_))
+                    self.expect("stack")
+                    self.expect("[")
+                    stack_at = tuple(self.comma_list("]", self.int_))
+                    attrs.update({"axis": axis_name, "index": index, "scanned": scanned, "stack_at": stack_at})
         self.expect(":")
         types = self.types()
         module, doc, span = self.tail()

@@ -127,12 +127,18 @@ class _Printer:
             if n.attrs["lift"]:
                 body += f" lift [{', '.join(_name(a) for a in n.attrs['lift'])}]"
         elif isinstance(n, LoopNode):
-            _only_attrs(n, {"count", "shared", "carried"})
+            sliced = "axis" in n.attrs.keys()
+            _only_attrs(n, {"count", "shared", "carried"} | ({"axis", "index", "scanned", "stack_at"} if sliced else set()))
             k = n.attrs["carried"]
             free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
             body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.attrs['count'])}"
             if n.attrs["shared"]:
                 body += " shared"
+            if sliced:
+                body += f" axis {_name(n.attrs['axis'])}" if n.attrs["axis"] is not None else " axis none"
+                body += " index" if n.attrs["index"] else ""
+                body += f" scanned [{', '.join(str(i) for i in n.attrs['scanned'])}]"
+                body += f" stack [{', '.join(str(i) for i in n.attrs['stack_at'])}]"
         elif isinstance(n, ScanNode):
             _only_attrs(n, {"axis", "reverse", "carried", "index", "scanned", "stack_at"})
             k = n.attrs["carried"]

@@ -432,9 +432,9 @@ class Elaborator:
         ctx.reserved.add(name)
         body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
         body_g.dims = parent.dims
-        inner = Ctx(body_g, parent=ctx)
-        inner.axis_sizes = dict(ctx.axis_sizes)
-        inner.axis_codes = dict(ctx.axis_codes)
+        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[] if st.axis else None)
+        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
+        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
         carried = []
         for n in _assigned(st.body, []):  # a nested repeat's updates are this one's too
             if n not in ctx.env and isinstance(ctx.peek(n), TVal):
@@ -445,9 +445,25 @@ class Elaborator:
         # name is an input of its own even when two names (or a read-only name) are bound to
         # one value before the loop (`b = a`): they part ways at the first update
         carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
+        index_input = None
+        if st.index is not None:  # `as h, i`: the iteration index, an int64 scalar
+            if st.index in carried:
+                raise NameResolutionError(f"repeat: the index '{st.index}' is also assigned in the body", st.span)
+            node = body_g.add("input", attrs={"name": st.index}, types=(TensorType((), "int64"),),
+                              name=body_g.fresh_name(st.index))
+            inner.env[st.index] = TVal(node.out())
+            index_input = node.out()
         self.body(inner, st.body)
         outer_inputs = [ctx.env[n].value for n in carried] + list(inner.free)
-        body_g.inputs = [v.node for v in carried_inputs] + [inner.free[v].node for v in inner.free]
+        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
+        body_g.inputs += [inner.free[v].node for v in inner.free]
+        scanned = [v for v in inner.free if v in inner.scanned]
+        for v in scanned:  # `over layer`: one slice per iteration
+            ax = parent.type_of(v).axis(st.axis or "")
+            if not ax.size.is_static or ax.size.value != count.value:
+                raise ShapeError(
+                    f"repeat {count.value} over '{st.axis}': a value read in the body has '{st.axis}' of size "
+                    f"{ax.size}, not one slice per iteration", st.span)
         for n in carried:
             v = inner.env[n]
             if not isinstance(v, TVal):
@@ -460,22 +476,38 @@ class Elaborator:
                     "the types of the values it updates",
                     st.span,
                 )
-        if not carried:
+        emits = inner.emits or []
+        if emits and count.value < 1:
+            raise ShapeError(f"repeat {count.value} emits values but runs no iteration to stack", st.span)
+        stack_at = []
+        first = parent.type_of(scanned[0]) if scanned else None
+        for en, v, _ in emits:
+            body_g.outputs.append((en, v))
+            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank) if first else 0)
+        if not carried and not emits:
             raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
+        attrs = {"count": count, "shared": st.shared, "carried": len(carried)}
+        if st.axis is not None or st.index is not None:
+            attrs.update({"axis": st.axis, "index": st.index is not None,
+                          "scanned": tuple(len(carried) + i for i, v in enumerate(inner.free) if v in inner.scanned),
+                          "stack_at": tuple(stack_at)})
         node = parent.add_body(
             "repeat",
             outer_inputs,
-            attrs={"count": count, "shared": st.shared, "carried": len(carried)},
-            types=tuple(body_g.type_of(v) for _, v in body_g.outputs),
+            attrs=attrs,
+            types=(),
             name=name,
             module=name,
             span=st.span,
             callee=body_g,
         )
-        check_body(node, [parent.type_of(v) for v in outer_inputs])
+        node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
+        for j, (en, _, _) in enumerate(emits):
+            ctx.env[en] = TVal(node.out(len(carried) + j))
+            ctx.note_type(node.types[len(carried) + j])
 
     def scan(self, ctx: Ctx, st: A.Scan):
         """`scan AXIS [reverse] [as t] { body }`: the body runs once per position of AXIS.
@@ -562,7 +594,7 @@ class Elaborator:
 
     def emit(self, ctx: Ctx, st: A.Emit):
         if ctx.emits is None:
-            raise ShapeError("'emit' belongs directly in the body of a scan", st.span)
+            raise ShapeError("'emit' belongs directly in the body of a scan or of a 'repeat N over AXIS'", st.span)
         if any(n == st.name for n, _, _ in ctx.emits):
             raise NameResolutionError(f"'{st.name}' is emitted twice in this scan", st.span)
         if st.name in ctx.env:

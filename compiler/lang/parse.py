@@ -231,9 +231,10 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def repeat_stmt(self, meta, children):
-        count, shared, name, *body = children
+        count, shared, name, index, axis, *body = children
         return A.Repeat(
-            self._span(meta), count, shared is not None, str(name) if name else None, tuple(body)
+            self._span(meta), count, shared is not None, str(name) if name else None, tuple(body),
+            str(index) if index else None, str(axis) if axis else None,
         )
 
     @v_args(meta=True)

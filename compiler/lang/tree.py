@@ -176,6 +176,8 @@ class Repeat(Node):
     shared: bool
     name: str | None
     body: tuple[Stmt, ...]
+    index: str | None = None  # `as h, i`: the iteration index
+    axis: str | None = None  # `over layer`: sliced per iteration, emitted values stacked along it
 
 
 @dataclass(frozen=True)
