@@ -936,11 +936,22 @@ class Gen:
             self.statements(inner, self.ch.integer(0, max(1, self.size // 2)))
         finally:
             self.depth -= 1
+        index = self.fresh("i") if self.ch.chance(0.3) else None
         for cname, ct in carried:
-            inner.lines.append(f"{cname} = {cname} + {self.coerce(inner, cname, ct)}")
+            step = f" + cast({index}, to = \"float32\") * 0.25" if index else ""
+            inner.lines.append(f"{cname} = {cname} + {self.coerce(inner, cname, ct)}{step}")
         shared = " shared" if self.ch.chance(0.3) else ""
-        label = f" as {self.fresh('layers')}" if self.ch.chance(0.5) else ""
-        sc.lines.append(f"repeat {count}{shared}{label} {{")
+        label = f" as {self.fresh('layers')}" if self.ch.chance(0.5) or index else ""
+        label += f", {index}" if index else ""
+        over = ""
+        n = int(count) if count.isdigit() else sc.env.get(count, 0)
+        if n >= 1 and self.ch.chance(0.3):  # per-iteration values stacked along a new axis
+            axis, e = self.fresh("rep"), self.fresh("e")
+            cname, ct = carried[0]
+            inner.lines.append(f"emit {e} = {cname} * 0.5")
+            over = f" over {axis}"
+            sc.note(e, T((Ax(axis, count, n),) + ct.axes, ct.dtype))
+        sc.lines.append(f"repeat {count}{shared}{label}{over} {{")
         sc.lines += [f"    {ln}" for ln in inner.lines]
         sc.lines.append("}")
 
