@@ -174,10 +174,14 @@ class Lowerer:
                 Builder(self.b.opset, fp16=self.b.fp16), W.DeclaredWeights(self.weights), None
             )
             child = f"{pscope}{pyname(n.owner)}."
+            args = carried + free
+            if n.attrs.get("index"):
+                at = scratch.b.const(np.array(0, dtype=np.int64))
+                args = carried + [Tensor(at, body.node(body.inputs[len(carried)]).type, 0)] + free
             if inner is not None:
-                scratch._call(inner, carried + free, path, pscope, child)
+                scratch._call(inner, args, path, pscope, child)
             else:
-                scratch.graph(body, carried + free, path, child, None)
+                scratch.graph(body, args, path, child, None)
         saved = self.functions
         if count >= REPEAT_AS_FUNCTION:
             self.functions = self.repeats

@@ -516,8 +516,12 @@ def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
             continue
         if isinstance(n, LoopNode):
             given = tuple(v in out for v in n.inputs)
-            body = _lifted(n.callee, given)
-            out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if given[i] and v in body)
+            k = n.attrs["carried"]
+            flags = given[:k] + ((False,) if n.attrs.get("index") else ()) + given[k:]
+            body = _lifted(n.callee, flags)
+            # a carried value keeps the prefix only if it had it before the loop; an emitted one
+            # has it if the body gives it
+            out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if (i >= k or given[i]) and v in body)
         elif isinstance(n, CallNode):  # its outputs carry the prefix of its inputs if all have it
             if n.inputs and all(v in out for v in n.inputs):
                 out.update(n.out(i) for i in range(len(n.types)))
