@@ -34,6 +34,10 @@ SMALL = {
     ("unet.nn", "UNet"): dict(width=8),
     ("conv.nn", "ConvNet"): {},
     ("conv.nn", "TextCNN"): {},
+    ("lstm.nn", "LSTM"): {},
+    ("lstm.nn", "BiLSTM"): {},
+    ("lstm.nn", "GRU"): {},
+    ("lstm.nn", "RNN"): {},
 }
 
 

@@ -30,6 +30,10 @@ SIZES = {
     "UNet": [{"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 37, "w": 45}],
     "ConvNet": [{"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 40, "w": 36}],
     "TextCNN": [{"batch": 2, "seq": 12}, {"batch": 3, "seq": 32}],
+    "LSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "BiLSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "GRU": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "RNN": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
