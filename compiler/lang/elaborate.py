@@ -563,7 +563,7 @@ class Elaborator:
                 )
         first = parent.type_of(scanned[0])
         stack_at = []
-        for en, v, espan in inner.emits:
+        for en, v, _ in inner.emits:
             body_g.outputs.append((en, v))
             stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank))
         if not carried and not inner.emits:
