@@ -38,6 +38,8 @@ SMALL = {
     ("lstm.nn", "BiLSTM"): {},
     ("lstm.nn", "GRU"): {},
     ("lstm.nn", "RNN"): {},
+    ("linear_attention.nn", "LinearAttention"): {},
+    ("linear_attention.nn", "ParallelLinearAttention"): {},
 }
 
 

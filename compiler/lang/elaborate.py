@@ -483,7 +483,7 @@ class Elaborator:
         first = parent.type_of(scanned[0]) if scanned else None
         for en, v, _ in emits:
             body_g.outputs.append((en, v))
-            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank) if first else 0)
+            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank) if first and st.axis else 0)
         if not carried and not emits:
             raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
         attrs = {"count": count, "shared": st.shared, "carried": len(carried)}
@@ -563,10 +563,11 @@ class Elaborator:
                 )
         first = parent.type_of(scanned[0])
         stack_at = []
-        for en, v, _ in inner.emits:
+        emits = inner.emits or []
+        for en, v, _ in emits:
             body_g.outputs.append((en, v))
             stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank))
-        if not carried and not inner.emits:
+        if not carried and not emits:
             raise ShapeError(
                 "scan neither updates a value defined before it nor emits one "
                 "(write e.g. 'h = f(h, x)' or 'emit y = f(x)')", st.span)
@@ -588,7 +589,7 @@ class Elaborator:
         node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
-        for j, (en, _, _) in enumerate(inner.emits):
+        for j, (en, _, _) in enumerate(emits):
             ctx.env[en] = TVal(node.out(k + j))
             ctx.note_type(node.types[k + j])
 
