@@ -267,3 +267,40 @@ def test_diagram_draws_a_recurrence():
     svg = load(ELMAN)._repr_svg_()
     assert 'class="carry"' in svg  # the carried wire loops back
     assert "⟲ seq" in svg and "×" not in re.sub(r"<title>.*?</title>", "", svg)
+
+
+# The straightforward PyTorch that specs/lstm.nn's LSTM replaces (its line count is in the report).
+class HandLSTM(torch.nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        k = hidden_size ** -0.5
+        self.weight_ih_l0 = torch.nn.Parameter(torch.empty(4 * hidden_size, input_size).uniform_(-k, k))
+        self.weight_hh_l0 = torch.nn.Parameter(torch.empty(4 * hidden_size, hidden_size).uniform_(-k, k))
+        self.bias_ih_l0 = torch.nn.Parameter(torch.empty(4 * hidden_size).uniform_(-k, k))
+        self.bias_hh_l0 = torch.nn.Parameter(torch.empty(4 * hidden_size).uniform_(-k, k))
+        self.hidden_size = hidden_size
+
+    def forward(self, x):
+        xg = x @ self.weight_ih_l0.T + self.bias_ih_l0 + self.bias_hh_l0
+        h = c = x.new_zeros(x.shape[0], self.hidden_size)
+        out = []
+        for t in range(x.shape[1]):
+            i, f, g, o = (xg[:, t] + h @ self.weight_hh_l0.T).chunk(4, -1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            out.append(h)
+        return torch.stack(out, 1), h, c
+
+
+def test_lstm_spec_equals_the_hand_written_module_values_and_gradients():
+    hand = HandLSTM(10, 20)
+    m = nncircuit.compile(LSTM, "LSTM", opt=0)
+    m.load_state_dict(hand.state_dict(), strict=True)
+    x = torch.randn(2, 6, 10)
+    got, want = m(x), hand(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    ga = torch.autograd.grad(sum(t.sum() for t in got), list(m.parameters()))
+    gb = torch.autograd.grad(sum(t.sum() for t in want), list(hand.parameters()))
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
