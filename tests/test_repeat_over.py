@@ -109,3 +109,31 @@ def test_errors(text, msg, line, col):
         load(text)
     assert re.search(msg, info.value.message), info.value.message
     assert (info.value.span.line, info.value.span.col) == (line, col)
+
+
+def test_onnx_stacks_emitted_values_along_their_axis_in_a_lifted_block(tmp_path):
+    """Differential seed 151: the emitted values were concatenated on axis 0, not on the
+    stacked axis, when the block was lifted."""
+    ort = pytest.importorskip("onnxruntime")
+    spec = load("""
+block B(k0) {
+    in  x0: [q: k0]
+    t = x0 * 2
+    repeat 2 over rep {
+        t = t + x0
+        emit e = t * 0.5
+    }
+    out einsum(e, x0 -> [q, rep])
+}
+model Net() {
+    in  x1: [batch, q: 4, n: ~4]
+    out y = B(4)(x1)
+}
+""")
+    m = spec.module(seed=0).eval()
+    out = str(tmp_path / "m.onnx")
+    spec.write(out, state_dict=m.state_dict())
+    x = torch.randn(2, 4, 3)
+    got = ort.InferenceSession(out).run(None, {"x1": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, m(x).numpy(), rtol=1e-5, atol=1e-5)

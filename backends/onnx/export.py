@@ -292,7 +292,8 @@ class Lowerer:
             t = n.types[k + j]
             pos = parts[0].prefix + t.index(axis)
             names = [self.b.unsqueeze(p.name, [pos]) for p in parts]
-            carried.append(Tensor(self.b.cat(names) if len(names) > 1 else names[0], t, parts[0].prefix))
+            stacked = self.b.op("Concat", names, axis=pos) if len(names) > 1 else names[0]
+            carried.append(Tensor(stacked, t, parts[0].prefix))
         return carried
 
 
