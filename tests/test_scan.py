@@ -304,3 +304,22 @@ def test_lstm_spec_equals_the_hand_written_module_values_and_gradients():
     gb = torch.autograd.grad(sum(t.sum() for t in want), list(hand.parameters()))
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_a_learned_instance_from_outside_is_refused_with_the_scan_named():
+    text = ("model M(d = 2) {\n  in x: [batch, seq, d]\n  f = Linear(d -> d)\n  h = zeros([batch, d])\n"
+            "  scan seq {\n    h = f(h) + x\n  }\n  out h\n}")
+    with pytest.raises(NNError, match=r"'f' is a learned instance bound outside this scan; bind it inside the scan"):
+        load(text)
+
+
+def test_learned_ops_inside_the_body_are_one_module_shared_by_every_step():
+    spec = load("model M(d = 2) {\n  in x: [batch, seq, d]\n  h = zeros([batch, d])\n"
+                "  scan seq {\n    h = tanh(Linear(h, d -> d) + x)\n  }\n  out h\n}")
+    m = spec.module(seed=0)
+    assert sorted(k for k, _ in m.named_parameters()) == ["scan.linear.bias", "scan.linear.weight"]
+    x = torch.randn(2, 4, 2)
+    h = torch.zeros(2, 2)
+    for t in range(4):
+        h = torch.tanh(m.scan.linear(h) + x[:, t])
+    torch.testing.assert_close(m(x), h, rtol=0, atol=1e-6)

@@ -90,6 +90,7 @@ class Ctx:
     scan_axis: str | None = None  # a scan body: outer values with this axis are sliced
     scanned: set = field(default_factory=set)  # parent Values the body sees one slice of
     emits: list | None = None  # a scan body: (name, Value, span) of each `emit`
+    loop: str = "repeat"  # the kind of loop whose body this is: "repeat" | "scan"
 
     def lookup(self, name: str):
         if name in self.env:
@@ -100,6 +101,11 @@ class Ctx:
                 return TVal(self._free_input(name, v.value))
             if isinstance(v, TupleV):
                 return TupleV(tuple(TVal(self._free_input(name, t.value)) for t in v.items))
+            if isinstance(v, Fn) and v.instance is not None and self.loop == "scan":
+                raise NameResolutionError(
+                    f"'{name}' is a learned instance bound outside this scan; bind it inside the scan "
+                    "(the body is one module: an instance there serves every step)"
+                )
             if isinstance(v, Fn) and v.instance is not None:
                 raise NameResolutionError(
                     f"'{name}' is a learned instance bound outside this repeat; bind it inside "
@@ -321,7 +327,7 @@ class Elaborator:
     def in_decl(self, ctx: Ctx, st: A.InDecl):
         g = ctx.graph
         if ctx.parent is not None:
-            raise ShapeError("'in' declarations belong at the top of a block, not inside repeat", st.span)
+            raise ShapeError("'in' declarations belong at the top of a block, not inside repeat or scan", st.span)
         for item in st.items:
             if item.name in ctx.env:
                 raise NameResolutionError(f"'{item.name}' is already defined", item.span)
@@ -402,7 +408,7 @@ class Elaborator:
     def out_stmt(self, ctx: Ctx, st: A.OutStmt):
         g = ctx.graph
         if ctx.parent is not None:
-            raise ShapeError("'out' belongs to a block, not inside repeat", st.span)
+            raise ShapeError("'out' belongs to a block, not inside repeat or scan", st.span)
         for item in st.items:
             hint = item.name
             val = self.expr(ctx, item.value, hint)
@@ -518,7 +524,7 @@ class Elaborator:
         ctx.reserved.add(name)
         body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
         body_g.dims = parent.dims
-        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[])
+        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[], loop="scan")
         inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
         inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
         carried = []
