@@ -40,6 +40,7 @@ SMALL = {
     ("lstm.nn", "RNN"): {},
     ("linear_attention.nn", "LinearAttention"): {},
     ("linear_attention.nn", "ParallelLinearAttention"): {},
+    ("lif.nn", "LIF"): {},
 }
 
 

@@ -36,6 +36,7 @@ SIZES = {
     "RNN": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,

@@ -51,6 +51,7 @@ def test_zoo_models_name_their_files():
         "ResNet50": "resnet.nn", "TextCNN": "conv.nn", "UNet": "unet.nn", "ViT": "vit.nn",
         "LSTM": "lstm.nn", "BiLSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
         "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
+        "LIF": "lif.nn",
     }
 
 
