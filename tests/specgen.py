@@ -14,6 +14,7 @@ hypothesis strategy whose choices shrink."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -313,7 +314,7 @@ class Gen:
             self.op_axis_block,
         ]
         if self.depth < 2:
-            table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat]
+            table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat, self.op_scan]
         return table
 
     # ---- pure ops
@@ -1014,12 +1015,15 @@ class Gen:
 
             name, t = self.pick(sc, chans)
             c = self.ch.pick(chans(t))
-            g = self.ch.pick([d for d in range(1, c.value + 1) if c.value % d == 0])
+            after = math.prod(a.value for a in t.axes[t.names.index(c.name) + 1:])
+            # more than one element per group (the checker refuses one)
+            g = self.ch.pick([d for d in range(1, c.value + 1) if c.value % d == 0 and c.value // d * after > 1])
             extra = self.ch.pick(["", ", affine = false", ", eps = 1e-3"])
             self.assign(sc, f"GroupNorm({name}, {g}, over {c.name}{extra})", t)
         elif form == 1:  # InstanceNorm over one or two axes, any of them run-time
-            name, t = self.pick(sc, lambda t: len(t.axes) >= 2)
-            over = [self.ch.pick(t.axes).name]
+            # more than one element to normalise over: torch refuses one (the checker too)
+            name, t = self.pick(sc, lambda t: len(t.axes) >= 2 and any(a.value >= 2 for a in t.axes))
+            over = [self.ch.pick([a for a in t.axes if a.value >= 2]).name]
             rest = [a for a in t.axes if a.name not in over and not a.dynamic]
             extra = ""
             if rest and self.ch.chance(0.5):
@@ -1172,13 +1176,45 @@ class Gen:
             self.statements(inner, self.ch.integer(0, max(1, self.size // 2)))
         finally:
             self.depth -= 1
+        index = self.fresh("i") if self.ch.chance(0.3) else None
         for cname, ct in carried:
-            inner.lines.append(f"{cname} = {cname} + {self.coerce(inner, cname, ct)}")
+            step = f" + cast({index}, to = \"float32\") * 0.25" if index else ""
+            inner.lines.append(f"{cname} = {cname} + {self.coerce(inner, cname, ct)}{step}")
         shared = " shared" if self.ch.chance(0.3) else ""
-        label = f" as {self.fresh('layers')}" if self.ch.chance(0.5) else ""
-        sc.lines.append(f"repeat {count}{shared}{label} {{")
+        label = f" as {self.fresh('layers')}" if self.ch.chance(0.5) or index else ""
+        label += f", {index}" if index else ""
+        over = ""
+        n = int(count) if count.isdigit() else sc.env.get(count, 0)
+        if n >= 1 and self.ch.chance(0.3):  # per-iteration values stacked along a new axis
+            axis, e = self.fresh("rep"), self.fresh("e")
+            cname, ct = carried[0]
+            inner.lines.append(f"emit {e} = {cname} * 0.5")
+            over = f" over {axis}"
+            sc.note(e, T((Ax(axis, count, n),) + ct.axes, ct.dtype))
+        sc.lines.append(f"repeat {count}{shared}{label}{over} {{")
         sc.lines += [f"    {ln}" for ln in inner.lines]
         sc.lines.append("}")
+
+    def op_scan(self, sc):
+        """`scan AXIS [reverse] [as t] { s = ...; emit e = ... }`: a state started from the
+        mean over the axis, updated from each step's slice, and a per-step value stacked back
+        (it has the type of the scanned value)."""
+        name, t = self.pick(sc, lambda u: len(u.axes) >= 2)
+        ax = self.ch.pick(t.axes)
+        state_t = t.without([ax.name])
+        s, e = self.fresh("s"), self.fresh("e")
+        reverse = " reverse" if self.ch.chance(0.4) else ""
+        step = self.fresh("i") if self.ch.chance(0.4) else None
+        sc.lines.append(f"{s} = mean({name}, over {ax.name})")
+        sc.lines.append(f"scan {ax.name}{reverse}{f' as {step}' if step else ''} {{")
+        update = self.ch.pick([f"tanh({s} + {name})", f"{s} * 0.5 + {name}", f"maximum({s}, {name})"])
+        if step:
+            update += f" + cast({step}, to = \"float32\") * 0.125"
+        sc.lines.append(f"    {s} = {update}")
+        sc.lines.append(f"    emit {e} = {self.ch.pick([s, f'{s} - {name}', f'sigmoid({s})'])}")
+        sc.lines.append("}")
+        sc.note(s, state_t)
+        sc.note(e, t)
 
     def coerce(self, sc: Scope, cname: str, target: T) -> str:
         """An expression of a recent body value whose axes all fit `target`, so that
@@ -1367,7 +1403,7 @@ def float32_overflow(module, inputs) -> str | None:
 # ---- mutations: near-valid, mostly invalid inputs for the fuzzers -------------------------
 
 TOKENS = (
-    "block", "model", "in", "out", "repeat", "shared", "as", "import", "from", "over", "rename",
+    "block", "model", "in", "out", "repeat", "shared", "as", "scan", "reverse", "emit", "import", "from", "over", "rename",
     "if", "else", "for", "axis", "Buffer", "normal_like", "drop_path",
     "and", "or", "not", "<", "<=", "==", "!=", ">=", ">", "inf", "where",
     "true", "false", "int64", "float16", "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", "|>",

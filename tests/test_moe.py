@@ -336,3 +336,26 @@ def test_the_add_forms_need_opset_16():
     with pytest.raises(LoweringError, match=r"index_add needs ONNX opset 16 or newer .* the chosen opset is 15"):
         build(spec, opset=15)
     build(nncircuit.load("m.nn", "Sparse", text=MOE), opset=13)  # MoE's dense graph needs no more
+
+
+def test_index_add_in_a_block_lifted_over_an_axis_before_the_rows():
+    """The 300-seed differential run after merging found index_add inside a block lifted
+    over `p` with its target axis after `batch`: torch expanded the lifted indices [p, 1]
+    against [p, batch, 1] from the right, and ONNX did the same. Each slice of the lifted
+    call must be the block's result on that slice, in torch and in onnxruntime."""
+    text = (
+        "block B(k) {\n    in  x: [batch, v: k]\n    vals, idx = top_k(x, over v, k = 1)\n"
+        "    out index_add(x, max(idx, over [batch]), vals, over v)\n}\n\n"
+        "model Lifted() {\n    in  x: [batch, p: 3, v: 4]\n    out B(4)(x)\n}\n\n"
+        "model Single() {\n    in  x: [batch, v: 4]\n    out B(4)(x)\n}\n"
+    )
+    lifted = nncircuit.load("lift.nn", "Lifted", text=text)
+    single = nncircuit.load("lift.nn", "Single", text=text).module(seed=0).eval()
+    module = lifted.module(seed=0).eval()
+    x = torch.randn(2, 3, 4)
+    with torch.no_grad():
+        got = module(x)
+        want = torch.stack([single(x[:, p]) for p in range(3)])  # the lifted axis leads
+    assert torch.equal(got, want)
+    out = session(lifted, module).run(None, {"x": x.numpy()})[0]
+    assert np.allclose(out, want.numpy(), atol=1e-6)

@@ -33,6 +33,13 @@ SIZES = {
     "Llama": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "LlamaUntied": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "Bert": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
+    "LSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "BiLSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "GRU": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "RNN": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
@@ -173,6 +180,17 @@ model State(d = 4, theta = 100.0) {
     inv_freq = Buffer(1.0 / theta ** (positions(i) * 2.0 / d), persistent = false)
     y = x * bias + drop_path(x, p = 0.5, over batch) + sum(inv_freq * steps, over i)
     out y + normal_like(x) * 0.0 + uniform_like(x, low = 1.0, high = 1.0) + bernoulli(sigmoid(x) * 0.0)
+}
+
+model Recurrent(d = 4) {
+    in  x: [batch, seq: ~6, d]
+    h = zeros([batch, d])
+    c = ones([batch, d]) + full([d], value = 0.5)
+    scan seq reverse as t {
+        h = tanh(Linear(x, d -> d) + Linear(h, d -> d)) * c
+        emit ys = h + cast(t, to = "float32")
+    }
+    out h, ys
 }
 """
 ZOO_SIZES = [{}, {"batch": 3, "seq": 7, "h": 10, "w": 5, "l": 9}]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, ScanNode
 from nncircuit.ops import registry
 from nncircuit.types.tensor import TensorType
 
@@ -241,8 +241,11 @@ def _frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None) -> Cell:
     else:
         title = node.name
         subtitle = dm.repeat_count_text(node)
-        badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
-        if node.attrs["count"].value == 1 and not node.attrs["shared"]:
+        if isinstance(node, ScanNode):
+            badge = dm.scan_badge(node)
+        else:
+            badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
+        if not isinstance(node, ScanNode) and node.attrs["count"].value == 1 and not node.attrs["shared"]:
             badge = ""  # drawn without a frame (see draw_frame)
     cost = dm.cost_text(node, path, cx.opts) if cx.opts.cost else ""
     title_w = (text_width(title, TITLE_SIZE, True) + text_width(subtitle, SMALL + 0.5) + 10

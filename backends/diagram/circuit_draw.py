@@ -8,12 +8,13 @@ from dataclasses import replace
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
+from nncircuit.ir.graph import ScanNode
 from nncircuit.backends.diagram.circuit import (
     CUP_COL, GLYPH_SIZE, LABEL_SIZE, R, ROUTER_H, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
     IoDraw, OpDraw, layout_graph,
 )
 from nncircuit.backends.diagram.layout import STAGGER, Placement, route, stagger
-from nncircuit.backends.diagram.svg import Svg, path_d, text_width, wrap
+from nncircuit.backends.diagram.svg import Svg, num, path_d, text_width, wrap
 from nncircuit.ir.graph import LoopNode
 
 INK = "#1a1a1a"
@@ -453,7 +454,7 @@ def draw_call(svg: Svg, d: CallDraw, x, y, w, h, ins, outs, cx: Ctx):
 
 
 def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
-    is_repeat = isinstance(d.node, LoopNode)
+    is_repeat = dm.is_loop(d.node)
     kind = "repeat" if is_repeat else "block expanded"
     tip = f"{d.path}: {d.title} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
     data = {"data_scope": d.path}
@@ -496,11 +497,38 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
     rows = {name: y + ly for name, ly in zip(d.lift, d.lift_y)}
     _lift_wires(svg, d.lift, d.in_types, [[y + v for v in ys] for ys in d.in_ys], d.out_types,
                 [[y + v for v in ys] for ys in d.out_ys], x, x + w, rows)
+    if isinstance(d.node, ScanNode):
+        _recurrence(svg, d, x, y, w, h)
     draw_layout(svg, sub, ix, iy)
     cap_y = y + d.cap_top + 10
     for i, line in enumerate(d.caption):
         svg.text(x + 8, cap_y + 12 * i, line, size=9, italic=True, fill="#444", cls="doc")
     svg.close("g")
+
+
+def _recurrence(svg: Svg, d: FrameDraw, x, y, w, h):
+    """A scan is drawn as a recurrence: each carried state's wire leaves the body on the
+    right and loops back under it into its input on the left; the scanned axis of each
+    sliced input ends at the frame in a ⟲ mark (the body sees one position per step)."""
+    node = d.node
+    axis = node.attrs["axis"]
+    k = node.attrs["carried"]
+    bottom = y + h - 4
+    for i in range(k):
+        if not d.out_ys[i] or not d.in_ys[i]:
+            continue
+        oy, iy = y + d.out_ys[i][0], y + d.in_ys[i][0]
+        xr, xl = x + w - ZONE / 2, x + ZONE / 2
+        path = f"M {num(xr)} {num(oy)} L {num(xr)} {num(bottom)} L {num(xl)} {num(bottom)} L {num(xl)} {num(iy)}"
+        svg.el("path", d=path, fill="none", stroke="#b45309", stroke_width=1.2, stroke_dasharray="4 2",
+               cls="carry")
+        svg.el("path", d=f"M {num(xl - 3)} {num(iy + 6)} L {num(xl)} {num(iy)} L {num(xl + 3)} {num(iy + 6)}",
+               fill="none", stroke="#b45309", stroke_width=1.2, cls="carry")
+    for i in node.attrs["scanned"]:
+        t = d.in_types[i]
+        if i < len(d.in_ys) and t.has(axis) and len(d.in_ys[i]) == t.rank:
+            py = y + d.in_ys[i][t.index(axis)]
+            svg.text(x + 3, py - 2, f"⟲{axis}", size=SMALL, fill="#b45309", cls="scanned")
 
 
 # ---- the model -------------------------------------------------------------------------------------

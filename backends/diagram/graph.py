@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from nncircuit.ops import registry
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, route, split_rows, wrap_ranges
@@ -241,7 +241,7 @@ def _draw_box(svg: Svg, d: BoxDraw, x, y, w, h):
 
 
 def _draw_frame(svg: Svg, d: FrameDraw, x, y, cell: Cell):
-    is_repeat = isinstance(d.node, LoopNode)
+    is_repeat = dm.is_loop(d.node)
     attrs = {"data_scope": d.path}
     if not is_repeat:
         attrs["data_block"] = d.node.attrs["block"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html as htmlmod
 from dataclasses import replace
 
-from nncircuit.ir.graph import BodyNode, Graph, LoopNode
+from nncircuit.ir.graph import BodyNode, Graph
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.draw import svg as render_svg
@@ -146,7 +146,7 @@ def _panels(g: Graph, prefix: str, level: int, env, exp: dm.Expansion, opts: dm.
             continue
         path = dm.scope(prefix, node.name)
         inner_env = dm.callee_env(node, g, env)
-        if isinstance(node, LoopNode):
+        if dm.is_loop(node):
             out += _panels(node.callee, path, level, inner_env, exp, opts)
         elif exp.is_open(path, node, level + 1):
             out += _panels(node.callee, path, level + 1, inner_env, exp, opts)

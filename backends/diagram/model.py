@@ -12,7 +12,7 @@ from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
 from nncircuit.types import expr as X
 from nncircuit.errors import NNError, ShapeError, did_you_mean
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
@@ -71,13 +71,13 @@ class Expansion:
         for n in g.nodes():
             if isinstance(n, CallNode):
                 self.calls[scope(prefix, n.name)] = n
-            elif isinstance(n, LoopNode):
+            elif is_loop(n):
                 self.repeats.add(scope(prefix, n.name))
             if isinstance(n, BodyNode):
                 self._collect(n.callee, scope(prefix, n.name))
 
     def is_open(self, path: str, node: Node, level: int) -> bool:
-        if isinstance(node, LoopNode):
+        if is_loop(node):
             return True
         return level <= self.depth or path in self.forced
 
@@ -105,7 +105,7 @@ def eval_size(size: Size, env: Env):
 
 def callee_env(node: BodyNode, g: Graph, env: Env) -> Env:
     """Typical sizes inside a call's callee, bound from the caller's sizes."""
-    if isinstance(node, LoopNode):
+    if is_loop(node):
         return env
     callee = node.callee
     out: Env = {}
@@ -161,6 +161,11 @@ def cost_text(node: BodyNode, path: str, opts: Options) -> str:
     return f"{text} · {human(flops)} FLOPs" if flops else text
 
 
+def is_loop(node: Node) -> bool:
+    """A repeat or a scan: a body drawn once, always open, in a dashed frame."""
+    return isinstance(node, (LoopNode, ScanNode))
+
+
 def block_params(node: BodyNode) -> int:
     if isinstance(node, LoopNode):
         times = 1 if node.attrs["shared"] else int(node.attrs["count"].value)
@@ -214,12 +219,21 @@ def call_title(node: Node) -> str:
 
 
 def repeat_title(node: Node) -> str:
+    if isinstance(node, ScanNode):
+        return f"{node.name} {scan_badge(node)}"
     count = node.attrs["count"]
     extra = " shared" if node.attrs["shared"] else ""
     return f"{node.name} ×{count.value}{extra}"
 
 
+def scan_badge(node: Node) -> str:
+    """A scan is a recurrence, not ×N: ⟲ and the axis it steps along."""
+    return f"⟲ {node.attrs['axis']}" + (" reversed" if node.attrs["reverse"] else "")
+
+
 def repeat_count_text(node: Node) -> str:
+    if isinstance(node, ScanNode):
+        return f"one step per {node.attrs['axis']}, state carried"
     count = node.attrs["count"]
     return f"{count.expr.math()} = {count.value}" if not count.is_const else ""
 

@@ -10,7 +10,7 @@ from typing import TypeGuard
 
 from nncircuit.names import fresh
 from nncircuit.ops import registry
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, Value
 
 from nncircuit.backends.diagram import model as dm
 
@@ -65,7 +65,7 @@ def call_lines(node: BodyNode, opts: dm.Options) -> list[str]:
 
 
 def cluster_label(node: BodyNode, opts: dm.Options) -> str:
-    if isinstance(node, LoopNode):
+    if dm.is_loop(node):
         label = dm.repeat_title(node)
     else:
         args = dm.args_text(node.attrs["args"])
@@ -98,7 +98,7 @@ def _visit(view: FlatView, g: Graph, prefix: str, level: int, env, exp, opts, cl
         if node.op == "input":
             view.nodes.append(FNode(path, [node.attrs["name"]], "input", cluster))
         elif _is_open(node, path, level, exp):
-            view.clusters.append(FCluster(path, cluster_label(node, opts), "repeat" if isinstance(node, LoopNode) else "block",
+            view.clusters.append(FCluster(path, cluster_label(node, opts), "repeat" if dm.is_loop(node) else "block",
                                           cluster, node.callee.doc if isinstance(node, CallNode) else ""))
             inner = level + 1 if isinstance(node, CallNode) else level
             _visit(view, node.callee, path, inner, dm.callee_env(node, g, env), exp, opts, path)

@@ -131,11 +131,7 @@ class Builder:
 
     def rename(self, old: str, new: str, start: int = 0) -> None:
         """Give value `old` (made by a node at or after `start`) the name `new` everywhere."""
-        for node in self.nodes[start:]:
-            for seq in (node.input, node.output):
-                for i, v in enumerate(seq):
-                    if v == old:
-                        seq[i] = new
+        _rename_in(self.nodes[start:], old, new)
         self.values.taken.discard(old)
 
     def name_result(self, values: list[str], start: int) -> list[str]:
@@ -397,6 +393,23 @@ class Dims:
         if total is None:
             raise InternalError(f"size {s} has no terms and is not static")
         return total
+
+
+def _rename_in(nodes, old: str, new: str) -> None:
+    """Rename a value in `nodes` and in the subgraphs they hold (a Loop body reads values of
+    the graph around it by name)."""
+    for node in nodes:
+        for seq in (node.input, node.output):
+            for i, v in enumerate(seq):
+                if v == old:
+                    seq[i] = new
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_in(attr.g.node, old, new)
+                for seq in (attr.g.output,):
+                    for vi in seq:
+                        if vi.name == old:
+                            vi.name = new
 
 
 def _fmt(x) -> str:

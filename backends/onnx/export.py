@@ -17,7 +17,7 @@ from nncircuit.ops import registry
 from nncircuit.errors import InternalError, LoweringError, NNError
 from nncircuit.names import fresh
 from nncircuit.io import write_atomic
-from nncircuit.ir.graph import CallNode, Graph, LoopNode, Node, Value
+from nncircuit.ir.graph import CallNode, Graph, LoopNode, Node, ScanNode, Value
 from nncircuit.names import pyname
 from nncircuit.ops.registry import ParamSpec
 
@@ -69,6 +69,8 @@ class Lowerer:
                 outs = self._call(n, ins, path, pscope)
             elif isinstance(n, LoopNode):
                 outs = self._repeat(n, ins, path, pscope, dims)
+            elif isinstance(n, ScanNode):
+                outs = self._scan(n, ins, path, pscope, dims)
             else:
                 outs = self._op(g, n, ins, path, pscope, dims)
             for i, r in enumerate(outs):
@@ -189,10 +191,14 @@ class Lowerer:
                 Builder(self.b.opset, fp16=self.b.fp16), W.DeclaredWeights(self.weights), None
             )
             child = f"{pscope}{pyname(n.owner)}."
+            args = carried + free
+            if n.attrs.get("index"):
+                at = scratch.b.const(np.array(0, dtype=np.int64))
+                args = carried + [Tensor(at, body.node(body.inputs[len(carried)]).type, 0)] + free
             if inner is not None:
-                scratch._call(inner, carried + free, path, pscope, child)
+                scratch._call(inner, args, path, pscope, child)
             else:
-                scratch.graph(body, carried + free, path, child, None)
+                scratch.graph(body, args, path, child, None)
         saved = self.functions
         if count >= REPEAT_AS_FUNCTION:
             self.functions = self.repeats
@@ -201,23 +207,110 @@ class Lowerer:
         finally:
             self.functions = saved
 
+    def _scan(self, n: ScanNode, ins: list[Tensor], path: str, pscope: str, dims: Dims) -> list[Tensor]:
+        """A scan as one ONNX Loop over the axis's run-time length (never unrolled): the
+        carried states are loop-carried values, each step Gathers its slice of the scanned
+        inputs from the outer scope, and the emitted values are the Loop's scan outputs
+        (stacked on axis 0, then moved to their place)."""
+        b = self.b
+        axis = n.attrs["axis"]
+        k = n.attrs["carried"]
+        scanned = set(n.attrs["scanned"])
+        body = n.callee
+        x0 = ins[min(scanned)]
+        b.scope = path
+        length = b.dim(x0.name, x0.pos(axis))
+        # the body's names come from the same pool: ONNX forbids a subgraph to shadow a name
+        sb = Builder(b.opset, fp16=b.fp16)
+        sb.values, sb.node_names, sb.scope = b.values, b.node_names, path
+        it = sb.values.fresh(f"{path}/step")
+        cond = sb.values.fresh(f"{path}/cond")
+        states = [Tensor(sb.values.fresh(f"{path}/state"), t.type, t.prefix) for t in ins[:k]]
+        step = it
+        if n.attrs["reverse"]:
+            last = b.op("Sub", [length, b.const(np.array(1, dtype=np.int64))])
+            step = sb.op("Sub", [last, it])
+        args = list(states)
+        if n.attrs["index"]:
+            args.append(Tensor(step, body.node(body.inputs[k]).type, 0))
+        for i, t in enumerate(ins[k:], start=k):
+            if i in scanned:
+                sliced = sb.op("Gather", [t.name, step], axis=t.pos(axis))
+                t = Tensor(sliced, t.type.with_axes(a for a in t.type.axes if a.name != axis), t.prefix)
+            args.append(t)
+        child = f"{pscope}{pyname(n.owner)}."
+        outs = Lowerer(sb, self.weights, self.functions, self.repeats).graph(body, args, path, child, dims)
+        sb.scope = path
+        cond_out = sb.op("Identity", [cond])
+        results = [sb.op("Identity", [o.name]) for o in outs]
+        elem = [b.elem(t.dtype) for t in n.types]
+        graph = helper.make_graph(
+            sb.nodes,
+            f"{body.name}",
+            [helper.make_tensor_value_info(it, TensorProto.INT64, []),
+             helper.make_tensor_value_info(cond, TensorProto.BOOL, [])]
+            + [helper.make_tensor_value_info(s.name, e, None) for s, e in zip(states, elem)],
+            [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, [])]
+            + [helper.make_tensor_value_info(r, e, None) for r, e in zip(results, elem)],
+        )
+        b.scope = path
+        loop = b.op("Loop", [length, "", *(t.name for t in ins[:k])], outputs=len(outs), body=graph)
+        loop = [loop] if isinstance(loop, str) else loop
+        final = [Tensor(name, t, o.prefix) for name, t, o in zip(loop[:k], n.types[:k], outs[:k])]
+        for j, (name, o) in enumerate(zip(loop[k:], outs[k:])):
+            t = n.types[k + j]
+            if n.attrs["reverse"]:  # the steps ran from the end: put them back in order
+                name = b.op("Slice", [name, b.i64([-1]), b.i64([-(2**63)]), b.i64([0]), b.i64([-1])])
+            rank = o.rank + 1
+            at = o.prefix + t.index(axis)
+            if at:
+                order = list(range(1, rank))
+                order.insert(at, 0)
+                name = b.op("Transpose", [name], perm=order)
+            final.append(Tensor(name, t, o.prefix))
+        return final
+
     def _iterations(self, n: LoopNode, carried, free, path, pscope, dims, count) -> list[Tensor]:
         shared = n.attrs["shared"]
         body = n.callee
         inner = single_call_body(body)
+        k = len(carried)
+        axis = n.attrs.get("axis")
+        scanned = set(n.attrs.get("scanned") or ())
+        body_types = [body.type_of(v) for _, v in body.outputs]
+        emitted: list[list[Tensor]] = [[] for _ in body_types[k:]]
         for i in range(count):
             scope = f"{path}.{i}"
             child = f"{pscope}{pyname(n.owner)}." + ("" if shared else f"{i}.")
+            step = list(free)
+            if scanned or n.attrs.get("index"):  # `as h, i over layer`: this iteration's slices
+                self.b.scope = scope
+                at = self.b.const(np.array(i, dtype=np.int64))
+                for j, t in enumerate(free):
+                    if k + j in scanned:
+                        name = self.b.op("Gather", [t.name, at], axis=t.pos(axis))
+                        step[j] = Tensor(name, t.type.with_axes(a for a in t.type.axes if a.name != axis), t.prefix)
+                if n.attrs.get("index"):
+                    step.insert(0, Tensor(at, body.node(body.inputs[k]).type, 0))
             if inner is not None:
-                outs = self._call(inner, carried + free, scope, pscope, child)
+                outs = self._call(inner, carried + step, scope, pscope, child)
             elif self.functions is not None:
-                outs = self.functions.call(self, body, carried + free, scope, child)
+                outs = self.functions.call(self, body, carried + step, scope, child)
             else:
-                outs = self.graph(body, carried + free, scope, child, dims)
+                outs = self.graph(body, carried + step, scope, child, dims)
             if inner is None:
-                first = (carried + free)[0] if carried + free else None
-                outs = [self._back(body, o, t, first) for o, t in zip(outs, n.types)]
-            carried = outs
+                first = (carried + step)[0] if carried + step else None
+                outs = [self._back(body, o, t, first) for o, t in zip(outs, body_types)]
+            carried = outs[:k]
+            for lst, o in zip(emitted, outs[k:]):
+                lst.append(o)
+        self.b.scope = path
+        for j, parts in enumerate(emitted):  # stacked along the axis, in iteration order
+            t = n.types[k + j]
+            pos = parts[0].prefix + t.index(axis)
+            names = [self.b.unsqueeze(p.name, [pos]) for p in parts]
+            stacked = self.b.op("Concat", names, axis=pos) if len(names) > 1 else names[0]
+            carried.append(Tensor(stacked, t, parts[0].prefix))
         return carried
 
 

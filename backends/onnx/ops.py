@@ -228,6 +228,21 @@ def _positions(cx: OpCx):
     return [cx.result(b.op("Range", [zero, n, one]), prefix=0)]
 
 
+def _fill(cx: OpCx):
+    """zeros / ones / full: ConstantOfShape of the axes' (run-time) sizes."""
+    b = cx.b
+    sizes = [b.unsqueeze(cx.dims.size(ax.size), [0]) for ax in cx.attrs["axes"]]
+    shape = b.cat(sizes) if sizes else b.const(np.zeros((0,), dtype=np.int64))
+    value = {"zeros": 0, "ones": 1}.get(cx.node.op)
+    if value is None:
+        value = cx.attrs["value"].value
+    elem = b.elem(cx.attrs["dtype"])
+    from onnx import helper
+
+    tensor = helper.make_tensor("value", elem, [1], [value])
+    return [cx.result(b.op("ConstantOfShape", [shape], value=tensor), prefix=0)]
+
+
 def _select(cx: OpCx):
     (x,) = cx.ins
     idx = cx.b.const(np.array(int(cx.attrs["index"].value), dtype=np.int64))
@@ -302,8 +317,12 @@ def _index_add(cx: OpCx):
     trailing = out.rank - 1 - pos
     if trailing:
         idx = idx.like(b.unsqueeze(idx.name, list(range(idx.rank, idx.rank + trailing))))
+    before: list[Axis] = []
+    if idx.prefix and pos:  # lifted axes in front: the other axes before the rows stand between
+        idx = idx.like(b.unsqueeze(idx.name, list(range(idx.prefix, idx.prefix + pos))))
+        before = [Axis(a, Size.of(1)) for a in target[:pos]]
     ones = [Axis(a, Size.of(1)) for a in target[pos + 1:]]
-    idx = Tensor(idx.name, TensorType((cx.ins[1].type.axes[0], *ones), "int64"), idx.prefix)
+    idx = Tensor(idx.name, TensorType((*before, cx.ins[1].type.axes[0], *ones), "int64"), idx.prefix)
     parts = [x, src, idx]
     lead = max(p.prefix for p in parts)
     skip = pos - out.rank
@@ -631,6 +650,7 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "cast": Lowering(_cast, "Cast"),
     "causal": Lowering(_causal, "Range, Greater, Where"),
     "positions": Lowering(_positions, "Range"),
+    **{op: Lowering(_fill, "ConstantOfShape") for op in ("zeros", "ones", "full")},
     "select": Lowering(_select, "Gather"),
     "top_k": Lowering(_top_k, "TopK"),
     "gather": Lowering(_gather, "GatherElements (Expand to broadcast)"),

@@ -8,7 +8,7 @@ import os
 import re
 
 from nncircuit.errors import InternalError, LoweringError
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode, Value
 from nncircuit.names import fresh, pyname
 from nncircuit.ops import registry
 from nncircuit.types.sizes import Dim, Size
@@ -182,7 +182,7 @@ class TorchGen:
                 carry = [lifted is None or v in lifted for v in n.inputs]
                 inner = lead if all(carry) else 0 if not any(carry) else UNKNOWN_LEAD
                 self._lifts(n.callee, inner if inner == UNKNOWN_LEAD else inner + len(n.attrs["lift"]))
-            elif isinstance(n, LoopNode):
+            elif isinstance(n, (LoopNode, ScanNode)):
                 carry = [lifted is None or v in lifted for v in n.inputs]
                 self._lifts(n.callee, lead if all(carry) else UNKNOWN_LEAD)
 
@@ -271,6 +271,9 @@ class TorchGen:
             if isinstance(n, CallNode):
                 args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
                 code = f"{self.class_of(n.callee)}({args})"
+            elif isinstance(n, ScanNode):  # one body module, applied at every step
+                hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
+                code = f"{self.class_of(n.callee)}({hargs})"
             elif isinstance(n, LoopNode):
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
@@ -383,6 +386,8 @@ class TorchGen:
                         f"{len(want) - len(lift)}, {len(ref_decl)})"
                     )
                 lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
+            elif isinstance(n, LoopNode) and ("axis" in n.attrs.keys()):
+                lines.extend(self._sliced_repeat(g, cx, n, var, args))
             elif isinstance(n, LoopNode):
                 k = n.attrs["carried"]
                 carried, free = args[:k], args[k:]
@@ -399,6 +404,8 @@ class TorchGen:
                     lines.append(f"            {lhs} = _layer({loop_args})")
                 if k > 1:
                     lines.append(f"        {var} = ({lhs},)")
+            elif isinstance(n, ScanNode):
+                lines.extend(self._scan(g, cx, n, var, args))
             else:
                 try:
                     code = _lowering(n).forward(n, args, cx)
@@ -415,6 +422,80 @@ class TorchGen:
             lines.append(f"        return {outs[0]}")
         else:
             lines.append(f"        return {', '.join(outs)}")
+
+    def _sliced_repeat(self, g: Graph, cx: Cx, n: LoopNode, var: str, args: list[str]) -> list[str]:
+        """`repeat N as h, i over layer`: the iteration index passed in, values with the axis
+        sliced per iteration, emitted values stacked along it."""
+        axis = n.attrs["axis"]
+        k = n.attrs["carried"]
+        scanned = set(n.attrs["scanned"])
+        states = [f"{var}_{i}" for i in range(k)]
+        emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
+        out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
+        if emits:
+            out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
+        mod = f"self.{pyname(n.owner)}"
+        if n.attrs["shared"]:
+            out.append(f"        for _i in range({cx.hv(n.attrs['count'])}):")
+            out.append(f"            _layer = {mod}")
+        else:
+            out.append(f"        for _i, _layer in enumerate({mod}):")
+        call = list(states)
+        if n.attrs["index"]:
+            call.append(f"torch.tensor(_i, device={args[0]}.device)")
+        for i, a in enumerate(args[k:], start=k):
+            if i in scanned:
+                t = g.type_of(n.inputs[i])
+                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _i)"
+            call.append(a)
+        results = states + [f"{var}_s{j}" for j in range(len(emits))]
+        out.append(f"            {', '.join(results)} = _layer({', '.join(call)})")
+        for e, r in zip(emits, results[k:]):
+            out.append(f"            {e}.append({r})")
+        for j, e in enumerate(emits):
+            t = n.types[k + j]
+            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
+        everything = states + emits
+        out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
+        return out
+
+    def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
+        """A scan as a Python loop over the axis: slices in, the body module once per step,
+        per-step results stacked along the axis after the loop."""
+        axis = n.attrs["axis"]
+        k = n.attrs["carried"]
+        scanned = set(n.attrs["scanned"])
+        first = min(scanned)
+        t0 = g.type_of(n.inputs[first])
+        states = [f"{var}_{i}" for i in range(k)]
+        emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
+        out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
+        if emits:
+            out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
+        length = f"{args[first]}.shape[{t0.index(axis) - t0.rank}]"
+        steps = f"range({length} - 1, -1, -1)" if n.attrs["reverse"] else f"range({length})"
+        out.append(f"        for _t in {steps}:")
+        call = list(states)
+        if n.attrs["index"]:
+            call.append(f"torch.tensor(_t, device={args[first]}.device)")
+        for i, a in enumerate(args[k:], start=k):
+            if i in scanned:
+                t = g.type_of(n.inputs[i])
+                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _t)"
+            call.append(a)
+        results = states + [f"{var}_s{j}" for j in range(len(emits))]
+        lhs = ", ".join(results)
+        out.append(f"            {lhs} = self.{pyname(n.owner)}({', '.join(call)})")
+        for e, r in zip(emits, results[k:]):
+            out.append(f"            {e}.append({r})")
+        if n.attrs["reverse"]:
+            out.extend(f"        {e}.reverse()" for e in emits)
+        for j, e in enumerate(emits):
+            t = n.types[k + j]
+            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
+        everything = states + emits
+        out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
+        return out
 
     def _input_checks(self, g: Graph, cx: Cx) -> list[str]:
         """The model's forward refuses what the spec refuses: each input's rank, dtype kind,
@@ -524,8 +605,12 @@ def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
             continue
         if isinstance(n, LoopNode):
             given = tuple(v in out for v in n.inputs)
-            body = _lifted(n.callee, given)
-            out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if given[i] and v in body)
+            k = n.attrs["carried"]
+            flags = given[:k] + ((False,) if n.attrs.get("index") else ()) + given[k:]
+            body = _lifted(n.callee, flags)
+            # a carried value keeps the prefix only if it had it before the loop; an emitted one
+            # has it if the body gives it
+            out.update(n.out(i) for i, (_, v) in enumerate(n.callee.outputs) if (i >= k or given[i]) and v in body)
         elif isinstance(n, CallNode):  # its outputs carry the prefix of its inputs if all have it
             if n.inputs and all(v in out for v in n.inputs):
                 out.update(n.out(i) for i in range(len(n.types)))
@@ -570,6 +655,10 @@ def _check_lines(g: Graph, guard: str | None, indent: str) -> list[str]:
             out.append(f"{indent}if not ({c.cond.python(pyname)}):")
             out.append(f"{indent}    raise ValueError({c.python_message(pyname)})")
     return out
+
+
+def _paren_arg(code: str) -> str:
+    return code if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*(\[[0-9]+\])?", code) else f"({code})"
 
 
 def _safe_filename(path: str) -> str:

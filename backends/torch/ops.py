@@ -197,6 +197,15 @@ def _positions(n: Node, a, cx):
     return f"torch.arange({size}, device={cx.device()})"
 
 
+def _fill(n: Node, a, cx):
+    """zeros / ones / full over named axes; a run-time size is read from an input."""
+    sizes = [cx.code(ax.code) if ax.code is not None else cx.size(ax.size) for ax in n.attrs["axes"]]
+    shape = f"({', '.join(sizes)},)" if sizes else "()"
+    dtype = TORCH_DTYPES[n.attrs["dtype"]]
+    value = {"zeros": "0", "ones": "1"}.get(n.op) or cx.hv(n.attrs["value"])
+    return f"torch.full({shape}, {value}, dtype={dtype}, device={cx.device()})"
+
+
 def _select(n: Node, a, cx):
     (t,) = cx.in_types(n)
     return f"{_paren(a[0])}.select({dim(t, n.attrs['axis'])}, {cx.hv(n.attrs['index'])})"
@@ -624,6 +633,7 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "cast": Lowering(lambda n, a, cx: f"{_paren(a[0])}.to({TORCH_DTYPES[n.attrs['to']]})"),
     "causal": Lowering(_causal),
     "positions": Lowering(_positions),
+    **{op: Lowering(_fill) for op in ("zeros", "ones", "full")},
     "select": Lowering(_select),
     "top_k": Lowering(_topk),
     "gather": Lowering(_gather),
@@ -754,8 +764,10 @@ def _index_add_broadcast(x, dim, idx, src):
     x, src = x.expand(x_shape), src.expand(src_shape)
     if idx.dim() == 1:
         return x.index_add(dim, idx.long(), src)
-    idx = idx.long().reshape(*idx.shape, *[1] * (-dim - 1)).expand(src_shape)
-    return x.clone().scatter_add_(dim, idx, src)
+    lead = idx.dim() - 1  # lifted axes in front of the rows
+    between = len(shape) - lead + dim  # the other axes of x before `dim`
+    idx = idx.long().reshape(*idx.shape[:-1], *[1] * between, idx.shape[-1], *[1] * (-dim - 1))
+    return x.clone().scatter_add_(dim, idx.expand(src_shape), src)
 ''',
     "moe": '''
 class _SparseMoE(nn.Module):

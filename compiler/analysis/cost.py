@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from nncircuit.ops import registry
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, ScanNode
 from nncircuit.types.tensor import TensorType
 
 
@@ -20,7 +20,7 @@ def param_count(g: Graph, *, buffers: bool = False) -> int:
         if n.module is None or n.module in seen:
             continue
         seen.add(n.module)
-        if isinstance(n, CallNode):
+        if isinstance(n, (CallNode, ScanNode)):
             total += param_count(n.callee, buffers=buffers)
         elif isinstance(n, LoopNode):
             times = 1 if n.attrs["shared"] else int(n.attrs["count"].value)
@@ -107,6 +107,12 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
                 c = _graph_cost(n.callee, callee_env(g, n, env), path, depth + 1, lift + extra,
                                 mult * k, pmult, rows)
                 label = f"call {n.callee.name}"
+            elif isinstance(n, ScanNode):
+                # one run of the body per step: FLOPs and memory per step × the length
+                axis = n.attrs["axis"]
+                steps = g.type_of(n.inputs[n.attrs["scanned"][0]]).axis(axis).size.evaluate(env)
+                c = _graph_cost(n.callee, env, path, depth + 1, lift, mult * steps, pmult, rows)
+                label = f"scan {axis} ({steps} steps) × {n.callee.name}"
             else:
                 count = int(n.attrs["count"].value)
                 times = 1 if n.attrs["shared"] else count

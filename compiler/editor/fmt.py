@@ -202,6 +202,8 @@ class _Printer:
             return [f"{indent}out {items}"]
         if isinstance(st, A.Assign):
             return self.pipeline(f"{indent}{', '.join(st.targets)} = ", st.value)
+        if isinstance(st, A.Emit):
+            return self.pipeline(f"{indent}emit {st.name} = ", st.value)
         raise InternalError(f"fmt: no layout for {type(st).__name__}", st.span)
 
     def pipeline(self, head: str, e) -> list[str]:
@@ -268,10 +270,16 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
     def body(stmts, depth):
         ind = INDENT * depth
         for st in stmts:
-            if isinstance(st, A.Repeat):
-                head = f"{ind}repeat {pr.expr(st.count)}"
-                head += " shared" if st.shared else ""
-                head += f" as {st.name}" if st.name else ""
+            if isinstance(st, (A.Repeat, A.Scan)):
+                if isinstance(st, A.Repeat):
+                    head = f"{ind}repeat {pr.expr(st.count)}"
+                    head += " shared" if st.shared else ""
+                    head += f" as {st.name}" if st.name else ""
+                    head += f", {st.index}" if st.index else ""
+                    head += f" over {st.axis}" if st.axis else ""
+                else:
+                    head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
+                    head += f" as {st.index}" if st.index else ""
                 units.append(Unit(start(st), brace_after(start(st)), depth, [head + " {"]))
                 body(st.body, depth + 1)
                 close = (st.span.end_line, st.span.end_col - 1)

@@ -19,7 +19,8 @@ from pygments.token import (
 
 # The grammar's keywords, by the role a reader sees.
 DECLARATIONS = ("block", "model")
-STATEMENTS = ("import", "from", "in", "out", "repeat", "shared", "as", "checkpoint", "if", "else", "for")
+STATEMENTS = ("import", "from", "in", "out", "repeat", "shared", "as", "scan", "reverse", "emit", "checkpoint", "if",
+              "else", "for")
 OPERATOR_WORDS = ("rename", "over", "and", "or", "not")
 CONSTANTS = ("true", "false")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")

@@ -293,6 +293,12 @@ class Index:
                 out.append(sym)
             elif isinstance(st, (A.If, A.For)):  # resolved at elaboration: their names are the block's
                 out += self._stmt_symbols(st.body if isinstance(st, A.For) else st.then + st.orelse)
+            elif isinstance(st, A.Scan):
+                loc = _loc(st.span)
+                sym = Symbol(f"scan {st.axis}", "repeat", "reverse" if st.reverse else "", loc,
+                             Location(loc.file, loc.line, loc.col, loc.line, loc.col + 4))
+                sym.children = self._stmt_symbols(st.body)
+                out.append(sym)
         return out
 
     def _type_text(self, loc: Location, item: A.InItem) -> str:
@@ -504,7 +510,7 @@ def _name_location(b: A.BlockDef, text: str) -> Location:
 def _statements(stmts):
     for st in stmts:
         yield st
-        if isinstance(st, (A.Repeat, A.For)):
+        if isinstance(st, (A.Repeat, A.For, A.Scan)):
             yield from _statements(st.body)
         elif isinstance(st, A.If):
             yield from _statements(st.then + st.orelse)

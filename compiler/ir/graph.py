@@ -16,7 +16,7 @@ from nncircuit.ops.registry import Attrs, OpCall
 from nncircuit.types.sizes import Dim, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
-STRUCTURAL = ("input", "call", "repeat")
+STRUCTURAL = ("input", "call", "repeat", "scan")
 
 
 @dataclass(frozen=True, order=True)
@@ -96,6 +96,18 @@ class LoopNode(BodyNode):
 
 
 @dataclass(eq=False)
+class ScanNode(BodyNode):
+    """A `scan` of a body graph over the named axis `attrs["axis"]`, one step per position.
+
+    Inputs: the `carried` initial states, then the outer values the body reads; those named
+    in `scanned` (input positions) carry the axis and the body sees one slice per step.
+    The body's inputs are the carried states, the step index when `attrs["index"]` (an int64
+    scalar), then one per further input. Its outputs are the carried states' new values,
+    then the emitted values; the node's outputs are the final states, then each emitted
+    value stacked along the axis at position `attrs["stack_at"][i]`."""
+
+
+@dataclass(eq=False)
 class Graph:
     name: str  # the block definition's name (or Parent.repeat_name for repeat bodies)
     kind: str  # "model" | "block" | "repeat"
@@ -142,10 +154,11 @@ class Graph:
         nid = next(self._ids)
         fields = (nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, doc)
         node: Node
-        if op in ("call", "repeat"):
+        if op in ("call", "repeat", "scan"):
             if callee is None:
                 raise InternalError(f"{op} node {name} has no callee")
-            node = (CallNode if op == "call" else LoopNode)(*fields, callee=callee)
+            kind = {"call": CallNode, "repeat": LoopNode, "scan": ScanNode}[op]
+            node = kind(*fields, callee=callee)
         else:
             if callee is not None:
                 raise InternalError(f"{op} node {name} cannot have a callee")
@@ -419,6 +432,8 @@ def check_body(node: BodyNode, in_types) -> tuple[TensorType, ...]:
         return check_call(node, in_types)
     if isinstance(node, LoopNode):
         return check_repeat(node, in_types)
+    if isinstance(node, ScanNode):
+        return check_scan(node, in_types)
     raise InternalError(f"{node.op} node {node.name} is neither a call nor a repeat")
 
 
@@ -478,6 +493,59 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
 def check_repeat(node: LoopNode, in_types) -> tuple[TensorType, ...]:
     body = node.callee
     declared = [body.node(i).type for i in body.inputs]
-    if list(in_types) != declared:
+    axis = node.attrs.get("axis")
+    k = node.attrs["carried"]
+    if node.attrs.get("index"):
+        declared = declared[:k] + declared[k + 1:]
+    scanned = set(node.attrs.get("scanned") or ())
+    seen = [t.with_axes(a for a in t.axes if a.name != axis) if i in scanned else t for i, t in enumerate(in_types)]
+    if seen != declared:
         raise ShapeError(f"repeat {node.name}: inputs do not match its body")
-    return tuple(body.type_of(v) for _, v in body.outputs)
+    outs = [body.type_of(v) for _, v in body.outputs]
+    if outs[:k] != declared[:k]:
+        raise ShapeError(f"repeat {node.name}: its body changes the types of the values it carries")
+    if len(outs) == k:
+        return tuple(outs)
+    count = node.attrs["count"]
+    length = in_types[min(scanned)].axis(axis) if scanned else Axis(axis, Size.of(count.value), count.expr)
+    result = outs[:k]
+    for t, at in zip(outs[k:], node.attrs["stack_at"]):
+        axes = list(t.axes)
+        axes.insert(at, length)
+        result.append(t.with_axes(axes))
+    return tuple(result)
+
+
+def check_scan(node: ScanNode, in_types) -> tuple[TensorType, ...]:
+    """Output types of a scan node on `in_types`: the body must take each input (a scanned
+    one without the axis) and keep the carried states' types."""
+    body = node.callee
+    axis = node.attrs["axis"]
+    k = node.attrs["carried"]
+    scanned = set(node.attrs["scanned"])
+    declared = [body.node(i).type for i in body.inputs]
+    if node.attrs["index"]:
+        declared = declared[:k] + declared[k + 1:]
+    if len(declared) != len(in_types):
+        raise ShapeError(f"scan {node.name}: takes {len(declared)} inputs, found {len(in_types)}")
+    length = None
+    for i, (t, d) in enumerate(zip(in_types, declared)):
+        if i in scanned:
+            if axis not in t.names:
+                raise ShapeError(f"scan {node.name}: input {i} lacks the axis '{axis}'")
+            length = length or t.axis(axis)
+            t = t.with_axes(a for a in t.axes if a.name != axis)
+        if t != d:
+            raise ShapeError(f"scan {node.name}: input {i} is {t} but its body takes {d}")
+    if length is None:
+        raise ShapeError(f"scan {node.name}: no input carries the axis '{axis}'")
+    outs = [body.type_of(v) for _, v in body.outputs]
+    for i in range(k):
+        if outs[i] != declared[i]:
+            raise ShapeError(f"scan {node.name}: carried value {i} changes from {declared[i]} to {outs[i]}")
+    result = outs[:k]
+    for t, at in zip(outs[k:], node.attrs["stack_at"]):
+        axes = list(t.axes)
+        axes.insert(at, length)
+        result.append(t.with_axes(axes))
+    return tuple(result)

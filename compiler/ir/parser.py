@@ -323,7 +323,7 @@ class Parser:
             types = self.types()
             module, doc, span = self.tail()
             node = g.add("input", attrs={"name": iname}, types=types, name=name, module=module, span=span, doc=doc)
-        elif op in ("call", "repeat"):
+        elif op in ("call", "repeat", "scan"):
             node = self.structural(g, by_name, op, name)
         else:
             if op not in registry.all_ops():
@@ -374,10 +374,34 @@ class Parser:
                     free.append(self.value_ref(g, by_name))
             self.expect(")")
             ins = carried + free
-            self.expect("count")
-            count = self.hval()
-            shared = self.accept("shared")
-            attrs = {"count": count, "shared": shared, "carried": len(carried)}
+            if op == "scan":
+                self.expect("axis")
+                axis = self.name("the scanned axis")
+                reverse = self.accept("reverse")
+                index = self.accept("index")
+                self.expect("scanned")
+                self.expect("[")
+                scanned = tuple(self.comma_list("]", self.int_))
+                self.expect("stack")
+                self.expect("[")
+                stack_at = tuple(self.comma_list("]", self.int_))
+                attrs = {"axis": axis, "reverse": reverse, "carried": len(carried), "index": index,
+                         "scanned": scanned, "stack_at": stack_at}
+            else:
+                self.expect("count")
+                count = self.hval()
+                shared = self.accept("shared")
+                attrs = {"count": count, "shared": shared, "carried": len(carried)}
+                if self.accept("axis"):  # `repeat N as h, i over layer`
+                    axis_name = None if self.accept("none") else self.name("the sliced axis")
+                    index = self.accept("index")
+                    self.expect("scanned")
+                    self.expect("[")
+                    scanned = tuple(self.comma_list("]", self.int_))
+                    self.expect("stack")
+                    self.expect("[")
+                    stack_at = tuple(self.comma_list("]", self.int_))
+                    attrs.update({"axis": axis_name, "index": index, "scanned": scanned, "stack_at": stack_at})
         self.expect(":")
         types = self.types()
         module, doc, span = self.tail()

@@ -14,7 +14,7 @@ from nncircuit.types import expr as X
 from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
 from nncircuit.ir.checkpoint import source_text
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, LoopNode, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, LoopNode, Node, ScanNode, Value
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Dim, Floor, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
@@ -133,12 +133,27 @@ class _Printer:
             if n.attrs["lift"]:
                 body += f" lift [{', '.join(_name(a) for a in n.attrs['lift'])}]"
         elif isinstance(n, LoopNode):
-            _only_attrs(n, {"count", "shared", "carried"})
+            sliced = "axis" in n.attrs.keys()
+            _only_attrs(n, {"count", "shared", "carried"} | ({"axis", "index", "scanned", "stack_at"} if sliced else set()))
             k = n.attrs["carried"]
             free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
             body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.attrs['count'])}"
             if n.attrs["shared"]:
                 body += " shared"
+            if sliced:
+                body += f" axis {_name(n.attrs['axis'])}" if n.attrs["axis"] is not None else " axis none"
+                body += " index" if n.attrs["index"] else ""
+                body += f" scanned [{', '.join(str(i) for i in n.attrs['scanned'])}]"
+                body += f" stack [{', '.join(str(i) for i in n.attrs['stack_at'])}]"
+        elif isinstance(n, ScanNode):
+            _only_attrs(n, {"axis", "reverse", "carried", "index", "scanned", "stack_at"})
+            k = n.attrs["carried"]
+            free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
+            body = f"scan @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) axis {_name(n.attrs['axis'])}"
+            body += " reverse" if n.attrs["reverse"] else ""
+            body += " index" if n.attrs["index"] else ""
+            body += f" scanned [{', '.join(str(i) for i in n.attrs['scanned'])}]"
+            body += f" stack [{', '.join(str(i) for i in n.attrs['stack_at'])}]"
         else:
             if n.call is None:
                 raise InternalError(f"node {n.name} ({n.op}) has no call to print")

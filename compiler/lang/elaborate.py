@@ -21,7 +21,9 @@ from nncircuit.errors import (
     Span,
     did_you_mean,
 )
-from nncircuit.ir.graph import CallNode, Graph, HyperParam, LoopNode, Value, call_mapping, call_types, caller_codes, check_body
+from nncircuit.ir.graph import (
+    CallNode, Graph, HyperParam, LoopNode, ScanNode, Value, call_mapping, call_types, caller_codes, check_body,
+)
 from nncircuit.lang.checkpoint import section as checkpoint_section
 from nncircuit.lang.program import Program
 from nncircuit.ops.registry import INIT_KINDS, AxisSpec, OpCall, OpDef
@@ -29,6 +31,7 @@ from nncircuit.types.sizes import MAX_SIZE, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
 MAX_REPEAT = 100_000
+FILL_OPS = ("zeros", "ones", "full")
 MAX_NESTING = 64
 MAX_UNROLLED = 1_000_000  # operations once calls are inlined and repeats unrolled
 
@@ -86,6 +89,10 @@ class Ctx:
     modules: dict = field(default_factory=dict)  # module name -> param signature (weight sharing)
     axis_sizes: dict = field(default_factory=dict)
     axis_codes: dict = field(default_factory=dict)  # axis name -> its size expression
+    scan_axis: str | None = None  # a scan body: outer values with this axis are sliced
+    scanned: set = field(default_factory=set)  # parent Values the body sees one slice of
+    emits: list | None = None  # a scan body: (name, Value, span) of each `emit`
+    loop: str = "repeat"  # the kind of loop whose body this is: "repeat" | "scan"
 
     def lookup(self, name: str):
         if name in self.env:
@@ -96,6 +103,11 @@ class Ctx:
                 return TVal(self._free_input(name, v.value))
             if isinstance(v, TupleV):
                 return TupleV(tuple(TVal(self._free_input(name, t.value)) for t in v.items))
+            if isinstance(v, Fn) and v.instance is not None and self.loop == "scan":
+                raise NameResolutionError(
+                    f"'{name}' is a learned instance bound outside this scan; bind it inside the scan "
+                    "(the body is one module: an instance there serves every step)"
+                )
             if isinstance(v, Fn) and v.instance is not None:
                 raise NameResolutionError(
                     f"'{name}' is a learned instance bound outside this repeat; bind it inside "
@@ -118,6 +130,9 @@ class Ctx:
     def _free_input(self, name: str, outer: Value) -> Value:
         if outer not in self.free:
             t = self._outer().graph.type_of(outer)
+            if self.scan_axis is not None and t.has(self.scan_axis):
+                t = t.with_axes(a for a in t.axes if a.name != self.scan_axis)
+                self.scanned.add(outer)
             node = self.graph.add(
                 "input", attrs={"name": name}, types=(t,), name=self.graph.fresh_name(name)
             )
@@ -200,6 +215,8 @@ class Elaborator:
                     n += 1 + self.unrolled(node.callee)
                 elif isinstance(node, LoopNode):
                     n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
+                elif isinstance(node, ScanNode):
+                    n += 1 + self.unrolled(node.callee)
                 else:
                     n += 1
             self.sizes[g] = n
@@ -322,13 +339,17 @@ class Elaborator:
                     self.if_stmt(ctx, st)
                 elif isinstance(st, A.For):
                     self.for_stmt(ctx, st)
+                elif isinstance(st, A.Scan):
+                    self.scan(ctx, st)
+                elif isinstance(st, A.Emit):
+                    self.emit(ctx, st)
             except NNError as e:
                 raise e.with_span(st.span) from None
 
     def in_decl(self, ctx: Ctx, st: A.InDecl):
         g = ctx.graph
         if ctx.parent is not None:
-            raise ShapeError("'in' declarations belong at the top of a block, not inside repeat", st.span)
+            raise ShapeError("'in' declarations belong at the top of a block, not inside repeat or scan", st.span)
         for item in st.items:
             if item.name in ctx.env:
                 raise NameResolutionError(f"'{item.name}' is already defined", item.span)
@@ -420,7 +441,7 @@ class Elaborator:
     def out_stmt(self, ctx: Ctx, st: A.OutStmt):
         g = ctx.graph
         if ctx.parent is not None:
-            raise ShapeError("'out' belongs to a block, not inside repeat", st.span)
+            raise ShapeError("'out' belongs to a block, not inside repeat or scan", st.span)
         for item in st.items:
             hint = item.name
             val = self.expr(ctx, item.value, hint)
@@ -450,9 +471,9 @@ class Elaborator:
         ctx.reserved.add(name)
         body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
         body_g.dims = parent.dims
-        inner = Ctx(body_g, parent=ctx)
-        inner.axis_sizes = dict(ctx.axis_sizes)
-        inner.axis_codes = dict(ctx.axis_codes)
+        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[] if st.axis else None)
+        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
+        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
         carried = []
         for n in _assigned(st.body, []):  # a nested repeat's updates are this one's too
             if n not in ctx.env and isinstance(ctx.peek(n), TVal):
@@ -463,9 +484,25 @@ class Elaborator:
         # name is an input of its own even when two names (or a read-only name) are bound to
         # one value before the loop (`b = a`): they part ways at the first update
         carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
+        index_input = None
+        if st.index is not None:  # `as h, i`: the iteration index, an int64 scalar
+            if st.index in carried:
+                raise NameResolutionError(f"repeat: the index '{st.index}' is also assigned in the body", st.span)
+            node = body_g.add("input", attrs={"name": st.index}, types=(TensorType((), "int64"),),
+                              name=body_g.fresh_name(st.index))
+            inner.env[st.index] = TVal(node.out())
+            index_input = node.out()
         self.body(inner, st.body)
         outer_inputs = [ctx.env[n].value for n in carried] + list(inner.free)
-        body_g.inputs = [v.node for v in carried_inputs] + [inner.free[v].node for v in inner.free]
+        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
+        body_g.inputs += [inner.free[v].node for v in inner.free]
+        scanned = [v for v in inner.free if v in inner.scanned]
+        for v in scanned:  # `over layer`: one slice per iteration
+            ax = parent.type_of(v).axis(st.axis or "")
+            if not ax.size.is_static or ax.size.value != count.value:
+                raise ShapeError(
+                    f"repeat {count.value} over '{st.axis}': a value read in the body has '{st.axis}' of size "
+                    f"{ax.size}, not one slice per iteration", st.span)
         for n in carried:
             v = inner.env[n]
             if not isinstance(v, TVal):
@@ -478,22 +515,139 @@ class Elaborator:
                     "the types of the values it updates",
                     st.span,
                 )
-        if not carried:
+        emits = inner.emits or []
+        if emits and count.value < 1:
+            raise ShapeError(f"repeat {count.value} emits values but runs no iteration to stack", st.span)
+        stack_at = []
+        first = parent.type_of(scanned[0]) if scanned else None
+        for en, v, _ in emits:
+            body_g.outputs.append((en, v))
+            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank) if first and st.axis else 0)
+        if not carried and not emits:
             raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
+        attrs = {"count": count, "shared": st.shared, "carried": len(carried)}
+        if st.axis is not None or st.index is not None:
+            attrs.update({"axis": st.axis, "index": st.index is not None,
+                          "scanned": tuple(len(carried) + i for i, v in enumerate(inner.free) if v in inner.scanned),
+                          "stack_at": tuple(stack_at)})
         node = parent.add_body(
             "repeat",
             outer_inputs,
-            attrs={"count": count, "shared": st.shared, "carried": len(carried)},
-            types=tuple(body_g.type_of(v) for _, v in body_g.outputs),
+            attrs=attrs,
+            types=(),
             name=name,
             module=name,
             span=st.span,
             callee=body_g,
         )
-        check_body(node, [parent.type_of(v) for v in outer_inputs])
+        node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
+        for j, (en, _, _) in enumerate(emits):
+            ctx.env[en] = TVal(node.out(len(carried) + j))
+            ctx.note_type(node.types[len(carried) + j])
+
+    def scan(self, ctx: Ctx, st: A.Scan):
+        """`scan AXIS [reverse] [as t] { body }`: the body runs once per position of AXIS.
+        Outer values that carry AXIS are seen one slice at a time; names assigned in the body
+        that exist before it are carried states; `emit y = ...` values are stacked along AXIS."""
+        parent = ctx.graph
+        name = ctx.fresh("scan")
+        ctx.reserved.add(name)
+        body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
+        body_g.dims = parent.dims
+        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[], loop="scan")
+        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
+        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
+        carried = []
+        for n in _assigned(st.body, []):
+            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
+                ctx.env[n] = ctx.lookup(n)
+            if isinstance(ctx.env.get(n), TVal):
+                carried.append(n)
+        carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
+        index_input = None
+        if st.index is not None:
+            if st.index in carried:
+                raise NameResolutionError(f"scan: the step index '{st.index}' is also assigned in the body", st.span)
+            t = TensorType((), "int64")
+            node = body_g.add("input", attrs={"name": st.index}, types=(t,), name=body_g.fresh_name(st.index))
+            inner.env[st.index] = TVal(node.out())
+            index_input = node.out()
+        self.body(inner, st.body)
+        free = list(inner.free)
+        scanned = [v for v in free if v in inner.scanned]
+        if not scanned:
+            here = sorted(n for n in ctx.axis_sizes if n != st.axis)
+            raise ShapeError(
+                f"scan over '{st.axis}': no value the body reads has the axis '{st.axis}'"
+                + (did_you_mean(st.axis, here) if here else ""),
+                st.span,
+            )
+        outer_inputs = [ctx.env[n].value for n in carried] + free
+        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
+        body_g.inputs += [inner.free[v].node for v in free]
+        for n in carried:
+            v = inner.env[n]
+            if not isinstance(v, TVal):
+                raise ShapeError(f"scan: '{n}' must stay a tensor", st.span)
+            body_g.outputs.append((n, v.value))
+            before, after = parent.type_of(ctx.env[n].value), body_g.type_of(v.value)
+            if before != after:
+                raise ShapeError(
+                    f"scan changes the carried value '{n}' from {before} to {after}; a scan's "
+                    "state must keep its type (initialise it with the type it has after a step)",
+                    st.span,
+                )
+        first = parent.type_of(scanned[0])
+        stack_at = []
+        emits = inner.emits or []
+        for en, v, _ in emits:
+            body_g.outputs.append((en, v))
+            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank))
+        if not carried and not emits:
+            raise ShapeError(
+                "scan neither updates a value defined before it nor emits one "
+                "(write e.g. 'h = f(h, x)' or 'emit y = f(x)')", st.span)
+        k = len(carried)
+        node = parent.add_body(
+            "scan",
+            outer_inputs,
+            attrs={
+                "axis": st.axis, "reverse": st.reverse, "carried": k, "index": st.index is not None,
+                "scanned": tuple(k + i for i, v in enumerate(free) if v in inner.scanned),
+                "stack_at": tuple(stack_at),
+            },
+            types=(),
+            name=name,
+            module=name,
+            span=st.span,
+            callee=body_g,
+        )
+        node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
+        for i, n in enumerate(carried):
+            ctx.env[n] = TVal(node.out(i))
+        for j, (en, _, _) in enumerate(emits):
+            ctx.env[en] = TVal(node.out(k + j))
+            ctx.note_type(node.types[k + j])
+
+    def emit(self, ctx: Ctx, st: A.Emit):
+        if ctx.emits is None:
+            raise ShapeError("'emit' belongs directly in the body of a scan or of a 'repeat N over AXIS'", st.span)
+        if any(n == st.name for n, _, _ in ctx.emits):
+            raise NameResolutionError(f"'{st.name}' is emitted twice in this scan", st.span)
+        if st.name in ctx.env:
+            raise NameResolutionError(
+                f"'{st.name}' is a value of this scan body; the stacked values need a name of their "
+                f"own: emit {st.name}s = {st.name}", st.span)
+        v = self._tensor(self.expr(ctx, st.value, st.name), st.value.span)
+        t = ctx.graph.type_of(v)
+        if t.has(ctx.scan_axis or ""):
+            raise ShapeError(
+                f"emit {st.name}: the value already has the scanned axis '{ctx.scan_axis}' ({t}); "
+                "it is stacked along that axis after the scan", st.span)
+        ctx.emits.append((st.name, v, st.span))
 
     # ---- static structure: `if` and `for`, resolved here
     def if_stmt(self, ctx: Ctx, st: A.If):
@@ -1000,6 +1154,25 @@ class Elaborator:
                 code = X.dependent(ctx.axis_codes.get(positional[0].name))
                 if size.is_static and code is not None:
                     kwargs = kwargs + (("_code", HVal(size.value, code)),)
+        if op.name in FILL_OPS and pieces.get("axes"):
+            # an axis without a size takes the one it has in scope: a static one as its
+            # expression, a run-time one (batch) as `_sizes`, read from an input when it runs
+            specs, dyn = [], []
+            for sp in pieces["axes"]:
+                size = ctx.axis_sizes.get(sp.name) if sp.size is None else None
+                code = ctx.axis_codes.get(sp.name)
+                if size is not None and size.is_static:
+                    sp = AxisSpec(sp.name, HVal(size.value, code) if code is not None else HVal.const(size.value))
+                elif size is not None:
+                    dyn.append(size)
+                elif sp.size is None:
+                    raise ShapeError(
+                        f"{op.name}: the size of axis '{sp.name}' is unknown: no tensor in scope has it "
+                        f"and no hyperparameter is called so; write '{sp.name}: SIZE'", span)
+                specs.append(sp)
+            pieces["axes"] = tuple(specs)
+            if dyn:
+                kwargs = kwargs + (("_sizes", tuple(dyn)),)
         call = OpCall(
             op.name,
             (),
@@ -1174,7 +1347,7 @@ def _assigned(stmts, out: list[str]) -> list[str]:
         for t in targets:
             if t not in out:
                 out.append(t)
-        if isinstance(s, (A.Repeat, A.For)):
+        if isinstance(s, (A.Repeat, A.For, A.Scan)):
             _assigned(s.body, out)
         elif isinstance(s, A.If):
             _assigned(s.then + s.orelse, out)

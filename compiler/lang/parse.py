@@ -248,9 +248,10 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def repeat_stmt(self, meta, children):
-        count, shared, name, *body = children
+        count, shared, name, index, axis, *body = children
         return A.Repeat(
-            self._span(meta), count, shared is not None, str(name) if name else None, tuple(body)
+            self._span(meta), count, shared is not None, str(name) if name else None, tuple(body),
+            str(index) if index else None, str(axis) if axis else None,
         )
 
     @v_args(meta=True)
@@ -279,6 +280,16 @@ class _ToAst(Transformer):
 
     def for_target(self, children):
         return tuple(str(c) for c in children), len(children) > 1
+
+    @v_args(meta=True)
+    def scan_stmt(self, meta, children):
+        axis, reverse, index, *body = children
+        return A.Scan(self._span(meta), str(axis), reverse is not None, str(index) if index else None, tuple(body))
+
+    @v_args(meta=True)
+    def emit_stmt(self, meta, children):
+        name, value = children
+        return A.Emit(self._span(meta), str(name), value)
 
     # ---- expressions
     add = _bin("+")

@@ -188,6 +188,8 @@ class Repeat(Node):
     shared: bool
     name: str | None
     body: tuple[Stmt, ...]
+    index: str | None = None  # `as h, i`: the iteration index
+    axis: str | None = None  # `over layer`: sliced per iteration, emitted values stacked along it
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,25 @@ class For(Node):
     unpack: bool  # `for (a, b)`: each row is a tuple of len(targets)
 
 
-Stmt = InDecl | OutStmt | Assign | Repeat | Checkpoint | If | For
+@dataclass(frozen=True)
+class Scan(Node):
+    """`scan AXIS [reverse] [as t] { body }`: the body runs once per position of AXIS."""
+
+    axis: str
+    reverse: bool
+    index: str | None  # the name the step index is bound to
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Emit(Node):
+    """`emit y = EXPR` in a scan body: y after the scan stacks one value per step."""
+
+    name: str
+    value: Expr
+
+
+Stmt = InDecl | OutStmt | Assign | Repeat | Scan | Emit | Checkpoint | If | For
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ equal to torch.nn.GroupNorm and torch.nn.InstanceNorm1d/2d/3d (parameters `weigh
 
 from __future__ import annotations
 
+import math
+
 from nncircuit.ops.nn import _chosen, _positive_eps
 from nncircuit.ops.registry import (
     ONES,
@@ -78,6 +80,17 @@ def _groupnorm_check(call: OpCall):
            f" groups do not divide the channel axis '{channel}' of size ", ("e", num.expr))
     if c % g:
         raise fail(f"GroupNorm: {g} groups do not divide the channel axis '{channel}' of size {c}")
+    # a group of one element normalises to its bias whatever the input (torch returns rounding
+    # noise amplified by 1/sqrt(eps)): refused as InstanceNorm over one element is
+    rest = [t.axis(n) for n in spatial]
+    codes = [a.size_code() for a in rest]
+    if all(code is not None for code in codes):
+        X.note(X.binop(">", X.product([num.expr, *codes]), groups.expr),
+               "GroupNorm needs more than one element per group: ", ("e", groups.expr),
+               f" groups of the channel axis '{channel}' of size ", ("e", num.expr))
+    if all(a.size.is_static for a in rest) and c // g * math.prod(a.size.value for a in rest) == 1:
+        raise fail(f"GroupNorm needs more than one element per group: {g} groups of the channel axis "
+                   f"'{channel}' of size {c}" + (f" and the axes {', '.join(spatial)}" if spatial else ", no spatial axes"))
     attrs = {"channel": channel, "spatial": spatial, "groups": groups, "num": num}
     attrs.update(_affine_attrs("GroupNorm", call, True))
     return attrs, (t,)
@@ -120,8 +133,16 @@ def _instancenorm_check(call: OpCall):
     names = over_names("InstanceNorm", call)
     if not 1 <= len(names) <= 3:
         raise fail(f"InstanceNorm normalises over one to three spatial axes, found {len(names)}")
-    for s in call.over or ():
-        ax = require_axis("InstanceNorm", t, s)
+    spatial = [require_axis("InstanceNorm", t, s) for s in call.over or ()]
+    # torch refuses a single element (its statistics would be one value's), in eval mode too
+    codes = [a.size_code() for a in spatial]
+    if all(c is not None for c in codes):
+        X.note(X.binop(">", X.product(codes), X.Const(1)),
+               "InstanceNorm needs more than one element to normalise over; its axes hold ",
+               ("e", X.product(codes)))
+    if all(a.size.is_static for a in spatial) and math.prod(a.size.value for a in spatial) == 1:
+        raise fail(f"InstanceNorm needs more than one element to normalise over; the axes "
+                   f"{', '.join(names)} of {t} hold one")
     attrs = _affine_attrs("InstanceNorm", call, False)
     channel = call.kw("channel")
     if channel is not None and not isinstance(channel, str):
