@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
-from nncircuit.ops import registry
+from nncircuit.ops import registry, structural
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
 from nncircuit.types.expr import Expr, const, dependent
 from nncircuit.ops.registry import Attrs, OpCall
@@ -75,7 +75,11 @@ class OpNode(Node):
 
 @dataclass(eq=False)
 class InputNode(Node):
-    """An input of its graph (`attrs["name"]` is the declared name)."""
+    """An input of its graph (`input_name` is the declared name)."""
+
+    @property
+    def input_name(self) -> str:
+        return structural.input_name(self.attrs)
 
 
 @dataclass(eq=False)
@@ -89,10 +93,44 @@ class BodyNode(Node):
 class CallNode(BodyNode):
     """A call of another block instance's graph, lifted over the extra axes of its inputs."""
 
+    @property
+    def block(self) -> str:
+        """The called block's name."""
+        return structural.call_block(self.attrs)
+
+    @property
+    def args(self) -> tuple[tuple[str, HVal], ...]:
+        """The hyperparameter arguments, (name, value), as the call gives them."""
+        return structural.call_args(self.attrs)
+
+    @property
+    def lift(self) -> tuple[str, ...]:
+        """The axes the call is lifted over (as recorded; () where none is)."""
+        return structural.call_lift(self.attrs) or ()
+
+    @property
+    def recorded_lift(self) -> tuple[str, ...] | None:
+        """The lift as recorded (None: not recorded, as a parsed call may leave it)."""
+        return structural.call_lift(self.attrs)
+
 
 @dataclass(eq=False)
 class LoopNode(BodyNode):
-    """A `repeat` of a body graph, `attrs["count"]` times."""
+    """A `repeat` of a body graph, `count` times."""
+
+    @property
+    def count(self) -> HVal:
+        return structural.repeat_count(self.attrs)
+
+    @property
+    def shared(self) -> bool:
+        """Every iteration uses one set of parameters."""
+        return structural.repeat_shared(self.attrs)
+
+    @property
+    def carried(self) -> int:
+        """How many leading inputs are carried from one iteration to the next."""
+        return structural.repeat_carried(self.attrs)
 
 
 @dataclass(eq=False)
@@ -135,10 +173,9 @@ class Graph:
         inputs = tuple(inputs)
         for v in inputs:
             self._check_value(v)
-        if isinstance(attrs, dict):
-            attrs = Attrs.of(attrs)
+        inferred = op not in STRUCTURAL and call is not None and attrs is None
         nid = next(self._ids)
-        fields = (nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, doc)
+        fields = (nid, op, inputs, call, Attrs(), tuple(types), name, module, span, doc)
         node: Node
         if op in ("call", "repeat"):
             if callee is None:
@@ -148,8 +185,12 @@ class Graph:
             if callee is not None:
                 raise InternalError(f"{op} node {name} cannot have a callee")
             node = InputNode(*fields) if op == "input" else OpNode(*fields)
-            if op not in STRUCTURAL and call is not None and attrs is None:
-                node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        # the one place a node's attributes are checked against its op's schema and completed
+        # with its defaults (infer() does it for the attributes a shape rule returns)
+        if inferred:
+            node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        else:
+            node.attrs = registry.checked_attrs(op, attrs or {})
         self._order = None
         if self._names is not None:
             self._names.add(name)
@@ -276,6 +317,9 @@ class Graph:
                 raise InternalError(f"graph {self.name}: {node.name} uses a value made after it")
             before.add(node.id)
             in_types = [self.type_of(v) for v in node.inputs]
+            if registry.checked_attrs(node.op, node.attrs) is not node.attrs:
+                raise registry.AttrError(f"graph {self.name}: node {node.name} ({node.op}) lacks the "
+                                         f"defaults of its attributes: {node.attrs}")
             if node.op == "input":
                 if node.id not in self.inputs or node.inputs:
                     raise InternalError(f"graph {self.name}: stray input node {node.name}")
@@ -336,7 +380,7 @@ def infer(node: Node, in_types) -> tuple[Attrs, tuple[TensorType, ...]]:
         attrs, types = op.check(call)
     except NNError as e:
         raise e.with_span(node.span) from None
-    return Attrs.of(attrs), tuple(types)
+    return op.make_attrs(attrs), tuple(types)
 
 
 def split_lift(node_name: str, actual: TensorType, declared: TensorType) -> tuple[str, ...]:
@@ -419,9 +463,9 @@ def check_body(node: BodyNode, in_types) -> tuple[TensorType, ...]:
 def check_call(node: CallNode, in_types) -> tuple[TensorType, ...]:
     """Output types of a block call node; its recorded `lift` must be the one its inputs give."""
     types, lift = call_types(node.callee, in_types)
-    types = caller_codes(node.callee, dict(node.attrs.get("args") or ()), types, len(lift))
-    if node.attrs.get("lift") is not None and tuple(node.attrs["lift"]) != lift:
-        raise InternalError(f"call {node.name}: recorded lift {node.attrs['lift']} but its inputs give {lift}")
+    types = caller_codes(node.callee, dict(node.args), types, len(lift))
+    if node.recorded_lift is not None and tuple(node.recorded_lift) != lift:
+        raise InternalError(f"call {node.name}: recorded lift {node.recorded_lift} but its inputs give {lift}")
     return types
 
 
