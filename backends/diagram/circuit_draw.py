@@ -14,7 +14,7 @@ from nncircuit.backends.diagram.circuit import (
 )
 from nncircuit.backends.diagram.layout import Placement, route
 from nncircuit.backends.diagram.svg import Svg, path_d, text_width, wrap
-from nncircuit.ir.graph import LoopNode
+from nncircuit.ir.graph import CallNode, LoopNode
 
 INK = "#1a1a1a"
 GREY = "#555"
@@ -328,8 +328,8 @@ def _port_separators(svg: Svg, groups, x, outward: float):
 
 
 def draw_call(svg: Svg, d: CallDraw, x, y, w, h, ins, outs, cx: Ctx):
-    tip = f"{d.path}: {d.node.attrs['block']} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
-    _open_group(svg, d.path, "block collapsed", x, y, w, h, tip, data_block=d.node.attrs["block"],
+    tip = f"{d.path}: {d.node.block} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
+    _open_group(svg, d.path, "block collapsed", x, y, w, h, tip, data_block=d.node.block,
                 data_scope=d.path)
     svg.el("rect", x=x, y=y + 1, width=w, height=h - 2, rx=5, fill="#fff", stroke=INK, stroke_width=1.6,
            cls="shape")
@@ -350,8 +350,8 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
     kind = "repeat" if is_repeat else "block expanded"
     tip = f"{d.path}: {d.title} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
     data = {"data_scope": d.path}
-    if not is_repeat:
-        data["data_block"] = d.node.attrs["block"]
+    if isinstance(d.node, CallNode):
+        data["data_block"] = d.node.block
     _open_group(svg, d.path, kind, x, y, w, h, tip, **data)
     once = is_repeat and not d.badge  # `repeat 1`: the body is drawn as it is, with no ×1 frame
     if not once:
@@ -414,7 +414,7 @@ def circuit_svg(spec, opts: dm.Options) -> str:
         params = param_count(callee)
         doc = paper.caption(callee.doc, params, opts)
         return document(lay, callee, opts, params if opts.cost else None,
-                        title=paper.block_title(node), doc=doc, root_id=node.attrs["block"])
+                        title=paper.block_title(node), doc=doc, root_id=node.block)
     exp = dm.Expansion(g, opts)
     lay = _fit(lambda frame_w: layout_graph(Ctx(g, "", 0, dm.root_env(g), exp, opts, False, max_w=max_w,
                                                  frame_w=frame_w)), max_w)

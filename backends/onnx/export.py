@@ -128,7 +128,7 @@ class Lowerer:
         self, n: CallNode, ins: list[Tensor], path: str, pscope: str, child: str | None = None
     ) -> list[Tensor]:
         callee = n.callee
-        lift = tuple(n.attrs["lift"])
+        lift = tuple(n.lift)
         self.b.scope = path
         args = []
         for a, nid in zip(ins, callee.inputs):
@@ -159,12 +159,12 @@ class Lowerer:
     def _repeat(
         self, n: LoopNode, ins: list[Tensor], path: str, pscope: str, dims: Dims
     ) -> list[Tensor]:
-        k = n.attrs["carried"]
-        shared = n.attrs["shared"]
+        k = n.carried
+        shared = n.shared
         carried, free = list(ins[:k]), list(ins[k:])
         body = n.callee
         inner = single_call_body(body)  # torch makes that a list of the block itself
-        count = int(n.attrs["count"].value)
+        count = int(n.count.value)
         if count == 0 and shared:
             # never applied, but torch builds the shared body: its weights are in the
             # state_dict, so they are declared (the scratch graph is dropped)
@@ -185,7 +185,7 @@ class Lowerer:
             self.functions = saved
 
     def _iterations(self, n: LoopNode, carried, free, path, pscope, dims, count) -> list[Tensor]:
-        shared = n.attrs["shared"]
+        shared = n.shared
         body = n.callee
         inner = single_call_body(body)
         for i in range(count):
@@ -269,9 +269,9 @@ class Functions:
         fw = W.FunctionWeights(fb)
         inputs = []
         for nid, a in zip(g.inputs, args):
-            node = g.node(nid)
+            node = g.input_node(nid)
             inputs.append(
-                Tensor(fb.values.fresh(node.attrs["name"]), node.type, a.rank - node.type.rank)
+                Tensor(fb.values.fresh(node.input_name), node.type, a.rank - node.type.rank)
             )
         in_names = {t.name for t in inputs}
         fb.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
@@ -331,7 +331,7 @@ def lower(
 ) -> Lowered:
     g = spec.graph
     b = Builder(opset, fp16=fp16)
-    in_names = [g.node(nid).attrs["name"] for nid in g.inputs]
+    in_names = [g.node(nid).input_name for nid in g.inputs]
     b.values.taken |= set(in_names)
     b.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
     fns = Functions(opset, fp16)

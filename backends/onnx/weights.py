@@ -15,6 +15,7 @@ import numpy as np
 from nncircuit.errors import InternalError, LoweringError
 from nncircuit.ir.graph import Node
 from nncircuit.names import pyname
+from nncircuit.ops import registry
 from nncircuit.ops.registry import ParamSpec
 
 from nncircuit.backends.onnx.builder import Builder
@@ -29,7 +30,7 @@ def state_dict_key(node: Node, prefix: str, pname: str) -> str:
     if "." in pname:  # `k.weight`: a fused op's parameter of another module of the block
         return prefix + pname
     mod = prefix + pyname(node.owner)
-    if node.op == "Param" or (node.op == "Linear" and node.attrs["tied"] is not None):
+    if node.op == "Param" or registry.get(node.op).ties(node.attrs) is not None:
         return mod
     return f"{mod}.{pname}"
 

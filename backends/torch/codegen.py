@@ -150,7 +150,7 @@ class TorchGen:
         self.lift_counts.setdefault(self.class_of(g), set()).add(lead)
         for n in g.nodes():
             if isinstance(n, CallNode):
-                self._lifts(n.callee, lead + len(n.attrs["lift"]))
+                self._lifts(n.callee, lead + len(n.lift))
             elif isinstance(n, LoopNode):
                 self._lifts(n.callee, lead)
 
@@ -233,20 +233,20 @@ class TorchGen:
             if isinstance(n, BodyNode):
                 _check_class_name(g, self.class_of(n.callee), n)
             if isinstance(n, CallNode):
-                args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
+                args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.args)
                 code = f"{self.class_of(n.callee)}({args})"
             elif isinstance(n, LoopNode):
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
-                    args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.attrs["args"])
+                    args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.args)
                     body, hargs = self.class_of(inner.callee), args
                 else:
                     body = self.class_of(n.callee)
                     hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
-                if n.attrs["shared"]:
+                if n.shared:
                     code = f"{body}({hargs})"
                 else:
-                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({cx.hv(n.attrs['count'])})])"
+                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({cx.hv(n.count)})])"
             else:
                 low = _lowering(n)
                 if low.init is None:
@@ -265,8 +265,7 @@ class TorchGen:
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
         ins = []
         for nid in g.inputs:
-            node = g.node(nid)
-            var = self._fresh_var(cx, node.attrs["name"])
+            var = self._fresh_var(cx, g.input_node(nid).input_name)
             cx.vars[Value(nid)] = var
             ins.append(var)
         lines.append(f"    def forward(self, {', '.join(ins)}):" if ins else "    def forward(self):")
@@ -287,7 +286,7 @@ class TorchGen:
             var = self._fresh_var(cx, n.name)
             if isinstance(n, CallNode):
                 callee = n.callee
-                lift = n.attrs["lift"]
+                lift = n.lift
                 call_args = []
                 for a, v, decl_id in zip(args, n.inputs, callee.inputs):
                     t = g.type_of(v)
@@ -295,15 +294,15 @@ class TorchGen:
                     call_args.append(move(a, t.names, want))
                 lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
             elif isinstance(n, LoopNode):
-                k = n.attrs["carried"]
+                k = n.carried
                 carried, free = args[:k], args[k:]
                 for i, a in enumerate(carried):
                     lines.append(f"        {var}{'_' + str(i) if k > 1 else ''} = {a}")
                 cvars = [f"{var}_{i}" for i in range(k)] if k > 1 else [var]
                 lhs = ", ".join(cvars)
                 loop_args = ", ".join(cvars + free)
-                if n.attrs["shared"]:
-                    lines.append(f"        for _ in range({cx.hv(n.attrs['count'])}):")
+                if n.shared:
+                    lines.append(f"        for _ in range({cx.hv(n.count)}):")
                     lines.append(f"            {lhs} = self.{pyname(n.owner)}({loop_args})")
                 else:
                     lines.append(f"        for _layer in self.{pyname(n.owner)}:")
@@ -339,7 +338,7 @@ class TorchGen:
         for nid in g.inputs:
             t = g.node(nid).type
             for ax in t.axes:
-                owner[f"{cx.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"] = (g.node(nid).attrs["name"], ax.name)
+                owner[f"{cx.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"] = (g.input_node(nid).input_name, ax.name)
 
         def check(test: str, cls: str, text: str, dyn: str) -> None:
             # spec names reach the code only through repr; `dyn` is generated code only
@@ -347,8 +346,8 @@ class TorchGen:
             out.append(f"            raise {cls}({repr(g.name + ': ' + text)} f{repr(dyn)})")
 
         for nid in g.inputs:
-            node = g.node(nid)
-            t, var, name = node.type, cx.vars[Value(nid)], node.attrs["name"]
+            node = g.input_node(nid)
+            t, var, name = node.type, cx.vars[Value(nid)], node.input_name
             axes = ", ".join(t.names)
             shape = f"; got shape {{list({var}.shape)}}"
             check(f"{var}.dim() != {t.rank}", "ValueError", f"input '{name}' must have {t.rank} axes [{axes}]", shape)

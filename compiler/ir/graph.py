@@ -214,6 +214,17 @@ class Graph:
     def node(self, nid: int) -> Node:
         return self._g.nodes[nid]["node"]
 
+    def input_node(self, nid: int) -> InputNode:
+        """The input node `nid` (one of `inputs`)."""
+        node = self.node(nid)
+        if not isinstance(node, InputNode):
+            raise InternalError(f"graph {self.name}: node {node.name} is not an input")
+        return node
+
+    def input_names(self) -> list[str]:
+        """The declared names of the inputs, in order."""
+        return [self.input_node(i).input_name for i in self.inputs]
+
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order (ties broken by creation order)."""
         if self._order is None or len(self._order) != self._g.number_of_nodes():

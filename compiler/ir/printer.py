@@ -13,7 +13,7 @@ from fractions import Fraction
 from nncircuit.types import expr as X
 from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, LoopNode, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, InputNode, LoopNode, Node, Value
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Dim, Floor, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
@@ -114,24 +114,22 @@ class _Printer:
 
     def node(self, g: Graph, n: Node, names: dict[int, str]) -> str:
         ins = [_value(g, v, names) for v in n.inputs]
-        if n.op == "input":
-            _only_attrs(n, {"name"})
-            body = f"input {_name(n.attrs['name'])}"
+        # (the attributes were checked against their schema when the node was made)
+        if isinstance(n, InputNode):
+            body = f"input {_name(n.input_name)}"
         elif isinstance(n, CallNode):
-            _only_attrs(n, {"block", "args", "lift"})
-            args = ", ".join(f"{_name(k)} = {_hval(v)}" for k, v in n.attrs["args"])
+            args = ", ".join(f"{_name(k)} = {_hval(v)}" for k, v in n.args)
             body = (
-                f"call @{self.labels[id(n.callee)]}({', '.join(ins)}) block {_name(n.attrs['block'])} "
+                f"call @{self.labels[id(n.callee)]}({', '.join(ins)}) block {_name(n.block)} "
                 f"args({args})"
             )
-            if n.attrs["lift"]:
-                body += f" lift [{', '.join(_name(a) for a in n.attrs['lift'])}]"
+            if n.lift:
+                body += f" lift [{', '.join(_name(a) for a in n.lift)}]"
         elif isinstance(n, LoopNode):
-            _only_attrs(n, {"count", "shared", "carried"})
-            k = n.attrs["carried"]
+            k = n.carried
             free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
-            body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.attrs['count'])}"
-            if n.attrs["shared"]:
+            body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.count)}"
+            if n.shared:
                 body += " shared"
         else:
             if n.call is None:
@@ -143,12 +141,6 @@ class _Printer:
         if n.doc:
             text += f" doc {_q(n.doc)}"
         return text + self.loc(n.span)
-
-
-def _only_attrs(n: Node, keys: set[str]):
-    extra = set(n.attrs.keys()) - keys
-    if extra or (n.op != "input" and keys - set(n.attrs.keys())):
-        raise InternalError(f"{n.op} node {n.name} has attributes {sorted(n.attrs.keys())}")
 
 
 def _q(s: str) -> str:

@@ -193,7 +193,7 @@ class Elaborator:
                 if isinstance(node, CallNode):
                     n += 1 + self.unrolled(node.callee)
                 elif isinstance(node, LoopNode):
-                    n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
+                    n += 1 + int(node.count.value) * self.unrolled(node.callee)
                 else:
                     n += 1
             self.sizes[g] = n
@@ -891,10 +891,10 @@ class Elaborator:
         if prev is not None and prev != sig:
             raise ShapeError(f"'{node.module}' is applied again with different weight shapes", span)
         ctx.modules[node.module] = sig
-        tied = node.attrs.get("tied")
+        tied = op.ties(node.attrs)
         if tied is not None:
             target = ctx.modules.get(tied)
-            mine = (node.attrs["out_features"].value, node.attrs["in_features"].value)
+            mine = tuple(s.value for s in op.tied_shape(node.attrs))
             theirs = dict(target[1]).get("weight") if target else None
             if theirs is None:
                 raise NameResolutionError(f"tied = {tied}: '{tied}' has not been applied yet, so it has no weight", span)

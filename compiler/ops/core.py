@@ -682,3 +682,36 @@ register(
         example="pad_to(up, skip, over [h, w])",
     )
 )
+
+
+# ---- typed accessors: what passes and backends read of these ops' attributes ----------------
+
+
+def cast_to(a: Attrs) -> str:
+    """The dtype a cast converts to."""
+    return a["to"]
+
+
+def renamed(a: Attrs) -> tuple[str, str]:
+    """(old, new): the axis a rename renames and its new name."""
+    return a["old"], a["new"]
+
+
+def swapped(a: Attrs) -> tuple[str, str]:
+    """The two axes a transpose swaps."""
+    return a["a"], a["b"]
+
+
+def softmax_axis(a: Attrs) -> str:
+    """The axis a softmax (or log_softmax) normalises along."""
+    return a["axis"]
+
+
+def einsum_out(a: Attrs) -> tuple[str, ...]:
+    """An einsum's result axes, in order."""
+    return a["out"]
+
+
+def causal_axes(a: Attrs) -> tuple[str, str]:
+    """(query, key): the axes of a causal mask."""
+    return a["query"], a["key"]

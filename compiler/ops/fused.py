@@ -183,6 +183,11 @@ def _linear_group_params(a, ins):
     return tuple(out)
 
 
+def group_members(a: Attrs) -> tuple[str, ...]:
+    """The modules of a LinearGroup's members, in order."""
+    return a["members"]
+
+
 def _linear_group_flops(a, ins, outs, env):
     return sum(2 * numel(o, env) * int(fin.value) for o, fin in zip(outs, a["in_features"]))
 

@@ -148,6 +148,7 @@ register(
         glyph="L",
         note=_linear_note,
         ties=lambda a: a["tied"],
+        tied_shape=lambda a: (a["out_features"], a["in_features"]),
         example="x |> Linear(d -> [heads, dh])",
     )
 )

@@ -443,6 +443,8 @@ class OpDef:
     note: Callable[[Attrs], str] = lambda a: ""
     # The module whose parameter the op uses instead of owning one (Linear's `tied = E`), or None.
     ties: Callable[[Attrs], str | None] = lambda a: None
+    # The shape, in PyTorch's layout, of the weight it takes from that module.
+    tied_shape: Callable[[Attrs], tuple[HVal, ...]] = lambda a: ()
     # The axes the op's attributes name (None: those of the attributes of an axis kind).
     axis_args: Callable[[Attrs], tuple[str, ...]] | None = None
 
