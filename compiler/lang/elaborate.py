@@ -775,11 +775,12 @@ class Elaborator:
             return e.id
         if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in INIT_KINDS:
             pos, kw = [], []
+            kind = e.func.id
 
             def number(a):
                 v = self.expr(ctx, a.value)
                 if not isinstance(v, HVal):
-                    raise ShapeError(f"the arguments of {e.func.id} are numbers, found {_describe(v)}", a.span)
+                    raise ShapeError(f"the arguments of {kind} are numbers, found {_describe(v)}", a.span)
                 return v
 
             for a in e.args:
