@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, SPECS
 
 import nncircuit
+from nncircuit.errors import NNError
 from nncircuit.ir.graph import CallNode, Graph, InputNode, LoopNode
 from nncircuit.ir.parser import parse_ir
 from nncircuit.ir.printer import all_graphs, print_ir
@@ -150,6 +151,31 @@ def test_verify_refuses_attrs_changed_behind_the_graphs_back():
     inp.attrs = Attrs.of({"name": "x", "extra": True})
     with pytest.raises(AttrError, match="op input: unknown attribute 'extra'"):
         g.verify()
+
+
+def test_a_value_outside_the_choices_is_refused():
+    g, x = _graph()
+    call = OpCall("mul", (), kwargs=(("scalar", HVal.const(2)), ("side", "up")))
+    with pytest.raises(AttrError, match=r"op mul: attribute 'side' must be 'left' or 'right' or None, found 'up'"):
+        g.add_op(call, [x], name="m")
+
+
+def test_hand_written_ir_with_a_bad_attribute_is_a_positioned_error():
+    spec = nncircuit.load("m.nn", "M", text="model M(d = 4) {\n  in x: [b, d]\n  y = x * 2\n  out y\n}\n")
+    text = print_ir(spec.graph)
+    assert 'side = right' in text
+    parse_ir(text).verify()
+    with pytest.raises(NNError) as err:
+        parse_ir(text.replace("side = right", "side = up"), "m.ir")
+    assert err.value.span is not None and err.value.span.line == text.splitlines().index(
+        next(line for line in text.splitlines() if "side = right" in line)) + 1
+    assert "attribute 'side' must be 'left' or 'right'" in err.value.render()
+
+
+def test_a_float_attribute_is_a_float_or_an_hval():
+    spec = registry.get("dropout").attrs[0]
+    assert spec.accepts(0.5) and spec.accepts(HVal(0.5, X.Ref("p")))
+    assert not spec.accepts(1) and not spec.accepts(True) and not spec.accepts(None)
 
 
 def test_verify_refuses_attrs_without_their_defaults():

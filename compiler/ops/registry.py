@@ -77,7 +77,7 @@ def _kind_test(kind: str) -> Callable[[object], bool]:
 
     tests: dict[str, Callable[[object], bool]] = {
         "int": _is_int,
-        "float": lambda v: isinstance(v, HVal) or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+        "float": lambda v: isinstance(v, (float, HVal)),
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "axis": lambda v: isinstance(v, str),
@@ -108,6 +108,7 @@ class AttrSpec:
     default: object = REQUIRED
     optional: bool = False
     doc: str = ""
+    choices: tuple = ()  # the only values it may take, where it is one of a few
 
     def __post_init__(self):
         if self.kind not in ATTR_KINDS:
@@ -123,6 +124,8 @@ class AttrSpec:
         """Whether `value` is of this attribute's kind (None: where it is optional)."""
         if value is None:
             return self.optional
+        if self.choices and value not in self.choices:
+            return False
         return _kind_test(self.kind)(value)
 
 
@@ -150,7 +153,8 @@ def validate_attrs(op: str, schema: tuple[AttrSpec, ...], given: Attrs | dict) -
             v = spec.default
         if not spec.accepts(v):
             what = "None" if v is None else f"{v!r} ({type(v).__name__})"
-            raise AttrError(f"op {op}: attribute {spec.name!r} must be {spec.kind}"
+            kind = " or ".join(map(repr, spec.choices)) if spec.choices else spec.kind
+            raise AttrError(f"op {op}: attribute {spec.name!r} must be {kind}"
                             f"{' or None' if spec.optional else ''}, found {what}")
         out[spec.name] = v
     done = Attrs.of(out)
@@ -183,7 +187,7 @@ def axis_names(value: object) -> tuple[str, ...]:
 # the side it stands on; applied to two tensors, both are None.
 SCALAR_ATTRS = (
     AttrSpec("scalar", "hval", default=None, optional=True, doc="the number operand, if one side is a number"),
-    AttrSpec("side", "str", default=None, optional=True, doc='where the number stands: "left" or "right"'),
+    AttrSpec("side", "str", default=None, optional=True, doc="where the number stands", choices=("left", "right")),
 )
 
 
