@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from nncircuit.errors import NNError, did_you_mean
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph
 
 from nncircuit.backends.diagram import model as dm
 
