@@ -172,10 +172,10 @@ def test_hand_written_ir_with_a_bad_attribute_is_a_positioned_error():
     assert "attribute 'side' must be 'left' or 'right'" in err.value.render()
 
 
-def test_a_float_attribute_is_a_float_or_an_hval():
+def test_a_float_attribute_is_a_number_or_an_hval():
     spec = registry.get("dropout").attrs[0]
-    assert spec.accepts(0.5) and spec.accepts(HVal(0.5, X.Ref("p")))
-    assert not spec.accepts(1) and not spec.accepts(True) and not spec.accepts(None)
+    assert spec.accepts(0.5) and spec.accepts(0) and spec.accepts(HVal(0.5, X.Ref("p")))
+    assert not spec.accepts(True) and not spec.accepts("0.5") and not spec.accepts(None)
 
 
 def test_verify_refuses_attrs_without_their_defaults():

@@ -56,7 +56,7 @@ class _Required:
 REQUIRED = _Required()  # an AttrSpec default: the shape rule always sets it
 
 # What an attribute value may be (AttrSpec.kind), and the test a value must pass:
-#   "int", "float" (a float, or an HVal keeping its hyperparameter expression), "bool",
+#   "int", "float" (a number, or an HVal keeping its hyperparameter expression), "bool",
 #   "str", "axis" (the name of an axis), "axes" (a tuple of axis names), "axis_def" (an Axis:
 #   a new axis with its size), "axis_defs" (a tuple of Axis), "hval" (an HVal), "hvals" (a
 #   tuple of HVal), "init" (an Init), "dtype" (a dtype name), "names" (a tuple of other names,
@@ -77,7 +77,8 @@ def _kind_test(kind: str) -> Callable[[object], bool]:
 
     tests: dict[str, Callable[[object], bool]] = {
         "int": _is_int,
-        "float": lambda v: isinstance(v, (float, HVal)),
+        # an int is a number too (a rule may return its default as written), a bool is not
+        "float": lambda v: isinstance(v, (float, HVal)) or _is_int(v),
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "axis": lambda v: isinstance(v, str),
