@@ -1,6 +1,6 @@
 """The backends: the table of compile targets that the CLI (`nnc compile --to NAME`) and the
 API read. A backend is a sub-package with one lowering table (op name -> lowering, an entry
-for every registry op: tests/test_backends.py fails otherwise) and an `emit` function that
+for every registry op: tests/backends/test_backends.py fails otherwise) and an `emit` function that
 writes a checked spec to a file and returns a one-line report. Adding a backend (say JAX or
 MLX) is its own sub-package plus one row here. Rows name their modules as strings so that
 `nnc check` imports no backend (nor torch, nor onnx)."""

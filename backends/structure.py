@@ -28,7 +28,7 @@ def single_call_body(body: Graph) -> CallNode | None:
     if [v for _, v in body.outputs] != [c.out(i) for i in range(len(c.types))]:
         return None
     for v, decl in zip(c.inputs, c.callee.inputs):
-        if body.type_of(v).names != tuple(c.attrs["lift"]) + c.callee.node(decl).type.names:
+        if body.type_of(v).names != tuple(c.lift) + c.callee.node(decl).type.names:
             return None
     return c
 

@@ -93,7 +93,7 @@ class Spec:
 
     def inputs(self):
         g = self.graph
-        return [(g.node(i).attrs["name"], g.node(i).type) for i in g.inputs]
+        return [(g.input_node(i).input_name, g.node(i).type) for i in g.inputs]
 
     def outputs(self):
         g = self.graph

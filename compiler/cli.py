@@ -195,7 +195,7 @@ def _check_library(path: str, prefix: str = "") -> int:
             continue
         g = Elaborator(program).instantiate(bdef, {}, bdef.span)
         g.verify()
-        ins = ", ".join(f"{g.node(i).attrs['name']}: {g.node(i).type}" for i in g.inputs)
+        ins = ", ".join(f"{g.input_node(i).input_name}: {g.node(i).type}" for i in g.inputs)
         outs = ", ".join(f"{n}: {g.type_of(v)}" for n, v in g.outputs)
         print(f"{prefix}block {bdef.name}: {param_count(g):,} parameters; in {ins}; out {outs}")
     return 0

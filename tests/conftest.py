@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # tests/
+ROOT = os.path.dirname(HERE)
 SPECS = os.path.join(ROOT, "specs")
 
 # The optimizer verifies every graph after every pass under test (by default it verifies
@@ -56,36 +57,46 @@ SMALL = {
 
 # end-to-end, fuzzing and differential modules, whole
 SLOW_MODULES = {
-    "test_differential.py", "test_fuzz.py", "test_references.py", "test_packaging.py", "test_lsp.py",
-    "test_typecheck.py",
+    "e2e/test_differential.py", "e2e/test_fuzz.py", "e2e/test_references.py", "e2e/test_packaging.py",
+    "editor/test_lsp.py", "test_typecheck.py",
 }
-# single slow tests (by function name, any parameters) in otherwise fast modules
+# single slow tests (by function name, any parameters) in otherwise fast modules; both
+# tables name a module by its path under tests/
 SLOW_TESTS = {
-    "test_hostile.py": {"test_outputs_identical_across_hash_seeds", "test_bombs_allocate_nothing"},
-    "test_onnx.py": {
+    "e2e/test_hostile.py": {"test_outputs_identical_across_hash_seeds", "test_bombs_allocate_nothing"},
+    "backends/onnx/test_onnx.py": {
         "test_export_works_without_torch", "test_zoo_model_checks_and_matches_torch",
         "test_functions_model_checks_and_matches_torch", "test_weights_files", "test_other_opsets",
         "test_optimized_models_match_torch", "test_fp16_and_int8_report_their_accuracy",
     },
-    "test_passes.py": {"test_O2_matches_O0", "test_every_pass_keeps_random_specs_valid", "test_O2_trains_like_O0"},
-    "test_specs.py": {"test_generated_file_runs_without_nncircuit", "test_dynamic_image_sizes"},
-    "test_render.py": {"test_rendering_does_not_depend_on_the_hash_seed", "test_cli_writes_every_format"},
-    "test_distributed.py": {"test_two_processes_train_like_one"},  # two gloo processes, all runs once
-    "test_hyperparams.py": {"test_generated_class_matches_compile_for_random_hyperparameters"},
-    "test_fmt.py": {"test_cli_check_rewrite_and_stdin", "test_cli_syntax_error_leaves_the_file_alone"},
-    "test_moe.py": {"test_a_transformers_mixtral_block_loads_strictly_and_agrees"},  # imports transformers
-    "test_trust_modules.py": {"test_checks_keep_torch_export_with_dynamic_batch_and_seq",
-                              "test_checks_keep_torch_compile_fullgraph"},
-    "test_diagram_paper.py": {"test_png_scale_and_printed_width"},
-    "test_diagram_routing.py": {"test_routing_problems_do_not_grow"},
-    "test_install.py": {"test_torch_free_commands_do_not_import_torch"},
-    "test_onnx_scale.py": {"test_external_data_from_the_command_line",
-                           "test_fused_qkv_trains_like_separate_layers_without_joining_per_call"},
-    "test_notebook.py": {"test_compiled_module_scripts"},
-    "test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
-    "test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
-    "test_zoo.py": {"test_heavier_variants_load_the_reference_strictly",
-                    "test_onnx_with_reference_weights_matches_torch"},
+    "passes/test_passes.py": {
+        "test_O2_matches_O0", "test_every_pass_keeps_random_specs_valid", "test_O2_trains_like_O0",
+    },
+    "e2e/test_specs.py": {"test_generated_file_runs_without_nncircuit", "test_dynamic_image_sizes"},
+    "backends/diagram/test_render.py": {
+        "test_rendering_does_not_depend_on_the_hash_seed", "test_cli_writes_every_format",
+    },
+    "backends/torch/test_distributed.py": {"test_two_processes_train_like_one"},  # two gloo processes, all runs once
+    "backends/torch/test_hyperparams.py": {
+        "test_generated_class_matches_compile_for_random_hyperparameters",
+    },
+    "editor/test_fmt.py": {"test_cli_check_rewrite_and_stdin", "test_cli_syntax_error_leaves_the_file_alone"},
+    "e2e/test_trust_modules.py": {
+        "test_checks_keep_torch_export_with_dynamic_batch_and_seq", "test_checks_keep_torch_compile_fullgraph",
+    },
+    "backends/diagram/test_diagram_paper.py": {"test_png_scale_and_printed_width"},
+    "backends/diagram/test_diagram_routing.py": {"test_routing_problems_do_not_grow"},
+    "ops/test_moe.py": {"test_a_transformers_mixtral_block_loads_strictly_and_agrees"},  # imports transformers
+    "e2e/test_zoo.py": {"test_heavier_variants_load_the_reference_strictly",
+                        "test_onnx_with_reference_weights_matches_torch"},
+    "e2e/test_install.py": {"test_torch_free_commands_do_not_import_torch"},
+    "backends/onnx/test_onnx_scale.py": {
+        "test_external_data_from_the_command_line",
+        "test_fused_qkv_trains_like_separate_layers_without_joining_per_call",
+    },
+    "e2e/test_notebook.py": {"test_compiled_module_scripts"},
+    "editor/test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
+    "passes/test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
 }
 
 
@@ -95,6 +106,6 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        module = os.path.basename(str(item.fspath))
+        module = os.path.relpath(str(item.fspath), HERE).replace(os.sep, "/")
         if module in SLOW_MODULES or item.originalname in SLOW_TESTS.get(module, ()):
             item.add_marker(pytest.mark.slow)

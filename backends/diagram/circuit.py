@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, ScanNode
+from nncircuit.errors import InternalError
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, InputNode, LoopNode, Node, ScanNode
 from nncircuit.ops import registry
 from nncircuit.types.tensor import TensorType
 
@@ -72,7 +73,7 @@ class OpDraw:
 
 @dataclass
 class CallDraw:
-    node: BodyNode
+    node: CallNode
     path: str
     lines: list[tuple[str, float, bool, str]]  # text, size, bold, colour
     text_top: float  # the text goes below the wires that pass over the box
@@ -141,8 +142,8 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
             if lk.kind == dm.CUP:  # a contraction's operands are named axes: any order reads the same
                 stacked = cup_order([in_types[i] for i in stack], out_types)
                 order = [stacked[stack.index(i)] for i in range(len(in_types))]
-            rows = assign_rows(in_types, out_types, carried, prefer[0], order, stack=stack)
-            new = _op_cell(node, cx, lk, in_types, out_types, *rows, prefer)
+            in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0], order, stack=stack)
+            new = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
             cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
         cell.arrange = arrange
     return cell
@@ -173,11 +174,11 @@ def _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer
     )
 
 
-def call_cell(node: BodyNode, cx: Ctx) -> Cell:
+def call_cell(node: CallNode, cx: Ctx) -> Cell:
     """A closed block: a named box with its hyperparameters; lifted wires pass over it, and
     the text sits below them."""
     lines = [(dm.call_title(node), TITLE_SIZE, True, "#000")]
-    args = dm.args_text(node.attrs["args"])
+    args = dm.args_text(node.args)
     if args:
         lines.append((args, SMALL + 0.5, False, "#333"))
     if cx.opts.cost:
@@ -186,7 +187,7 @@ def call_cell(node: BodyNode, cx: Ctx) -> Cell:
         lines.append((dm.value_name(node), SMALL, False, "#555"))
     in_types = [cx.g.type_of(v) for v in node.inputs]
     out_types = list(node.types)
-    lift = tuple(node.attrs["lift"])
+    lift = tuple(node.lift)
     prefer = preferred_slots(in_types, out_types)
     cell = _call_cell(node, cx, lines, in_types, out_types, lift, prefer, None)
     if len(in_types) > 1:
@@ -229,24 +230,26 @@ def _frame_cell(node: BodyNode, cx: Ctx, stack: tuple[int, ...] | None) -> Cell:
     path = cx.path(node)
     is_call = isinstance(node, CallNode)
     level = cx.level + 1 if is_call else cx.level
-    lift = tuple(node.attrs["lift"]) if is_call else ()
+    lift = tuple(node.lift) if isinstance(node, CallNode) else ()
     sub_cx = Ctx(node.callee, path, level, dm.callee_env(node, cx.g, cx.env), cx.exp, cx.opts, True,
                  len(lift) * R, quiet=not is_call, max_w=max((cx.frame_w or cx.max_w) - 2 * ZONE, 160.0) if cx.max_w else 0.0,
                  tags=cx.tags, stack=stack)
     sub = layout_graph(sub_cx)
-    if is_call:
+    if isinstance(node, CallNode):
         title = dm.call_title(node)
-        subtitle = dm.args_text(node.attrs["args"])
+        subtitle = dm.args_text(node.args)
         badge = ""
-    else:
+    elif isinstance(node, (LoopNode, ScanNode)):
         title = node.name
         subtitle = dm.repeat_count_text(node)
         if isinstance(node, ScanNode):
             badge = dm.scan_badge(node)
         else:
-            badge = f"×{node.attrs['count'].value}" + (" shared" if node.attrs["shared"] else "")
-        if not isinstance(node, ScanNode) and node.attrs["count"].value == 1 and not node.attrs["shared"]:
+            badge = f"×{node.count.value}" + (" shared" if node.shared else "")
+        if isinstance(node, LoopNode) and node.count.value == 1 and not node.shared:
             badge = ""  # drawn without a frame (see draw_frame)
+    else:
+        raise InternalError(f"{node.op} node {node.name} is neither a call nor a repeat")
     cost = dm.cost_text(node, path, cx.opts) if cx.opts.cost else ""
     title_w = (text_width(title, TITLE_SIZE, True) + text_width(subtitle, SMALL + 0.5) + 10
                + (text_width(cost, SMALL) + 10 if cost else 0) + (text_width(badge, 13, True) + 14 if badge else 0))
@@ -325,10 +328,10 @@ def _ports(types, declared, inner_ys, lift, body_top, stack=None) -> list[list[f
     return [got[i] for i in range(len(types))]
 
 
-def input_cell(node: Node, cx: Ctx) -> Cell:
+def input_cell(node: InputNode, cx: Ctx) -> Cell:
     t = node.type
     n = max(t.rank, 1)
-    name = "" if cx.quiet and len(cx.g.inputs) == 1 else node.attrs["name"]
+    name = "" if cx.quiet and len(cx.g.inputs) == 1 else node.input_name
     top = NAME_H + cx.lift_room
     draw = IoDraw("input", [name], cx.path(node), [rows_y(range(n), top)])
     w = max(8.0, text_width(name, 9, True) + 4)
@@ -372,14 +375,14 @@ def layout_graph(cx: Ctx) -> GraphLayout:
     g = cx.g
     cells: list[Cell] = []
     for node in g.nodes():
-        if node.op == "input":
+        if isinstance(node, InputNode):
             cells.append(input_cell(node, cx))
         elif isinstance(node, BodyNode):
             path = cx.path(node)
             if cx.exp.is_open(path, node, cx.level + 1):
                 cells.append(frame_cell(node, cx))
             else:
-                cells.append(call_cell(node, cx))
+                cells.append(call_cell(dm.as_call(node), cx))
         else:
             cells.append(op_cell(node, cx))
     if cx.stack is not None:  # the inputs are placed (stacked) in the order given

@@ -8,14 +8,15 @@ from dataclasses import replace
 from nncircuit.types.tensor import TensorType
 
 from nncircuit.backends.diagram import model as dm
-from nncircuit.ir.graph import ScanNode
 from nncircuit.backends.diagram.circuit import (
     CUP_COL, GLYPH_SIZE, LABEL_SIZE, R, ROUTER_H, SMALL, TITLE_SIZE, ZONE, CallDraw, Ctx, FrameDraw, GraphLayout,
     IoDraw, OpDraw, layout_graph,
 )
 from nncircuit.backends.diagram.layout import STAGGER, Placement, route, stagger
 from nncircuit.backends.diagram.svg import Svg, num, path_d, text_width, wrap
-from nncircuit.ir.graph import LoopNode
+from nncircuit.errors import InternalError
+from nncircuit.ir.graph import CallNode, ScanNode
+from nncircuit.ops.routing import moe_routing
 
 INK = "#1a1a1a"
 GREY = "#555"
@@ -274,7 +275,7 @@ def _router(svg: Svg, d: OpDraw, x, y, w):
     wire forks to a router (softmax ◁, then top-k) and to a stack of expert boxes (the
     learned maps, k of E run); the experts' outputs meet in a weighted sum Σ whose weights
     come from the top-k (dashed), and the sum goes back up to the output wire."""
-    experts, k = int(d.node.attrs["experts"].value), int(d.node.attrs["k"].value)
+    experts, k = moe_routing(d.node.attrs)
     y_in = next((_row(y, r) for a, r in zip(d.in_types[0].axes, d.in_rows[0]) if a.name in d.look.acted), y)
     y_out = next((_row(y, r) for a, r in zip(d.out_types[0].axes, d.out_rows[0]) if a.name in d.look.acted), y_in)
     top = y + d.nrows * R + 8  # the band under the wires
@@ -436,8 +437,8 @@ def _port_separators(svg: Svg, groups, x, outward: float):
 
 
 def draw_call(svg: Svg, d: CallDraw, x, y, w, h, ins, outs, cx: Ctx):
-    tip = f"{d.path}: {d.node.attrs['block']} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
-    _open_group(svg, d.path, "block collapsed", x, y, w, h, tip, data_block=d.node.attrs["block"],
+    tip = f"{d.path}: {d.node.block} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
+    _open_group(svg, d.path, "block collapsed", x, y, w, h, tip, data_block=d.node.block,
                 data_scope=d.path)
     svg.el("rect", x=x, y=y + 1, width=w, height=h - 2, rx=5, fill="#fff", stroke=INK, stroke_width=1.6,
            cls="shape")
@@ -458,8 +459,8 @@ def draw_frame(svg: Svg, d: FrameDraw, x, y, w, h, cx: Ctx):
     kind = "repeat" if is_repeat else "block expanded"
     tip = f"{d.path}: {d.title} {_types(d.in_types, cx.env)} → {_types(d.out_types, cx.env)}"
     data = {"data_scope": d.path}
-    if not is_repeat:
-        data["data_block"] = d.node.attrs["block"]
+    if isinstance(d.node, CallNode):
+        data["data_block"] = d.node.block
     _open_group(svg, d.path, kind, x, y, w, h, tip, **data)
     once = is_repeat and not d.badge  # `repeat 1`: the body is drawn as it is, with no ×1 frame
     if not once:
@@ -511,8 +512,10 @@ def _recurrence(svg: Svg, d: FrameDraw, x, y, w, h):
     right and loops back under it into its input on the left; the scanned axis of each
     sliced input ends at the frame in a ⟲ mark (the body sees one position per step)."""
     node = d.node
-    axis = node.attrs["axis"]
-    k = node.attrs["carried"]
+    if not isinstance(node, ScanNode):
+        raise InternalError(f"{node.name} is not a scan")
+    axis = node.axis
+    k = node.carried
     bottom = y + h - 4
     for i in range(k):
         if not d.out_ys[i] or not d.in_ys[i]:
@@ -524,7 +527,7 @@ def _recurrence(svg: Svg, d: FrameDraw, x, y, w, h):
                cls="carry")
         svg.el("path", d=f"M {num(xl - 3)} {num(iy + 6)} L {num(xl)} {num(iy)} L {num(xl + 3)} {num(iy + 6)}",
                fill="none", stroke="#b45309", stroke_width=1.2, cls="carry")
-    for i in node.attrs["scanned"]:
+    for i in node.scanned:
         t = d.in_types[i]
         if i < len(d.in_ys) and t.has(axis) and len(d.in_ys[i]) == t.rank:
             py = y + d.in_ys[i][t.index(axis)]
@@ -549,7 +552,7 @@ def circuit_svg(spec, opts: dm.Options) -> str:
         params = param_count(callee)
         doc = paper.caption(callee.doc, params, opts)
         return document(lay, callee, opts, params if opts.cost else None,
-                        title=paper.block_title(node), doc=doc, root_id=node.attrs["block"])
+                        title=paper.block_title(node), doc=doc, root_id=node.block)
     exp = dm.Expansion(g, opts)
     lay = _fit(lambda frame_w: layout_graph(Ctx(g, "", 0, dm.root_env(g), exp, opts, False, max_w=max_w,
                                                  frame_w=frame_w)), max_w)

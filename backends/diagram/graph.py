@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from nncircuit.ops import registry
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, InputNode, Node
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.layout import Band, Cell, Placement, Spacing, place, route, split_rows, wrap_ranges
@@ -114,13 +114,13 @@ def layout_graph(cx: Ctx) -> Layout:
     for node in g.nodes():
         path = dm.scope(cx.prefix, node.name)
         tip = f"{path}: {node.op}"
-        if node.op == "input":
-            name = node.attrs["name"]
+        if isinstance(node, InputNode):
+            name = node.input_name
             cells.append(_box(node.name, BoxDraw(path, "input", [name], tip), 0, 1, pinned="first", align="right"))
         elif isinstance(node, BodyNode) and cx.exp.is_open(path, node, cx.level + 1):
             cells.append(frame_cell(node, cx))
         elif isinstance(node, BodyNode):
-            draw = BoxDraw(path, "block", call_lines(node, cx.opts), f"{path}: {node.attrs.get('block', node.op)}")
+            draw = BoxDraw(path, "block", call_lines(dm.as_call(node), cx.opts), f"{path}: {dm.as_call(node).block}")
             cells.append(_box(node.name, draw, len(node.inputs), len(node.types), prefer=(0,)))
         else:
             kind = "learned" if registry.get(node.op).learned else "op"
@@ -242,11 +242,11 @@ def _draw_box(svg: Svg, d: BoxDraw, x, y, w, h):
 
 def _draw_frame(svg: Svg, d: FrameDraw, x, y, cell: Cell):
     is_repeat = dm.is_loop(d.node)
-    attrs = {"data_scope": d.path}
-    if not is_repeat:
-        attrs["data_block"] = d.node.attrs["block"]
+    data = {"data_scope": d.path}
+    if isinstance(d.node, CallNode):
+        data["data_block"] = d.node.block
     svg.open("g", id=d.path, cls="repeat" if is_repeat else "block expanded",
-             data_bbox=f"{num(x)} {num(y)} {num(cell.w)} {num(cell.h)}", **attrs)
+             data_bbox=f"{num(x)} {num(y)} {num(cell.w)} {num(cell.h)}", **data)
     svg.el("title", f"{d.path}: {d.label}")
     svg.el("rect", x=x, y=y, width=cell.w, height=cell.h, rx=6, fill=("#f5f7fa", "#eaeef3")[d.level % 2],
            stroke="#6b7280", stroke_dasharray="5 3" if is_repeat else None, cls="frame")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html as htmlmod
 from dataclasses import replace
 
-from nncircuit.ir.graph import BodyNode, Graph
+from nncircuit.ir.graph import BodyNode, CallNode, Graph
 
 from nncircuit.backends.diagram import model as dm
 from nncircuit.backends.diagram.draw import svg as render_svg
@@ -152,16 +152,16 @@ def _panels(g: Graph, prefix: str, level: int, env, exp: dm.Expansion, opts: dm.
             out += _panels(node.callee, path, level + 1, inner_env, exp, opts)
         else:
             closed = dm.Expansion(node.callee, replace(opts, depth=0, expand=()))
-            svg = _block_svg(node, path, level + 1, inner_env, closed, opts)
+            svg = _block_svg(dm.as_call(node), path, level + 1, inner_env, closed, opts)
             kids = _panels(node.callee, path, level + 1, inner_env, closed, opts)
             out.append(_view(svg, f"{path} ▸", path, kids))
     return out
 
 
-def _block_svg(node: BodyNode, path: str, level: int, env, exp: dm.Expansion, opts: dm.Options) -> str:
+def _block_svg(node: CallNode, path: str, level: int, env, exp: dm.Expansion, opts: dm.Options) -> str:
     callee = node.callee
-    args = dm.args_text(node.attrs["args"])
-    title = f"{node.attrs['block']}({args})" if args else node.attrs["block"]
+    args = dm.args_text(node.args)
+    title = f"{node.block}({args})" if args else node.block
     params = dm.block_params(node) if opts.cost else None
     if opts.style == "graph":
         from nncircuit.backends.diagram.graph import block_svg

@@ -241,7 +241,7 @@ def _arrange(cell: Cell, by_key, feeding, placed):
     if len(arrival) < 2:
         return
     stack = sorted(range(len(cell.ins)), key=lambda s: (arrival.get(s, float("inf")), s))
-    if stack != list(range(len(cell.ins))):
+    if stack != list(range(len(cell.ins))) and cell.arrange is not None:
         cell.arrange(stack)
 
 

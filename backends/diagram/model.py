@@ -11,7 +11,7 @@ from nncircuit.names import snake
 from nncircuit.analysis import cost as analysis
 from nncircuit.ops import registry
 from nncircuit.types import expr as X
-from nncircuit.errors import NNError, ShapeError, did_you_mean
+from nncircuit.errors import InternalError, NNError, ShapeError, did_you_mean
 from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode
 from nncircuit.types.sizes import Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
@@ -50,15 +50,15 @@ class Expansion:
 
     def __init__(self, root: Graph, options: Options):
         self.depth = options.depth
-        self.calls: dict[str, Node] = {}
+        self.calls: dict[str, CallNode] = {}
         self.repeats: set[str] = set()  # always open; naming one is not an error
         self._collect(root, "")
         wanted = set(options.expand)
-        known = {n.attrs["block"] for n in self.calls.values()} | set(self.calls) | self.repeats
+        known = {n.block for n in self.calls.values()} | set(self.calls) | self.repeats
         for name in sorted(wanted):
             if name not in known:
                 raise NNError(f"--expand: the model has no block or scope '{name}'{did_you_mean(name, known)}")
-        forced = {p for p, n in self.calls.items() if p in wanted or n.attrs["block"] in wanted}
+        forced = {p for p, n in self.calls.items() if p in wanted or n.block in wanted}
         self.forced: set[str] = set()
         for path in forced:
             parts = path.split(".")
@@ -168,7 +168,7 @@ def is_loop(node: Node) -> bool:
 
 def block_params(node: BodyNode) -> int:
     if isinstance(node, LoopNode):
-        times = 1 if node.attrs["shared"] else int(node.attrs["count"].value)
+        times = 1 if node.shared else int(node.count.value)
         return times * analysis.param_count(node.callee)
     return analysis.param_count(node.callee)
 
@@ -193,11 +193,18 @@ def args_text(args) -> str:
     return ", ".join(f"{k}={_value_text(v)}" for k, v in args)
 
 
-def instance_named(node: Node) -> bool:
+def as_call(node: Node) -> CallNode:
+    """A node drawn closed, as a box: always a block call (repeats are always open)."""
+    if not isinstance(node, CallNode):
+        raise InternalError(f"{node.op} node {node.name} drawn as a closed block")
+    return node
+
+
+def instance_named(node: CallNode) -> bool:
     """Whether the spec named the block instance itself (`attn = SelfAttention(d)`, then
     `attn(x)`: the call site applies it by that name). A name that only says what the call
     computes (`x = Down(64, 128)(x)`) belongs to the value, not to the block."""
-    if is_auto_name(node.name, node.attrs["block"]):
+    if is_auto_name(node.name, node.block):
         return False
     span = node.span
     if span is None:
@@ -205,36 +212,36 @@ def instance_named(node: Node) -> bool:
     return re.match(re.escape(node.name) + r"\s*\(", span.source_line()[span.col - 1:]) is not None
 
 
-def value_name(node: Node) -> str:
+def value_name(node: CallNode) -> str:
     """The name the spec gave a call's result (`s1 = DoubleConv(...)(image)`), or ""."""
-    if is_auto_name(node.name, node.attrs["block"]) or instance_named(node):
+    if is_auto_name(node.name, node.block) or instance_named(node):
         return ""
     return node.name
 
 
-def call_title(node: Node) -> str:
+def call_title(node: CallNode) -> str:
     """`attn: SelfAttention` (the instance name only when the spec named the instance)."""
-    block = node.attrs["block"]
+    block = node.block
     return f"{node.name}: {block}" if instance_named(node) else block
 
 
-def repeat_title(node: Node) -> str:
+def repeat_title(node: LoopNode | ScanNode) -> str:
     if isinstance(node, ScanNode):
         return f"{node.name} {scan_badge(node)}"
-    count = node.attrs["count"]
-    extra = " shared" if node.attrs["shared"] else ""
+    count = node.count
+    extra = " shared" if node.shared else ""
     return f"{node.name} ×{count.value}{extra}"
 
 
-def scan_badge(node: Node) -> str:
+def scan_badge(node: ScanNode) -> str:
     """A scan is a recurrence, not ×N: ⟲ and the axis it steps along."""
-    return f"⟲ {node.attrs['axis']}" + (" reversed" if node.attrs["reverse"] else "")
+    return f"⟲ {node.axis}" + (" reversed" if node.reverse else "")
 
 
-def repeat_count_text(node: Node) -> str:
+def repeat_count_text(node: LoopNode | ScanNode) -> str:
     if isinstance(node, ScanNode):
-        return f"one step per {node.attrs['axis']}, state carried"
-    count = node.attrs["count"]
+        return f"one step per {node.axis}, state carried"
+    count = node.count
     return f"{count.expr.math()} = {count.value}" if not count.is_const else ""
 
 
@@ -264,25 +271,11 @@ class Look:
     batch_stats: bool = False  # a normalisation over the axes it is lifted over (BatchNorm)
 
 
-def _mentioned(value, names: set[str], out: set[str]):
-    if isinstance(value, str):
-        if value in names:
-            out.add(value)
-    elif isinstance(value, Axis):
-        if value.name in names:
-            out.add(value.name)
-    elif isinstance(value, tuple):
-        for v in value:
-            _mentioned(v, names, out)
-
-
 def acted_axes(node: Node, in_types, out_types) -> frozenset[str]:
     """Axes an op works on: those its attributes name, those only one side has, and those
     whose size changes. Everything else is carried through untouched."""
     names = {a.name for t in (*in_types, *out_types) for a in t.axes}
-    out: set[str] = set()
-    for _, v in node.attrs.items:
-        _mentioned(v, names, out)
+    out: set[str] = {a for a in registry.get(node.op).axes_named(node.attrs) if a in names}
     sizes_in: dict[str, set] = {}
     for t in in_types:
         for a in t.axes:
@@ -312,10 +305,10 @@ def look(node: Node, g: Graph) -> Look:
     params = op.params(node.attrs, in_types)
     bias = any(p.name == "bias" and not p.buffer for p in params)
     caption = "" if is_auto_name(node.name, node.op) else node.name
-    scalar = node.attrs.get("scalar")
-    if isinstance(scalar, HVal):
-        s = _scalar_text(scalar)
-        text = f"{s} {glyph}" if node.attrs.get("side") == "left" else f"{glyph} {s}"
+    operand = op.scalar_operand(node.attrs)
+    if operand is not None:
+        s = _scalar_text(operand[0])
+        text = f"{s} {glyph}" if operand[1] == "left" else f"{glyph} {s}"
     else:
         text = glyph
     if not node.inputs:
@@ -331,7 +324,7 @@ def look(node: Node, g: Graph) -> Look:
     shows_bias = bias and op.learned and kind in (BOX, TRAPEZOID)
     from nncircuit.backends.diagram import notes
 
-    text = notes.index_text(node) or text
+    text = op.label(node.attrs) or text
     stats = notes.statistics_over(node, op, in_types, acted)
     return Look(kind, text or node.op, op.learned, shows_bias, acted, caption,
                 notes.note(node, op, in_types, acted), bool(stats))

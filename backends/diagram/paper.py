@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from nncircuit.errors import NNError, did_you_mean
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node
+from nncircuit.ir.graph import BodyNode, CallNode, Graph
 
 from nncircuit.backends.diagram import model as dm
 
@@ -117,15 +117,15 @@ def find_block(g: Graph, name: str) -> tuple[CallNode, str, dm.Env, int]:
             levels[path] = levels[prefix] + (isinstance(node, CallNode))
             if not isinstance(node, CallNode):
                 continue
-            known |= {node.attrs["block"], path}
-            if name in (node.attrs["block"], path):
+            known |= {node.block, path}
+            if name in (node.block, path):
                 return node, path, envs[path], levels[path]
     raise NNError(f"--block: the model has no block or scope '{name}'{did_you_mean(name, known)}")
 
 
-def block_title(node: Node) -> str:
-    args = dm.args_text(node.attrs["args"])
-    return f"{node.attrs['block']}({args})" if args else node.attrs["block"]
+def block_title(node: CallNode) -> str:
+    args = dm.args_text(node.args)
+    return f"{node.block}({args})" if args else node.block
 
 
 # ---- the caption ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TypeGuard
 
 from nncircuit.names import fresh
 from nncircuit.ops import registry
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, InputNode, LoopNode, Node, ScanNode, Value
 
 from nncircuit.backends.diagram import model as dm
 
@@ -54,9 +54,9 @@ def op_lines(node: Node, g: Graph) -> list[str]:
     return [node.name, head] if lk.caption or not dm.is_auto_name(node.name, node.op) else [head]
 
 
-def call_lines(node: BodyNode, opts: dm.Options) -> list[str]:
+def call_lines(node: CallNode, opts: dm.Options) -> list[str]:
     lines = [dm.call_title(node)]
-    args = dm.args_text(node.attrs["args"])
+    args = dm.args_text(node.args)
     if args:
         lines.append(args)
     if opts.cost:
@@ -65,11 +65,12 @@ def call_lines(node: BodyNode, opts: dm.Options) -> list[str]:
 
 
 def cluster_label(node: BodyNode, opts: dm.Options) -> str:
-    if dm.is_loop(node):
+    if isinstance(node, (LoopNode, ScanNode)):
         label = dm.repeat_title(node)
     else:
-        args = dm.args_text(node.attrs["args"])
-        label = dm.call_title(node) + (f"({args})" if args else "")
+        call = dm.as_call(node)
+        args = dm.args_text(call.args)
+        label = dm.call_title(call) + (f"({args})" if args else "")
     if opts.cost:
         label += f" · {dm.params_text(dm.block_params(node))}"
     return label
@@ -95,15 +96,15 @@ def _is_open(node: Node, path: str, level: int, exp: dm.Expansion) -> TypeGuard[
 def _visit(view: FlatView, g: Graph, prefix: str, level: int, env, exp, opts, cluster):
     for node in g.nodes():
         path = dm.scope(prefix, node.name)
-        if node.op == "input":
-            view.nodes.append(FNode(path, [node.attrs["name"]], "input", cluster))
+        if isinstance(node, InputNode):
+            view.nodes.append(FNode(path, [node.input_name], "input", cluster))
         elif _is_open(node, path, level, exp):
             view.clusters.append(FCluster(path, cluster_label(node, opts), "repeat" if dm.is_loop(node) else "block",
                                           cluster, node.callee.doc if isinstance(node, CallNode) else ""))
             inner = level + 1 if isinstance(node, CallNode) else level
             _visit(view, node.callee, path, inner, dm.callee_env(node, g, env), exp, opts, path)
         elif isinstance(node, BodyNode):
-            view.nodes.append(FNode(path, call_lines(node, opts), "block", cluster))
+            view.nodes.append(FNode(path, call_lines(dm.as_call(node), opts), "block", cluster))
         else:
             kind = "learned" if registry.get(node.op).learned else "op"
             view.nodes.append(FNode(path, op_lines(node, g), kind, cluster))

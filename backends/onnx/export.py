@@ -134,7 +134,7 @@ class Lowerer:
         self, n: CallNode, ins: list[Tensor], path: str, pscope: str, child: str | None = None
     ) -> list[Tensor]:
         callee = n.callee
-        lift = tuple(n.attrs["lift"])
+        lift = tuple(n.lift)
         self.b.scope = path
         args: list[Tensor | None] = []
         for a, nid in zip(ins, callee.inputs):
@@ -178,12 +178,12 @@ class Lowerer:
     def _repeat(
         self, n: LoopNode, ins: list[Tensor], path: str, pscope: str, dims: Dims
     ) -> list[Tensor]:
-        k = n.attrs["carried"]
-        shared = n.attrs["shared"]
+        k = n.carried
+        shared = n.shared
         carried, free = list(ins[:k]), list(ins[k:])
         body = n.callee
         inner = single_call_body(body)  # torch makes that a list of the block itself
-        count = int(n.attrs["count"].value)
+        count = int(n.count.value)
         if count == 0 and shared:
             # never applied, but torch builds the shared body: its weights are in the
             # state_dict, so they are declared (the scratch graph is dropped)
@@ -192,7 +192,7 @@ class Lowerer:
             )
             child = f"{pscope}{pyname(n.owner)}."
             args = carried + free
-            if n.attrs.get("index"):
+            if n.has_index:
                 at = scratch.b.const(np.array(0, dtype=np.int64))
                 args = carried + [Tensor(at, body.node(body.inputs[len(carried)]).type, 0)] + free
             if inner is not None:
@@ -213,9 +213,9 @@ class Lowerer:
         inputs from the outer scope, and the emitted values are the Loop's scan outputs
         (stacked on axis 0, then moved to their place)."""
         b = self.b
-        axis = n.attrs["axis"]
-        k = n.attrs["carried"]
-        scanned = set(n.attrs["scanned"])
+        axis = n.axis
+        k = n.carried
+        scanned = set(n.scanned)
         body = n.callee
         x0 = ins[min(scanned)]
         b.scope = path
@@ -227,11 +227,11 @@ class Lowerer:
         cond = sb.values.fresh(f"{path}/cond")
         states = [Tensor(sb.values.fresh(f"{path}/state"), t.type, t.prefix) for t in ins[:k]]
         step = it
-        if n.attrs["reverse"]:
+        if n.reverse:
             last = b.op("Sub", [length, b.const(np.array(1, dtype=np.int64))])
             step = sb.op("Sub", [last, it])
         args = list(states)
-        if n.attrs["index"]:
+        if n.has_index:
             args.append(Tensor(step, body.node(body.inputs[k]).type, 0))
         for i, t in enumerate(ins[k:], start=k):
             if i in scanned:
@@ -258,39 +258,39 @@ class Lowerer:
         loop = [loop] if isinstance(loop, str) else loop
         final = [Tensor(name, t, o.prefix) for name, t, o in zip(loop[:k], n.types[:k], outs[:k])]
         for j, (name, o) in enumerate(zip(loop[k:], outs[k:])):
-            t = n.types[k + j]
-            if n.attrs["reverse"]:  # the steps ran from the end: put them back in order
+            stacked = n.types[k + j]
+            if n.reverse:  # the steps ran from the end: put them back in order
                 name = b.op("Slice", [name, b.i64([-1]), b.i64([-(2**63)]), b.i64([0]), b.i64([-1])])
             rank = o.rank + 1
-            at = o.prefix + t.index(axis)
+            at = o.prefix + stacked.index(axis)
             if at:
                 order = list(range(1, rank))
                 order.insert(at, 0)
                 name = b.op("Transpose", [name], perm=order)
-            final.append(Tensor(name, t, o.prefix))
+            final.append(Tensor(name, stacked, o.prefix))
         return final
 
     def _iterations(self, n: LoopNode, carried, free, path, pscope, dims, count) -> list[Tensor]:
-        shared = n.attrs["shared"]
+        shared = n.shared
         body = n.callee
         inner = single_call_body(body)
         k = len(carried)
-        axis = n.attrs.get("axis")
-        scanned = set(n.attrs.get("scanned") or ())
+        axis = n.axis or ""  # "": slices nothing (no input is scanned, nothing stacked)
+        scanned = set(n.scanned)
         body_types = [body.type_of(v) for _, v in body.outputs]
         emitted: list[list[Tensor]] = [[] for _ in body_types[k:]]
         for i in range(count):
             scope = f"{path}.{i}"
             child = f"{pscope}{pyname(n.owner)}." + ("" if shared else f"{i}.")
             step = list(free)
-            if scanned or n.attrs.get("index"):  # `as h, i over layer`: this iteration's slices
+            if scanned or n.has_index:  # `as h, i over layer`: this iteration's slices
                 self.b.scope = scope
                 at = self.b.const(np.array(i, dtype=np.int64))
                 for j, t in enumerate(free):
                     if k + j in scanned:
                         name = self.b.op("Gather", [t.name, at], axis=t.pos(axis))
                         step[j] = Tensor(name, t.type.with_axes(a for a in t.type.axes if a.name != axis), t.prefix)
-                if n.attrs.get("index"):
+                if n.has_index:
                     step.insert(0, Tensor(at, body.node(body.inputs[k]).type, 0))
             if inner is not None:
                 outs = self._call(inner, carried + step, scope, pscope, child)
@@ -379,9 +379,9 @@ class Functions:
         fw = W.FunctionWeights(fb)
         inputs = []
         for nid, a in zip(g.inputs, args):
-            node = g.node(nid)
+            node = g.input_node(nid)
             inputs.append(
-                Tensor(fb.values.fresh(node.attrs["name"]), node.type, a.rank - node.type.rank)
+                Tensor(fb.values.fresh(node.input_name), node.type, a.rank - node.type.rank)
             )
         in_names = {t.name for t in inputs}
         fb.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
@@ -441,7 +441,7 @@ def lower(
 ) -> Lowered:
     g = spec.graph
     b = Builder(opset, fp16=fp16)
-    in_names = [g.node(nid).attrs["name"] for nid in g.inputs]
+    in_names = [g.node(nid).input_name for nid in g.inputs]
     b.values.taken |= set(in_names)
     b.values.wanted |= {name for name, _ in g.outputs if name not in in_names}
     fns = Functions(opset, fp16)

@@ -96,7 +96,7 @@ def _identity(cx: OpCx):
 def _binary(op_type: str):
     def fn(cx: OpCx):
         b, out = cx.b, cx.node.type
-        if "scalar" in cx.attrs.keys():
+        if cx.attrs.get("scalar") is not None:
             x = b.cast(cx.ins[0], out.dtype)
             c = cx.scalar_like(cx.attrs["scalar"].value, x)
             args = [x.name, c] if cx.attrs["side"] == "right" else [c, x.name]
@@ -683,7 +683,7 @@ def _compare(cx: OpCx):
     if dtype == "bool" and op in ORDERING:  # ONNX orders numbers only; torch orders False < True
         dtype = "int32"
     op_type = ORDERING.get(op, "Equal")
-    if "scalar" in cx.attrs.keys():
+    if cx.attrs.get("scalar") is not None:
         x = b.cast(cx.ins[0], dtype)
         c = b.scalar(cx.attrs["scalar"].value, b.elem(dtype))
         args = [x.name, c] if cx.attrs["side"] == "right" else [c, x.name]

@@ -12,6 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from nncircuit.errors import InternalError
+from nncircuit.ops.nn import embedding_rows
 
 
 def fold_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -30,12 +31,12 @@ def fold_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type not in ("Transpose", "Concat") or not all(v in values for v in ins):
             keep.append(node)
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        onnx_attr = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Transpose":
-            arr = np.transpose(values[ins[0]], attrs.get("perm"))
+            arr = np.transpose(values[ins[0]], onnx_attr.get("perm"))
             name = f"{ins[0]}.T" if ins[0] in original else node.output[0]
         else:
-            arr = np.concatenate([values[v] for v in ins], axis=attrs["axis"])
+            arr = np.concatenate([values[v] for v in ins], axis=onnx_attr["axis"])
             name = node.output[0]
         values[name] = np.ascontiguousarray(arr)
         renamed[node.output[0]] = name
@@ -108,7 +109,7 @@ def sample_inputs(spec, seed: int = 0, cap: int = 32) -> tuple[dict[str, np.ndar
     rng = np.random.default_rng(seed)
     g = spec.graph
     tables = [
-        int(n.attrs["num"].value) for _, sub in g.walk() for n in sub.nodes() if n.op == "Embedding"
+        int(embedding_rows(n.attrs).value) for _, sub in g.walk() for n in sub.nodes() if n.op == "Embedding"
     ]
     high = min(tables) if tables else 2
     feeds, sizes = {}, {}

@@ -15,6 +15,7 @@ import numpy as np
 from nncircuit.errors import InternalError, LoweringError
 from nncircuit.ir.graph import Node
 from nncircuit.names import pyname
+from nncircuit.ops import registry
 from nncircuit.ops.registry import ParamSpec
 
 from nncircuit.backends.onnx.builder import Builder
@@ -31,7 +32,7 @@ def state_dict_key(node: Node, prefix: str, pname: str, *, inside: bool = False)
     if "." in pname and not inside:  # `k.weight`: a fused op's parameter of another module of the block
         return prefix + pname
     mod = prefix + pyname(node.owner)
-    if node.op in ("Param", "Buffer") or (node.op == "Linear" and node.attrs["tied"] is not None):
+    if node.op in ("Param", "Buffer") or registry.get(node.op).ties(node.attrs) is not None:
         return mod
     return f"{mod}.{pname}"
 

@@ -181,7 +181,7 @@ class TorchGen:
             if isinstance(n, CallNode):
                 carry = [lifted is None or v in lifted for v in n.inputs]
                 inner = lead if all(carry) else 0 if not any(carry) else UNKNOWN_LEAD
-                self._lifts(n.callee, inner if inner == UNKNOWN_LEAD else inner + len(n.attrs["lift"]))
+                self._lifts(n.callee, inner if inner == UNKNOWN_LEAD else inner + len(n.lift))
             elif isinstance(n, (LoopNode, ScanNode)):
                 carry = [lifted is None or v in lifted for v in n.inputs]
                 self._lifts(n.callee, lead if all(carry) else UNKNOWN_LEAD)
@@ -269,7 +269,7 @@ class TorchGen:
             if isinstance(n, BodyNode):
                 _check_class_name(g, self.class_of(n.callee), n)
             if isinstance(n, CallNode):
-                args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.attrs["args"])
+                args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in n.args)
                 code = f"{self.class_of(n.callee)}({args})"
             elif isinstance(n, ScanNode):  # one body module, applied at every step
                 hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
@@ -277,15 +277,15 @@ class TorchGen:
             elif isinstance(n, LoopNode):
                 inner = single_call_body(n.callee)
                 if inner is not None:  # the body is one block: a list of that block
-                    args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.attrs["args"])
+                    args = ", ".join(f"{pyname(k)}={cx.hv(v)}" for k, v in inner.args)
                     body, hargs = self.class_of(inner.callee), args
                 else:
                     body = self.class_of(n.callee)
                     hargs = ", ".join(f"{pyname(h.name)}={pyname(h.name)}" for h in g.hyper)
-                if n.attrs["shared"]:
+                if n.shared:
                     code = f"{body}({hargs})"
                 else:
-                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({cx.hv(n.attrs['count'])})])"
+                    code = f"nn.ModuleList([{body}({hargs}) for _ in range({cx.hv(n.count)})])"
             else:
                 low = _lowering(n)
                 if low.init is None:
@@ -343,8 +343,7 @@ class TorchGen:
     def _forward(self, g: Graph, cx: Cx, lines: list[str]):
         ins = []
         for nid in g.inputs:
-            node = g.node(nid)
-            var = self._fresh_var(cx, node.attrs["name"])
+            var = self._fresh_var(cx, g.input_node(nid).input_name)
             cx.vars[Value(nid)] = var
             ins.append(var)
         lines.append(f"    def forward(self, {', '.join(ins)}):" if ins else "    def forward(self):")
@@ -367,7 +366,7 @@ class TorchGen:
             var = self._fresh_var(cx, n.name)
             if isinstance(n, CallNode):
                 callee = n.callee
-                lift = n.attrs["lift"]
+                lift = n.lift
                 call_args = []
                 full = [i for i, v in enumerate(n.inputs) if all(g.type_of(v).has(x) for x in lift)]
                 for a, v, decl_id in zip(args, n.inputs, callee.inputs):
@@ -386,18 +385,18 @@ class TorchGen:
                         f"{len(want) - len(lift)}, {len(ref_decl)})"
                     )
                 lines.append(f"        {var} = self.{pyname(n.owner)}({', '.join(call_args)})")
-            elif isinstance(n, LoopNode) and ("axis" in n.attrs.keys()):
+            elif isinstance(n, LoopNode) and n.sliced:
                 lines.extend(self._sliced_repeat(g, cx, n, var, args))
             elif isinstance(n, LoopNode):
-                k = n.attrs["carried"]
+                k = n.carried
                 carried, free = args[:k], args[k:]
                 for i, a in enumerate(carried):
                     lines.append(f"        {var}{'_' + str(i) if k > 1 else ''} = {a}")
                 cvars = [f"{var}_{i}" for i in range(k)] if k > 1 else [var]
                 lhs = ", ".join(cvars)
                 loop_args = ", ".join(cvars + free)
-                if n.attrs["shared"]:
-                    lines.append(f"        for _ in range({cx.hv(n.attrs['count'])}):")
+                if n.shared:
+                    lines.append(f"        for _ in range({cx.hv(n.count)}):")
                     lines.append(f"            {lhs} = self.{pyname(n.owner)}({loop_args})")
                 else:
                     lines.append(f"        for _layer in self.{pyname(n.owner)}:")
@@ -426,22 +425,22 @@ class TorchGen:
     def _sliced_repeat(self, g: Graph, cx: Cx, n: LoopNode, var: str, args: list[str]) -> list[str]:
         """`repeat N as h, i over layer`: the iteration index passed in, values with the axis
         sliced per iteration, emitted values stacked along it."""
-        axis = n.attrs["axis"]
-        k = n.attrs["carried"]
-        scanned = set(n.attrs["scanned"])
+        axis = n.axis or ""  # "": slices nothing (no input is scanned, nothing stacked)
+        k = n.carried
+        scanned = set(n.scanned)
         states = [f"{var}_{i}" for i in range(k)]
         emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
         out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
         if emits:
             out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
         mod = f"self.{pyname(n.owner)}"
-        if n.attrs["shared"]:
-            out.append(f"        for _i in range({cx.hv(n.attrs['count'])}):")
+        if n.shared:
+            out.append(f"        for _i in range({cx.hv(n.count)}):")
             out.append(f"            _layer = {mod}")
         else:
             out.append(f"        for _i, _layer in enumerate({mod}):")
         call = list(states)
-        if n.attrs["index"]:
+        if n.has_index:
             call.append(f"torch.tensor(_i, device={args[0]}.device)")
         for i, a in enumerate(args[k:], start=k):
             if i in scanned:
@@ -462,9 +461,9 @@ class TorchGen:
     def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
         """A scan as a Python loop over the axis: slices in, the body module once per step,
         per-step results stacked along the axis after the loop."""
-        axis = n.attrs["axis"]
-        k = n.attrs["carried"]
-        scanned = set(n.attrs["scanned"])
+        axis = n.axis
+        k = n.carried
+        scanned = set(n.scanned)
         first = min(scanned)
         t0 = g.type_of(n.inputs[first])
         states = [f"{var}_{i}" for i in range(k)]
@@ -473,10 +472,10 @@ class TorchGen:
         if emits:
             out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
         length = f"{args[first]}.shape[{t0.index(axis) - t0.rank}]"
-        steps = f"range({length} - 1, -1, -1)" if n.attrs["reverse"] else f"range({length})"
+        steps = f"range({length} - 1, -1, -1)" if n.reverse else f"range({length})"
         out.append(f"        for _t in {steps}:")
         call = list(states)
-        if n.attrs["index"]:
+        if n.has_index:
             call.append(f"torch.tensor(_t, device={args[first]}.device)")
         for i, a in enumerate(args[k:], start=k):
             if i in scanned:
@@ -488,7 +487,7 @@ class TorchGen:
         out.append(f"            {lhs} = self.{pyname(n.owner)}({', '.join(call)})")
         for e, r in zip(emits, results[k:]):
             out.append(f"            {e}.append({r})")
-        if n.attrs["reverse"]:
+        if n.reverse:
             out.extend(f"        {e}.reverse()" for e in emits)
         for j, e in enumerate(emits):
             t = n.types[k + j]
@@ -509,7 +508,7 @@ class TorchGen:
         for nid in g.inputs:
             t = g.node(nid).type
             for ax in t.axes:
-                owner[f"{cx.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"] = (g.node(nid).attrs["name"], ax.name)
+                owner[f"{cx.vars[Value(nid)]}.shape[{t.index(ax.name) - t.rank}]"] = (g.input_node(nid).input_name, ax.name)
 
         def check(test: str, cls: str, text: str, dyn: str) -> None:
             # spec names reach the code only through repr; `dyn` is generated code only
@@ -517,8 +516,8 @@ class TorchGen:
             out.append(f"            raise {cls}({repr(g.name + ': ' + text)} f{repr(dyn)})")
 
         for nid in g.inputs:
-            node = g.node(nid)
-            t, var, name = node.type, cx.vars[Value(nid)], node.attrs["name"]
+            node = g.input_node(nid)
+            t, var, name = node.type, cx.vars[Value(nid)], node.input_name
             axes = ", ".join(t.names)
             shape = f"; got shape {{list({var}.shape)}}"
             check(f"{var}.dim() != {t.rank}", "ValueError", f"input '{name}' must have {t.rank} axes [{axes}]", shape)
@@ -605,8 +604,8 @@ def _lifted(g: Graph, inputs: tuple[bool, ...] | None = None) -> set[Value]:
             continue
         if isinstance(n, LoopNode):
             given = tuple(v in out for v in n.inputs)
-            k = n.attrs["carried"]
-            flags = given[:k] + ((False,) if n.attrs.get("index") else ()) + given[k:]
+            k = n.carried
+            flags = given[:k] + ((False,) if n.has_index else ()) + given[k:]
             body = _lifted(n.callee, flags)
             # a carried value keeps the prefix only if it had it before the loop; an emitted one
             # has it if the body gives it

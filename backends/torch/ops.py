@@ -93,7 +93,7 @@ def _unary(fmt: str):
 
 def _binary(sym: str, fn: str):
     def fwd(n: Node, a, cx):
-        if "scalar" in n.attrs.keys():
+        if n.attrs.get("scalar") is not None:
             c = _number(cx, n.attrs["scalar"])  # `x * (2 - 1)`, not `x * 2 - 1`
             x = _paren(a[0])
             if n.attrs["side"] == "right":
@@ -925,7 +925,7 @@ def _aligned(n: Node, a, cx) -> list[str]:
 
 def _infix(sym: str):
     def fwd(n: Node, a, cx):
-        if "scalar" in n.attrs.keys():
+        if n.attrs.get("scalar") is not None:
             c, x = _number(cx, n.attrs["scalar"]), _paren(a[0])
             return f"{x} {sym} {c}" if n.attrs["side"] == "right" else f"{c} {sym} {x}"
         x, y = _aligned(n, a, cx)

@@ -16,11 +16,15 @@ the local shard does not have: they and the output projection stay replicated.""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from nncircuit.backends.structure import single_call_body
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, Node, Value
+from nncircuit.errors import InternalError
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, Value
+from nncircuit.ops import registry
+from nncircuit.ops.core import renamed
+from nncircuit.ops.fused import group_members
+from nncircuit.ops.nn import linear_attrs
 from nncircuit.names import pyname
 from nncircuit.types import expr as X
 
@@ -80,9 +84,11 @@ def _instances(g: Graph, prefix: str):
         if isinstance(n, CallNode):
             yield from _instances(n.callee, here)
             continue
+        if not isinstance(n, LoopNode):
+            raise InternalError(f"{n.op} node {n.name} is neither a call nor a repeat")
         inner = single_call_body(n.callee)
         body = inner.callee if inner is not None else n.callee
-        paths = [here] if n.attrs["shared"] else [f"{here}.{i}" for i in range(int(n.attrs["count"].value))]
+        paths = [here] if n.shared else [f"{here}.{i}" for i in range(int(n.count.value))]
         for p in paths:
             yield from _instances(body, p)
 
@@ -100,22 +106,23 @@ def _graph_entries(g: Graph, prefix: str) -> list[Entry]:
 
     for n in nodes:
         if n.op == "LinearGroup":
-            for m in n.attrs["members"]:
+            members = group_members(n.attrs)
+            for m in members:
                 out[fqn(n, m)] = Entry(
                     fqn(n, m), "replicated", "", 0,
-                    f"fused with {', '.join(x for x in n.attrs['members'] if x != m)} into one LinearGroup "
+                    f"fused with {', '.join(x for x in members if x != m)} into one LinearGroup "
                     "(-O2 joins their weights on every call); compile with -O1 to shard it",
                 )
-        elif n.op == "Linear" and n.module is not None and n.attrs["tied"] is None:
+        elif n.op == "Linear" and n.module is not None and linear_attrs(n.attrs).tied is None:
             out[fqn(n)] = Entry(fqn(n), "replicated", "", 0, _replicated_why(g, n))
 
     for n in nodes:
         if n.op != "Linear" or fqn(n) not in out or out[fqn(n)].style != "replicated":
             continue
         found = _row_sources(g, n, uses)
-        ins = n.attrs["in_axes"]
+        ins = linear_attrs(n.attrs).in_axes
         if isinstance(found, str):
-            if len(n.attrs["out_axes"]) == 1:
+            if len(linear_attrs(n.attrs).out_axes) == 1:
                 why = f"is not a row-wise split of {ins[0] if len(ins) == 1 else list(ins)}: {found}"
                 out[fqn(n)] = Entry(fqn(n), "replicated", "", 0, why)
             continue
@@ -133,8 +140,9 @@ def _graph_entries(g: Graph, prefix: str) -> list[Entry]:
 
 
 def _replicated_why(g: Graph, n: Node) -> str:
-    outs = [a.name for a in n.attrs["out_axes"]]
-    ins = list(n.attrs["in_axes"])
+    lin = linear_attrs(n.attrs)
+    outs = [a.name for a in lin.out_axes]
+    ins = list(lin.in_axes)
     if len(outs) > 1:
         return f"maps to [{', '.join(outs)}], and no Linear contracts {outs[0]} back through per-slice ops alone"
     if len(ins) > 1:
@@ -151,7 +159,7 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
     slices of H), the values in between carry H, and the ops are renames, elementwise ops and
     blocks lifted over H (which by the language's lifting act on each slice of H alone); the
     generated code reshapes with `self.H`, which each rank sets to its share."""
-    ins = row.attrs["in_axes"]
+    ins = linear_attrs(row.attrs).in_axes
     axis = ins[0]
     if row.module is None or uses.get(row.module, 0) != 1:
         return "its module is applied more than once"
@@ -184,11 +192,12 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
             continue
         region.add(n.id)
         if n.op == "Linear":
-            outs = n.attrs["out_axes"]
+            lin = linear_attrs(n.attrs)
+            outs = lin.out_axes
             fits = (len(outs) > 1 and outs[0].name == axis and local is not None
-                    and n.attrs["out_sizes"][0].expr == X.Ref(local)) if several \
+                    and lin.out_sizes[0].expr == X.Ref(local)) if several \
                 else (len(outs) == 1 and outs[0].name == axis)
-            if not fits or n.module is None or n.attrs["tied"] is not None or uses.get(n.module, 0) != 1:
+            if not fits or n.module is None or lin.tied is not None or uses.get(n.module, 0) != 1:
                 return f"{n.name} is not a Linear that maps to {axis} {'first' if several else 'alone'}"
             cols.append(n)
         elif n.op in ELEMENTWISE:
@@ -197,10 +206,10 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
             if len(n.inputs) == 2 and len({g.type_of(x).names for x in n.inputs}) != 1:
                 return f"{n.name} broadcasts one side over the sharded axis"
             stack.extend(n.inputs)
-        elif several and n.op == "rename" and n.attrs["old"] != axis:
+        elif several and n.op == "rename" and renamed(n.attrs)[0] != axis:
             stack.append(n.inputs[0])
-        elif several and isinstance(n, CallNode) and axis in n.attrs["lift"]:
-            if local in _words(repr(n.attrs["args"])):
+        elif several and isinstance(n, CallNode) and axis in n.lift:
+            if local in frozenset().union(*(v.expr.refs() for _, v in n.args)):
                 return f"{n.name} takes {local} as an argument"
             stack.extend(n.inputs)
         elif n.op == "input":
@@ -218,13 +227,18 @@ def _row_sources(g: Graph, row: Node, uses: dict[str, int]):
         for n in g.nodes():
             if n.id in region or n.id == row.id or n.op == "input":
                 continue
-            if any(axis in t.names for t in n.types) or local in _words(repr(n.attrs)):
+            if any(axis in t.names for t in n.types) or local in _hyper_refs(n):
                 return f"{n.name} also uses {axis}"
     return sorted(cols, key=lambda c: c.id), local
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
+def _hyper_refs(n: Node) -> frozenset[str]:
+    """The hyperparameters a node's attributes reference (in their expressions)."""
+    if isinstance(n, CallNode):
+        return frozenset().union(*(v.expr.refs() for _, v in n.args))
+    if isinstance(n, LoopNode):
+        return frozenset(n.count.expr.refs())
+    return registry.get(n.op).hyper_refs(n.attrs)
 
 
 def plan_source(graph: Graph, source: str) -> str:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from nncircuit.ops import registry
+from nncircuit.errors import InternalError
 from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, ScanNode
 from nncircuit.types.tensor import TensorType
 
@@ -23,7 +24,7 @@ def param_count(g: Graph, *, buffers: bool = False) -> int:
         if isinstance(n, (CallNode, ScanNode)):
             total += param_count(n.callee, buffers=buffers)
         elif isinstance(n, LoopNode):
-            times = 1 if n.attrs["shared"] else int(n.attrs["count"].value)
+            times = 1 if n.shared else int(n.count.value)
             total += times * param_count(n.callee, buffers=buffers)
         else:
             op = registry.get(n.op)
@@ -101,7 +102,7 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
         if isinstance(n, BodyNode):
             at = len(rows)  # the parent row goes before its children
             if isinstance(n, CallNode):
-                names = n.attrs["lift"]
+                names = n.lift
                 extra = tuple((a, n.types[0].axis(a).size.evaluate(env)) for a in names)
                 k = math.prod(s for _, s in extra)
                 c = _graph_cost(n.callee, callee_env(g, n, env), path, depth + 1, lift + extra,
@@ -109,15 +110,17 @@ def _graph_cost(g: Graph, env, prefix: str, depth: int, lift: tuple, mult: int, 
                 label = f"call {n.callee.name}"
             elif isinstance(n, ScanNode):
                 # one run of the body per step: FLOPs and memory per step × the length
-                axis = n.attrs["axis"]
-                steps = g.type_of(n.inputs[n.attrs["scanned"][0]]).axis(axis).size.evaluate(env)
+                axis = n.axis
+                steps = g.type_of(n.inputs[n.scanned[0]]).axis(axis).size.evaluate(env)
                 c = _graph_cost(n.callee, env, path, depth + 1, lift, mult * steps, pmult, rows)
                 label = f"scan {axis} ({steps} steps) × {n.callee.name}"
-            else:
-                count = int(n.attrs["count"].value)
-                times = 1 if n.attrs["shared"] else count
+            elif isinstance(n, LoopNode):
+                count = int(n.count.value)
+                times = 1 if n.shared else count
                 c = _graph_cost(n.callee, env, path, depth + 1, lift, mult * count, pmult * times, rows)
-                label = f"repeat {count} × {n.callee.name}" + (" shared" if n.attrs["shared"] else "")
+                label = f"repeat {count} × {n.callee.name}" + (" shared" if n.shared else "")
+            else:
+                raise InternalError(f"{n.op} node {n.name} is neither a call nor a repeat")
             if not first:
                 c = Cost(0, c.flops, c.activations, c.by_op)
             rows.insert(at, BlockCost(path, depth, label, c, _shown(n.types, lift, env)))

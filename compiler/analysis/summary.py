@@ -140,7 +140,7 @@ def input_sizes(g: Graph, given: dict[str, int] | None = None) -> dict[str, int]
 def parse_inputs(g: Graph, items: list[str]) -> dict[str, int]:
     """`AXIS=SIZE` (a dynamic axis) or `INPUT=SHAPE` (`tokens=1x256`: every axis of an input)."""
     out: dict[str, int] = {}
-    inputs = {g.node(i).attrs["name"]: g.node(i).type for i in g.inputs}
+    inputs = {g.input_node(i).input_name: g.node(i).type for i in g.inputs}
     axes = set().union(*(t.symbols() for t in inputs.values())) if inputs else set()
     for text in items:
         key, sep, val = text.partition("=")

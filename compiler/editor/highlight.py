@@ -1,7 +1,7 @@
 """A Pygments lexer for .nn specs, registered as the `pygments.lexers` entry point `nn`, so
 docs, Jupyter and GitHub-style renderers colour `.nn` code. Needs the `lsp` extra (pygments).
 
-The keyword lists mirror grammar/nn.lark; tests/test_highlight.py fails when they drift."""
+The keyword lists mirror grammar/nn.lark; tests/editor/test_highlight.py fails when they drift."""
 
 from __future__ import annotations
 

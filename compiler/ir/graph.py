@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from nncircuit.ir.checkpoint import CkSection
 from nncircuit.ir.digraph import Digraph
-from nncircuit.ops import registry
+from nncircuit.ops import registry, structural
 from nncircuit.errors import InternalError, NNError, ShapeError, Span
 from nncircuit.types.expr import Expr, const, dependent
 from nncircuit.ops.registry import Attrs, OpCall
@@ -75,7 +75,11 @@ class OpNode(Node):
 
 @dataclass(eq=False)
 class InputNode(Node):
-    """An input of its graph (`attrs["name"]` is the declared name)."""
+    """An input of its graph (`input_name` is the declared name)."""
+
+    @property
+    def input_name(self) -> str:
+        return structural.input_name(self.attrs)
 
 
 @dataclass(eq=False)
@@ -89,22 +93,103 @@ class BodyNode(Node):
 class CallNode(BodyNode):
     """A call of another block instance's graph, lifted over the extra axes of its inputs."""
 
+    @property
+    def block(self) -> str:
+        """The called block's name."""
+        return structural.call_block(self.attrs)
+
+    @property
+    def args(self) -> tuple[tuple[str, HVal], ...]:
+        """The hyperparameter arguments, (name, value), as the call gives them."""
+        return structural.call_args(self.attrs)
+
+    @property
+    def lift(self) -> tuple[str, ...]:
+        """The axes the call is lifted over (as recorded; () where none is)."""
+        return structural.call_lift(self.attrs) or ()
+
+    @property
+    def recorded_lift(self) -> tuple[str, ...] | None:
+        """The lift as recorded (None: not recorded, as a parsed call may leave it)."""
+        return structural.call_lift(self.attrs)
+
 
 @dataclass(eq=False)
 class LoopNode(BodyNode):
-    """A `repeat` of a body graph, `attrs["count"]` times."""
+    """A `repeat` of a body graph, `count` times."""
+
+    @property
+    def count(self) -> HVal:
+        return structural.repeat_count(self.attrs)
+
+    @property
+    def shared(self) -> bool:
+        """Every iteration uses one set of parameters."""
+        return structural.repeat_shared(self.attrs)
+
+    @property
+    def carried(self) -> int:
+        """How many leading inputs are carried from one iteration to the next."""
+        return structural.repeat_carried(self.attrs)
+
+    @property
+    def axis(self) -> str | None:
+        """`repeat ... over AXIS`: the axis its inputs are sliced along (None: no slices)."""
+        return structural.loop_axis(self.attrs)
+
+    @property
+    def sliced(self) -> bool:
+        """Whether it binds the iteration index, slices inputs or stacks per-iteration values
+        (`repeat N as h, i over AXIS`): the loop the backends write out iteration by iteration."""
+        return self.axis is not None or self.has_index or bool(self.scanned) or bool(self.stack_at)
+
+    @property
+    def has_index(self) -> bool:
+        return structural.loop_index(self.attrs)
+
+    @property
+    def scanned(self) -> tuple[int, ...]:
+        return structural.loop_scanned(self.attrs)
+
+    @property
+    def stack_at(self) -> tuple[int, ...]:
+        return structural.loop_stack_at(self.attrs)
 
 
 @dataclass(eq=False)
 class ScanNode(BodyNode):
-    """A `scan` of a body graph over the named axis `attrs["axis"]`, one step per position.
+    """A `scan` of a body graph over the named axis `axis`, one step per position.
 
     Inputs: the `carried` initial states, then the outer values the body reads; those named
     in `scanned` (input positions) carry the axis and the body sees one slice per step.
-    The body's inputs are the carried states, the step index when `attrs["index"]` (an int64
+    The body's inputs are the carried states, the step index when `has_index` (an int64
     scalar), then one per further input. Its outputs are the carried states' new values,
     then the emitted values; the node's outputs are the final states, then each emitted
-    value stacked along the axis at position `attrs["stack_at"][i]`."""
+    value stacked along the axis at position `stack_at[i]`."""
+
+    @property
+    def axis(self) -> str:
+        return structural.loop_axis(self.attrs) or ""
+
+    @property
+    def reverse(self) -> bool:
+        return structural.loop_reverse(self.attrs)
+
+    @property
+    def carried(self) -> int:
+        return structural.repeat_carried(self.attrs)
+
+    @property
+    def has_index(self) -> bool:
+        return structural.loop_index(self.attrs)
+
+    @property
+    def scanned(self) -> tuple[int, ...]:
+        return structural.loop_scanned(self.attrs)
+
+    @property
+    def stack_at(self) -> tuple[int, ...]:
+        return structural.loop_stack_at(self.attrs)
 
 
 @dataclass(eq=False)
@@ -149,10 +234,9 @@ class Graph:
         inputs = tuple(inputs)
         for v in inputs:
             self._check_value(v)
-        if isinstance(attrs, dict):
-            attrs = Attrs.of(attrs)
+        inferred = op not in STRUCTURAL and call is not None and attrs is None
         nid = next(self._ids)
-        fields = (nid, op, inputs, call, attrs or Attrs(), tuple(types), name, module, span, doc)
+        fields = (nid, op, inputs, call, Attrs(), tuple(types), name, module, span, doc)
         node: Node
         if op in ("call", "repeat", "scan"):
             if callee is None:
@@ -163,8 +247,12 @@ class Graph:
             if callee is not None:
                 raise InternalError(f"{op} node {name} cannot have a callee")
             node = InputNode(*fields) if op == "input" else OpNode(*fields)
-            if op not in STRUCTURAL and call is not None and attrs is None:
-                node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        # the one place a node's attributes are checked against its op's schema and completed
+        # with its defaults (infer() does it for the attributes a shape rule returns)
+        if inferred:
+            node.attrs, node.types = infer(node, [self.type_of(v) for v in inputs])
+        else:
+            node.attrs = registry.checked_attrs(op, attrs or {})
         self._order = None
         if self._names is not None:
             self._names.add(name)
@@ -187,6 +275,17 @@ class Graph:
     # ---- queries
     def node(self, nid: int) -> Node:
         return self._g.data[nid]
+
+    def input_node(self, nid: int) -> InputNode:
+        """The input node `nid` (one of `inputs`)."""
+        node = self.node(nid)
+        if not isinstance(node, InputNode):
+            raise InternalError(f"graph {self.name}: node {node.name} is not an input")
+        return node
+
+    def input_names(self) -> list[str]:
+        """The declared names of the inputs, in order."""
+        return [self.input_node(i).input_name for i in self.inputs]
 
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order (ties broken by creation order)."""
@@ -295,6 +394,9 @@ class Graph:
                 raise InternalError(f"graph {self.name}: {node.name} uses a value made after it")
             before.add(node.id)
             in_types = [self.type_of(v) for v in node.inputs]
+            if registry.checked_attrs(node.op, node.attrs) is not node.attrs:
+                raise registry.AttrError(f"graph {self.name}: node {node.name} ({node.op}) lacks the "
+                                         f"defaults of its attributes: {node.attrs}")
             if node.op == "input":
                 if node.id not in self.inputs or node.inputs:
                     raise InternalError(f"graph {self.name}: stray input node {node.name}")
@@ -355,7 +457,7 @@ def infer(node: Node, in_types) -> tuple[Attrs, tuple[TensorType, ...]]:
         attrs, types = op.check(call)
     except NNError as e:
         raise e.with_span(node.span) from None
-    return Attrs.of(attrs), tuple(types)
+    return op.make_attrs(attrs), tuple(types)
 
 
 def split_lift(node_name: str, actual: TensorType, declared: TensorType) -> tuple[str, ...]:
@@ -440,9 +542,9 @@ def check_body(node: BodyNode, in_types) -> tuple[TensorType, ...]:
 def check_call(node: CallNode, in_types) -> tuple[TensorType, ...]:
     """Output types of a block call node; its recorded `lift` must be the one its inputs give."""
     types, lift = call_types(node.callee, in_types)
-    types = caller_codes(node.callee, dict(node.attrs.get("args") or ()), types, len(lift))
-    if node.attrs.get("lift") is not None and tuple(node.attrs["lift"]) != lift:
-        raise InternalError(f"call {node.name}: recorded lift {node.attrs['lift']} but its inputs give {lift}")
+    types = caller_codes(node.callee, dict(node.args), types, len(lift))
+    if node.recorded_lift is not None and tuple(node.recorded_lift) != lift:
+        raise InternalError(f"call {node.name}: recorded lift {node.recorded_lift} but its inputs give {lift}")
     return types
 
 
@@ -493,11 +595,11 @@ def call_types(callee: Graph, in_types) -> tuple[tuple[TensorType, ...], tuple[s
 def check_repeat(node: LoopNode, in_types) -> tuple[TensorType, ...]:
     body = node.callee
     declared = [body.node(i).type for i in body.inputs]
-    axis = node.attrs.get("axis")
-    k = node.attrs["carried"]
-    if node.attrs.get("index"):
+    axis = node.axis
+    k = node.carried
+    if node.has_index:
         declared = declared[:k] + declared[k + 1:]
-    scanned = set(node.attrs.get("scanned") or ())
+    scanned = set(node.scanned)
     seen = [t.with_axes(a for a in t.axes if a.name != axis) if i in scanned else t for i, t in enumerate(in_types)]
     if seen != declared:
         raise ShapeError(f"repeat {node.name}: inputs do not match its body")
@@ -506,10 +608,12 @@ def check_repeat(node: LoopNode, in_types) -> tuple[TensorType, ...]:
         raise ShapeError(f"repeat {node.name}: its body changes the types of the values it carries")
     if len(outs) == k:
         return tuple(outs)
-    count = node.attrs["count"]
-    length = in_types[min(scanned)].axis(axis) if scanned else Axis(axis, Size.of(count.value), count.expr)
+    count = node.count
+    if axis is None:
+        raise ShapeError(f"repeat {node.name}: it stacks values along no axis")
+    length = in_types[min(scanned)].axis(axis) if scanned else Axis(axis, Size.of(int(count.value)), count.expr)
     result = outs[:k]
-    for t, at in zip(outs[k:], node.attrs["stack_at"]):
+    for t, at in zip(outs[k:], node.stack_at):
         axes = list(t.axes)
         axes.insert(at, length)
         result.append(t.with_axes(axes))
@@ -520,11 +624,11 @@ def check_scan(node: ScanNode, in_types) -> tuple[TensorType, ...]:
     """Output types of a scan node on `in_types`: the body must take each input (a scanned
     one without the axis) and keep the carried states' types."""
     body = node.callee
-    axis = node.attrs["axis"]
-    k = node.attrs["carried"]
-    scanned = set(node.attrs["scanned"])
+    axis = node.axis
+    k = node.carried
+    scanned = set(node.scanned)
     declared = [body.node(i).type for i in body.inputs]
-    if node.attrs["index"]:
+    if node.has_index:
         declared = declared[:k] + declared[k + 1:]
     if len(declared) != len(in_types):
         raise ShapeError(f"scan {node.name}: takes {len(declared)} inputs, found {len(in_types)}")
@@ -544,7 +648,7 @@ def check_scan(node: ScanNode, in_types) -> tuple[TensorType, ...]:
         if outs[i] != declared[i]:
             raise ShapeError(f"scan {node.name}: carried value {i} changes from {declared[i]} to {outs[i]}")
     result = outs[:k]
-    for t, at in zip(outs[k:], node.attrs["stack_at"]):
+    for t, at in zip(outs[k:], node.stack_at):
         axes = list(t.axes)
         axes.insert(at, length)
         result.append(t.with_axes(axes))

@@ -545,9 +545,9 @@ class Parser:
                 return s
             if t.text == "axis" and self.peek().text == "(":
                 self.i += 2
-                s = self.spec()
+                spec = self.spec()
                 self.expect(")")
-                return s
+                return spec
             if self.peek().text == "(" and self.peek().kind == "punct":
                 self.i += 1
                 call, _ = self.call_args(None, None, t.text)

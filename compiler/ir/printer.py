@@ -14,7 +14,7 @@ from nncircuit.types import expr as X
 from nncircuit.names import fresh
 from nncircuit.errors import InternalError, Span
 from nncircuit.ir.checkpoint import source_text
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, LoopNode, Node, ScanNode, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, HyperParam, InputNode, LoopNode, Node, ScanNode, Value
 from nncircuit.ops.registry import AxisSpec, OpCall
 from nncircuit.types.sizes import Dim, Floor, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
@@ -120,40 +120,37 @@ class _Printer:
 
     def node(self, g: Graph, n: Node, names: dict[int, str]) -> str:
         ins = [_value(g, v, names) for v in n.inputs]
-        if n.op == "input":
-            _only_attrs(n, {"name"})
-            body = f"input {_name(n.attrs['name'])}"
+        # (the attributes were checked against their schema when the node was made)
+        if isinstance(n, InputNode):
+            body = f"input {_name(n.input_name)}"
         elif isinstance(n, CallNode):
-            _only_attrs(n, {"block", "args", "lift"})
-            args = ", ".join(f"{_name(k)} = {_hval(v)}" for k, v in n.attrs["args"])
+            args = ", ".join(f"{_name(k)} = {_hval(v)}" for k, v in n.args)
             body = (
-                f"call @{self.labels[id(n.callee)]}({', '.join(ins)}) block {_name(n.attrs['block'])} "
+                f"call @{self.labels[id(n.callee)]}({', '.join(ins)}) block {_name(n.block)} "
                 f"args({args})"
             )
-            if n.attrs["lift"]:
-                body += f" lift [{', '.join(_name(a) for a in n.attrs['lift'])}]"
+            if n.lift:
+                body += f" lift [{', '.join(_name(a) for a in n.lift)}]"
         elif isinstance(n, LoopNode):
-            sliced = "axis" in n.attrs.keys()
-            _only_attrs(n, {"count", "shared", "carried"} | ({"axis", "index", "scanned", "stack_at"} if sliced else set()))
-            k = n.attrs["carried"]
+            sliced = n.sliced
+            k = n.carried
             free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
-            body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.attrs['count'])}"
-            if n.attrs["shared"]:
+            body = f"repeat @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) count {_hval(n.count)}"
+            if n.shared:
                 body += " shared"
             if sliced:
-                body += f" axis {_name(n.attrs['axis'])}" if n.attrs["axis"] is not None else " axis none"
-                body += " index" if n.attrs["index"] else ""
-                body += f" scanned [{', '.join(str(i) for i in n.attrs['scanned'])}]"
-                body += f" stack [{', '.join(str(i) for i in n.attrs['stack_at'])}]"
+                body += f" axis {_name(n.axis)}" if n.axis is not None else " axis none"
+                body += " index" if n.has_index else ""
+                body += f" scanned [{', '.join(str(i) for i in n.scanned)}]"
+                body += f" stack [{', '.join(str(i) for i in n.stack_at)}]"
         elif isinstance(n, ScanNode):
-            _only_attrs(n, {"axis", "reverse", "carried", "index", "scanned", "stack_at"})
-            k = n.attrs["carried"]
+            k = n.carried
             free = f"; {', '.join(ins[k:])}" if len(ins) > k else ""
-            body = f"scan @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) axis {_name(n.attrs['axis'])}"
-            body += " reverse" if n.attrs["reverse"] else ""
-            body += " index" if n.attrs["index"] else ""
-            body += f" scanned [{', '.join(str(i) for i in n.attrs['scanned'])}]"
-            body += f" stack [{', '.join(str(i) for i in n.attrs['stack_at'])}]"
+            body = f"scan @{self.labels[id(n.callee)]}({', '.join(ins[:k])}{free}) axis {_name(n.axis)}"
+            body += " reverse" if n.reverse else ""
+            body += " index" if n.has_index else ""
+            body += f" scanned [{', '.join(str(i) for i in n.scanned)}]"
+            body += f" stack [{', '.join(str(i) for i in n.stack_at)}]"
         else:
             if n.call is None:
                 raise InternalError(f"node {n.name} ({n.op}) has no call to print")
@@ -164,12 +161,6 @@ class _Printer:
         if n.doc:
             text += f" doc {_q(n.doc)}"
         return text + self.loc(n.span)
-
-
-def _only_attrs(n: Node, keys: set[str]):
-    extra = set(n.attrs.keys()) - keys
-    if extra or (n.op != "input" and keys - set(n.attrs.keys())):
-        raise InternalError(f"{n.op} node {n.name} has attributes {sorted(n.attrs.keys())}")
 
 
 def _q(s: str) -> str:

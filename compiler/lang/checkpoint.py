@@ -114,8 +114,10 @@ def _walk(g: Graph, prefix: tuple[str, ...], out: set[tuple[str, ...]]):
         if isinstance(n, CallNode):
             _walk(n.callee, here, out)
         elif isinstance(n, LoopNode):
-            count = 1 if n.attrs["shared"] else int(n.attrs["count"].value)
-            items = [here] if n.attrs["shared"] else [here + (str(i),) for i in range(count)]
+            # at least one layer: a repeat run 0 times (`-p layers=0`) keeps the names its
+            # rules use (`h.*.ln1`) valid for the configurations that have layers
+            count = 1 if n.shared else max(1, int(n.count.value))
+            items = [here] if n.shared else [here + (str(i),) for i in range(count)]
             for item in items:
                 out.add(item)
                 _walk(n.callee, item, out)  # with the wrapper of the body

@@ -22,7 +22,7 @@ from nncircuit.errors import (
     did_you_mean,
 )
 from nncircuit.ir.graph import (
-    CallNode, Graph, HyperParam, LoopNode, ScanNode, Value, call_mapping, call_types, caller_codes, check_body,
+    CallNode, Graph, HyperParam, InputNode, LoopNode, ScanNode, Value, call_mapping, call_types, caller_codes, check_body,
 )
 from nncircuit.lang.checkpoint import section as checkpoint_section
 from nncircuit.lang.program import Program
@@ -214,7 +214,7 @@ class Elaborator:
                 if isinstance(node, CallNode):
                     n += 1 + self.unrolled(node.callee)
                 elif isinstance(node, LoopNode):
-                    n += 1 + int(node.attrs["count"].value) * self.unrolled(node.callee)
+                    n += 1 + int(node.count.value) * self.unrolled(node.callee)
                 elif isinstance(node, ScanNode):
                     n += 1 + self.unrolled(node.callee)
                 else:
@@ -246,9 +246,17 @@ class Elaborator:
         out = []
         for p in bdef.params:
             default = None
+            dval = None
             if p.default is not None:
-                with X.guarded(p.name):  # its checks hold only where the default is used
-                    dval = self.expr(scope, p.default)
+                try:
+                    with X.guarded(p.name):  # its checks hold only where the default is used
+                        dval = self.expr(scope, p.default)
+                except HyperparameterError:
+                    # a default that cannot be computed for these values is no error when the
+                    # value is given (`dk = d / heads` with heads not dividing d, dk given)
+                    if p.name not in given:
+                        raise
+                    dval = given[p.name]
                 if not isinstance(dval, HVal):
                     raise HyperparameterError(
                         f"the default of '{p.name}' must be a number, string or boolean", p.default.span
@@ -258,7 +266,7 @@ class Elaborator:
                 value = given[p.name].value
                 if not self.stack:  # the model's values given to the compiler are its defaults
                     default = given[p.name].expr
-            elif p.default is not None:
+            elif dval is not None:
                 value = dval.value
             else:
                 raise HyperparameterError(
@@ -1079,11 +1087,12 @@ class Elaborator:
             return e.id
         if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in INIT_KINDS:
             pos, kw = [], []
+            kind = e.func.id
 
             def number(a):
                 v = self.expr(ctx, a.value)
                 if not isinstance(v, HVal):
-                    raise ShapeError(f"the arguments of {e.func.id} are numbers, found {_describe(v)}", a.span)
+                    raise ShapeError(f"the arguments of {kind} are numbers, found {_describe(v)}", a.span)
                 return v
 
             for a in e.args:
@@ -1223,8 +1232,8 @@ class Elaborator:
             seen.add(nid)
             n = g.node(nid)
             what = None
-            if n.op == "input":
-                what = f"the input '{n.attrs['name']}'" if g.kind != "repeat" else "a value of the loop"
+            if isinstance(n, InputNode):
+                what = f"the input '{n.input_name}'" if g.kind != "repeat" else "a value of the loop"
             elif isinstance(n, (CallNode, LoopNode)):
                 what = f"the block call '{n.name}'"
             else:
@@ -1248,10 +1257,10 @@ class Elaborator:
         if prev is not None and prev != sig:
             raise ShapeError(f"'{node.module}' is applied again with different weight shapes", span)
         ctx.modules[node.module] = sig
-        tied = node.attrs.get("tied")
+        tied = op.ties(node.attrs)
         if tied is not None:
             target = ctx.modules.get(tied)
-            mine = (node.attrs["out_features"].value, node.attrs["in_features"].value)
+            mine = tuple(s.value for s in op.tied_shape(node.attrs))
             theirs = dict(target[1]).get("weight") if target else None
             if theirs is None:
                 raise NameResolutionError(f"tied = {tied}: '{tied}' has not been applied yet, so it has no weight", span)

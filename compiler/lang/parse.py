@@ -160,7 +160,7 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def block_def(self, meta, children):
         kind, name, params, *body = children
-        doc_lines = []
+        doc_lines: list[str] = []
         line = meta.line - 1
         while line in self.docs:
             doc_lines.insert(0, self.docs[line])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from nncircuit.ops.compare import elementwise_flops
 from nncircuit.ops.registry import (
+    AttrSpec,
     Attrs,
     OpCall,
     OpDef,
@@ -44,6 +45,7 @@ for _name, _doc in PLAIN.items():
             name=_name,
             doc=f"Elementwise {_doc}; every axis is carried.",
             check=_plain_check,
+            attrs=(),
             arity=1,
             flops=elementwise_flops,
             glyph=_name,
@@ -85,6 +87,7 @@ for _name, (_doc, _defaults) in WITH_PARAMETERS.items():
             name=_name,
             doc=f"Elementwise {_doc}; defaults {_kw}.",
             check=_param_check,
+            attrs=tuple(AttrSpec(k, "float", doc=f"default {v!r}") for k, v in _defaults.items()),
             arity=1,
             kwargs=tuple(_defaults),
             flops=elementwise_flops,
@@ -124,6 +127,11 @@ register(
         doc="Elementwise x for x >= 0, else a learned slope times x: one slope (`PReLU(x)`) or "
         "one per position of an axis (`PReLU(x, over c)`), starting at `init = constant(V)` (0.25).",
         check=_prelu_check,
+        attrs=(
+            AttrSpec("axis", "axis", default=None, optional=True, doc="the axis with a slope per position (None: one slope)"),
+            AttrSpec("num", "hval", doc="the number of slopes"),
+            AttrSpec("init", "init", doc="the starting slope, constant(V)"),
+        ),
         arity=1,
         learned=True,
         params=_prelu_params,

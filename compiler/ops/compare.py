@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 from nncircuit.ops.registry import (
+    SCALAR_ATTRS,
+    AttrSpec,
     OpCall,
     OpDef,
     as_float,
@@ -69,6 +71,7 @@ for _name, _sym in COMPARE.items():
             doc=f"Elementwise `a {_sym} b`, a bool tensor. Axes are matched by name as for `+`; "
             "one side may be a number (`inf` and `-inf` too).",
             check=_compare_check,
+            attrs=SCALAR_ATTRS + (AttrSpec("dtype", "dtype", doc="the dtype the two sides are compared in"),),
             arity=None,
             flops=elementwise_flops,
             glyph=_sym,
@@ -106,6 +109,7 @@ for _name, _word in LOGIC.items():
             name=_name,
             doc=f"Elementwise `a {_word} b` of two bool tensors, axes matched by name.",
             check=_logic_check,
+            attrs=(),
             arity=None,
             flops=elementwise_flops,
             glyph=_word,
@@ -125,6 +129,7 @@ register(
         name="logical_not",
         doc="Elementwise `not m` of a bool tensor.",
         check=_not_check,
+        attrs=(),
         arity=1,
         flops=elementwise_flops,
         glyph="not",
@@ -174,6 +179,12 @@ def _values_type(op: str, vals: list) -> TensorType | None:
     return out
 
 
+# where, minimum and maximum record which of their operands are numbers
+SCALARS_ATTRS = (
+    AttrSpec("scalars", "any", default=(), doc="(position, HVal) for each operand that is a number"),
+)
+
+
 def _scalar_attrs(vals: list) -> tuple:
     return tuple((i, v) for i, v in enumerate(vals) if isinstance(v, HVal))
 
@@ -197,6 +208,7 @@ register(
         "name and a value may be a number. A select, not arithmetic: `where(m, e, -inf)` has no "
         "NaN where `e` is finite.",
         check=_where_check,
+        attrs=SCALARS_ATTRS,
         arity=None,
         takes=frozenset({"scalars"}),
         flops=elementwise_flops,
@@ -221,6 +233,7 @@ for _name, _doc in (("minimum", "smaller"), ("maximum", "larger")):
             doc=f"Elementwise the {_doc} of two values, matched by name; one may be a number. "
             f"(`{_name[:3]}(x, over a)` is the reduction.)",
             check=_minmax_check,
+            attrs=SCALARS_ATTRS,
             arity=None,
             takes=frozenset({"scalars"}),
             flops=elementwise_flops,
@@ -254,6 +267,10 @@ register(
         name="clamp",
         doc="Limits every element to [min, max] (either may be left out).",
         check=_clamp_check,
+        attrs=(
+            AttrSpec("min", "hval", default=None, optional=True, doc="the lower bound (None: none)"),
+            AttrSpec("max", "hval", default=None, optional=True, doc="the upper bound (None: none)"),
+        ),
         arity=1,
         kwargs=("min", "max"),
         flops=elementwise_flops,
@@ -285,6 +302,7 @@ for _name, _doc in ROUNDING.items():
             name=_name,
             doc=f"Elementwise {_doc}; every axis is carried.",
             check=_float_map_check,
+            attrs=(),
             arity=1,
             flops=elementwise_flops,
             glyph=_name,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 
 from nncircuit.ops.registry import (
+    SCALAR_ATTRS,
+    AttrSpec,
+    Attrs,
     OpCall,
     OpDef,
     as_bool,
@@ -56,6 +59,7 @@ for _name, _doc in UNARY.items():
             name=_name,
             doc=f"Elementwise {_doc}; every axis is carried.",
             check=_unary_check,
+            attrs=(),
             arity=1,
             glyph=_name,
             example=f"x |> {_name}",
@@ -81,6 +85,7 @@ register(
         name="dropout",
         doc="Zeroes elements with probability p while training; identity in eval mode.",
         check=_dropout_check,
+        attrs=(AttrSpec("p", "float", doc="the probability of zeroing an element"),),
         arity=1,
         kwargs=("p",),
         traits=frozenset({"random"}),
@@ -124,6 +129,7 @@ for _name, _sym in BINARY.items():
             "be a number. When each side has an axis the other lacks (an outer broadcast) write "
             f"`{_name}(a, b, outer = true)`.",
             check=_binary_check,
+            attrs=SCALAR_ATTRS,
             arity=None,
             kwargs=("outer",),
             glyph=_sym,
@@ -157,6 +163,7 @@ for _name in ("softmax", "log_softmax"):
             name=_name,
             doc=f"{_name} along one axis (`over AXIS`); other axes are carried.",
             check=_softmax_check,
+            attrs=(AttrSpec("axis", "axis", doc="the axis it normalises along"),),
             arity=1,
             takes=frozenset({"over"}),
             figure="triangle",
@@ -252,6 +259,7 @@ register(
         "listed axes and sums the others, except that a run-time axis every input carries "
         "(batch, seq) is summed only when named: `-> [i], over [seq]`.",
         check=_einsum_check,
+        attrs=(AttrSpec("out", "axes", doc="the result's axes, in order"),),
         arity=None,
         takes=frozenset({"map", "over"}),
         flops=_einsum_flops,
@@ -281,6 +289,7 @@ register(
         name="rename",
         doc="Gives an axis a new name; the data is untouched.",
         check=_rename_check,
+        attrs=(AttrSpec("old", "axis", doc="the axis renamed"), AttrSpec("new", "axis", doc="its new name")),
         arity=1,
         traits=frozenset({"view"}),
         figure="relabel",
@@ -308,6 +317,7 @@ register(
         name="transpose",
         doc="Swaps the positions of two axes (a layout choice; names keep their meaning).",
         check=_transpose_check,
+        attrs=(AttrSpec("a", "axis", doc="one axis swapped"), AttrSpec("b", "axis", doc="the other")),
         arity=1,
         positional=("axis", "axis"),
         traits=frozenset({"view"}),
@@ -349,6 +359,10 @@ register(
         "not stand next to each other in that order are moved there first (a transpose). The "
         "merged axis stands where the first of them stood.",
         check=_flatten_check,
+        attrs=(
+            AttrSpec("axes", "axes", doc="the axes merged, outermost first"),
+            AttrSpec("into", "axis", doc="the merged axis"),
+        ),
         arity=1,
         takes=frozenset({"map"}),
         traits=frozenset({"view"}),
@@ -382,6 +396,11 @@ register(
         name="unflatten",
         doc="Splits one axis into several whose sizes multiply to its size.",
         check=_unflatten_check,
+        attrs=(
+            AttrSpec("axis", "axis", doc="the axis split"),
+            AttrSpec("into", "axis_defs", doc="the axes it splits into, outermost first"),
+            AttrSpec("sizes", "hvals", doc="their sizes, as the call gives them"),
+        ),
         arity=1,
         takes=frozenset({"map"}),
         traits=frozenset({"view"}),
@@ -422,6 +441,7 @@ register(
         doc="Joins tensors along an axis. An input that lacks the axis adds one slice "
         "(e.g. a class token); other axes are matched by name and broadcast.",
         check=_concat_check,
+        attrs=(AttrSpec("axis", "axis", doc="the axis the inputs are laid end to end along"),),
         arity=None,
         takes=frozenset({"over"}),
         glyph="⊕",
@@ -447,6 +467,7 @@ for _name in ("sum", "mean", "max", "min"):
             name=_name,
             doc=f"Reduces the named axes by {_name}; they disappear from the type.",
             check=_reduce_check,
+            attrs=(AttrSpec("axes", "axes", doc="the axes reduced away"),),
             arity=1,
             takes=frozenset({"over"}),
             glyph=f"{_name}",
@@ -468,6 +489,7 @@ register(
         name="cast",
         doc="Converts the element type.",
         check=_cast_check,
+        attrs=(AttrSpec("to", "dtype", doc="the result's dtype"),),
         arity=1,
         kwargs=("to",),
         glyph="cast",
@@ -497,6 +519,7 @@ register(
         "with a key/value cache) query i stands at key position i + (key − seq), as in "
         "FlashAttention and Hugging Face.",
         check=_causal_check,
+        attrs=(AttrSpec("query", "axis", doc="the query positions"), AttrSpec("key", "axis", doc="the key positions")),
         arity=1,
         takes=frozenset({"over"}),
         glyph="◸",
@@ -522,6 +545,7 @@ register(
         name="positions",
         doc="The integers 0, 1, …, n-1 along an axis of size n (int64).",
         check=_positions_check,
+        attrs=(AttrSpec("axis", "axis_def", doc="the axis of positions 0 .. N-1 it makes"),),
         arity=0,
         positional=("axis",),
         glyph="#",
@@ -543,14 +567,22 @@ def _select_check(call: OpCall):
     return {"axis": axis, "index": spec}, (t.with_axes(a for a in t.axes if a.name != axis),)
 
 
+def _select_label(a: Attrs) -> str:
+    """`[seq = 0]`: the position taken, by its hyperparameter's name where it is one."""
+    axis, index = a["axis"], a["index"]
+    return f"[{axis} = {index.expr.name if isinstance(index.expr, X.Ref) else index.value}]"
+
+
 register(
     OpDef(
         name="select",
         doc="Takes one position along an axis, which disappears: `x[seq = 0]`.",
         check=_select_check,
+        attrs=(AttrSpec("axis", "axis", doc="the axis indexed (and dropped)"), AttrSpec("index", "hval", doc="the position taken")),
         arity=1,
         traits=frozenset({"view"}),
         glyph="[·]",
+        label=_select_label,
         example="x[seq = 0]",
     )
 )
@@ -579,6 +611,11 @@ register(
         "primitive of mixtures of experts. Largest first; among equal values the lower "
         "index first, in every backend.",
         check=_topk_check,
+        attrs=(
+            AttrSpec("axis", "axis", doc="the axis searched"),
+            AttrSpec("k", "hval", doc="how many largest values are kept"),
+            AttrSpec("into", "axis", doc="the axis of the k values"),
+        ),
         arity=1,
         kwargs=("k", "into"),
         takes=frozenset({"over"}),
@@ -610,6 +647,7 @@ register(
         doc="Picks elements of `src` along an axis at the positions `idx` holds there "
         "(data-dependent routing); the other axes are matched by name.",
         check=_gather_check,
+        attrs=(AttrSpec("axis", "axis", doc="the axis the ids index"),),
         arity=2,
         takes=frozenset({"over"}),
         glyph="gather",
@@ -640,9 +678,43 @@ register(
         doc="Zero-pads (or centre-crops) the named axes of the first tensor to the sizes the "
         "second tensor has there: a U-Net's skip connection at any input size.",
         check=_pad_to_check,
+        attrs=(AttrSpec("axes", "axes", doc="the axes padded to the other input's sizes"),),
         arity=2,
         takes=frozenset({"over"}),
         glyph="⊡",
         example="pad_to(up, skip, over [h, w])",
     )
 )
+
+
+# ---- typed accessors: what passes and backends read of these ops' attributes ----------------
+
+
+def cast_to(a: Attrs) -> str:
+    """The dtype a cast converts to."""
+    return a["to"]
+
+
+def renamed(a: Attrs) -> tuple[str, str]:
+    """(old, new): the axis a rename renames and its new name."""
+    return a["old"], a["new"]
+
+
+def swapped(a: Attrs) -> tuple[str, str]:
+    """The two axes a transpose swaps."""
+    return a["a"], a["b"]
+
+
+def softmax_axis(a: Attrs) -> str:
+    """The axis a softmax (or log_softmax) normalises along."""
+    return a["axis"]
+
+
+def einsum_out(a: Attrs) -> tuple[str, ...]:
+    """An einsum's result axes, in order."""
+    return a["out"]
+
+
+def causal_axes(a: Attrs) -> tuple[str, str]:
+    """(query, key): the axes of a causal mask."""
+    return a["query"], a["key"]

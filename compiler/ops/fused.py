@@ -10,6 +10,8 @@ from dataclasses import replace
 from nncircuit.ops import registry
 from nncircuit.names import pyname
 from nncircuit.ops.registry import (
+    AttrSpec,
+    Attrs,
     FAN_IN_UNIFORM,
     TORCH_WEIGHT,
     OpCall,
@@ -109,6 +111,15 @@ register(
         "of q are batch axes that k and v carry too. `scale` defaults to 1/√(feature size). "
         "The causal mask is lined up at the end, as `causal`'s.",
         check=_attention_check,
+        attrs=(
+            AttrSpec("query", "axis", doc="q's positions"),
+            AttrSpec("key", "axis", doc="k's and v's positions, the softmax axis"),
+            AttrSpec("feature", "axis", doc="the axis q and k contract"),
+            AttrSpec("value_feature", "axis", doc="v's feature axis, the result's"),
+            AttrSpec("batch", "axes", doc="q's other axes, which k and v carry too"),
+            AttrSpec("scale", "hval", doc="the factor of the scores"),
+            AttrSpec("causal", "bool", doc="mask keys after the query (lined up at the end)"),
+        ),
         arity=3,
         kwargs=("scale", "causal"),
         takes=frozenset({"map", "over"}),
@@ -172,6 +183,11 @@ def _linear_group_params(a, ins):
     return tuple(out)
 
 
+def group_members(a: Attrs) -> tuple[str, ...]:
+    """The modules of a LinearGroup's members, in order."""
+    return a["members"]
+
+
 def _linear_group_flops(a, ins, outs, env):
     return sum(2 * numel(o, env) * int(fin.value) for o, fin in zip(outs, a["in_features"]))
 
@@ -183,6 +199,18 @@ register(
         "part keeps its own module and parameters (`members`). Made by the optimizer from "
         "sibling Linears such as q, k and v.",
         check=_linear_group_check,
+        attrs=(
+            AttrSpec("members", "names", doc="the member Linears' modules, in order"),
+            AttrSpec("in_axes", "axes", doc="the axes every member contracts"),
+            AttrSpec("in_features", "hvals", doc="per member"),
+            AttrSpec("out_features", "hvals", doc="per member"),
+            AttrSpec("out_sizes", "any", doc="per member, a tuple of HVal: its out axes' sizes"),
+            AttrSpec("out_axes", "any", doc="per member, a tuple of Axis: the axes it makes"),
+            AttrSpec("bias", "bool", doc="every member has a bias (or none does)"),
+            AttrSpec("init", "any", doc="per member, its weight's Init or None"),
+            AttrSpec("bias_init", "any", doc="per member, its bias's Init or None"),
+        ),
+        axis_args=lambda a: a["in_axes"] + tuple(x.name for outs in a["out_axes"] for x in outs),
         arity=1,
         learned=True,
         params=_linear_group_params,
@@ -241,6 +269,13 @@ register(
         "side kept, every other axis shared (a batch axis). The optimizer turns two-operand "
         "einsums of this form into it.",
         check=_matmul_check,
+        attrs=(
+            AttrSpec("out", "axes", doc="the result's axes, in order"),
+            AttrSpec("m", "axis", doc="the axis only the left side has"),
+            AttrSpec("n", "axis", doc="the axis only the right side has"),
+            AttrSpec("k", "axis", doc="the axis contracted"),
+            AttrSpec("batch", "axes", doc="the axes both sides share and keep"),
+        ),
         arity=2,
         takes=frozenset({"map"}),
         flops=_matmul_flops,

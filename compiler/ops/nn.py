@@ -4,8 +4,10 @@ them: Linear, Embedding, norms, convolutions, pooling, free parameters."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from nncircuit.ops.registry import (
+    AttrSpec,
     FAN_IN_UNIFORM,
     ONES,
     STD_NORMAL,
@@ -93,6 +95,29 @@ def _linear_params(a: Attrs, ins):
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class LinearAttrs:
+    """Linear's attributes, typed: what the passes and backends that look inside one read."""
+
+    in_axes: tuple[str, ...]
+    out_axes: tuple[Axis, ...]
+    in_features: HVal
+    out_features: HVal
+    out_sizes: tuple[HVal, ...]
+    bias: bool
+    tied: str | None
+
+
+def linear_attrs(a: Attrs) -> LinearAttrs:
+    """The typed attributes of a Linear node."""
+    return LinearAttrs(a["in_axes"], a["out_axes"], a["in_features"], a["out_features"], a["out_sizes"],
+                       a["bias"], a["tied"])
+
+
+def _linear_note(a: Attrs) -> str:
+    return f"tied to {a['tied']}" if a["tied"] else ""
+
+
 def _linear_flops(a, ins, outs, env):
     return 2 * numel(outs[0], env) * int(a["in_features"].value)
 
@@ -103,6 +128,17 @@ register(
         doc="Affine map from the IN axes to the OUT axes; other axes are carried. "
         "`bias = false` drops the bias; `tied = E` reuses the weight of Embedding E.",
         check=_linear_check,
+        attrs=(
+            AttrSpec("in_axes", "axes", doc="the axes contracted"),
+            AttrSpec("out_axes", "axis_defs", doc="the axes made"),
+            AttrSpec("in_features", "hval", doc="the product of the in axes' sizes"),
+            AttrSpec("out_features", "hval", doc="the product of the out axes' sizes"),
+            AttrSpec("out_sizes", "hvals", doc="the out axes' sizes, as the call gives them"),
+            AttrSpec("bias", "bool"),
+            AttrSpec("tied", "str", default=None, optional=True, doc="the Embedding module whose weight it reuses"),
+        AttrSpec("init", "init", default=None, optional=True, doc="the weight's initialisation, if the spec chose one"),
+        AttrSpec("bias_init", "init", default=None, optional=True, doc="the bias's initialisation, if the spec chose one"),
+        ),
         arity=1,
         learned=True,
         params=_linear_params,
@@ -110,6 +146,9 @@ register(
         kwargs=("bias", "tied", "init", "bias_init"),
         takes=frozenset({"map"}),
         glyph="L",
+        note=_linear_note,
+        ties=lambda a: a["tied"],
+        tied_shape=lambda a: (a["out_features"], a["in_features"]),
         example="x |> Linear(d -> [heads, dh])",
     )
 )
@@ -136,12 +175,23 @@ def _embedding_check(call: OpCall):
     return attrs, (TensorType(t.axes + (out,), "float32"),)
 
 
+def embedding_rows(a: Attrs) -> HVal:
+    """The number of entries of an Embedding node's table."""
+    return a["num"]
+
+
 register(
     OpDef(
         name="Embedding",
         doc="A lookup table: integer ids of any axes in, one new axis of vectors out. "
         "An id outside 0 .. N-1 (a negative one too) is an error in every backend.",
         check=_embedding_check,
+        attrs=(
+            AttrSpec("num", "hval", doc="the number of entries"),
+            AttrSpec("out_axis", "axis_def", doc="the axis of the vectors"),
+            AttrSpec("dim", "hval", doc="the vectors' size"),
+            AttrSpec("init", "init", default=None, optional=True, doc="the table's initialisation, if the spec chose one"),
+        ),
         arity=1,
         learned=True,
         params=lambda a, ins: (
@@ -221,6 +271,15 @@ for _name, _doc in (
             name=_name,
             doc=_doc,
             check=_norm_check,
+            attrs=(
+                AttrSpec("axes", "axes", doc="the axes normalised over"),
+                AttrSpec("shape", "hvals", doc="their sizes"),
+                AttrSpec("eps", "float"),
+                AttrSpec("affine", "bool", doc="learned scale (and shift)"),
+                AttrSpec("bias", "bool", doc="learned shift"),
+            AttrSpec("init", "init", default=None, optional=True, doc="the weight's initialisation, if the spec chose one"),
+            AttrSpec("bias_init", "init", default=None, optional=True, doc="the bias's initialisation, if the spec chose one"),
+            ),
             arity=1,
             learned=True,
             params=_norm_params,
@@ -258,6 +317,14 @@ register(
         doc="Per-feature normalisation with batch statistics (running averages in eval mode); "
         "the statistics are taken over every axis but the feature axis.",
         check=_batchnorm_check,
+        attrs=(
+            AttrSpec("axis", "axis", doc="the feature axis"),
+            AttrSpec("num", "hval", doc="its size"),
+            AttrSpec("eps", "float"),
+            AttrSpec("momentum", "float"),
+        AttrSpec("init", "init", default=None, optional=True, doc="the weight's initialisation, if the spec chose one"),
+        AttrSpec("bias_init", "init", default=None, optional=True, doc="the bias's initialisation, if the spec chose one"),
+        ),
         arity=1,
         learned=True,
         params=lambda a, ins: (
@@ -464,6 +531,54 @@ def _conv_flops(a, ins, outs, env):
     return 2 * numel(outs[0], env) * int(a["in_channels"].value) // g * k
 
 
+def _ints(values: tuple[HVal, ...]) -> list[int] | None:
+    out = []
+    for v in values:
+        if not isinstance(v.value, int) or isinstance(v.value, bool):
+            return None
+        out.append(v.value)
+    return out or None
+
+
+def _per_axis(vals: list[int]) -> str:
+    return str(vals[0]) if len(set(vals)) == 1 else "×".join(map(str, vals))
+
+
+def _window_note(a: Attrs) -> str:
+    """What a diagram writes under a window op: `3×3`, `3×3 /2`, `3×3 d2`, `3×3 g4`, `3×3 dw`
+    (groups = channels: depthwise)."""
+    kernel = _ints(a["kernel"])
+    if kernel is None:
+        return ""
+    parts = ["×".join(map(str, kernel))]
+    stride = _ints(a["stride"])
+    if stride and any(s != 1 for s in stride):
+        parts.append("/" + _per_axis(stride))
+    dilation = _ints(a.get("dilation", ()))
+    if dilation and any(d != 1 for d in dilation):
+        parts.append("d" + _per_axis(dilation))
+    groups = a.get("groups")
+    if isinstance(groups, HVal) and isinstance(groups.value, int) and groups.value > 1:
+        channels = a["in_channels"].value
+        parts.append("dw" if groups.value == channels else f"g{groups.value}")
+    return " ".join(parts)
+
+
+_CONV_ATTRS = (
+    AttrSpec("channel", "axis", doc="the input channel axis"),
+    AttrSpec("out_axis", "axis_def", doc="the output channel axis"),
+    AttrSpec("in_channels", "hval"),
+    AttrSpec("out_channels", "hval"),
+    AttrSpec("spatial", "axes", doc="the spatial axes, in the order of the per-axis tuples"),
+    AttrSpec("kernel", "hvals", doc="per spatial axis"),
+    AttrSpec("stride", "hvals", doc="per spatial axis"),
+    AttrSpec("padding", "hvals", doc="per spatial axis, on each side"),
+    AttrSpec("dilation", "hvals", doc="per spatial axis"),
+    AttrSpec("groups", "hval"),
+    AttrSpec("bias", "bool"),
+    AttrSpec("init", "init", default=None, optional=True, doc="the weight's initialisation, if the spec chose one"),
+    AttrSpec("bias_init", "init", default=None, optional=True, doc="the bias's initialisation, if the spec chose one"),
+)
 _CONV_KW = ("kernel", "stride", "padding", "dilation", "groups", "bias", "init", "bias_init")
 register(
     OpDef(
@@ -472,6 +587,7 @@ register(
         "(`c -> c: 64`). Each spatial axis becomes (position, window) and the window is "
         "contracted; strided, dilated and grouped (depthwise) forms via keywords.",
         check=lambda call: _conv_common(call, False),
+        attrs=_CONV_ATTRS,
         arity=1,
         learned=True,
         params=_conv_params,
@@ -480,6 +596,7 @@ register(
         takes=frozenset({"map", "over"}),
         figure="trapezoid",
         glyph="★",
+        note=_window_note,
         example="Conv(x, c -> c: 64, kernel = 3, padding = 1, over [h, w])",
     )
 )
@@ -488,6 +605,7 @@ register(
         name="ConvTranspose",
         doc="Transposed convolution (the gradient of Conv): upsamples the spatial axes.",
         check=lambda call: _conv_common(call, True),
+        attrs=_CONV_ATTRS + (AttrSpec("output_padding", "hvals", doc="per spatial axis"),),
         arity=1,
         learned=True,
         params=_conv_params,
@@ -496,6 +614,7 @@ register(
         takes=frozenset({"map", "over"}),
         figure="trapezoid",
         glyph="★ᵀ",
+        note=_window_note,
         example="ConvTranspose(x, c -> c: 64, kernel = 2, stride = 2, over [h, w])",
     )
 )
@@ -539,10 +658,17 @@ for _name, _g in (("maxpool", "max"), ("avgpool", "avg")):
             name=_name,
             doc=f"{_g}-pooling over windows of the spatial axes (stride defaults to the kernel).",
             check=_pool_check,
+            attrs=(
+                AttrSpec("spatial", "axes", doc="the spatial axes, in the order of the per-axis tuples"),
+                AttrSpec("kernel", "hvals"),
+                AttrSpec("stride", "hvals"),
+                AttrSpec("padding", "hvals"),
+            ),
             arity=1,
             kwargs=("kernel", "stride", "padding"),
             takes=frozenset({"over"}),
             glyph=_g,
+            note=_window_note,
             example=f"{_name}(x, kernel = 2, over [h, w])",
         )
     )
@@ -577,6 +703,11 @@ register(
         "init = normal(STD) (the default: normal(1)), zeros, ones, uniform(B), ...; "
         "`std = S` is short for init = normal(S).",
         check=_param_check,
+        attrs=(
+            AttrSpec("axes", "axis_defs", doc="the tensor's axes"),
+            AttrSpec("sizes", "hvals", doc="their sizes, as the spec gives them"),
+            AttrSpec("init", "init"),
+        ),
         arity=0,
         learned=True,
         params=_param_params,

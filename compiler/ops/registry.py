@@ -9,10 +9,10 @@ import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
-from nncircuit.errors import ShapeError, did_you_mean
+from nncircuit.errors import InternalError, ShapeError, did_you_mean
 from nncircuit.types import expr as X
 from nncircuit.types.sizes import Size
-from nncircuit.types.tensor import FLOAT_DTYPES, Axis, HVal, TensorType
+from nncircuit.types.tensor import DTYPES, FLOAT_DTYPES, Axis, HVal, TensorType
 
 AttrValue = object  # int | float | bool | str | None | HVal | Axis | tuple of these
 
@@ -48,12 +48,55 @@ class Attrs:
         return Attrs.of(d)
 
 
-REQUIRED = object()  # an AttrSpec default: the shape rule always sets it
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
 
-# What an attribute value may be: "int", "float" (a float, or an HVal keeping its
-# hyperparameter expression), "bool", "str", "axis" (an axis name), "axes" (a tuple of axis
-# names), "hval" (an HVal), "init" (an Init), "dtype" (a dtype name), "any" (say why in doc).
-ATTR_KINDS = frozenset({"int", "float", "bool", "str", "axis", "axes", "hval", "init", "dtype", "any"})
+
+REQUIRED = _Required()  # an AttrSpec default: the shape rule always sets it
+
+# What an attribute value may be (AttrSpec.kind), and the test a value must pass:
+#   "int", "float" (a number, or an HVal keeping its hyperparameter expression), "bool",
+#   "str", "axis" (the name of an axis), "axes" (a tuple of axis names), "axis_def" (an Axis:
+#   a new axis with its size), "axis_defs" (a tuple of Axis), "hval" (an HVal), "hvals" (a
+#   tuple of HVal), "init" (an Init), "dtype" (a dtype name), "names" (a tuple of other names,
+#   e.g. modules), "any" (anything else; its doc says what).
+ATTR_KINDS = frozenset({
+    "int", "float", "bool", "str", "axis", "axes", "axis_def", "axis_defs", "hval", "hvals",
+    "init", "dtype", "names", "any",
+})
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind_test(kind: str) -> Callable[[object], bool]:
+    def strs(v) -> bool:
+        return isinstance(v, tuple) and all(isinstance(x, str) for x in v)
+
+    tests: dict[str, Callable[[object], bool]] = {
+        "int": _is_int,
+        # an int is a number too (a rule may return its default as written), a bool is not
+        "float": lambda v: isinstance(v, (float, HVal)) or _is_int(v),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "axis": lambda v: isinstance(v, str),
+        "axes": strs,
+        "names": strs,
+        "axis_def": lambda v: isinstance(v, Axis),
+        "axis_defs": lambda v: isinstance(v, tuple) and all(isinstance(x, Axis) for x in v),
+        "hval": lambda v: isinstance(v, HVal),
+        "hvals": lambda v: isinstance(v, tuple) and all(isinstance(x, HVal) for x in v),
+        "init": lambda v: isinstance(v, Init),
+        "dtype": lambda v: isinstance(v, str) and v in DTYPES,
+        "any": lambda v: True,
+    }
+    return tests[kind]
+
+
+# kinds whose values name axes (what an op's axis arguments are)
+AXIS_KINDS = frozenset({"axis", "axes", "axis_def", "axis_defs"})
 
 
 @dataclass(frozen=True)
@@ -66,10 +109,135 @@ class AttrSpec:
     default: object = REQUIRED
     optional: bool = False
     doc: str = ""
+    choices: tuple = ()  # the only values it may take, where it is one of a few
 
     def __post_init__(self):
         if self.kind not in ATTR_KINDS:
             raise ValueError(f"attribute {self.name!r}: unknown kind {self.kind!r}; kinds: {', '.join(sorted(ATTR_KINDS))}")
+        if self.default is None and not self.optional:
+            raise ValueError(f"attribute {self.name!r}: a default of None needs optional=True")
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def accepts(self, value: object) -> bool:
+        """Whether `value` is of this attribute's kind (None: where it is optional)."""
+        if value is None:
+            return self.optional
+        if self.choices and value not in self.choices:
+            return False
+        return _kind_test(self.kind)(value)
+
+
+class AttrError(InternalError):
+    """An op's attributes disagree with its schema: a compiler bug, never a user's mistake."""
+
+
+def validate_attrs(op: str, schema: tuple[AttrSpec, ...], given: Attrs | dict) -> Attrs:
+    """`given` checked against `schema` (an unknown key, a value of the wrong kind or a
+    missing required key is an AttrError naming the op and the attribute), with the
+    defaults of the keys it leaves out filled in: every node's attributes are complete."""
+    values = dict(given.items) if isinstance(given, Attrs) else dict(given)
+    by_name = {s.name: s for s in schema}
+    for key in values:
+        if key not in by_name:
+            known = ", ".join(by_name) or "none"
+            raise AttrError(f"op {op}: unknown attribute {key!r} (its schema declares: {known})")
+    out: dict[str, AttrValue] = {}
+    for spec in schema:
+        if spec.name in values:
+            v = values[spec.name]
+        elif spec.required:
+            raise AttrError(f"op {op}: attribute {spec.name!r} ({spec.kind}) is required but missing")
+        else:
+            v = spec.default
+        if not spec.accepts(v):
+            what = "None" if v is None else f"{v!r} ({type(v).__name__})"
+            kind = " or ".join(map(repr, spec.choices)) if spec.choices else spec.kind
+            raise AttrError(f"op {op}: attribute {spec.name!r} must be {kind}"
+                            f"{' or None' if spec.optional else ''}, found {what}")
+        out[spec.name] = v
+    done = Attrs.of(out)
+    return given if isinstance(given, Attrs) and given == done else done
+
+
+def hyper_refs(value: object) -> frozenset[str]:
+    """The hyperparameters an attribute value's expressions reference (HVals, Inits, tuples)."""
+    if isinstance(value, HVal):
+        return frozenset(value.expr.refs())
+    if isinstance(value, Init):
+        return frozenset().union(*(hyper_refs(a) for a in value.args))
+    if isinstance(value, tuple):
+        return frozenset().union(*(hyper_refs(v) for v in value))
+    return frozenset()
+
+
+def axis_names(value: object) -> tuple[str, ...]:
+    """The axis names in a value of an axis kind (AXIS_KINDS), nested tuples too."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Axis):
+        return (value.name,)
+    if isinstance(value, tuple):
+        return tuple(n for v in value for n in axis_names(v))
+    return ()
+
+
+# A binary op applied to a tensor and a number (`x * 2`, `1 - x`) records the number and
+# the side it stands on; applied to two tensors, both are None.
+SCALAR_ATTRS = (
+    AttrSpec("scalar", "hval", default=None, optional=True, doc="the number operand, if one side is a number"),
+    AttrSpec("side", "str", default=None, optional=True, doc="where the number stands", choices=("left", "right")),
+)
+
+
+# The attributes of the structural nodes (not registry ops): a graph's inputs, block calls
+# and repeats. compiler/ops/structural.py reads them with typed accessors.
+STRUCTURAL_ATTRS: dict[str, tuple[AttrSpec, ...]] = {
+    "input": (AttrSpec("name", "str", doc="the input's declared name"),),
+    "call": (
+        AttrSpec("block", "str", doc="the called block's name"),
+        AttrSpec("args", "any", default=(), doc="the call's hyperparameter arguments: (name, HVal) pairs"),
+        AttrSpec("lift", "axes", default=None, optional=True,
+                 doc="the axes the call is lifted over, in its first input's order (None: not recorded)"),
+    ),
+    "repeat": (
+        AttrSpec("count", "hval", doc="how many times the body runs"),
+        AttrSpec("shared", "bool", default=False, doc="every iteration uses one set of parameters"),
+        AttrSpec("carried", "int", doc="how many leading inputs are carried from one iteration to the next"),
+        AttrSpec("axis", "axis", default=None, optional=True,
+                 doc="`repeat ... over AXIS`: the axis sliced per iteration (None: no slices)"),
+        AttrSpec("index", "bool", default=False, doc="the body takes the iteration index"),
+        AttrSpec("scanned", "any", default=(), doc="input positions sliced per iteration (ints)"),
+        AttrSpec("stack_at", "any", default=(), doc="where each emitted output's stacked axis stands (ints)"),
+    ),
+    "scan": (
+        AttrSpec("axis", "axis", doc="the axis the scan steps along"),
+        AttrSpec("reverse", "bool", default=False, doc="step from the last position to the first"),
+        AttrSpec("carried", "int", doc="how many leading inputs are carried states"),
+        AttrSpec("index", "bool", default=False, doc="the body takes the step index"),
+        AttrSpec("scanned", "any", doc="input positions the body sees one slice of per step (ints)"),
+        AttrSpec("stack_at", "any", doc="where each emitted output's stacked axis stands (ints)"),
+    ),
+}
+
+
+def schema_of(op: str) -> tuple[AttrSpec, ...]:
+    """The attribute schema of a registry op or a structural node kind."""
+    if op in STRUCTURAL_ATTRS:
+        return STRUCTURAL_ATTRS[op]
+    if op not in REGISTRY:
+        raise InternalError(f"unknown op {op!r}")
+    schema = REGISTRY[op].attrs
+    if schema is None:
+        raise InternalError(f"op {op}: declare its attribute schema")
+    return schema
+
+
+def checked_attrs(op: str, given: Attrs | dict) -> Attrs:
+    """`given` validated against the schema of `op` (see validate_attrs), defaults filled."""
+    return validate_attrs(op, schema_of(op), given)
 
 
 @dataclass(frozen=True)
@@ -289,9 +457,20 @@ class OpDef:
     # "triangle" (softmax), "trapezoid" (convolution), "relabel" (a tick: renames only),
     # "router" (a mixture of experts: router, top-k, the expert stack, the weighted sum).
     figure: str = "auto"
-    # The attribute schema: every key the shape rule may return, its kind and default.
-    # None: not declared yet (the typed-attribute work declares it for every op).
+    # The attribute schema: every key the shape rule may return, its kind and default. A node's
+    # attributes are checked against it and completed with its defaults when the node is built
+    # and when its graph is verified. `register` refuses an op without one (None); () for none.
     attrs: tuple[AttrSpec, ...] | None = None
+    # What a diagram writes, read off the attributes ("" for nothing): `label` in place of the
+    # glyph's text (an index: `[seq = 0]`), `note` on the line under it (a window: `3×3 /2`).
+    label: Callable[[Attrs], str] = lambda a: ""
+    note: Callable[[Attrs], str] = lambda a: ""
+    # The module whose parameter the op uses instead of owning one (Linear's `tied = E`), or None.
+    ties: Callable[[Attrs], str | None] = lambda a: None
+    # The shape, in PyTorch's layout, of the weight it takes from that module.
+    tied_shape: Callable[[Attrs], tuple[HVal, ...]] = lambda a: ()
+    # The axes the op's attributes name (None: those of the attributes of an axis kind).
+    axis_args: Callable[[Attrs], tuple[str, ...]] | None = None
 
     def __post_init__(self):
         unknown = sorted(self.traits - TRAITS)
@@ -299,6 +478,39 @@ class OpDef:
             raise ValueError(f"op {self.name!r}: unknown trait {unknown[0]!r}; traits: {', '.join(sorted(TRAITS))}")
         if self.figure not in FIGURES:
             raise ValueError(f"op {self.name!r}: unknown figure {self.figure!r}; figures: {', '.join(FIGURES)}")
+        if self.attrs is not None:
+            names = [a.name for a in self.attrs]
+            if len(set(names)) != len(names):
+                raise ValueError(f"op {self.name!r}: an attribute declared twice in {names}")
+
+    def make_attrs(self, given: Attrs | dict) -> Attrs:
+        """`given` checked against the schema, defaults filled (see validate_attrs)."""
+        if self.attrs is None:
+            raise InternalError(f"op {self.name}: declare its attribute schema")
+        return validate_attrs(self.name, self.attrs, given)
+
+    def _values(self, attrs: Attrs, kinds: frozenset[str] | None = None) -> list[object]:
+        return [attrs[s.name] for s in self.attrs or () if kinds is None or s.kind in kinds]
+
+    def hyper_refs(self, attrs: Attrs) -> frozenset[str]:
+        """The hyperparameters the attributes' expressions reference (sizes, scalars, inits)."""
+        return frozenset().union(*(hyper_refs(v) for v in self._values(attrs)))
+
+    def axes_named(self, attrs: Attrs) -> tuple[str, ...]:
+        """The axes the attributes name: the op's axis arguments and the axes it makes."""
+        if self.axis_args is not None:
+            return self.axis_args(attrs)
+        return tuple(n for v in self._values(attrs, AXIS_KINDS) for n in axis_names(v))
+
+    def scalar_operand(self, attrs: Attrs) -> tuple[HVal, str] | None:
+        """(the number, "left" or "right") for a binary op applied to a tensor and a number
+        (`x * 2`, `1 - x`), None for one applied to two tensors or an op without one."""
+        if not any(s.name == "scalar" for s in self.attrs or ()):
+            return None
+        value, side = attrs["scalar"], attrs["side"]
+        if not isinstance(value, HVal) or side not in ("left", "right"):
+            return None
+        return value, side
 
     @property
     def is_random(self) -> bool:
@@ -328,6 +540,11 @@ REGISTRY: dict[str, OpDef] = {}
 
 
 def register(op: OpDef) -> OpDef:
+    if op.attrs is None:
+        raise ValueError(
+            f"op {op.name}: declare its attribute schema: attrs=(AttrSpec(name, kind, ...), ...), "
+            "or attrs=() for an op without attributes (see docs/architecture.md, 'Adding an op')"
+        )
     if op.name in REGISTRY:
         raise ValueError(f"op {op.name!r} registered twice")
     REGISTRY[op.name] = op

@@ -6,6 +6,7 @@ from __future__ import annotations
 from nncircuit.ops.registry import (
     FAN_IN_UNIFORM,
     TORCH_WEIGHT,
+    Attrs,
     AttrSpec,
     OpCall,
     OpDef,
@@ -177,6 +178,11 @@ def _moe_params(a, ins):
         ParamSpec("experts.gate_up_proj", (e, two_h, d), FAN_IN_UNIFORM, fan_in=int(d.value), inside=True),
         ParamSpec("experts.down_proj", (e, d, h), FAN_IN_UNIFORM, fan_in=int(h.value), inside=True),
     )
+
+
+def moe_routing(a: Attrs) -> tuple[int, int]:
+    """(experts, k) of a MoE node: how many experts it holds and how many run per token."""
+    return int(a["experts"].value), int(a["k"].value)
 
 
 def moe_flops(a, ins, outs, env, *, dense: bool = False) -> int:

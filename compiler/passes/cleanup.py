@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from nncircuit.analysis import cost as analysis
-from nncircuit.ops import registry
+from nncircuit.ops import core, registry
 from nncircuit.ir.graph import BodyNode, Graph, Node
 from nncircuit.ops.registry import OpCall
 from nncircuit.types import expr as X
@@ -61,9 +61,8 @@ class Canonicalize(Pass):
         return True
 
     def _scalar(self, n: Node):
-        if "scalar" in n.attrs.keys():
-            return n.attrs["scalar"], n.attrs["side"]
-        return None, None
+        found = registry.get(n.op).scalar_operand(n.attrs)
+        return found if found is not None else (None, None)
 
     def _rule_mul(self, g, n):
         c, _ = self._scalar(n)
@@ -109,7 +108,7 @@ class Canonicalize(Pass):
         return True
 
     def _rule_cast(self, g, n):
-        return g.type_of(n.inputs[0]).dtype == n.attrs["to"] and self._forward(g, n)
+        return g.type_of(n.inputs[0]).dtype == core.cast_to(n.attrs) and self._forward(g, n)
 
     def _rule_dropout(self, g, n):
         return _is_literal(n.call.kw("p"), 0) and self._forward(g, n)
@@ -160,12 +159,13 @@ class Canonicalize(Pass):
 
     # ---- axis bookkeeping
     def _rule_rename(self, g, n):
-        if n.attrs["old"] == n.attrs["new"]:
+        n_old, n_new = core.renamed(n.attrs)
+        if n_old == n_new:
             return self._forward(g, n)
         inner = producer(g, n.inputs[0])
-        if inner.op != "rename" or inner.attrs["new"] != n.attrs["old"] or not single_use(g, inner.out()):
+        if inner.op != "rename" or core.renamed(inner.attrs)[1] != n_old or not single_use(g, inner.out()):
             return False
-        old, new = inner.attrs["old"], n.attrs["new"]
+        old, new = core.renamed(inner.attrs)[0], n_new
         if old == new:
             if not replace_value(g, n.out(), inner.inputs[0]):
                 return False
@@ -179,7 +179,8 @@ class Canonicalize(Pass):
         return True
 
     def _rule_transpose(self, g, n):
-        if n.attrs["a"] == n.attrs["b"]:
+        a, b = core.swapped(n.attrs)
+        if a == b:
             return self._forward(g, n)
         inner = producer(g, n.inputs[0])
         if inner.op != "transpose" or not replace_value(g, n.out(), inner.inputs[0]):

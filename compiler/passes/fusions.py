@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from nncircuit.ir.graph import Graph, Node
+from nncircuit.ir.graph import STRUCTURAL, Graph, Node
+from nncircuit.ops import core, registry
+from nncircuit.ops.nn import linear_attrs
 from nncircuit.passes.base import (
     Pass,
     alive,
@@ -35,17 +37,20 @@ class FuseLinear(Pass):
     def run(self, graph: Graph) -> bool:
         nodes = graph.nodes()
         uses = Counter(n.module for n in nodes if n.module is not None)
-        tied = {n.attrs["tied"] for n in nodes if n.op == "Linear" and n.attrs["tied"] is not None}
+        tied = {m for n in nodes if n.op not in STRUCTURAL for m in [registry.get(n.op).ties(n.attrs)] if m is not None}
         groups: dict = {}
         for n in nodes:
-            if n.op != "Linear" or n.attrs["tied"] is not None or n.module is None or uses[n.module] != 1 or n.module in tied:
+            if n.op != "Linear" or n.module is None or uses[n.module] != 1 or n.module in tied:
+                continue
+            lin = linear_attrs(n.attrs)
+            if lin.tied is not None:
                 continue
             t = graph.type_of(n.inputs[0])
-            ins = n.attrs["in_axes"]
+            ins = lin.in_axes
             kept = tuple(x for x in t.names if x not in ins)
-            if n.type.names != kept + tuple(a.name for a in n.attrs["out_axes"]):
+            if n.type.names != kept + tuple(a.name for a in lin.out_axes):
                 continue
-            groups.setdefault((n.inputs[0], ins, n.attrs["bias"]), []).append(n)
+            groups.setdefault((n.inputs[0], ins, lin.bias), []).append(n)
         changed = False
         for members in groups.values():
             if len(members) < 2:
@@ -82,7 +87,7 @@ class FuseAttention(Pass):
         return changed
 
     def _match(self, g: Graph, sm: Node) -> bool:
-        key = sm.attrs["axis"]
+        key = core.softmax_axis(sm.attrs)
         chain = []  # the nodes between the first einsum and the softmax
         scale = causal = None
         cur = producer(g, sm.inputs[0])
@@ -94,11 +99,14 @@ class FuseAttention(Pass):
                     return False
                 causal = cur
             else:
-                c = cur.attrs.get("scalar")
-                if scale is not None or c is None or isinstance(c.value, (bool, str)):
+                found = registry.get(cur.op).scalar_operand(cur.attrs)
+                if scale is not None or found is None:
+                    return False
+                c, side = found
+                if isinstance(c.value, (bool, str)):
                     return False
                 if cur.op == "div":
-                    if cur.attrs["side"] != "right" or c.value == 0:
+                    if side != "right" or c.value == 0:
                         return False
                     scale = HVal(1 / c.value, X.binop("/", X.Const(1), c.expr))
                 else:
@@ -121,7 +129,7 @@ class FuseAttention(Pass):
             return False
         q, k = (b, a) if ta.has(key) else (a, b)
         tq, tk, tv = g.type_of(q), g.type_of(k), g.type_of(v)
-        o1 = e1.attrs["out"]
+        o1 = core.einsum_out(e1.attrs)
         contracted = [x for x in tq.names + tk.names if x not in o1]
         if len(set(contracted)) != 1 or contracted.count(contracted[0]) != 2:
             return False
@@ -130,14 +138,14 @@ class FuseAttention(Pass):
         if len(queries) != 1:
             return False
         query = queries[0]
-        if causal is not None and (causal.attrs["query"], causal.attrs["key"]) != (query, key):
+        if causal is not None and core.causal_axes(causal.attrs) != (query, key):
             return False
         batch = [x for x in tq.names if x not in (query, feature)]
         values = [x for x in tv.names if x != key and x not in batch]
         if len(values) != 1:
             return False
         # the second contraction must sum exactly the key axis
-        if [x for x in o1 + tv.names if x not in e2.attrs["out"]] != [key, key]:
+        if [x for x in o1 + tv.names if x not in core.einsum_out(e2.attrs)] != [key, key]:
             return False
         kwargs = (("causal", HVal.const(causal is not None)), ("scale", scale or HVal.const(1.0)))
         call = OpCall(

@@ -46,7 +46,10 @@ class ExprError(ValueError):
 class Expr:
     """Base of the tree; nodes are frozen, hashable dataclasses."""
 
-    prec = 6
+    @property
+    def prec(self) -> int:
+        """How tightly the node binds when printed (6: an atom; Bin: its operator's)."""
+        return 6
 
     def evaluate(self, env: dict[str, Scalar]) -> Scalar:
         raise NotImplementedError
@@ -122,10 +125,16 @@ class Ref(Expr):
 @dataclass(frozen=True)
 class Neg(Expr):
     arg: Expr
-    prec = 4
+
+    @property
+    def prec(self) -> int:
+        return 4
 
     def evaluate(self, env):
-        return -self.arg.evaluate(env)
+        v = self.arg.evaluate(env)
+        if isinstance(v, str):
+            raise ExprError(f"cannot negate {v!r}")
+        return -v
 
     def refs(self) -> set[str]:
         return self.arg.refs()
@@ -149,7 +158,7 @@ class Bin(Expr):
             raise ValueError(f"unknown operator {self.op!r}")
 
     @property
-    def prec(self) -> int:  # type: ignore[override]
+    def prec(self) -> int:
         return _PREC[self.op]
 
     def evaluate(self, env):

@@ -16,7 +16,7 @@ import tempfile
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 DOC = os.path.join(ROOT, "docs", "distributed.md")
 GPT2 = (os.path.join(ROOT, "specs", "transformer.nn"), "GPT2", dict(vocab=97, ctx=32, d=32, heads=4, layers=2))
 LLAMA = (os.path.join(HERE, "llama.nn"), "Llama", dict(vocab=97, d=32, heads=4, hidden=64, layers=2))

@@ -100,7 +100,7 @@ def test_directory_and_binary_file(tmp_path, capsys):
 
 
 def test_unknown_cli_hyperparameter_lists_known(capsys):
-    spec = os.path.join(os.path.dirname(__file__), "..", "specs", "mlp.nn")
+    spec = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "mlp.nn")
     assert main(["check", spec, "-p", "hiden=3"]) == 1
     assert "no hyperparameter 'hiden' (did you mean 'hidden'?); known: hidden, classes" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ import nncircuit
 from nncircuit.backends import BACKENDS, Backend, by_extension
 from nncircuit.ops import registry
 
-SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
+SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "specs")
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))

@@ -305,7 +305,7 @@ def test_outputs_are_readable_as_open_would_make_them(tmp_path):
 
 def test_one_atomic_writer():
     """No module of the package, nor a script, writes a file but through compiler/io.py."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     seen = 0
     for folder in ("compiler", "backends", "scripts"):
         for dirpath, _, files in os.walk(os.path.join(root, folder)):
@@ -460,7 +460,7 @@ def test_one_file_by_two_names_is_one_file(tmp_path):
 
 
 def test_the_fuzz_oracle_judges_cpu_time_not_wall_clock():
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "scripts"))
     import fuzz
 
     slow_machine = fuzz.Outcome(["check", "x.nn"], 0, 25.0, "", "", cpu_seconds=0.5)
@@ -471,7 +471,7 @@ def test_the_fuzz_oracle_judges_cpu_time_not_wall_clock():
 
 
 def test_the_fuzz_runner_stops_a_cpu_hog():
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "scripts"))
     import fuzz
 
     def spin(argv):
@@ -488,10 +488,12 @@ def test_the_fuzz_runner_stops_a_cpu_hog():
 
 
 def test_no_test_reads_the_wall_clock():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(here)):
-        if name.endswith(".py") and name != os.path.basename(__file__):
-            with open(os.path.join(here, name), encoding="utf-8") as f:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, every folder in it
+    paths = sorted(os.path.join(d, n) for d, _, names in os.walk(here) for n in names)
+    for path in paths:
+        name = os.path.relpath(path, here)
+        if name.endswith(".py") and path != os.path.abspath(__file__):
+            with open(path, encoding="utf-8") as f:
                 text = f.read()
             for clock in ("perf_counter", "time.time(", "monotonic", "deadline=1", "deadline=2",
                           "deadline=5"):

@@ -485,7 +485,7 @@ def test_a_model_over_two_gigabytes_is_refused_before_weights_are_made(tmp_path)
         text="model Big(d = 24000) { in x: [batch, d] out Linear(x, d -> d) }",
         max_params=None,
     )
-    # a file export puts them in external data (tests/test_onnx_scale.py); one protobuf,
+    # a file export puts them in external data (tests/backends/onnx/test_onnx_scale.py); one protobuf,
     # in memory or in one file, cannot hold them
     with pytest.raises(
         LoweringError, match=r"weights of Big take 2\.15 GiB; one ONNX file holds at most 2 GiB"

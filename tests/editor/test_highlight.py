@@ -17,7 +17,7 @@ from pygments.token import Error  # noqa: E402
 
 from nncircuit.editor.highlight import DTYPES, KEYWORDS, NNLexer  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "**", "*.nn"), recursive=True))
 TM = os.path.join(ROOT, "editors", "vscode", "syntaxes", "nn.tmLanguage.json")
 

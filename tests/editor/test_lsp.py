@@ -24,7 +24,7 @@ def from_fs_path(path: str) -> str:
 
     return convert(path)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRANSFORMER = os.path.join(ROOT, "specs", "transformer.nn")
 ATTENTION = os.path.join(ROOT, "specs", "lib", "attention.nn")
 WAIT = 60.0  # seconds: a bound that only a hung server reaches, not a timing assertion
@@ -321,7 +321,7 @@ def test_the_index_answers_everywhere_without_raising():
     copies of them: the server never fails on what a user is typing."""
     import glob
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from specgen import RandomChooser, mutate
 
     from nncircuit.editor.index import analyze

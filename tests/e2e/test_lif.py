@@ -11,7 +11,7 @@ import torch
 
 import nncircuit
 
-SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "lif.nn")
+SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "specs", "lif.nn")
 
 
 def reference(linear: torch.nn.Linear, x, beta=0.9, threshold=1.0):

@@ -281,3 +281,13 @@ def test_top_k_and_gather_route_by_data():
     vals, idx, picked = run(spec, torch.randn(5, 3))
     assert torch.equal(vals, picked)
     assert (idx >= 0).all() and (idx < 4).all()
+
+
+def test_a_given_hyperparameter_does_not_evaluate_its_default():
+    """specs/linear_attention.nn has `dk = d / heads`: compiling it with heads not dividing d
+    but dk given refused with the default's error, while the generated class built it."""
+    text = "model M(d = 32, heads = 4, dk = d / heads) {\n    in  x: [e: d]\n    out Linear(x, e -> k: dk)\n}\n"
+    spec = nncircuit.load("m.nn", text=text, d=2, heads=8, dk=3)
+    assert [h.value.value for h in spec.graph.hyper] == [2, 8, 3]
+    with pytest.raises(nncircuit.NNError, match="not divisible"):
+        nncircuit.load("m.nn", text=text, d=2, heads=8)

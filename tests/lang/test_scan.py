@@ -18,7 +18,7 @@ from nncircuit.errors import NNError
 from nncircuit.ir.parser import parse_ir
 from nncircuit.ir.printer import print_ir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LSTM = os.path.join(ROOT, "specs", "lstm.nn")
 
 ELMAN = """

@@ -19,10 +19,10 @@ from nncircuit.editor.fmt import format_text
 from nncircuit.ir.printer import print_ir
 from nncircuit.lang.parse import _parser, parse
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from specgen import generate  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "**", "*.nn"), recursive=True))
 
 
@@ -279,7 +279,7 @@ def test_cli_syntax_error_leaves_the_file_alone(tmp_path):
 
 def test_the_zoo_is_in_the_canonical_layout():
     """Every spec shipped in specs/ is formatted with nnc fmt (CI fails when one is not)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     files = sorted(glob.glob(os.path.join(root, "specs", "**", "*.nn"), recursive=True))
     assert files
     for path in files:

@@ -15,7 +15,7 @@ from nncircuit.ir.parser import parse_ir
 from nncircuit.ir.printer import print_ir
 from nncircuit.passes import optimize
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "passes")
+HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = sorted(f[:-3] for f in os.listdir(HERE) if f.endswith(".nn"))
 
 

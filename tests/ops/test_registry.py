@@ -37,7 +37,7 @@ def test_registry_rejects_a_second_registration():
 def test_generated_source_is_deterministic():
     import os
 
-    path = os.path.join(os.path.dirname(__file__), "..", "specs", "transformer.nn")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "transformer.nn")
     a = nncircuit.load(path, d=64, heads=4, layers=2).torch_source()
     b = nncircuit.load(path, d=64, heads=4, layers=2).torch_source()
     assert a == b
@@ -48,7 +48,7 @@ def test_language_reference_lists_every_op():
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen_docs.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

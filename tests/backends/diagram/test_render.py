@@ -22,7 +22,7 @@ from nncircuit.cli import main as nnc
 from nncircuit.errors import NNError
 
 NS = "{http://www.w3.org/2000/svg}"
-GOLDENS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "goldens")
+GOLDENS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "goldens")
 MODELS = [(f, m) for f in sorted(os.listdir(SPECS)) if f.endswith(".nn")
           for m in nncircuit.models(os.path.join(SPECS, f))]
 GPT2_SMALL = dict(vocab=97, ctx=32, d=64, heads=4, layers=2)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import nncircuit
 
-SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "linear_attention.nn")
+SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "specs", "linear_attention.nn")
 
 HEADS = """
 from "zoo:linear_attention.nn" import RecurrentHead, ParallelHead
