@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -266,6 +267,10 @@ def test_parameters_at_the_published_configuration(name):
 @pytest.mark.parametrize("style", ["circuit", "graph"])
 @pytest.mark.parametrize("name", NAMES)
 def test_diagram_renders(name, style):
+    # test_render lives in tests/backends/diagram/, on sys.path only once pytest collected it
+    diagram_tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backends", "diagram")
+    if diagram_tests not in sys.path:
+        sys.path.insert(0, diagram_tests)
     from test_render import NS, geometry_problems, svg_of
 
     svg = svg_of(nncircuit.load(_path(case := CASES[name]), case.model, **case.small), style)
@@ -307,3 +312,30 @@ def test_gcn_refuses_an_adjacency_of_another_graph():
     _, adj = _inputs(case, case.small, {"node": 8})
     with pytest.raises(ValueError, match=r"GCN: input 'adj' axis 'node' must equal axis 'node' of input 'x' \(6\)"):
         module(x, adj)
+
+
+@pytest.mark.parametrize("name", ["GCN", "GAT"])
+def test_graph_models_refuse_a_non_square_adjacency(name):
+    """`adj: [node, nbr: =node]`: an adjacency with as many rows as nodes but another count of
+    neighbours is refused (it was padded or cropped by the former pad_to bridge)."""
+    case = CASES[name]
+    module = nncircuit.compile(_path(case), case.model, seed=0, **case.small).eval()
+    x, adj = _inputs(case, case.small, {"node": 6})
+    for cols in (4, 9):
+        wide = torch.zeros(6, cols, dtype=adj.dtype)
+        wide[:, :min(6, cols)] = adj[:, :min(6, cols)]
+        with pytest.raises(ValueError, match=rf"{name}: input 'adj' axis 'nbr' must equal axis 'node' "
+                                             rf"of input 'x' \(6\); got shape \[6, {cols}\]"):
+            module(x, wide)
+
+
+@pytest.mark.parametrize("name", ["GCN", "GAT"])
+def test_graph_models_onnx_declares_the_adjacency_square(name, tmp_path):
+    import onnx
+    case = CASES[name]
+    out = tmp_path / f"{name}.onnx"
+    nncircuit.export_onnx(_path(case), str(out), case.model, **case.small)
+    graph = onnx.load(str(out)).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims["adj"] == ["node", "node"] and dims["x"] == ["node", case.small["features"]]
+    assert "Pad" not in {n.op_type for n in graph.node}  # no bridge left
