@@ -3,12 +3,16 @@ direct computation, onnxruntime against torch (duplicate indices and other run-t
 included), the sparse MoE against the dense gather form and transformers' Mixtral block,
 the FLOPs `nnc summary` counts, and the errors."""
 
+import os
+import sys
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 import nncircuit
+from conftest import HERE
 from nncircuit.analysis.cost import costs
 from nncircuit.backends.onnx.export import build
 from nncircuit.errors import NNError
@@ -263,6 +267,11 @@ def test_the_target_is_not_broadcast_to_the_indices():
 
 def test_the_circuit_diagram_draws_routing():
     from nncircuit.backends.diagram import render
+
+    # test_render lives in tests/backends/diagram/, on sys.path only once pytest collected it
+    diagram_tests = os.path.join(HERE, "backends", "diagram")
+    if diagram_tests not in sys.path:
+        sys.path.insert(0, diagram_tests)
     from test_render import geometry_problems
 
     spec = nncircuit.load("m.nn", "Sparse", text=MOE)
