@@ -139,3 +139,12 @@ def test_positioned_errors(text, msg, line, col):
     assert re.search(msg, e.message), e.message
     assert (e.span.line, e.span.col) == (line, col), str(e)
     assert "^" in str(e)
+
+
+def test_ir_text_round_trips_with_start_and_step():
+    from nncircuit.ir.parser import parse_ir
+    from nncircuit.ir.printer import print_ir
+
+    ir = print_ir(load().graph)
+    assert "start = 1.5@s0" in ir and "step = -3" in ir
+    assert print_ir(parse_ir(ir)) == ir
