@@ -306,7 +306,7 @@ class Gen:
             self.op_select, self.op_topk, self.op_gather, self.op_linear, self.op_linear,
             self.op_scatter, self.op_moe,
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
-            self.op_param, self.op_positions, self.op_pad_to, self.op_embedding, self.op_named,
+            self.op_param, self.op_positions, self.op_arange, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
             self.op_slice, self.op_split, self.op_move, self.op_cumulative, self.op_stack,
             self.op_group_norm, self.op_upsample,
@@ -661,6 +661,24 @@ class Gen:
         bound = str(ax.value) if ax.dynamic else self.text(sc, ax)
         name = self.assign(sc, f"positions({ax.name})", T((ax,), "int64"))
         self.int_bound[name] = bound
+
+    def op_arange(self, sc):
+        """`arange([AXIS], start = S, step = P)` over an axis in scope (its size inferred, a
+        run-time one read from an input), float32 or int64 cast back, or in a Buffer."""
+        ax = self.ch.pick([a for a in sc.first_axis.values() if a.name in sc.input_axes])
+        if ax.dynamic and sc.kind == "repeat":
+            raise Retry("arange of a run-time axis in a repeat body")
+        start = self.ch.pick(["", ", start = 1", ", start = -0.5"])
+        if self.ch.chance(0.3):
+            hexpr, _ = self.size_expr(sc)
+            start = f", start = {hexpr}"
+        step = self.ch.pick(["", ", step = 2", ", step = 0.25", ", step = -1"])
+        call = f"arange([{ax.name}]{start}{step})"
+        if self.ch.chance(0.3) and "0.25" not in step and "0.5" not in start:
+            call = f'cast(arange([{ax.name}]{start}{step}, dtype = "int64"), to = "float32")'
+        if not ax.dynamic and self.ch.chance(0.3):
+            call = f"Buffer({call} * 0.5, persistent = false)"
+        self.assign(sc, call, T((ax,)))
 
     def op_pad_to(self, sc):
         name, t = self.pick(sc, lambda t: t.axes)

@@ -243,6 +243,21 @@ def _fill(cx: OpCx):
     return [cx.result(b.op("ConstantOfShape", [shape], value=tensor), prefix=0)]
 
 
+def _arange(cx: OpCx):
+    """arange: Range 0 .. n-1 (n the axis's run-time size), scaled and shifted in double
+    when start or step is not 0 or 1, then Cast to the element type."""
+    b, at = cx.b, cx.attrs
+    n = cx.dims.size(at["axis"].size)
+    zero, one = b.const(np.array(0, dtype=np.int64)), b.const(np.array(1, dtype=np.int64))
+    r = b.op("Range", [zero, n, one])
+    start, step = float(at["start"].value), float(at["step"].value)
+    if (start, step) != (0.0, 1.0):
+        r = b.op("Cast", [r], to=b.elem("float64"))
+        r = b.op("Mul", [r, b.const(np.array(step, dtype=np.float64))])
+        r = b.op("Add", [r, b.const(np.array(start, dtype=np.float64))])
+    return [cx.result(b.op("Cast", [r], to=b.elem(at["dtype"])), prefix=0)]
+
+
 def _select(cx: OpCx):
     (x,) = cx.ins
     idx = cx.b.const(np.array(int(cx.attrs["index"].value), dtype=np.int64))
@@ -650,6 +665,7 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "cast": Lowering(_cast, "Cast"),
     "causal": Lowering(_causal, "Range, Greater, Where"),
     "positions": Lowering(_positions, "Range"),
+    "arange": Lowering(_arange, "Range, Cast"),
     **{op: Lowering(_fill, "ConstantOfShape") for op in ("zeros", "ones", "full")},
     "select": Lowering(_select, "Gather"),
     "top_k": Lowering(_top_k, "TopK"),

@@ -206,6 +206,20 @@ def _fill(n: Node, a, cx):
     return f"torch.full({shape}, {value}, dtype={dtype}, device={cx.device()})"
 
 
+def _arange(n: Node, a, cx):
+    """arange: counted in float64 (torch.arange's own accumulator for float32) from the
+    hyperparameter expressions of start and step, then cast, so the length is the axis's."""
+    ax, at = n.attrs["axis"], n.attrs
+    size = cx.code(ax.code) if ax.code is not None else cx.size(ax.size)
+    dtype = TORCH_DTYPES[at["dtype"]]
+    start, step = at["start"], at["step"]
+    scale = "" if step.is_const and step.value == 1 else f" * {_paren(cx.hv(step))}"
+    shift = "" if start.is_const and start.value == 0 else f" + {_paren(cx.hv(start))}"
+    if not scale and not shift:
+        return f"torch.arange({size}, dtype={dtype}, device={cx.device()})"
+    return f"(torch.arange({size}, dtype=torch.float64, device={cx.device()}){scale}{shift}).to({dtype})"
+
+
 def _select(n: Node, a, cx):
     (t,) = cx.in_types(n)
     return f"{_paren(a[0])}.select({dim(t, n.attrs['axis'])}, {cx.hv(n.attrs['index'])})"
@@ -634,6 +648,7 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "causal": Lowering(_causal),
     "positions": Lowering(_positions),
     **{op: Lowering(_fill) for op in ("zeros", "ones", "full")},
+    "arange": Lowering(_arange),
     "select": Lowering(_select),
     "top_k": Lowering(_topk),
     "gather": Lowering(_gather),

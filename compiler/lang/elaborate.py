@@ -31,7 +31,7 @@ from nncircuit.types.sizes import MAX_SIZE, Size
 from nncircuit.types.tensor import Axis, HVal, TensorType
 
 MAX_REPEAT = 100_000
-FILL_OPS = ("zeros", "ones", "full")
+FILL_OPS = ("zeros", "ones", "full", "arange")
 MAX_NESTING = 64
 MAX_UNROLLED = 1_000_000  # operations once calls are inlined and repeats unrolled
 

@@ -185,7 +185,7 @@ model State(d = 4, theta = 100.0) {
 model Recurrent(d = 4) {
     in  x: [batch, seq: ~6, d]
     h = zeros([batch, d])
-    c = ones([batch, d]) + full([d], value = 0.5)
+    c = ones([batch, d]) + full([d], value = 0.5) + arange([batch], start = 1, step = 0.5)
     scan seq reverse as t {
         h = tanh(Linear(x, d -> d) + Linear(h, d -> d)) * c
         emit ys = h + cast(t, to = "float32")
