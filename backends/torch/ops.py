@@ -925,9 +925,10 @@ def _channels_first(fn, x, k):
 
 
 def _number(cx, v) -> str:
-    """A number of an attribute as an operand: `float("-inf")` for the infinities (no name in
-    generated code spells them), else the hyperparameter code."""
-    if isinstance(v.value, float) and math.isinf(v.value):
+    """A number of an attribute as an operand: the hyperparameter code, so that a class built
+    with other hyperparameters uses theirs (`where(m, x, low)` with `low = -inf` by default);
+    a constant infinity as `float("-inf")`, which no name in generated code spells."""
+    if isinstance(v.value, float) and math.isinf(v.value) and not v.expr.refs():
         return 'float("inf")' if v.value > 0 else 'float("-inf")'
     return _paren(cx.hv(v))
 

@@ -93,6 +93,13 @@ class Const(Expr):
             return "true" if v else "false"
         if style == "text" and isinstance(v, str):
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, float) and not math.isfinite(v):
+            # Python has no literal for them: `inf` in generated code is an unknown name
+            if style == "py":
+                text = 'float("nan")' if math.isnan(v) else f'float("{"-" if v < 0 else ""}inf")'
+                return text
+            text = "∞" if style == "math" else "inf"
+            return f"(-{text})" if v < 0 else text
         text = repr(v)
         return (
             f"({text})"

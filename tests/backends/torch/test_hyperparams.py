@@ -282,3 +282,22 @@ def test_constructor_refuses_a_size_that_is_not_an_integer(bad, tmp_path):
     with pytest.raises(ValueError) as caught:
         cls(hidden=bad)
     assert str(caught.value) == err.value.message
+
+
+def test_an_infinite_hyperparameter_in_generated_code(tmp_path):
+    """`model M(low = -inf)` generated `def __init__(self, low=-inf)`, a NameError on import
+    (Python has no literal for infinity), and `where(m, x, low)` baked in float("-inf"), so
+    M(low=-5.0) still filled -inf. The generated class must import and use its argument."""
+    text = ("model M(low = -inf) {\n    in  x: [batch, d: 4]\n    m = x > 0\n"
+            "    out where(m, x, low), where(m, x, -inf), maximum(x, low)\n}\n")
+    path = tmp_path / "inf_model.py"
+    path.write_text(nncircuit.load("inf.nn", text=text).torch_source(), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("inf_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = torch.randn(3, 4)
+    for kw in ({}, {"low": -5.0}):
+        want = nncircuit.load("inf.nn", text=text, **kw).module(seed=0)(x)
+        got = mod.M(**kw)(x)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), kw
+    assert (mod.M(low=-5.0)(x)[0] == -5.0).any() and torch.isinf(mod.M(low=-5.0)(x)[1]).any()
