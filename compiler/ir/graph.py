@@ -115,33 +115,14 @@ class CallNode(BodyNode):
 
 
 @dataclass(eq=False)
-class LoopNode(BodyNode):
-    """A `repeat` of a body graph, `count` times."""
-
-    @property
-    def count(self) -> HVal:
-        return structural.repeat_count(self.attrs)
-
-    @property
-    def shared(self) -> bool:
-        """Every iteration uses one set of parameters."""
-        return structural.repeat_shared(self.attrs)
+class SteppedNode(BodyNode):
+    """What a repeat and a scan share: carried values first among the inputs, an optional
+    step index for the body, inputs seen one slice per step, per-step values stacked."""
 
     @property
     def carried(self) -> int:
         """How many leading inputs are carried from one iteration to the next."""
         return structural.repeat_carried(self.attrs)
-
-    @property
-    def axis(self) -> str | None:
-        """`repeat ... over AXIS`: the axis its inputs are sliced along (None: no slices)."""
-        return structural.loop_axis(self.attrs)
-
-    @property
-    def sliced(self) -> bool:
-        """Whether it binds the iteration index, slices inputs or stacks per-iteration values
-        (`repeat N as h, i over AXIS`): the loop the backends write out iteration by iteration."""
-        return self.axis is not None or self.has_index or bool(self.scanned) or bool(self.stack_at)
 
     @property
     def has_index(self) -> bool:
@@ -157,7 +138,32 @@ class LoopNode(BodyNode):
 
 
 @dataclass(eq=False)
-class ScanNode(BodyNode):
+class LoopNode(SteppedNode):
+    """A `repeat` of a body graph, `count` times."""
+
+    @property
+    def count(self) -> HVal:
+        return structural.repeat_count(self.attrs)
+
+    @property
+    def shared(self) -> bool:
+        """Every iteration uses one set of parameters."""
+        return structural.repeat_shared(self.attrs)
+
+    @property
+    def axis(self) -> str | None:
+        """`repeat ... over AXIS`: the axis its inputs are sliced along (None: no slices)."""
+        return structural.loop_axis(self.attrs)
+
+    @property
+    def sliced(self) -> bool:
+        """Whether it binds the iteration index, slices inputs or stacks per-iteration values
+        (`repeat N as h, i over AXIS`): the loop the backends write out iteration by iteration."""
+        return self.axis is not None or self.has_index or bool(self.scanned) or bool(self.stack_at)
+
+
+@dataclass(eq=False)
+class ScanNode(SteppedNode):
     """A `scan` of a body graph over the named axis `axis`, one step per position.
 
     Inputs: the `carried` initial states, then the outer values the body reads; those named
@@ -174,22 +180,6 @@ class ScanNode(BodyNode):
     @property
     def reverse(self) -> bool:
         return structural.loop_reverse(self.attrs)
-
-    @property
-    def carried(self) -> int:
-        return structural.repeat_carried(self.attrs)
-
-    @property
-    def has_index(self) -> bool:
-        return structural.loop_index(self.attrs)
-
-    @property
-    def scanned(self) -> tuple[int, ...]:
-        return structural.loop_scanned(self.attrs)
-
-    @property
-    def stack_at(self) -> tuple[int, ...]:
-        return structural.loop_stack_at(self.attrs)
 
 
 @dataclass(eq=False)
