@@ -5,6 +5,7 @@ axis, and `upsample` of named spatial axes."""
 from __future__ import annotations
 
 from nncircuit.ops.registry import (
+    Attrs,
     AttrSpec,
     AxisSpec,
     OpCall,
@@ -25,6 +26,35 @@ from nncircuit.types.tensor import Axis, HVal
 
 def _elementwise_flops(attrs, ins, outs, env) -> int:
     return numel(outs[0], env)
+
+
+def _hv(h) -> str:
+    """A hyperparameter value as a diagram writes it: its expression's text (`d / 2`), or
+    the number when it reads no hyperparameter."""
+    return str(h.value) if h.is_const else h.expr.text()
+
+
+def _slice_label(a: Attrs) -> str:
+    """`[seq = 1:]`: the kept range, as written."""
+    lo = "" if a["start"] is None else _hv(a["start"])
+    hi = "" if a["stop"] is None else _hv(a["stop"])
+    return f"[{a['axis']} = {lo}:{hi}]"
+
+
+def _split_note(a: Attrs) -> str:
+    """`d: 4 | 4`: the axis cut and its parts' sizes."""
+    return f"{a['axis']}: " + " | ".join(_hv(h) for h in a["sizes"])
+
+
+def _axis_note(a: Attrs) -> str:
+    """`over seq`: the one axis the op works along (a running sum, a reversal)."""
+    return f"over {a['axis']}"
+
+
+def _shift_note(a: Attrs) -> str:
+    """`seq +1`: the axis and the signed step."""
+    k = _hv(a["shift"])
+    return f"{a['axis']} {k if k.startswith('-') else '+' + k}"
 
 
 def _one_axis(call: OpCall, example: str) -> AxisSpec:
@@ -123,6 +153,7 @@ register(
         arity=1,
         traits=frozenset({"view"}),
         glyph="[:]",
+        label=_slice_label,
         example="x[seq = 1:]",
         attrs=(
             AttrSpec("axis", "axis", doc="the sliced axis"),
@@ -178,6 +209,7 @@ register(
         takes=frozenset({"over"}),
         traits=frozenset({"view"}),
         glyph="⋔",
+        note=_split_note,
         example="a, b = split(x, over c, (2, 6))",
         attrs=(
             AttrSpec("axis", "axis", doc="the axis cut"),
@@ -223,6 +255,7 @@ register(
         takes=frozenset({"over", "scalars"}),
         traits=frozenset({"view"}),
         glyph="⋔",
+        note=lambda a: f"{a['axis']} ÷ {_hv(a['chunks'])}",
         example="a, b = chunk(x, 2, over c)",
         attrs=(
             AttrSpec("axis", "axis", doc="the axis cut"),
@@ -270,6 +303,7 @@ for _name, _doc, _extra in (
             kwargs=_extra,
             takes=frozenset({"over", "scalars"}),
             glyph="↻" if _name == "roll" else "→",
+            note=_shift_note,
             example=f"{_name}(x, 1, over seq)",
             attrs=(
                 AttrSpec("axis", "axis", doc="the axis moved along"),
@@ -294,6 +328,7 @@ register(
         arity=1,
         takes=frozenset({"over"}),
         glyph="⇆",
+        note=_axis_note,
         example="reverse(x, over seq)",
         attrs=(AttrSpec("axis", "axis", doc="the reversed axis"),),
     )
@@ -322,6 +357,7 @@ for _name, _what in (("cumsum", "sum"), ("cumprod", "product")):
             takes=frozenset({"over"}),
             flops=_elementwise_flops,
             glyph="Σ…" if _name == "cumsum" else "Π…",
+            note=_axis_note,
             example=f"{_name}(x, over seq)",
             attrs=(AttrSpec("axis", "axis", doc="the axis accumulated along"),),
         )
