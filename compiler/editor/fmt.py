@@ -255,6 +255,13 @@ def _comments(tokens) -> list[Comment]:
 
 def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
     braces = [(t.line, t.column) for t in tokens if t.type == "LBRACE"]
+    matching: dict[tuple[int, int], tuple[int, int]] = {}  # each `{` -> its `}`
+    open_braces: list[tuple[int, int]] = []
+    for t in tokens:
+        if t.type == "LBRACE":
+            open_braces.append((t.line, t.column))
+        elif t.type == "RBRACE" and open_braces:
+            matching[open_braces.pop()] = (t.line, t.column)
 
     def brace_after(pos):
         return min(b for b in braces if b >= pos)
@@ -292,9 +299,34 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
                     units.append(Unit(start(r), end(r), depth + 1, [line]))
                 close = (st.span.end_line, st.span.end_col - 1)
                 units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
-            elif isinstance(st, (A.For, A.If)):
-                # one unit of several lines: comments inside it go before or after it
-                units.append(Unit(start(st), end(st), depth, _static_lines(pr, st, ind)))
+            elif isinstance(st, A.For):
+                target = f"({', '.join(st.targets)})" if st.unpack else st.targets[0]
+                head = f"{ind}for {target} in [{', '.join(pr.expr(i) for i in st.items)}] {{"
+                units.append(Unit(start(st), brace_after(start(st)), depth, [head]))
+                body(st.body, depth + 1)
+                close = (st.span.end_line, st.span.end_col - 1)
+                units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
+            elif isinstance(st, A.If):
+                # each `} else {` is a line of its own, so comments keep their branch
+                opening = brace_after(start(st))
+                units.append(Unit(start(st), opening, depth, [f"{ind}if {pr.expr(st.cond)} {{"]))
+                body(st.then, depth + 1)
+                rest = st.orelse
+                while rest:
+                    shut = matching[opening]
+                    if len(rest) == 1 and isinstance(rest[0], A.If):  # `else if`
+                        opening = brace_after(start(rest[0]))
+                        head = f"{ind}}} else if {pr.expr(rest[0].cond)} {{"
+                        units.append(Unit(shut, opening, depth, [head], close=True))
+                        body(rest[0].then, depth + 1)
+                        rest = rest[0].orelse
+                    else:
+                        opening = brace_after(shut)
+                        units.append(Unit(shut, opening, depth, [ind + "} else {"], close=True))
+                        body(rest, depth + 1)
+                        rest = ()
+                close = (st.span.end_line, st.span.end_col - 1)
+                units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
             else:
                 units.append(Unit(start(st), end(st), depth, pr.stmt_lines(st, ind)))
 
@@ -313,36 +345,6 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
         close = (item.span.end_line, item.span.end_col - 1)
         units.append(Unit(close, end(item), 0, ["}"], close=True))
     return units
-
-
-def _static_lines(pr: _Printer, st, ind: str) -> list[str]:
-    """The lines of an `if` chain or a `for` and everything inside it."""
-    if isinstance(st, A.For):
-        target = f"({', '.join(st.targets)})" if st.unpack else st.targets[0]
-        head = f"{ind}for {target} in [{', '.join(pr.expr(i) for i in st.items)}] {{"
-        return [head] + _block_lines(pr, st.body, ind + INDENT) + [ind + "}"]
-    lines = [f"{ind}if {pr.expr(st.cond)} {{"] + _block_lines(pr, st.then, ind + INDENT)
-    rest = st.orelse
-    while len(rest) == 1 and isinstance(rest[0], A.If):  # `else if`
-        lines += [f"{ind}}} else if {pr.expr(rest[0].cond)} {{"] + _block_lines(pr, rest[0].then, ind + INDENT)
-        rest = rest[0].orelse
-    if rest:
-        lines += [f"{ind}}} else {{"] + _block_lines(pr, rest, ind + INDENT)
-    return lines + [ind + "}"]
-
-
-def _block_lines(pr: _Printer, stmts, ind: str) -> list[str]:
-    out: list[str] = []
-    for s in stmts:
-        if isinstance(s, (A.If, A.For)):
-            out += _static_lines(pr, s, ind)
-        elif isinstance(s, A.Repeat):
-            head = f"{ind}repeat {pr.expr(s.count)}" + (" shared" if s.shared else "")
-            head += f" as {s.name}" if s.name else ""
-            out += [head + " {"] + _block_lines(pr, s.body, ind + INDENT) + [ind + "}"]
-        else:
-            out += pr.stmt_lines(s, ind)
-    return out
 
 
 def _attach(units: list[Unit], comments: list[Comment]) -> list[Comment]:
