@@ -136,16 +136,24 @@ def op_cell(node: Node, cx: Ctx) -> Cell:
     in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0] if prefer else 0, order)
     cell = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
     op = registry.all_ops().get(node.op)
+    now = {"stack": None, "home": prefer[0] if prefer else 0}
+
+    def rebuild(stack, home):
+        order = None
+        if lk.kind == dm.CUP and stack is not None:  # a contraction's operands are named axes: any order reads the same
+            stacked = cup_order([in_types[i] for i in stack], out_types)
+            order = [stacked[stack.index(i)] for i in range(len(in_types))]
+        elif lk.kind == dm.CUP:
+            order = cup_order(in_types, out_types)
+        in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, home, order, stack=stack)
+        new = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
+        cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
+        now.update(stack=stack, home=home)
+
     if (lk.kind == dm.MERGE and op is not None and op.is_commutative) or (lk.kind == dm.CUP and order):
-        def arrange(stack):  # operands stacked in the order they arrive, top to bottom
-            order = None
-            if lk.kind == dm.CUP:  # a contraction's operands are named axes: any order reads the same
-                stacked = cup_order([in_types[i] for i in stack], out_types)
-                order = [stacked[stack.index(i)] for i in range(len(in_types))]
-            in_rows, out_rows, nrows = assign_rows(in_types, out_types, carried, prefer[0], order, stack=stack)
-            new = _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer)
-            cell.w, cell.h, cell.ins, cell.outs, cell.payload = new.w, new.h, new.ins, new.outs, new.payload
-        cell.arrange = arrange
+        cell.arrange = lambda stack: rebuild(stack, now["home"])  # operands stacked in the order they arrive
+    if lk.kind == dm.MERGE and len(in_types) > 1:
+        cell.rehome = lambda home: rebuild(now["stack"], home)
     return cell
 
 

@@ -52,6 +52,9 @@ class Cell:
     align: str = "center"  # within its column: "left" | "center" | "right"
     payload: object = None
     arrange: Callable[[list[int]], None] | None = None  # restack the input slots, top to bottom
+    # level the outputs with input slot `home` instead: a merge placed below all its operands
+    # takes them all from above (none loops under the box to come back up)
+    rehome: Callable[[int], None] | None = None
     col: int = 0
     x: float = 0.0
     y: float = 0.0
@@ -154,6 +157,11 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
         boxes: list[tuple[float, float]] = []
         for pref, _, cell in wanted:
             cell.y = _nearest_free(pref, cell.h, passing, sp.gap, floor)
+            home = _home_below(cell, by_key, feeding, placed)
+            if home is not None:
+                out_y = cell.y + cell.outs[0][0]
+                cell.rehome(home)
+                cell.y = _nearest_free(out_y - cell.outs[0][0], cell.h, passing, sp.gap, floor)
             floor = cell.y + cell.h + sp.gap
             boxes.append((cell.y, cell.y + cell.h))
             placed.add(cell.key)
@@ -243,6 +251,23 @@ def _arrange(cell: Cell, by_key, feeding, placed):
     stack = sorted(range(len(cell.ins)), key=lambda s: (arrival.get(s, float("inf")), s))
     if stack != list(range(len(cell.ins))) and cell.arrange is not None:
         cell.arrange(stack)
+
+
+def _home_below(cell: Cell, by_key, feeding, placed) -> int | None:
+    """The lowest input slot of a merge whose operands all arrive above its outputs (it was
+    pushed below them), when its outputs are not already level with that slot; else None."""
+    if cell.rehome is None or len(cell.ins) < 2 or not cell.outs or not cell.outs[0]:
+        return None
+    out_y = cell.y + cell.outs[0][0]
+    for s in range(len(cell.ins)):
+        b = feeding.get((cell.key, s))
+        if b is None or b.src not in placed or not by_key[b.src].outs[b.idx] or not cell.ins[s]:
+            return None
+        src = by_key[b.src]
+        if src.y + src.outs[b.idx][0] > out_y:
+            return None
+    lowest = max(range(len(cell.ins)), key=lambda s: cell.ins[s][0])
+    return None if cell.ins[lowest][0] == cell.outs[0][0] else lowest
 
 
 def _last_col(b: Band, by_key) -> int:

@@ -138,3 +138,21 @@ def test_unet_is_a_u_at_every_depth(depth):
     assert ups == sorted(ups, reverse=True) and len(set(ups)) == 4, ups
     got = routing_problems(svg)
     assert got["squeeze"] == 0 and got["diagonal through box"] == 0, got
+
+
+PUSHED_DOWN = """model C(d = 8) {
+    in  x: [batch, d], y: [batch, d]
+    a = relu(x)
+    b = tanh(y)
+    out a + b, OP
+}"""
+
+
+@pytest.mark.parametrize("op,turns_back", [("a * b", 0), ("a - b", 0), ("where(a > b, a, b)", 4)])
+def test_a_merge_below_both_operands_takes_them_from_above(op, turns_back):
+    # the second merge is pushed below the first: both its operands arrive from above, and
+    # the second used to dip under the box and come back up, commutative or not (before:
+    # loop below 2, 2, 12; wire turns back 2, 2, 12). Still open: where's three operands
+    # descend together (squeeze 12).
+    got = problems(PUSHED_DOWN.replace("OP", op))
+    assert got["loop below"] == 0 and got["wire turns back"] <= turns_back, got
