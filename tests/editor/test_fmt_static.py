@@ -42,38 +42,9 @@ SPEC = """model M(d = 4, mode = 2, layers = 2) {
 }
 """
 
-WANT = """model M(d = 4, mode = 2, layers = 2) {
-    in  x: [batch, seq: ~8, d], cache: [layer: layers, batch, d]
-    # before the if
-    if mode == 1 {
-        # first in the first branch
-        x = relu(x)  # trailing in the first branch
-        # last in the first branch
-    } else if mode == 2 {
-        for (k, s) in [(1, 2), (3, 4)] {
-            # inside the for
-            if k > 1 {
-                # deep
-                x = x * s
-            }
-        }
-    } else {
-        # inside else
-        h = zeros([batch, d])
-        scan seq as t {
-            h = h + x  # carried
-            emit y = h
-        }
-        x = y
-    }
-    repeat layers as blocks, i over layer {
-        if mode > 0 {
-            x = x + cache
-        }
-    }
-    out x
-}
-"""
+# the canonical layout: `} else {` on one line, two spaces before a trailing comment
+WANT = (SPEC.replace("    }\n    else {", "    } else {")
+        .replace("x = relu(x)   #", "x = relu(x)  #").replace("h = h + x   #", "h = h + x  #"))
 
 
 def test_comments_stay_in_their_branch():
