@@ -100,6 +100,20 @@ def _bert_out(ref, x):
     return r.last_hidden_state, r.pooler_output
 
 
+# ---- Mamba -----------------------------------------------------------------------------------
+
+# time_step_rank as MambaConfig's "auto" gives it: ceil(hidden_size / 16)
+MAMBA_SMALL = dict(vocab_size=97, hidden_size=32, state_size=8, num_hidden_layers=2, conv_kernel=4,
+                   expand=2, time_step_rank=2)
+
+
+def _mamba(small: bool):
+    cfg = _hf("MambaConfig")(**MAMBA_SMALL) if small else _hf("MambaConfig")(  # state-spaces/mamba-130m-hf
+        vocab_size=50280, hidden_size=768, state_size=16, num_hidden_layers=24, conv_kernel=4, expand=2,
+        time_step_rank=48, tie_word_embeddings=True)
+    return _hf("MambaForCausalLM")(cfg)
+
+
 # ---- torchvision-layout references -------------------------------------------------------------
 
 
@@ -175,6 +189,9 @@ CASES = [
     ZooCase("ViT-B/16", "vit.nn", "ViT", VIT_SMALL, lambda: _vit(True), 86_567_656, lambda: _vit(False),
             _images(32), _plain, "torchvision vit_b_16 names (bench/reference/vit.py)",
             ("bench/reference/vit.py",), "bench/reference/vit.py (torchvision's layout and names)"),
+    ZooCase("Mamba-130m", "mamba.nn", "Mamba", MAMBA_SMALL, lambda: _mamba(True), 129_135_360,
+            lambda: _mamba(False), _tokens(97), _logits, "transformers MambaForCausalLM (torch path, tied)",
+            ("hf:mamba",), "Hugging Face modeling_mamba.py (caching, the CUDA-kernel and torch paths)"),
 ]
 BY_MODEL = {c.model: c for c in CASES}
 

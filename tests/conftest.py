@@ -50,6 +50,7 @@ SMALL = {
     ("linear_attention.nn", "LinearAttention"): {},
     ("linear_attention.nn", "ParallelLinearAttention"): {},
     ("lif.nn", "LIF"): {},
+    ("mamba.nn", "Mamba"): dict(vocab_size=97, hidden_size=32, state_size=8, num_hidden_layers=2, time_step_rank=2),
 }
 
 

@@ -773,7 +773,15 @@ def float_attr(op: str, name: str, v):
 
 
 def as_bool(op: str, name: str, v) -> bool:
+    """A true/false argument. One given by a hyperparameter (`bias = use_bias`) chooses the
+    structure, as an `if` does: a generated class keeps the choice it was compiled with and
+    its constructor refuses a value that would flip it (a check noted here)."""
     val = v.value if isinstance(v, HVal) else v
     if not isinstance(val, bool):
         raise fail(f"{op}: {name} must be true or false, found {val!r}")
+    if isinstance(v, HVal) and not v.is_const:
+        X.note(v.expr if val else X.binop("==", v.expr, X.Const(False)),
+               f"{op}: `{name} = {v.expr.text()}` was compiled for it being {str(val).lower()}: the "
+               "structure of a compiled module is fixed, so compile the spec again for these "
+               "hyperparameters (nnc compile -p NAME=VALUE)")
     return val
