@@ -47,9 +47,14 @@ UNARY = {
 }
 
 
+# exact on integers too (torch and ONNX Abs/Neg take int32 and int64): T5's bucketed distances
+INTEGER_UNARY = frozenset({"abs", "neg"})
+
+
 def _unary_check(call: OpCall):
     (t,) = call.inputs
-    require_float(call.op, t)
+    if not (call.op in INTEGER_UNARY and t.dtype in ("int64", "int32")):
+        require_float(call.op, t)
     return {}, (t,)
 
 
