@@ -97,6 +97,9 @@ SLOW_TESTS = {
     "e2e/test_notebook.py": {"test_compiled_module_scripts"},
     "editor/test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
     "passes/test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
+    "e2e/test_ddpm_unet.py": {"test_loads_the_reference_strictly_and_computes_its_outputs",
+                              "test_own_state_dict_round_trips_and_the_timestep_matters",
+                              "test_onnxruntime_matches_torch"},
 }
 
 
