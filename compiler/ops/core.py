@@ -42,8 +42,8 @@ UNARY = {
     "exp": "e ** x",
     "log": "natural logarithm",
     "sqrt": "square root",
-    "abs": "absolute value",
-    "neg": "-x",
+    "abs": "absolute value (of an integer tensor too)",
+    "neg": "-x (of an integer tensor too)",
 }
 
 
