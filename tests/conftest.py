@@ -50,6 +50,8 @@ SMALL = {
     ("linear_attention.nn", "LinearAttention"): {},
     ("linear_attention.nn", "ParallelLinearAttention"): {},
     ("lif.nn", "LIF"): {},
+    ("t5.nn", "T5"): dict(vocab_size=97, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                          num_heads=4, relative_attention_max_distance=20),
 }
 
 
