@@ -42,14 +42,19 @@ UNARY = {
     "exp": "e ** x",
     "log": "natural logarithm",
     "sqrt": "square root",
-    "abs": "absolute value",
-    "neg": "-x",
+    "abs": "absolute value (of an integer tensor too)",
+    "neg": "-x (of an integer tensor too)",
 }
+
+
+# exact on integers too (torch and ONNX Abs/Neg take int32 and int64): T5's bucketed distances
+INTEGER_UNARY = frozenset({"abs", "neg"})
 
 
 def _unary_check(call: OpCall):
     (t,) = call.inputs
-    require_float(call.op, t)
+    if not (call.op in INTEGER_UNARY and t.dtype in ("int64", "int32")):
+        require_float(call.op, t)
     return {}, (t,)
 
 

@@ -314,10 +314,11 @@ def neg(e: Expr) -> Expr:
 def binop(op: str, a: Expr, b: Expr) -> Expr:
     x, kx = _value(a)
     y, ky = _value(b)
-    # identities that keep printed sizes short: x + 0, x - 0, x * 1, 1 * x, x / 1
-    if ky and _num(y) and ((y == 0 and op in ("+", "-")) or (y == 1 and op in ("*", "div", "//"))):
+    # identities that keep printed sizes short: x + 0, x - 0, x * 1, 1 * x, x / 1 (integer
+    # constants only: `1.0 * n / k` is a float division, which dropping the 1.0 would lose)
+    if ky and _num(y) and not isinstance(y, float) and ((y == 0 and op in ("+", "-")) or (y == 1 and op in ("*", "div", "//"))):
         return a
-    if kx and _num(x) and ((x == 0 and op == "+") or (x == 1 and op == "*")):
+    if kx and _num(x) and not isinstance(x, float) and ((x == 0 and op == "+") or (x == 1 and op == "*")):
         return b
     if op in ("==", "<=", ">=") and a == b:  # an expression equals itself
         return Const(True)

@@ -41,6 +41,7 @@ SIZES = {
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "Mamba": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
+    "T5": [{"batch": 1, "seq": 7, "tgt": 5}, {"batch": 2, "seq": 30, "tgt": 23}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
