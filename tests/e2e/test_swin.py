@@ -71,6 +71,16 @@ def test_reference_loads_strictly_and_outputs_match(config):
         assert torch.equal(again(x), got)
 
 
+def test_unoptimised_module_matches_too():
+    hp = {**SMALL, "image": 64}
+    module = nncircuit.load(SPEC, "SwinT", opt=0, **hp).module(seed=0).eval()
+    ref = reference(7, **hp)
+    module.load_state_dict(ref.state_dict(), strict=True)
+    x = pixels(64)
+    with torch.no_grad():
+        assert max_diff(module(x), ref(x)) <= TOL
+
+
 def test_relative_position_index_is_torchvisions_persistent_buffer():
     module = nncircuit.compile(SPEC, "SwinT", seed=0, image=56, **SMALL)
     ref = reference(0, image=56, **SMALL)
