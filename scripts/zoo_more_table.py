@@ -23,7 +23,7 @@ import nncircuit  # noqa: E402
 import zoo_reference as R  # noqa: E402
 from nncircuit.cli import main as nnc  # noqa: E402
 from nncircuit.io import write_atomic  # noqa: E402
-from test_zoo_more import CASES, _inputs, _path, _reference, _renamed  # noqa: E402
+from test_zoo_more import CASES, _inputs, _path, _reference  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "zoo_more.md")
 FIGURES = os.path.join(ROOT, "docs", "zoo_more")
@@ -71,7 +71,7 @@ def max_difference(name: str) -> float:
     case = CASES[name]
     ref = _reference(case, case.small, seed=3)
     module = nncircuit.compile(_path(case), case.model, seed=0, **case.small).eval()
-    module.load_state_dict(_renamed(ref.state_dict(), case.to_spec), strict=True)
+    module.load_state_dict(ref.state_dict(), strict=True)
     worst = 0.0
     for sizes in case.sizes:
         x = _inputs(case, case.small, sizes)

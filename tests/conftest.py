@@ -93,6 +93,11 @@ SLOW_TESTS = {
     "e2e/test_zoo.py": {"test_heavier_variants_load_the_reference_strictly",
                         "test_onnx_with_reference_weights_matches_torch"},
     "e2e/test_install.py": {"test_torch_free_commands_do_not_import_torch"},
+    "e2e/test_swin.py": {  # each compiles Swin-T (about 10 s); the parameter count stays fast
+        "test_reference_loads_strictly_and_outputs_match", "test_relative_position_index_is_torchvisions_persistent_buffer",
+        "test_onnxruntime_matches_torch", "test_generated_file_loads_torchvision_names",
+        "test_stochastic_depth_draws_only_in_training", "test_unoptimised_module_matches_too",
+    },
     "backends/onnx/test_onnx_scale.py": {
         "test_external_data_from_the_command_line",
         "test_fused_qkv_trains_like_separate_layers_without_joining_per_call",

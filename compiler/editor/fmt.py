@@ -25,7 +25,8 @@ WIDTH = 100  # a pipeline longer than this is broken before its `|>`s
 _OR, _AND, _NOT, _COMPARE, _ARITH, _TERM, _NEG, _POWER, _POSTFIX, _ATOM = range(1, 11)
 _BINOP_LEVEL = {"or": _OR, "and": _AND, "<": _COMPARE, "<=": _COMPARE, ">": _COMPARE,
                 ">=": _COMPARE, "==": _COMPARE, "!=": _COMPARE, "|>": _ARITH, "+": _ARITH,
-                "-": _ARITH, "*": _TERM, "/": _TERM, "**": _POWER}
+                "-": _ARITH, "*": _TERM, "/": _TERM, "//": _TERM,
+                "**": _POWER}
 
 
 @dataclass(frozen=True)

@@ -826,7 +826,10 @@ class Elaborator:
             return self.apply(ctx, fn, tensors, e.right.span, hint)
         a = self.expr(ctx, e.left)
         b = self.expr(ctx, e.right)
-        op = TENSOR_BINOPS[e.op]
+        if e.op == "//" and not (isinstance(a, HVal) and isinstance(b, HVal)):
+            raise ShapeError(f"'//' (floor division) acts on hyperparameters, found {_describe(a)} and "
+                             f"{_describe(b)}; for tensors write floor(a / b)", e.span)
+        op = TENSOR_BINOPS.get(e.op, e.op)
         if isinstance(a, HVal) and isinstance(b, HVal) and e.op not in ARITH_BINOPS:
             raise HyperparameterError(f"'{e.op}' acts on tensors; found {_describe(a)} and {_describe(b)}", e.span)
         if isinstance(a, HVal) and isinstance(b, HVal):
@@ -876,6 +879,12 @@ class Elaborator:
                         )
                     return HVal(x // y, X.binop("div", a.expr, b.expr))
                 return HVal(x / y, X.binop("/", a.expr, b.expr))
+            if op == "//":
+                zero = f"division by zero ({ta} // {tb})"
+                X.note(X.binop("!=", b.expr, X.Const(0)), zero)
+                if y == 0:
+                    raise HyperparameterError(zero, span)
+                return HVal(x // y, X.binop("//", a.expr, b.expr))
             if op == "**":
                 if isinstance(y, int) and abs(y) > 64 or (isinstance(x, int) and abs(x) > 2**20 and y > 4):
                     raise ResourceError(f"{x} ** {y} is too large", span)
@@ -1405,7 +1414,7 @@ def _scalar(fn, pyfn):
     return apply
 
 
-ARITH_BINOPS = ("+", "-", "*", "/", "**")
+ARITH_BINOPS = ("+", "-", "*", "/", "//", "**")
 TENSOR_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "<": "lt", "<=": "le",
                  ">": "gt", ">=": "ge", "==": "eq", "!=": "ne", "and": "logical_and", "or": "logical_or"}
 

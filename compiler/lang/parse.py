@@ -296,6 +296,7 @@ class _ToAst(Transformer):
     sub = _bin("-")
     mul = _bin("*")
     div = _bin("/")
+    floordiv = _bin("//")
     pow = _bin("**")
     pipe = _bin("|>")
     lt = _word("<")

@@ -58,6 +58,7 @@ def test_zoo_models_name_their_files():
         "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
         "LIF": "lif.nn", "Mamba": "mamba.nn",
         "T5": "t5.nn", "DDPMUNet": "vision/ddpm_unet.nn",
+        "SwinT": "vision/swin.nn",
     }
 
 
