@@ -97,6 +97,11 @@ SLOW_TESTS = {
     "e2e/test_notebook.py": {"test_compiled_module_scripts"},
     "editor/test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
     "passes/test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
+    "e2e/test_mobile_zoo.py": {
+        "test_optimized_module_agrees_too", "test_onnxruntime_matches_torch_at_two_sizes",
+        "test_efficientnet_drops_whole_samples_while_training", "test_generated_file_loads_torchvision_names",
+        "test_mobilenet_trains_like_the_reference",
+    },
 }
 
 
