@@ -193,6 +193,33 @@ CASES = [
             lambda: _mamba(False), _tokens(97), _logits, "transformers MambaForCausalLM (torch path, tied)",
             ("hf:mamba",), "Hugging Face modeling_mamba.py (caching, the CUDA-kernel and torch paths)"),
 ]
+
+
+# ---- mobile networks (torchvision-layout references) --------------------------------------------
+
+
+def _mobile(which: str, **kw):
+    from .reference import efficientnet, mobilenet_v2, shufflenet
+
+    return {"MobileNetV2": mobilenet_v2.MobileNetV2, "EfficientNetB0": efficientnet.EfficientNet,
+            "ShuffleNetV2": shufflenet.ShuffleNetV2}[which](**kw)
+
+
+CASES += [
+    ZooCase("MobileNetV2", "vision/mobilenet_v2.nn", "MobileNetV2", dict(num_classes=10),
+            lambda: _mobile("MobileNetV2", num_classes=10), 3_504_872, lambda: _mobile("MobileNetV2"),
+            _images(32), _plain, "torchvision mobilenet_v2 names (bench/reference/mobilenet_v2.py)",
+            ("bench/reference/mobilenet_v2.py",), "bench/reference/mobilenet_v2.py (torchvision's layout and names)"),
+    ZooCase("EfficientNet-B0", "vision/efficientnet.nn", "EfficientNetB0", dict(num_classes=10),
+            lambda: _mobile("EfficientNetB0", num_classes=10), 5_288_548, lambda: _mobile("EfficientNetB0"),
+            _images(32), _plain, "torchvision efficientnet_b0 names (bench/reference/efficientnet.py)",
+            ("bench/reference/efficientnet.py",),
+            "bench/reference/efficientnet.py (torchvision's layout and names; its _make_divisible is mobilenet_v2.py's)"),
+    ZooCase("ShuffleNetV2 x1.0", "vision/shufflenet.nn", "ShuffleNetV2", dict(num_classes=10),
+            lambda: _mobile("ShuffleNetV2", num_classes=10), 2_278_604, lambda: _mobile("ShuffleNetV2"),
+            _images(32), _plain, "torchvision shufflenet_v2_x1_0 names (bench/reference/shufflenet.py)",
+            ("bench/reference/shufflenet.py",), "bench/reference/shufflenet.py (torchvision's layout and names)"),
+]
 BY_MODEL = {c.model: c for c in CASES}
 
 

@@ -108,6 +108,11 @@ SLOW_TESTS = {
     "e2e/test_ddpm_unet.py": {"test_loads_the_reference_strictly_and_computes_its_outputs",
                               "test_own_state_dict_round_trips_and_the_timestep_matters",
                               "test_onnxruntime_matches_torch"},
+    "e2e/test_mobile_zoo.py": {
+        "test_optimized_module_agrees_too", "test_onnxruntime_matches_torch_at_two_sizes",
+        "test_efficientnet_drops_whole_samples_while_training", "test_generated_file_loads_torchvision_names",
+        "test_mobilenet_trains_like_the_reference",
+    },
 }
 
 

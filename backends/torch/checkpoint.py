@@ -34,20 +34,30 @@ class _CheckpointHook:
         ordered = sorted(self.rules, key=lambda r: (-len(self.split(r[0])), r[0].count("*")))
         return [(pattern(ref), src) for ref, src in ordered]
 
-    def own_name(self, path, numbers, rest):
-        # each `*` (or `*+1`, `*-1`) takes the next layer number of the reference's name
-        pieces = path.split("*")
-        name = pieces[0]
-        for i, piece in enumerate(pieces[1:]):
-            j = 1 if piece[:1] in ("+", "-") else 0
-            while j and j < len(piece) and piece[j].isdigit():
-                j += 1
-            name += str(int(numbers[i]) + int(piece[:j] or 0)) + piece[j:]
-        return ".".join(self.escaped.get(p, p) for p in ([name] if name else []) + rest)
+    def own_name(self, path, numbers, rest, own=None):
+        # each `*` (or `*+1`, `*-1`) takes the next layer number of the reference's name;
+        # `name_*` at 0 is also the bare `name` (unrolled instances: name, name_1, name_2)
+        names = []
+        for bare in (False, True):
+            pieces = path.split("*")
+            name = pieces[0]
+            for i, piece in enumerate(pieces[1:]):
+                j = 1 if piece[:1] in ("+", "-") else 0
+                while j and j < len(piece) and piece[j].isdigit():
+                    j += 1
+                k = int(numbers[i]) + int(piece[:j] or 0)
+                if bare and k == 0 and name.endswith("_") and piece[j:j + 1] in ("", "."):
+                    name = name[:-1] + piece[j:]
+                else:
+                    name += str(k) + piece[j:]
+            names.append(".".join(self.escaped.get(p, p) for p in ([name] if name else []) + rest))
+        if own is not None and names[0] not in own and names[1] in own:
+            return names[1]
+        return names[0]
 
     def shape(self, src, numbers, rest, own):
         if isinstance(src, str):
-            name = self.own_name(src, numbers, rest)
+            name = self.own_name(src, numbers, rest, own)
             if name not in own:
                 raise KeyError(f"checkpoint rule names {name!r}, which this model does not have")
             return tuple(own[name].shape)
@@ -59,7 +69,7 @@ class _CheckpointHook:
 
     def unpack(self, src, numbers, rest, value, own, key):
         if isinstance(src, str):
-            name = self.own_name(src, numbers, rest)
+            name = self.own_name(src, numbers, rest, own)
             if name in own and tuple(value.shape) != tuple(own[name].shape) \
                     and value.numel() == own[name].numel():
                 value = value.reshape(own[name].shape)  # (1, 1, d) class tokens and the like

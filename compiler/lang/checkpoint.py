@@ -90,8 +90,16 @@ def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.Checkpo
 
 
 def _fits(pattern: str, part: str) -> bool:
-    tokens = re.split(r"(\*(?:[+-][0-9]+)?)", pattern)
-    regex = "".join("[0-9]+" if t.startswith("*") else re.escape(t) for t in tokens)
+    # `name_*` ending a name also fits the bare `name`: unrolled instances are name, name_1, ...
+    tokens = re.split(r"(_?\*(?:[+-][0-9]+)?)", pattern)
+    regex = ""
+    for i, t in enumerate(tokens):
+        if "*" not in t:
+            regex += re.escape(t)
+        elif t.startswith("_"):
+            regex += "(?:_[0-9]+)?" if i == len(tokens) - 2 and not tokens[-1] else "_[0-9]+"
+        else:
+            regex += "[0-9]+"
     return re.fullmatch(regex, part) is not None
 
 

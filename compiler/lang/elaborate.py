@@ -896,6 +896,10 @@ class Elaborator:
     # ---- calls and application
     def call(self, ctx: Ctx, e: A.Call, hint):
         fn = self.expr(ctx, e.func)
+        if isinstance(fn, HVal) and isinstance(e.func, A.Name) and e.func.id in registry.all_ops():
+            # a number is never called: a hyperparameter named like an op (torchvision's
+            # `dropout`) leaves the op callable, `dropout(p = dropout)`
+            fn = self.op_fn(e.func.id, e.func.span)
         if isinstance(fn, HVal) or (fn is None):
             raise ShapeError(f"{_describe(fn)} cannot be called", e.func.span)
         # `exp(2.0)` is arithmetic on numbers, `exp(x)` an op: the arguments are evaluated

@@ -42,7 +42,8 @@ def assert_matches(case, module, ref):
 
 
 # one model per family in the fast tier; the other depth and head variant in the slow one
-HEAVY = [c for c in zoo.CASES if c.model in ("ResNet50", "LlamaUntied")]
+HEAVY = [c for c in zoo.CASES if c.model in ("ResNet50", "LlamaUntied")
+         or c.spec.startswith("vision/")]  # the mobile networks: tests/e2e/test_mobile_zoo.py
 LIGHT = [c for c in zoo.CASES if c not in HEAVY]
 
 

@@ -59,6 +59,7 @@ def test_zoo_models_name_their_files():
         "LIF": "lif.nn", "Mamba": "mamba.nn",
         "T5": "t5.nn", "DDPMUNet": "vision/ddpm_unet.nn",
         "SwinT": "vision/swin.nn",
+        "MobileNetV2": "vision/mobilenet_v2.nn", "EfficientNetB0": "vision/efficientnet.nn", "ShuffleNetV2": "vision/shufflenet.nn",
     }
 
 
