@@ -39,8 +39,6 @@ SMALL = {
     ("llama.nn", "Llama"): dict(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
                                 num_attention_heads=6, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
                                 factor=8.0, original_max_position_embeddings=8),
-    ("llama.nn", "LlamaUntied"): dict(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=6, num_key_value_heads=2, head_dim=8),
     ("bert.nn", "Bert"): dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=64, max_position_embeddings=128, type_vocab_size=16),
     ("lstm.nn", "LSTM"): {},

@@ -31,7 +31,6 @@ SIZES = {
     "ConvNet": [{"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 40, "w": 36}],
     "TextCNN": [{"batch": 2, "seq": 12}, {"batch": 3, "seq": 32}],
     "Llama": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
-    "LlamaUntied": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "Bert": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "LSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "BiLSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
