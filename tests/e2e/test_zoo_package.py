@@ -48,7 +48,7 @@ def test_zoo_path():
 def test_zoo_models_name_their_files():
     assert nncircuit.zoo.models() == {
         "Bert": "bert.nn", "ConvNet": "conv.nn", "GPT2": "transformer.nn", "Llama": "llama.nn",
-        "MLP": "mlp.nn", "ResNet18": "resnet.nn",
+        "LlamaDecode": "llama_decode.nn", "MLP": "mlp.nn", "ResNet18": "resnet.nn",
         "ResNet50": "resnet.nn", "TextCNN": "conv.nn", "UNet": "unet.nn", "ViT": "vit.nn",
         "DIN": "recsys/din.nn", "GAT": "graph/gat.nn", "GCN": "graph/gcn.nn", "Hopfield": "memory/hopfield.nn",
         "HyperMLP": "meta/hypernet.nn", "KAN": "scientific/kan.nn", "MemN2N": "memory/memn2n.nn",

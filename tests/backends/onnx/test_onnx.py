@@ -39,6 +39,7 @@ SIZES = {
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "LlamaDecode": [{"batch": 1, "seq": 4, "past": 0}, {"batch": 2, "seq": 1, "past": 5}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
