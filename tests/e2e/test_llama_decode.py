@@ -124,3 +124,27 @@ def test_onnx_equals_torch_at_cache_lengths_0_and_5(tmp_path):
         for g, w in zip(got, want):
             assert g.shape == tuple(w.shape)
             np.testing.assert_allclose(g, w.numpy(), rtol=0, atol=TOL, err_msg=f"past {past}, seq {seq}")
+
+
+def test_library_rotary_blocks_equal_llama_rotary_at_positions():
+    """rotary.nn's Rotary and Llama3Rotary (positions 0 ..) equal llama.nn's LlamaRotary given
+    those positions, for both rope types; a shifted start shifts the rotation."""
+    text = """
+from "zoo:lib/rotary.nn" import Rotary, Llama3Rotary
+from "zoo:llama.nn" import LlamaRotary
+model R(dh = 8) {
+    in  x: [batch, seq: ~6, heads: 2, dh]
+    pos = positions(seq)
+    out a = Llama3Rotary(dh, 10000.0, 8.0, 1.0, 4.0, 8)(x),
+        b = LlamaRotary(dh, 10000.0, "llama3", 8.0, 1.0, 4.0, 8)(x, pos),
+        c = Rotary(dh, 10000.0)(x),
+        d = LlamaRotary(dh, 10000.0, "default", 8.0, 1.0, 4.0, 8)(x, pos),
+        e = LlamaRotary(dh, 10000.0, "default", 8.0, 1.0, 4.0, 8)(x, pos + 3)
+}
+"""
+    m = nncircuit.load("rot.nn", "R", text=text).module(seed=0)
+    x = torch.randn(2, 3, 2, 8).repeat(1, 3, 1, 1)  # period 3 along seq: x[3:] is x[:6]
+    a, b, c, d, e = m(x)  # [batch, heads, seq, dh]
+    assert torch.equal(a, b) and torch.equal(c, d)
+    assert not torch.allclose(a, c)  # the Llama 3 scaling changes the low frequencies
+    torch.testing.assert_close(e[:, :, :6], c[:, :, 3:])  # x[:6] at positions 3.. is x[3:] there
