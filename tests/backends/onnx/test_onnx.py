@@ -128,7 +128,7 @@ block Route(experts) {
 
 block Ramp() {
     in  x: [seq]
-    out cast(positions(seq), to = "float32")
+    out cast(positions(seq) + length(seq), to = "float32")
 }
 
 model Lifted(d = 4, experts = 5) {
