@@ -27,6 +27,12 @@ class ZooCase:
     reference_name: str
     pytorch_files: tuple[str, ...] = field(default=())  # what "PyTorch lines" counts
     pytorch_note: str = ""
+    published_params: dict = field(default_factory=dict)  # hyperparameters of the published config besides the spec's defaults
+    name: str = ""  # the case's own name where two cases compile one model (else the model's)
+
+    @property
+    def id(self) -> str:
+        return self.name or self.model
 
 
 def _hf(name: str):
@@ -52,6 +58,8 @@ LLAMA_SMALL = dict(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidd
                    num_attention_heads=6, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5)
 # Llama 3's scaling at a small original context, so that all three frequency bands occur
 LLAMA3_ROPE = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8)
+# TinyLlama (and Llama 1, 2) in llama.nn's Llama: plain RoPE, an untied head
+TINYLLAMA_CHOICES = dict(rope_type="default", tie_word_embeddings=False)
 
 
 def _llama(small: bool, tied: bool):
@@ -173,9 +181,12 @@ CASES = [
             lambda: _llama(True, True), 1_235_814_400, lambda: _llama(False, True), _tokens(97), _logits,
             "transformers LlamaForCausalLM (tied, Llama 3 RoPE)", ("hf:llama",),
             "Hugging Face modeling_llama.py (every head, caching, attention back-ends)"),
-    ZooCase("TinyLlama 1.1B", "llama.nn", "LlamaUntied", dict(LLAMA_SMALL),
+    ZooCase("TinyLlama 1.1B", "llama.nn", "Llama", dict(LLAMA_SMALL, rope_theta=10000.0, **TINYLLAMA_CHOICES),
             lambda: _llama(True, False), 1_100_048_384, lambda: _llama(False, False), _tokens(97), _logits,
-            "transformers LlamaForCausalLM (untied, plain RoPE)", ("hf:llama",)),
+            "transformers LlamaForCausalLM (untied, plain RoPE)", ("hf:llama",),
+            published_params=dict(TINYLLAMA_CHOICES, vocab_size=32000, intermediate_size=5632, num_hidden_layers=22,
+                                  num_key_value_heads=4, rope_theta=10000.0),
+            name="TinyLlama"),
     ZooCase("BERT-base", "bert.nn", "Bert", BERT_SMALL, lambda: _bert(True), 109_482_240,
             lambda: _bert(False), _bert_inputs, _bert_out, "transformers BertModel (with pooler)",
             ("hf:bert",), "Hugging Face modeling_bert.py (every head, caching, attention back-ends)"),
@@ -220,7 +231,7 @@ CASES += [
             _images(32), _plain, "torchvision shufflenet_v2_x1_0 names (bench/reference/shufflenet.py)",
             ("bench/reference/shufflenet.py",), "bench/reference/shufflenet.py (torchvision's layout and names)"),
 ]
-BY_MODEL = {c.model: c for c in CASES}
+BY_MODEL = {c.id: c for c in CASES}  # by id: "TinyLlama" is the model Llama at other hyperparameters
 
 
 def spec_path(case: ZooCase) -> str:

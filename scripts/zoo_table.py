@@ -49,7 +49,7 @@ def measure(case: zoo.ZooCase) -> dict:
                 onnx_out = sess.run(None, feeds)
             torch_out = got if isinstance(got, tuple) else (got,)
             diffs["onnx"] = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(onnx_out, torch_out))
-    spec = nncircuit.load(zoo.spec_path(case), case.model)
+    spec = nncircuit.load(zoo.spec_path(case), case.model, **case.published_params)
     return dict(
         spec_params=spec.param_count(),
         ref_params=zoo.published_reference_count(case),
@@ -64,7 +64,7 @@ def measure(case: zoo.ZooCase) -> dict:
 def render(case: zoo.ZooCase, spec) -> str:
     from nncircuit.backends.diagram import render as R
 
-    rel = f"zoo/{case.model.lower()}.svg"
+    rel = f"zoo/{case.id.lower()}.svg"
     R.write(os.path.join(ROOT, "docs", rel), R.svg(spec, R.options()))
     return rel
 
@@ -120,9 +120,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = []
     for case in zoo.CASES:
-        print(f"measuring {case.model} ...", file=sys.stderr)
+        print(f"measuring {case.id} ...", file=sys.stderr)
         m = measure(case)
-        rows.append((case, m, render(case, m["spec"]) if not args.check else f"zoo/{case.model.lower()}.svg"))
+        rows.append((case, m, render(case, m["spec"]) if not args.check else f"zoo/{case.id.lower()}.svg"))
     text = table(rows)
     path = os.path.join(ROOT, "docs", "zoo.md")
     if args.check:

@@ -312,6 +312,7 @@ class Gen:
             self.op_group_norm, self.op_upsample,
             self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
             self.op_axis_block,
+            self.op_length,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat, self.op_scan]
@@ -661,6 +662,14 @@ class Gen:
         bound = str(ax.value) if ax.dynamic else self.text(sc, ax)
         name = self.assign(sc, f"positions({ax.name})", T((ax,), "int64"))
         self.int_bound[name] = bound
+
+    def op_length(self, sc):
+        """`length(AXIS)`: an axis's size as an int64 scalar, added to a tensor as a float."""
+        ax = self.ch.pick([a for a in sc.first_axis.values() if a.name in sc.input_axes])
+        if ax.dynamic and sc.kind == "repeat":
+            raise Retry("length of a run-time axis in a repeat body")
+        name, t = self.pick(sc, lambda t: True)
+        self.assign(sc, f'{self.operand(name, t)} + cast(length({ax.name}), to = "float32")', t)
 
     def op_arange(self, sc):
         """`arange([AXIS], start = S, step = P)` over an axis in scope (its size inferred, a

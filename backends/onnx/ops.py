@@ -228,6 +228,12 @@ def _positions(cx: OpCx):
     return [cx.result(b.op("Range", [zero, n, one]), prefix=0)]
 
 
+def _length(cx: OpCx):
+    """The axis's size, a 0-d int64 (Shape and Gather of an input for a run-time one)."""
+    size = cx.dims.size(cx.attrs["axis"].size)
+    return [cx.result(cx.b.op("Identity", [size]), prefix=0)]
+
+
 def _fill(cx: OpCx):
     """zeros / ones / full: ConstantOfShape of the axes' (run-time) sizes."""
     b = cx.b
@@ -665,6 +671,7 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "cast": Lowering(_cast, "Cast"),
     "causal": Lowering(_causal, "Range, Greater, Where"),
     "positions": Lowering(_positions, "Range"),
+    "length": Lowering(_length, "Shape, Gather"),
     "arange": Lowering(_arange, "Range, Cast"),
     **{op: Lowering(_fill, "ConstantOfShape") for op in ("zeros", "ones", "full")},
     "select": Lowering(_select, "Gather"),

@@ -197,6 +197,12 @@ def _positions(n: Node, a, cx):
     return f"torch.arange({size}, device={cx.device()})"
 
 
+def _length(n: Node, a, cx):
+    ax = n.attrs["axis"]
+    size = cx.code(ax.code) if ax.code is not None else cx.size(ax.size)
+    return f"torch.tensor({size}, dtype=torch.int64, device={cx.device()})"
+
+
 def _fill(n: Node, a, cx):
     """zeros / ones / full over named axes; a run-time size is read from an input."""
     sizes = [cx.code(ax.code) if ax.code is not None else cx.size(ax.size) for ax in n.attrs["axes"]]
@@ -647,6 +653,7 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "cast": Lowering(lambda n, a, cx: f"{_paren(a[0])}.to({TORCH_DTYPES[n.attrs['to']]})"),
     "causal": Lowering(_causal),
     "positions": Lowering(_positions),
+    "length": Lowering(_length),
     **{op: Lowering(_fill) for op in ("zeros", "ones", "full")},
     "arange": Lowering(_arange),
     "select": Lowering(_select),

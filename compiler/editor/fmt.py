@@ -279,16 +279,7 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
         ind = INDENT * depth
         for st in stmts:
             if isinstance(st, (A.Repeat, A.Scan)):
-                if isinstance(st, A.Repeat):
-                    head = f"{ind}repeat {pr.expr(st.count)}"
-                    head += " shared" if st.shared else ""
-                    head += f" as {st.name}" if st.name else ""
-                    head += f", {st.index}" if st.index else ""
-                    head += f" over {st.axis}" if st.axis else ""
-                else:
-                    head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
-                    head += f" as {st.index}" if st.index else ""
-                units.append(Unit(start(st), brace_after(start(st)), depth, [head + " {"]))
+                units.append(Unit(start(st), brace_after(start(st)), depth, [_loop_head(pr, st, ind) + " {"]))
                 body(st.body, depth + 1)
                 close = (st.span.end_line, st.span.end_col - 1)
                 units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
@@ -346,6 +337,18 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
         close = (item.span.end_line, item.span.end_col - 1)
         units.append(Unit(close, end(item), 0, ["}"], close=True))
     return units
+
+
+def _loop_head(pr: _Printer, st, ind: str) -> str:
+    """`repeat N [shared] [as h[, i]] [over a]` or `scan a [reverse] [as t]`, without the brace."""
+    if isinstance(st, A.Repeat):
+        head = f"{ind}repeat {pr.expr(st.count)}"
+        head += " shared" if st.shared else ""
+        head += f" as {st.name}" if st.name else ""
+        head += f", {st.index}" if st.index else ""
+        return head + (f" over {st.axis}" if st.axis else "")
+    head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
+    return head + (f" as {st.index}" if st.index else "")
 
 
 def _attach(units: list[Unit], comments: list[Comment]) -> list[Comment]:

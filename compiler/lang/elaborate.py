@@ -93,6 +93,7 @@ class Ctx:
     scanned: set = field(default_factory=set)  # parent Values the body sees one slice of
     emits: list | None = None  # a scan body: (name, Value, span) of each `emit`
     loop: str = "repeat"  # the kind of loop whose body this is: "repeat" | "scan"
+    checkpoints: list = field(default_factory=list)  # the model's sections on the elaborated path
 
     def lookup(self, name: str):
         if name in self.env:
@@ -320,7 +321,7 @@ class Elaborator:
         finally:
             self.stack.pop()
         g.checks = list(checks)
-        sections = [st for st in bdef.body if isinstance(st, A.Checkpoint)]
+        sections = ctx.checkpoints  # a section in a static `if` counts only on its taken branch
         if len(sections) > 1:
             raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", sections[1].span)
         if sections:
@@ -343,6 +344,7 @@ class Elaborator:
                     if ctx.parent is not None or ctx.graph.kind != "model":
                         raise ShapeError(
                             "a 'checkpoint' section belongs at the top level of a model", st.span)
+                    ctx.checkpoints.append(st)
                 elif isinstance(st, A.If):
                     self.if_stmt(ctx, st)
                 elif isinstance(st, A.For):
@@ -1169,7 +1171,7 @@ class Elaborator:
             raise ShapeError(f"{op.name} needs at least one tensor", span)
         kwargs = tuple(pieces.get("kwargs", ()))
         positional = tuple(pieces.get("positional", ()))
-        if op.name == "positions" and positional:
+        if op.name in ("positions", "length") and positional:
             size = ctx.axis_sizes.get(positional[0].name)
             if size is not None:
                 kwargs = kwargs + (("_size", size),)

@@ -559,6 +559,34 @@ register(
 )
 
 
+def _length_check(call: OpCall):
+    if len(call.positional) != 1:
+        raise fail("length takes one axis: length(past)")
+    (spec,) = positional_axes("length", call)
+    size = call.kw("_size")
+    if size is None:
+        raise fail(f"length: '{spec.name}' is not an axis of any tensor in scope")
+    code = call.kw("_code")
+    ax = Axis(spec.name, size, code.expr if isinstance(code, HVal) and size.is_static else None)
+    return {"axis": ax}, (TensorType((), "int64"),)
+
+
+register(
+    OpDef(
+        name="length",
+        doc="The size of an axis in scope as an int64 scalar, read when the module runs for a "
+        "run-time axis (0 for an empty one): `positions(seq) + length(past)` numbers new "
+        "positions after a key/value cache.",
+        check=_length_check,
+        attrs=(AttrSpec("axis", "axis_def", doc="the axis whose size it reads (an Axis, its size resolved)"),),
+        arity=0,
+        positional=("axis",),
+        glyph="|n|",
+        example="positions(seq) + length(past)",
+    )
+)
+
+
 def _select_check(call: OpCall):
     (t,) = call.inputs
     axis = call.kw("axis")

@@ -22,7 +22,7 @@ from nncircuit.errors import NameResolutionError, ShapeError  # noqa: E402
 pytest.importorskip("transformers")
 
 TOL = 1e-5
-IDS = [c.model for c in zoo.CASES]
+IDS = [c.id for c in zoo.CASES]
 
 
 def compiled(case, opt):
@@ -42,17 +42,17 @@ def assert_matches(case, module, ref):
 
 
 # one model per family in the fast tier; the other depth and head variant in the slow one
-HEAVY = [c for c in zoo.CASES if c.model in ("ResNet50", "LlamaUntied")
+HEAVY = [c for c in zoo.CASES if c.id in ("ResNet50", "TinyLlama")
          or c.spec.startswith("vision/")]  # the mobile networks: tests/e2e/test_mobile_zoo.py
 LIGHT = [c for c in zoo.CASES if c not in HEAVY]
 
 
-@pytest.mark.parametrize("case", LIGHT, ids=[c.model for c in LIGHT])
+@pytest.mark.parametrize("case", LIGHT, ids=[c.id for c in LIGHT])
 def test_loads_the_reference_strictly_and_computes_its_outputs(case):
     check_strict_load(case)
 
 
-@pytest.mark.parametrize("case", HEAVY, ids=[c.model for c in HEAVY])
+@pytest.mark.parametrize("case", HEAVY, ids=[c.id for c in HEAVY])
 def test_heavier_variants_load_the_reference_strictly(case):
     check_strict_load(case)
 
@@ -91,7 +91,8 @@ def test_generated_file_loads_the_reference(model, tmp_path):
 
 @pytest.mark.parametrize("case", zoo.CASES, ids=IDS)
 def test_published_parameter_counts(case):
-    spec = nncircuit.load(zoo.spec_path(case), case.model)  # the published config is the default
+    # the published config is the default (TinyLlama: Llama at TinyLlama's hyperparameters)
+    spec = nncircuit.load(zoo.spec_path(case), case.model, **case.published_params)
     assert spec.param_count() == case.published
     assert zoo.published_reference_count(case) == case.published
 

@@ -48,7 +48,7 @@ def test_zoo_path():
 def test_zoo_models_name_their_files():
     assert nncircuit.zoo.models() == {
         "Bert": "bert.nn", "ConvNet": "conv.nn", "GPT2": "transformer.nn", "Llama": "llama.nn",
-        "LlamaUntied": "llama.nn", "MLP": "mlp.nn", "ResNet18": "resnet.nn",
+        "LlamaDecode": "llama_decode.nn", "MLP": "mlp.nn", "ResNet18": "resnet.nn",
         "ResNet50": "resnet.nn", "TextCNN": "conv.nn", "UNet": "unet.nn", "ViT": "vit.nn",
         "DIN": "recsys/din.nn", "GAT": "graph/gat.nn", "GCN": "graph/gcn.nn", "Hopfield": "memory/hopfield.nn",
         "HyperMLP": "meta/hypernet.nn", "KAN": "scientific/kan.nn", "MemN2N": "memory/memn2n.nn",
@@ -60,6 +60,7 @@ def test_zoo_models_name_their_files():
         "T5": "t5.nn", "DDPMUNet": "vision/ddpm_unet.nn",
         "SwinT": "vision/swin.nn",
         "MobileNetV2": "vision/mobilenet_v2.nn", "EfficientNetB0": "vision/efficientnet.nn", "ShuffleNetV2": "vision/shufflenet.nn",
+        "VAE": "vision/vae.nn",
     }
 
 

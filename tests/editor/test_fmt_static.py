@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+import nncircuit
 from nncircuit.editor.fmt import format_text
 
 SPEC = """model M(d = 4, mode = 2, layers = 2) {
@@ -63,3 +64,33 @@ def test_loops_inside_an_if_keep_their_header(inner):
     text = ("model M(d = 4) {\n    in  x: [batch, seq: ~8, d]\n    h = zeros([batch, seq, d])\n"
             f"    if d > 1 {{\n        {inner}\n    }}\n    out h\n}}\n")
     assert format_text(text) == text
+
+
+# a checkpoint section inside a static if (it raised an internal error)
+CHECKPOINT_IN_IF = """model M(tie = true, d = 4, n = 2) {
+    in  x: [batch, seq, d], c: [layer: n, batch, d]
+    if tie {
+        repeat n as h, i over layer {
+            x = x + Linear(x, d -> d) + c
+            emit kv = mean(x, over seq)
+        }
+        scan seq reverse as t {
+            emit ys = x
+        }
+        out y = ys, kv = kv
+        checkpoint {
+            "net" = ""
+            "head" = transpose("h.0.linear")
+        }
+    } else {
+        out y = x
+    }
+}
+"""
+
+
+def test_static_if_keeps_its_statements():
+    assert format_text(CHECKPOINT_IN_IF) == CHECKPOINT_IN_IF
+    messy = CHECKPOINT_IN_IF.replace("    checkpoint {\n", "    checkpoint   {\n").replace('"net" = ""', '"net"   =   ""')
+    assert format_text(messy) == CHECKPOINT_IN_IF
+    nncircuit.load("m.nn", "M", text=format_text(CHECKPOINT_IN_IF))  # still a valid spec

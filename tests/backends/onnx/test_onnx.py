@@ -31,7 +31,6 @@ SIZES = {
     "ConvNet": [{"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 40, "w": 36}],
     "TextCNN": [{"batch": 2, "seq": 12}, {"batch": 3, "seq": 32}],
     "Llama": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
-    "LlamaUntied": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "Bert": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "LSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "BiLSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
@@ -42,6 +41,7 @@ SIZES = {
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "Mamba": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "T5": [{"batch": 1, "seq": 7, "tgt": 5}, {"batch": 2, "seq": 30, "tgt": 23}],
+    "LlamaDecode": [{"batch": 1, "seq": 4, "past": 0}, {"batch": 2, "seq": 1, "past": 5}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
@@ -130,7 +130,7 @@ block Route(experts) {
 
 block Ramp() {
     in  x: [seq]
-    out cast(positions(seq), to = "float32")
+    out cast(positions(seq) + length(seq), to = "float32")
 }
 
 model Lifted(d = 4, experts = 5) {
