@@ -1138,3 +1138,61 @@ def _upsample(x, k, scale, mode):
     return y.reshape(*lead, *y.shape[2:])
 ''',
 })
+
+
+# ---- linear recurrences ------------------------------------------------------------------
+
+
+def _linear_scan(n: Node, a, cx):
+    ta, tb, th = cx.in_types(n)
+    out = n.types[0].names
+    axis = n.attrs["axis"]
+    full = cx.graph.kind != "model"  # a lift prefix, as in _binary
+    step = tuple(x for x in out if x != axis)
+    cx.need_helper("linear_scan")
+    return (f"_linear_scan({align(a[0], ta, out, full=full)}, {move(a[1], tb.names, out)}, {move(a[2], th.names, step)}, "
+            f"{dim(n.types[0], axis)}, {n.attrs['reverse']})")
+
+
+TORCH_LOWERINGS["linear_scan"] = Lowering(_linear_scan)
+
+HELPERS["linear_scan"] = '''
+def _scan_pairs(a, b):
+    """Inclusive scan of h_t = a_t * h_{t-1} + b_t along dim 0 from h_{-1} = 0, in log depth:
+    adjacent steps combine into one step (a_o a_e, a_o b_e + b_o), the half-length
+    recurrence of the pairs gives h at the odd positions, and one product each fills in the
+    even ones (2 log2 n rounds of elementwise work, O(n) in all)."""
+    n = b.shape[0]
+    if n == 1:
+        return b
+    m = n // 2
+    ae, ao, be, bo = a[0:2 * m:2], a[1:2 * m:2], b[0:2 * m:2], b[1:2 * m:2]
+    odd = _scan_pairs(ao * ae, ao * be + bo)
+    even = torch.cat([be[:1], ae[1:] * odd[:-1] + be[1:]])
+    out = torch.stack([even, odd], 1).reshape(2 * m, *b.shape[1:])
+    if n > 2 * m:
+        out = torch.cat([out, a[-1:] * out[-1:] + b[-1:]])
+    return out
+
+
+def _linear_scan(a, b, h0, dim, reverse):
+    """h_t = a_t * h_{t-1} + b_t at every position t along `dim` (negative), from h0 (which
+    lacks that axis); `a` broadcasts against b. Returns every h_t and the last one."""
+    a = a.reshape((1,) * (b.dim() - a.dim()) + tuple(a.shape)).movedim(dim, 0)
+    h0 = h0.unsqueeze(dim)
+    h0 = h0.reshape((1,) * (b.dim() - h0.dim()) + tuple(h0.shape)).movedim(dim, 0)
+    b = b.movedim(dim, 0)
+    n = b.shape[0]
+    if n == 0:
+        return b.movedim(0, dim), torch.broadcast_to(h0, (1,) + tuple(b.shape[1:]))[0]
+    if a.shape[0] == 1:
+        a = a.expand(n, *a.shape[1:])
+    if reverse:
+        a, b = a.flip(0), b.flip(0)
+    b = torch.cat([a[:1] * h0 + b[:1], b[1:]])
+    hs = _scan_pairs(a, b)
+    last = hs[-1]
+    if reverse:
+        hs = hs.flip(0)
+    return hs.movedim(0, dim), last
+'''
