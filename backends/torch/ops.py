@@ -1160,18 +1160,25 @@ HELPERS["linear_scan"] = '''
 def _scan_pairs(a, b):
     """Inclusive scan of h_t = a_t * h_{t-1} + b_t along dim 0 from h_{-1} = 0, in log depth:
     adjacent steps combine into one step (a_o a_e, a_o b_e + b_o), the half-length
-    recurrence of the pairs gives h at the odd positions, and one product each fills in the
-    even ones (2 log2 n rounds of elementwise work, O(n) in all)."""
+    recurrence of the pairs gives h at the odd positions, and one multiply-add each fills in
+    the even ones (2 log2 n rounds of elementwise work, O(n) in all). An `a` of length 1
+    along dim 0 is the same at every step and stays that small."""
     n = b.shape[0]
     if n == 1:
         return b
     m = n // 2
-    ae, ao, be, bo = a[0:2 * m:2], a[1:2 * m:2], b[0:2 * m:2], b[1:2 * m:2]
-    odd = _scan_pairs(ao * ae, ao * be + bo)
-    even = torch.cat([be[:1], ae[1:] * odd[:-1] + be[1:]])
-    out = torch.stack([even, odd], 1).reshape(2 * m, *b.shape[1:])
+    if a.shape[0] == 1:
+        ae = ao = a
+    else:
+        ae, ao = a[0:2 * m:2], a[1:2 * m:2]
+    be, bo = b[0:2 * m:2], b[1:2 * m:2]
+    odd = _scan_pairs(ao * ae, torch.addcmul(bo, ao, be))
+    out = torch.empty_like(b)
+    out[1:2 * m:2] = odd
+    out[0:1] = b[0:1]
+    out[2:2 * m:2] = torch.addcmul(be[1:], ae if a.shape[0] == 1 else ae[1:], odd[:-1])
     if n > 2 * m:
-        out = torch.cat([out, a[-1:] * out[-1:] + b[-1:]])
+        out[2 * m:] = torch.addcmul(b[2 * m:], a if a.shape[0] == 1 else a[2 * m:], odd[-1:])
     return out
 
 
@@ -1185,11 +1192,10 @@ def _linear_scan(a, b, h0, dim, reverse):
     n = b.shape[0]
     if n == 0:
         return b.movedim(0, dim), torch.broadcast_to(h0, (1,) + tuple(b.shape[1:]))[0]
-    if a.shape[0] == 1:
-        a = a.expand(n, *a.shape[1:])
     if reverse:
         a, b = a.flip(0), b.flip(0)
-    b = torch.cat([a[:1] * h0 + b[:1], b[1:]])
+    # h0 folded into the first step; the copy also lays b out with the steps first
+    b = torch.cat([torch.addcmul(b[:1], a[:1], h0), b[1:]])
     hs = _scan_pairs(a, b)
     last = hs[-1]
     if reverse:
