@@ -50,6 +50,7 @@ SMALL = {
     ("linear_attention.nn", "LinearAttention"): {},
     ("linear_attention.nn", "ParallelLinearAttention"): {},
     ("lif.nn", "LIF"): {},
+    ("s4d.nn", "S4D"): dict(d=6, n=5),
 }
 
 

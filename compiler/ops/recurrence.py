@@ -12,7 +12,6 @@ from nncircuit.ops.registry import (
     OpDef,
     as_bool,
     fail,
-    numel,
     over_names,
     register,
 )
@@ -67,7 +66,10 @@ register(
         arity=3,
         takes=frozenset({"over"}),
         kwargs=("reverse",),
-        flops=lambda attrs, ins, outs, env: 2 * numel(outs[0], env),
+        # FLOPs count matrix products, convolutions and attention only (as torch's
+        # FlopCounterMode does, analysis/cost.py): a multiply-add per element is not one, and
+        # the loop it replaces counts none either, so -O0 and -O2 give one figure
+        flops=lambda attrs, ins, outs, env: 0,
         glyph="⟲",
         example="hs, last = linear_scan(a, b, h0, over seq)",
         attrs=(

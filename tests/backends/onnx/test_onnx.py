@@ -40,6 +40,7 @@ SIZES = {
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "S4D": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
@@ -279,6 +280,7 @@ OPTIMIZED = [
     ("GPT2", {"opt": 2}),
     ("GPT2", {"passes": "canonicalize,einsum-to-matmul"}),
     ("ViT", {"opt": 2}),
+    ("S4D", {"opt": 2}),  # the parallel-scan pass: linear_scan
 ]
 
 
