@@ -98,6 +98,7 @@ SLOW_TESTS = {
     "e2e/test_notebook.py": {"test_compiled_module_scripts"},
     "editor/test_highlight.py": {"test_lexer_is_an_entry_point_by_name_and_filename"},
     "passes/test_pass_files.py": {"test_nnc_opt_reads_textual_ir"},
+    "e2e/test_scan_bench_models.py": {"test_the_bench_runs_and_checks_its_outputs"},  # S4D and Mamba at bench sizes
 }
 
 
