@@ -316,6 +316,7 @@ class Gen:
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat, self.op_scan]
+            table += [self.op_linear_recurrence]
         return table
 
     # ---- pure ops
@@ -1239,6 +1240,34 @@ class Gen:
             update += f" + cast({step}, to = \"float32\") * 0.125"
         sc.lines.append(f"    {s} = {update}")
         sc.lines.append(f"    emit {e} = {self.ch.pick([s, f'{s} - {name}', f'sigmoid({s})'])}")
+        sc.lines.append("}")
+        sc.note(s, state_t)
+        sc.note(e, t)
+
+    def op_linear_recurrence(self, sc):
+        """A linear recurrence h = a * h + b: a `scan` whose state is updated so (which the
+        parallel-scan pass of -O2 turns into linear_scan, so -O0 vs -O2 compares the loop and
+        the parallel form, and ONNX runs it either way), or `linear_scan` written directly."""
+        name, t = self.pick(sc, lambda u: len(u.axes) >= 2 and u.is_float())
+        ax = self.ch.pick(t.axes)
+        state_t = t.without([ax.name])
+        s, e = self.fresh("s"), self.fresh("e")
+        reverse = self.ch.chance(0.4)
+        decay = self.ch.pick([f"sigmoid({name})", f"exp(-abs({name}))", "0.75", "1", f"tanh({name})"])
+        if self.ch.chance(0.3):
+            last = self.fresh("last")
+            a = decay if decay not in ("0.75", "1") else f"sigmoid({name})"
+            sc.lines.append(f"{e}, {last} = linear_scan({a}, {name} * 0.5, mean({name}, over {ax.name}), "
+                            f"over {ax.name}{', reverse = true' if reverse else ''})")
+            sc.note(e, t)
+            sc.note(last, state_t)
+            return
+        sc.lines.append(f"{s} = mean({name}, over {ax.name})")
+        sc.lines.append(f"scan {ax.name}{' reverse' if reverse else ''} {{")
+        update = f"{s} + {name} * 0.5" if decay == "1" else self.ch.pick(
+            [f"{decay} * {s} + {name} * 0.5", f"{name} * 0.5 + {s} * {decay}"])
+        sc.lines.append(f"    {s} = {update}")
+        sc.lines.append(f"    emit {e} = {self.ch.pick([s, f'{s} * {name}', f'tanh({s})'])}")
         sc.lines.append("}")
         sc.note(s, state_t)
         sc.note(e, t)

@@ -1045,3 +1045,68 @@ CORE_LOWERINGS.update({
     "GroupNorm": Lowering(_groupnorm, "Reshape, ReduceMean, Sqrt, Div, Mul, Add"),
     "InstanceNorm": Lowering(_instancenorm, "ReduceMean, Sqrt, Div (Mul, Add)"),
 })
+
+
+# ---- linear recurrences ------------------------------------------------------------------
+
+
+def _linear_scan(cx: OpCx):
+    """h_t = a_t * h_{t-1} + b_t as one Loop over the axis's run-time length: each step
+    Gathers its a_t and b_t from the outer scope; the states are the Loop's scan output
+    (stacked on axis 0, then moved to the axis's place)."""
+    from onnx import TensorProto, helper
+
+    b = cx.b
+    a, bb, h0 = cx.ins
+    out, last_t = cx.node.types
+    bb = b.transpose(bb, out.names)
+    axis = cx.attrs["axis"]
+    step_names = tuple(x for x in out.names if x != axis)
+    elem = b.elem(out.dtype)
+    A = b.align(a, out.names, full=True)
+    timed = a.type.has(axis)
+    if not timed:  # the same a at every step: drop its size-1 axis once, outside the loop
+        A = A.like(b.squeeze(A.name, [A.pos(axis)]), [x for x in A.type.axes if x.name != axis])
+    pos = bb.pos(axis)
+    length = b.dim(bb.name, pos)
+    shape = b.shape(bb.name)
+    step_shape = b.cat([b.op("Slice", [shape, b.i64([0]), b.i64([pos])]),
+                        b.op("Slice", [shape, b.i64([pos + 1]), b.i64([2**62])])])
+    H0 = b.align(h0, step_names, full=True)
+    init = b.op("Expand", [H0.name, step_shape])
+    lastpos = b.op("Sub", [length, b.const(np.array(1, dtype=np.int64))]) if cx.attrs["reverse"] else None
+    sb = Builder(b.opset, fp16=b.fp16)
+    sb.values, sb.node_names, sb.scope = b.values, b.node_names, b.scope
+    it = sb.values.fresh("linear_scan/step")
+    cond = sb.values.fresh("linear_scan/cond")
+    state = sb.values.fresh("linear_scan/h")
+    step = sb.op("Sub", [lastpos, it]) if lastpos is not None else it
+    a_t = sb.op("Gather", [A.name, step], axis=A.pos(axis)) if timed else A.name
+    b_t = sb.op("Gather", [bb.name, step], axis=pos)
+    h = sb.op("Add", [sb.op("Mul", [a_t, state]), b_t])
+    cond_out = sb.op("Identity", [cond])
+    h_out, h_scan = sb.op("Identity", [h]), sb.op("Identity", [h])
+    body = helper.make_graph(
+        sb.nodes, "linear_scan",
+        [helper.make_tensor_value_info(it, TensorProto.INT64, []),
+         helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(state, elem, None)],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(h_out, elem, None),
+         helper.make_tensor_value_info(h_scan, elem, [None] * (bb.rank - 1))],
+    )
+    last, stacked = b.op("Loop", [length, "", init], outputs=2, body=body)
+    if cx.attrs["reverse"]:  # the steps ran from the end: put them back in order
+        stacked = b.op("Slice", [stacked, b.i64([-1]), b.i64([-(2**63)]), b.i64([0]), b.i64([-1])])
+    rank = bb.rank
+    if pos:
+        order = list(range(1, rank))
+        order.insert(pos, 0)
+        stacked = b.op("Transpose", [stacked], perm=order)
+    # b's shape: the same for a run of one step or more, and right for none (ORT gives a
+    # zero-iteration Loop's scan output no shape of its own)
+    stacked = b.op("Reshape", [stacked, b.shape(bb.name)])
+    return [Tensor(stacked, out, bb.prefix), Tensor(last, last_t, bb.prefix)]
+
+
+CORE_LOWERINGS["linear_scan"] = Lowering(_linear_scan, "Loop")

@@ -1145,3 +1145,67 @@ def _upsample(x, k, scale, mode):
     return y.reshape(*lead, *y.shape[2:])
 ''',
 })
+
+
+# ---- linear recurrences ------------------------------------------------------------------
+
+
+def _linear_scan(n: Node, a, cx):
+    ta, tb, th = cx.in_types(n)
+    out = n.types[0].names
+    axis = n.attrs["axis"]
+    full = cx.graph.kind != "model"  # a lift prefix, as in _binary
+    step = tuple(x for x in out if x != axis)
+    cx.need_helper("linear_scan")
+    return (f"_linear_scan({align(a[0], ta, out, full=full)}, {move(a[1], tb.names, out)}, {move(a[2], th.names, step)}, "
+            f"{dim(n.types[0], axis)}, {n.attrs['reverse']})")
+
+
+TORCH_LOWERINGS["linear_scan"] = Lowering(_linear_scan)
+
+HELPERS["linear_scan"] = '''
+def _scan_pairs(a, b):
+    """Inclusive scan of h_t = a_t * h_{t-1} + b_t along dim 0 from h_{-1} = 0, in log depth:
+    adjacent steps combine into one step (a_o a_e, a_o b_e + b_o), the half-length
+    recurrence of the pairs gives h at the odd positions, and one multiply-add each fills in
+    the even ones (2 log2 n rounds of elementwise work, O(n) in all). An `a` of length 1
+    along dim 0 is the same at every step and stays that small."""
+    n = b.shape[0]
+    if n == 1:
+        return b
+    m = n // 2
+    if a.shape[0] == 1:
+        ae = ao = a
+    else:
+        ae, ao = a[0:2 * m:2], a[1:2 * m:2]
+    be, bo = b[0:2 * m:2], b[1:2 * m:2]
+    odd = _scan_pairs(ao * ae, torch.addcmul(bo, ao, be))
+    out = torch.empty_like(b)
+    out[1:2 * m:2] = odd
+    out[0:1] = b[0:1]
+    out[2:2 * m:2] = torch.addcmul(be[1:], ae if a.shape[0] == 1 else ae[1:], odd[:-1])
+    if n > 2 * m:
+        out[2 * m:] = torch.addcmul(b[2 * m:], a if a.shape[0] == 1 else a[2 * m:], odd[-1:])
+    return out
+
+
+def _linear_scan(a, b, h0, dim, reverse):
+    """h_t = a_t * h_{t-1} + b_t at every position t along `dim` (negative), from h0 (which
+    lacks that axis); `a` broadcasts against b. Returns every h_t and the last one."""
+    a = a.reshape((1,) * (b.dim() - a.dim()) + tuple(a.shape)).movedim(dim, 0)
+    h0 = h0.unsqueeze(dim)
+    h0 = h0.reshape((1,) * (b.dim() - h0.dim()) + tuple(h0.shape)).movedim(dim, 0)
+    b = b.movedim(dim, 0)
+    n = b.shape[0]
+    if n == 0:
+        return b.movedim(0, dim), torch.broadcast_to(h0, (1,) + tuple(b.shape[1:]))[0]
+    if reverse:
+        a, b = a.flip(0), b.flip(0)
+    # h0 folded into the first step; the copy also lays b out with the steps first
+    b = torch.cat([torch.addcmul(b[:1], a[:1], h0), b[1:]])
+    hs = _scan_pairs(a, b)
+    last = hs[-1]
+    if reverse:
+        hs = hs.flip(0)
+    return hs.movedim(0, dim), last
+'''

@@ -12,14 +12,14 @@ from nncircuit.ir.graph import BodyNode, Graph
 from nncircuit.ir.printer import all_graphs
 from nncircuit.passes.base import PASSES, Pass, PipelineError
 # the passes register on import
-from nncircuit.passes import cleanup, fusions  # noqa: F401
+from nncircuit.passes import cleanup, fusions, recurrence  # noqa: F401
 
 
 CLEANUP = "canonicalize,cse,dce"
 LEVELS = {
     0: "",
     1: CLEANUP,
-    2: f"{CLEANUP},fuse-attention,fuse-linear,einsum-to-matmul,{CLEANUP}",
+    2: f"{CLEANUP},parallel-scan,fuse-attention,fuse-linear,einsum-to-matmul,{CLEANUP}",
 }
 
 

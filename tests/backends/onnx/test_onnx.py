@@ -42,6 +42,7 @@ SIZES = {
     "Mamba": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "T5": [{"batch": 1, "seq": 7, "tgt": 5}, {"batch": 2, "seq": 30, "tgt": 23}],
     "LlamaDecode": [{"batch": 1, "seq": 4, "past": 0}, {"batch": 2, "seq": 1, "past": 5}],
+    "S4D": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
@@ -281,6 +282,7 @@ OPTIMIZED = [
     ("GPT2", {"opt": 2}),
     ("GPT2", {"passes": "canonicalize,einsum-to-matmul"}),
     ("ViT", {"opt": 2}),
+    ("S4D", {"opt": 2}),  # the parallel-scan pass: linear_scan
 ]
 
 
