@@ -13,6 +13,8 @@ that is read, or a carried value read other than by its own update stay loops.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nncircuit.ir.graph import BodyNode, Graph, Node, ScanNode, Value
 from nncircuit.ops import registry
 from nncircuit.ops.registry import AxisSpec, OpCall
@@ -54,6 +56,15 @@ def _update(body: Graph, i: int) -> tuple[Node, Node | None, Value | HVal, Value
         if a != h:
             return add, mul, a, b
     return None
+
+
+def _whole(call: OpCall, op) -> OpCall:
+    """A step's elementwise call applied to whole sequences: where one operand has the scanned
+    axis and the other an axis of its own (`dt * A` with dt [seq, inner], A [inner, state]),
+    the scanned axis is an outer broadcast on purpose, so the call says `outer = true`."""
+    if "outer" in op.kwargs and dict(call.kwargs).get("outer") is None:
+        return replace(call, kwargs=call.kwargs + (("outer", HVal.const(True)),))
+    return call
 
 
 def _live(body: Graph) -> set[int]:
@@ -148,7 +159,7 @@ class ParallelScan(Pass):
                         or op.is_random or op.is_stateful or any(v not in env for v in node.inputs)):
                     raise _Refuse
                 stepped = any(g.type_of(env[v]).has(axis) for v in node.inputs)
-                new = add(node.call, [env[v] for v in node.inputs], node.name, node.span)
+                new = add(_whole(node.call, op), [env[v] for v in node.inputs], node.name, node.span)
                 for o, t in enumerate(node.types):
                     if not _stepped(g, new.out(o), t, axis, stepped):
                         raise _Refuse

@@ -236,3 +236,14 @@ def test_the_pass_runs_at_o2_only():
     assert "linear_scan" not in _ops(o1)
     only = nncircuit.load("case.nn", text=S4D_LIKE, passes="parallel-scan")
     assert "linear_scan" in _ops(only)
+
+
+def test_the_zoo_mamba_scan_is_parallel_at_o2():
+    # dt [seq, inner] * A [inner, state] over whole sequences is an outer broadcast the step's
+    # `dt * A` was not: the pass says so, and specs/mamba.nn's selective scan becomes
+    # linear_scan (test_mamba.py checks -O2 against transformers)
+    small = dict(vocab_size=97, hidden_size=32, state_size=8, num_hidden_layers=2, time_step_rank=2)
+    o0 = nncircuit.load(f"{SPECS}/mamba.nn", "Mamba", **small)
+    o2 = nncircuit.load(f"{SPECS}/mamba.nn", "Mamba", opt=2, **small)
+    assert "scan" in _ops(o0)
+    assert "scan" not in _ops(o2) and "linear_scan" in _ops(o2)
