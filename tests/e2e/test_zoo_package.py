@@ -57,6 +57,7 @@ def test_zoo_models_name_their_files():
         "LSTM": "lstm.nn", "BiLSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
         "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
         "LIF": "lif.nn",
+        "Mixtral": "mixtral.nn", "DeepseekV3": "deepseek_v3.nn",
     }
 
 

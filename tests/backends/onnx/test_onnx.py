@@ -40,6 +40,8 @@ SIZES = {
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "Mixtral": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
+    "DeepseekV3": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
