@@ -27,6 +27,7 @@ class ZooCase:
     reference_name: str
     pytorch_files: tuple[str, ...] = field(default=())  # what "PyTorch lines" counts
     pytorch_note: str = ""
+    max_params: int = 2_000_000_000  # the budget the published configuration loads under
 
 
 def _hf(name: str):
@@ -103,6 +104,39 @@ def _bert_out(ref, x):
 # ---- torchvision-layout references -------------------------------------------------------------
 
 
+# ---- Mixtral and DeepSeek-V3: mixtures of experts ----------------------------------------------
+
+MIXTRAL_SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, rope_theta=10000.0)
+
+
+def _mixtral(small: bool):
+    if small:
+        hp = {k: v for k, v in MIXTRAL_SMALL.items() if k != "rope_theta"}
+        cfg = _hf("MixtralConfig")(**hp, max_position_embeddings=64,
+                                   rope_parameters=dict(rope_theta=10000.0, rope_type="default"))
+    else:  # Mixtral 8x7B: transformers' defaults
+        cfg = _hf("MixtralConfig")()
+    return _hf("MixtralForCausalLM")(cfg)
+
+
+# 3 dense layers (the split the spec's checkpoint section names), then 2 with experts
+DEEPSEEK_SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, moe_intermediate_size=12, num_hidden_layers=5,
+                      num_attention_heads=4, n_routed_experts=16, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8,
+                      v_head_dim=12, qk_nope_head_dim=6, n_group=4, topk_group=2, num_experts_per_tok=3,
+                      rope_theta=10000.0)
+
+
+def _deepseek_v3(small: bool):
+    if small:  # plain RoPE: the spec does not implement YaRN
+        hp = {k: v for k, v in DEEPSEEK_SMALL.items() if k != "rope_theta"}
+        cfg = _hf("DeepseekV3Config")(**hp, num_key_value_heads=4, max_position_embeddings=64,
+                                      rope_parameters=dict(rope_theta=10000.0, rope_type="default"))
+    else:  # the published 671B configuration: transformers' defaults (its parameter count is RoPE-free)
+        cfg = _hf("DeepseekV3Config")()
+    return _hf("DeepseekV3ForCausalLM")(cfg)
+
+
 def _resnet(which: str, classes: int):
     from .reference import resnet
 
@@ -175,6 +209,13 @@ CASES = [
     ZooCase("ViT-B/16", "vit.nn", "ViT", VIT_SMALL, lambda: _vit(True), 86_567_656, lambda: _vit(False),
             _images(32), _plain, "torchvision vit_b_16 names (bench/reference/vit.py)",
             ("bench/reference/vit.py",), "bench/reference/vit.py (torchvision's layout and names)"),
+    ZooCase("Mixtral 8x7B", "mixtral.nn", "Mixtral", MIXTRAL_SMALL, lambda: _mixtral(True), 46_702_792_704,
+            lambda: _mixtral(False), _tokens(97), _logits, "transformers MixtralForCausalLM (sparse top-2 of 8 experts)",
+            ("hf:mixtral",), "Hugging Face modeling_mixtral.py", max_params=10**11),
+    ZooCase("DeepSeek-V3", "deepseek_v3.nn", "DeepseekV3", DEEPSEEK_SMALL, lambda: _deepseek_v3(True),
+            671_026_404_352, lambda: _deepseek_v3(False), _tokens(97), _logits,
+            "transformers DeepseekV3ForCausalLM (MLA, group-limited routing; plain RoPE, no YaRN)",
+            ("hf:deepseek_v3",), "Hugging Face modeling_deepseek_v3.py", max_params=10**12),
 ]
 BY_MODEL = {c.model: c for c in CASES}
 

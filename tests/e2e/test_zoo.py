@@ -90,7 +90,7 @@ def test_generated_file_loads_the_reference(model, tmp_path):
 
 @pytest.mark.parametrize("case", zoo.CASES, ids=IDS)
 def test_published_parameter_counts(case):
-    spec = nncircuit.load(zoo.spec_path(case), case.model)  # the published config is the default
+    spec = nncircuit.load(zoo.spec_path(case), case.model, max_params=case.max_params)  # the published config is the default
     assert spec.param_count() == case.published
     assert zoo.published_reference_count(case) == case.published
 
