@@ -124,16 +124,19 @@ def _mixtral(small: bool):
 DEEPSEEK_SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, moe_intermediate_size=12, num_hidden_layers=5,
                       num_attention_heads=4, n_routed_experts=16, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8,
                       v_head_dim=12, qk_nope_head_dim=6, n_group=4, topk_group=2, num_experts_per_tok=3,
-                      rope_theta=10000.0)
+                      rope_theta=10000.0, rope_type="yarn", factor=4.0, original_max_position_embeddings=16)
+# YaRN as the published rope_scaling has it, the small one at a small original context
+DEEPSEEK_YARN = dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, beta_fast=32.0, beta_slow=1.0, mscale=1.0,
+                     mscale_all_dim=1.0, original_max_position_embeddings=4096)
 
 
 def _deepseek_v3(small: bool):
-    if small:  # plain RoPE: the spec does not implement YaRN
-        hp = {k: v for k, v in DEEPSEEK_SMALL.items() if k != "rope_theta"}
-        cfg = _hf("DeepseekV3Config")(**hp, num_key_value_heads=4, max_position_embeddings=64,
-                                      rope_parameters=dict(rope_theta=10000.0, rope_type="default"))
-    else:  # the published 671B configuration: transformers' defaults (its parameter count is RoPE-free)
-        cfg = _hf("DeepseekV3Config")()
+    if small:
+        rope = dict(DEEPSEEK_YARN, factor=4.0, original_max_position_embeddings=16)
+        hp = {k: v for k, v in DEEPSEEK_SMALL.items() if k not in rope}
+        cfg = _hf("DeepseekV3Config")(**hp, num_key_value_heads=4, max_position_embeddings=64, rope_parameters=rope)
+    else:  # the published 671B configuration (transformers' defaults with the checkpoint's YaRN)
+        cfg = _hf("DeepseekV3Config")(max_position_embeddings=163840, rope_parameters=dict(DEEPSEEK_YARN))
     return _hf("DeepseekV3ForCausalLM")(cfg)
 
 
@@ -214,7 +217,7 @@ CASES = [
             ("hf:mixtral",), "Hugging Face modeling_mixtral.py", max_params=10**11),
     ZooCase("DeepSeek-V3", "deepseek_v3.nn", "DeepseekV3", DEEPSEEK_SMALL, lambda: _deepseek_v3(True),
             671_026_404_352, lambda: _deepseek_v3(False), _tokens(97), _logits,
-            "transformers DeepseekV3ForCausalLM (MLA, group-limited routing; plain RoPE, no YaRN)",
+            "transformers DeepseekV3ForCausalLM (MLA, group-limited routing, YaRN RoPE)",
             ("hf:deepseek_v3",), "Hugging Face modeling_deepseek_v3.py", max_params=10**12),
 ]
 BY_MODEL = {c.model: c for c in CASES}

@@ -1,9 +1,10 @@
 """specs/deepseek_v3.nn against transformers' DeepseekV3ForCausalLM (fp32, eval): the
 reference's state_dict (the router's e_score_correction_bias buffer included) loads strictly,
 the logits agree within 1e-5 at two sequence lengths with group-limited routing that the
-bias changes, onnxruntime agrees with torch, and the default configuration has the published
-model's parameter count. RoPE is plain: the published YaRN scaling is not implemented, so the
-configurations here have no rope scaling."""
+bias changes, with YaRN-scaled RoPE (the published rope_scaling's kind, at a small original
+context so that the interpolation ramp is crossed) and plain RoPE, in both rotary layouts,
+onnxruntime agrees with torch, and the default configuration has the published model's
+parameter count."""
 
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, moe_intermedia
              num_attention_heads=4, n_shared_experts=1, n_routed_experts=16, routed_scaling_factor=2.5,
              kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=12, qk_nope_head_dim=6, n_group=4,
              topk_group=2, num_experts_per_tok=3, first_k_dense_replace=3, norm_topk_prob=True, rms_norm_eps=1e-6,
-             rope_theta=10000.0)
+             rope_theta=10000.0, rope_type="yarn", factor=4.0, beta_fast=32.0, beta_slow=1.0, mscale=0.8,
+             mscale_all_dim=1.0, original_max_position_embeddings=16)
+ROPE = ("rope_theta", "rope_type", "factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
+        "original_max_position_embeddings")
 TOL = 1e-5
 
 
 def reference(seed: int = 0, **over):
     hp = dict(SMALL, **over)
-    cfg = tr.DeepseekV3Config(**{k: v for k, v in hp.items() if k not in ("rope_theta", "rope_interleave")},
+    rope = {k: hp[k] for k in ROPE} if hp["rope_type"] == "yarn" else dict(rope_theta=hp["rope_theta"], rope_type="default")
+    cfg = tr.DeepseekV3Config(**{k: v for k, v in hp.items() if k not in ROPE + ("rope_interleave",)},
                               num_key_value_heads=hp["num_attention_heads"], rope_interleave=hp.get("rope_interleave", True),
-                              rope_parameters=dict(rope_theta=hp["rope_theta"], rope_type="default"),
+                              rope_parameters=rope,
                               max_position_embeddings=64, attn_implementation="eager")
     torch.manual_seed(seed)
     ref = tr.DeepseekV3ForCausalLM(cfg).eval()
@@ -92,7 +97,9 @@ def test_the_correction_bias_selects_but_does_not_weigh():
     logits_agree(module, ref)
 
 
-@pytest.mark.parametrize("over", [dict(rope_interleave=False), dict(norm_topk_prob=False, n_group=1, topk_group=1)])
+@pytest.mark.parametrize("over", [dict(rope_interleave=False), dict(rope_type="default"),
+                                  dict(rope_type="default", rope_interleave=False, mscale_all_dim=0.0),
+                                  dict(norm_topk_prob=False, n_group=1, topk_group=1, mscale=0.0)])
 def test_other_rope_layout_and_routing(over):
     ref = reference(**over)
     module = compiled(**over).module(seed=3).eval()
@@ -119,6 +126,8 @@ def test_onnxruntime_equals_torch(tmp_path):
 def test_published_parameter_count():
     spec = nncircuit.load(SPEC, "DeepseekV3", max_params=10**12)  # the defaults are the published config
     assert spec.param_count() == 671_026_404_352
+    hp = {h.name: h.value.value for h in spec.graph.hyper}
+    assert (hp["rope_type"], hp["factor"], hp["original_max_position_embeddings"]) == ("yarn", 40.0, 4096)
     with torch.device("meta"):
         ref = tr.DeepseekV3ForCausalLM(tr.DeepseekV3Config())
     assert sum(p.numel() for p in ref.parameters()) == 671_026_404_352
