@@ -147,6 +147,12 @@ model Routing(d = 4, experts = 5) {
         index_add(x, rows, u, over seq), MoE(x, over d, experts = experts, k = 2, hidden = 3)
 }
 
+model RoutedExperts(d = 4, experts = 5) {
+    in  x: [batch, seq: ~6, d]
+    w, idx = top_k(sigmoid(Linear(x, d -> e: experts, bias = false)), over e, k = 2)
+    out Experts(x, w, idx, over d, experts = experts, hidden = 3)
+}
+
 model Loop(d = 4) {
     in  x: [batch, d], bias: [d]
     y = x
