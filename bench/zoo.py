@@ -28,6 +28,7 @@ class ZooCase:
     pytorch_files: tuple[str, ...] = field(default=())  # what "PyTorch lines" counts
     pytorch_note: str = ""
     published_params: dict = field(default_factory=dict)  # hyperparameters of the published config besides the spec's defaults
+    max_params: int = 2_000_000_000  # the budget the published configuration loads under
     name: str = ""  # the case's own name where two cases compile one model (else the model's)
 
     @property
@@ -125,6 +126,42 @@ def _mamba(small: bool):
 # ---- torchvision-layout references -------------------------------------------------------------
 
 
+# ---- Mixtral and DeepSeek-V3: mixtures of experts ----------------------------------------------
+
+MIXTRAL_SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, rope_theta=10000.0)
+
+
+def _mixtral(small: bool):
+    if small:
+        hp = {k: v for k, v in MIXTRAL_SMALL.items() if k != "rope_theta"}
+        cfg = _hf("MixtralConfig")(**hp, max_position_embeddings=64,
+                                   rope_parameters=dict(rope_theta=10000.0, rope_type="default"))
+    else:  # Mixtral 8x7B: transformers' defaults
+        cfg = _hf("MixtralConfig")()
+    return _hf("MixtralForCausalLM")(cfg)
+
+
+# 3 dense layers (the split the spec's checkpoint section names), then 2 with experts
+DEEPSEEK_SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, moe_intermediate_size=12, num_hidden_layers=5,
+                      num_attention_heads=4, n_routed_experts=16, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8,
+                      v_head_dim=12, qk_nope_head_dim=6, n_group=4, topk_group=2, num_experts_per_tok=3,
+                      rope_theta=10000.0, rope_type="yarn", factor=4.0, original_max_position_embeddings=16)
+# YaRN as the published rope_scaling has it, the small one at a small original context
+DEEPSEEK_YARN = dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, beta_fast=32.0, beta_slow=1.0, mscale=1.0,
+                     mscale_all_dim=1.0, original_max_position_embeddings=4096)
+
+
+def _deepseek_v3(small: bool):
+    if small:
+        rope = dict(DEEPSEEK_YARN, factor=4.0, original_max_position_embeddings=16)
+        hp = {k: v for k, v in DEEPSEEK_SMALL.items() if k not in rope}
+        cfg = _hf("DeepseekV3Config")(**hp, num_key_value_heads=4, max_position_embeddings=64, rope_parameters=rope)
+    else:  # the published 671B configuration (transformers' defaults with the checkpoint's YaRN)
+        cfg = _hf("DeepseekV3Config")(max_position_embeddings=163840, rope_parameters=dict(DEEPSEEK_YARN))
+    return _hf("DeepseekV3ForCausalLM")(cfg)
+
+
 def _resnet(which: str, classes: int):
     from .reference import resnet
 
@@ -203,6 +240,13 @@ CASES = [
     ZooCase("Mamba-130m", "mamba.nn", "Mamba", MAMBA_SMALL, lambda: _mamba(True), 129_135_360,
             lambda: _mamba(False), _tokens(97), _logits, "transformers MambaForCausalLM (torch path, tied)",
             ("hf:mamba",), "Hugging Face modeling_mamba.py (caching, the CUDA-kernel and torch paths)"),
+    ZooCase("Mixtral 8x7B", "mixtral.nn", "Mixtral", MIXTRAL_SMALL, lambda: _mixtral(True), 46_702_792_704,
+            lambda: _mixtral(False), _tokens(97), _logits, "transformers MixtralForCausalLM (sparse top-2 of 8 experts)",
+            ("hf:mixtral",), "Hugging Face modeling_mixtral.py", max_params=10**11),
+    ZooCase("DeepSeek-V3", "deepseek_v3.nn", "DeepseekV3", DEEPSEEK_SMALL, lambda: _deepseek_v3(True),
+            671_026_404_352, lambda: _deepseek_v3(False), _tokens(97), _logits,
+            "transformers DeepseekV3ForCausalLM (MLA, group-limited routing, YaRN RoPE)",
+            ("hf:deepseek_v3",), "Hugging Face modeling_deepseek_v3.py", max_params=10**12),
 ]
 
 

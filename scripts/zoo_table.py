@@ -49,7 +49,7 @@ def measure(case: zoo.ZooCase) -> dict:
                 onnx_out = sess.run(None, feeds)
             torch_out = got if isinstance(got, tuple) else (got,)
             diffs["onnx"] = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(onnx_out, torch_out))
-    spec = nncircuit.load(zoo.spec_path(case), case.model, **case.published_params)
+    spec = nncircuit.load(zoo.spec_path(case), case.model, max_params=case.max_params, **case.published_params)
     return dict(
         spec_params=spec.param_count(),
         ref_params=zoo.published_reference_count(case),

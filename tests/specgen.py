@@ -304,7 +304,7 @@ class Gen:
             self.op_softmax, self.op_causal, self.op_einsum, self.op_transpose, self.op_rename,
             self.op_flatten, self.op_unflatten, self.op_concat, self.op_reduce, self.op_cast,
             self.op_select, self.op_topk, self.op_gather, self.op_linear, self.op_linear,
-            self.op_scatter, self.op_moe,
+            self.op_scatter, self.op_moe, self.op_experts,
             self.op_norm, self.op_batchnorm, self.op_conv, self.op_conv, self.op_pool,
             self.op_param, self.op_positions, self.op_arange, self.op_pad_to, self.op_embedding, self.op_named,
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
@@ -650,6 +650,28 @@ class Gen:
         k = self.ch.pick(["1", experts] + ([str(e - 1)] if experts.isdigit() and e > 2 else []))
         hidden, _ = self.size_expr(sc)
         self.assign(sc, f"MoE({self.operand(name, t)}, over {ax.name}, experts = {experts}, k = {k}, hidden = {hidden})", t)
+
+    def op_experts(self, sc):
+        """Routed experts: a top_k over one static axis of a value picks each token's experts
+        (so its indices are in range) and another static axis is the features."""
+        name, t = self.pick(sc, lambda t: len(t.static()) >= 2)
+        a = self.ch.pick(t.static())
+        f = self.ch.pick([s for s in t.static() if s is not a])
+        experts = self.text(sc, a)
+        k = self.ch.pick(["1", experts])
+        choice = Ax(a.name, k, evaluate(k, sc.env))
+        routed = t.without([f.name])
+        axes = tuple(choice if x.name == a.name else x for x in routed.axes)
+        w, idx = self.fresh("t"), self.fresh("t")
+        sc.note(w, T(axes))
+        sc.note(idx, T(axes, "int64"))
+        self.int_bound[idx] = experts
+        # a random offset along the experts breaks ties, which backends may break differently
+        sc.lines.append(f"{w}, {idx} = top_k(max({name}, over {f.name}) + Param([{a.name}: {experts}], std = 0.1), "
+                        f"over {a.name}, k = {k})")
+        hidden, _ = self.size_expr(sc)
+        self.assign(sc, f"Experts(sum({name}, over {a.name}), {w}, {idx}, over {f.name}, experts = {experts}, "
+                        f"hidden = {hidden})", t.without([a.name]))
 
     def op_positions(self, sc):
         ax = self.ch.pick([a for a in sc.first_axis.values() if a.name in sc.input_axes])

@@ -379,6 +379,32 @@ def _moe(cx: OpCx):
     return [cx.result(b.transpose(x.like(y), cx.node.type.names).name)]
 
 
+def _experts(cx: OpCx):
+    """Dense, as MoE's graph: every expert on every token, and the weights of each token's
+    chosen experts summed into a vector over the experts (a one-hot of the indices, weighted;
+    0 for the experts not chosen) that sums their outputs."""
+    b, (x, w, idx) = cx.b, cx.ins
+    at = cx.attrs
+    ax, choice = at["axis"], at["choice"]
+    kept = tuple(a for a in x.names if a != ax)
+    w = b.transpose(w, kept + (choice,))
+    idx = b.transpose(idx, kept + (choice,))
+    x = b.transpose(x, kept + (ax,))
+    e, h = int(at["experts"].value), int(at["hidden"].value)
+    experts = b.i64(list(range(e)))
+    onehot = b.op("Equal", [b.op("Unsqueeze", [b.op("Cast", [idx.name], to=b.elem("int64")), b.i64([-1])]), experts])
+    onehot = b.op("Cast", [onehot], to=b.elem(w.type.dtype))
+    combine = b.op("Einsum", [w.name, onehot], equation="...k,...ke->...e")
+    gate_up = b.op("Einsum", [x.name, cx.weight("gate_up_proj")], equation="...d,efd->...ef")
+    last = b.i64([-1])
+    gate = b.op("Slice", [gate_up, b.i64([0]), b.i64([h]), last])
+    up = b.op("Slice", [gate_up, b.i64([h]), b.i64([2 * h]), last])
+    act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
+    y = b.op("Einsum", [act, cx.weight("down_proj")], equation="...ef,edf->...ed")
+    y = b.op("Einsum", [y, combine], equation="...ed,...e->...d")
+    return [cx.result(b.transpose(x.like(y), cx.node.type.names).name)]
+
+
 def _pad_to(cx: OpCx):
     """Zero-pad (or crop, with negative pads) to the reference's sizes, centred as torch's
     F.pad with (diff // 2, diff - diff // 2) centres them."""
@@ -681,6 +707,7 @@ CORE_LOWERINGS: dict[str, Lowering] = {
     "scatter_add": Lowering(_scatter("add"), "Less, Where, ScatterElements reduction=add", min_opset=16),
     "index_add": Lowering(_index_add, "Less, Where, Unsqueeze, Expand, ScatterElements reduction=add", min_opset=16),
     "MoE": Lowering(_moe, "MatMul, Softmax, TopK, ScatterElements, Einsum (dense: every expert)"),
+    "Experts": Lowering(_experts, "Equal, Einsum (dense: every expert, weighted by a one-hot of the choices)"),
     "pad_to": Lowering(_pad_to, "Pad (negative pads crop)"),
     "Linear": Lowering(_linear, "MatMul, Add"),
     "Embedding": Lowering(_embedding, "Less, Where, Gather"),

@@ -280,6 +280,21 @@ def _moe(n: Node, a, cx):
     return move(f"self.{cx.mod(n)}({move(a[0], t.names, kept + (ax,))})", kept + (ax,), n.type.names)
 
 
+def _experts_init(n: Node, cx):
+    cx.need_helper("moe")
+    at = n.attrs
+    return f"_RoutedExperts({cx.hv(at['features'])}, {cx.hv(at['experts'])}, {cx.hv(at['hidden'])})"
+
+
+def _experts(n: Node, a, cx):
+    x, w, idx = cx.in_types(n)
+    ax, choice = n.attrs["axis"], n.attrs["choice"]
+    kept = tuple(name for name in x.names if name != ax)
+    args = (move(a[0], x.names, kept + (ax,)), move(a[1], w.names, kept + (choice,)),
+            move(a[2], idx.names, kept + (choice,)))
+    return move(f"self.{cx.mod(n)}({', '.join(args)})", kept + (ax,), n.type.names)
+
+
 def _pad_to(n: Node, a, cx):
     x, like = cx.in_types(n)
     pads = []
@@ -663,6 +678,7 @@ TORCH_LOWERINGS: dict[str, Lowering] = {
     "scatter_add": _scatter(True),
     "index_add": Lowering(_index_add),
     "MoE": Lowering(_moe, _moe_init),
+    "Experts": Lowering(_experts, _experts_init),
     "pad_to": Lowering(_pad_to),
     "Linear": Lowering(_linear, _linear_init),
     "Embedding": Lowering(lambda n, a, cx: f"self.{cx.mod(n)}({a[0]})", _embedding_init),
@@ -841,6 +857,18 @@ class _ExpertBank(nn.Module):
                 start += count
         out = out * weight.reshape(-1)[order].unsqueeze(-1)
         return torch.zeros_like(x).index_add_(0, tokens, out)
+
+
+class _RoutedExperts(_ExpertBank):
+    """The expert bank on a routing computed outside (DeepSeek-V3's): x [..., d], the
+    weights and expert indices [..., k] of each token; only the chosen experts run."""
+
+    def forward(self, x, weight, idx):
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        k = idx.shape[-1]
+        out = super().forward(flat, idx.reshape(-1, k).long(), weight.reshape(-1, k).to(x.dtype))
+        return out.reshape(shape)
 ''',
     "top_k": '''
 def _top_k(x, k, dim):

@@ -224,3 +224,96 @@ register(
         ),
     )
 )
+
+
+# ---- routed experts: the expert bank of a mixture whose routing the spec writes ----------------
+
+
+def _experts_check(call: OpCall):
+    x, w, idx = call.inputs
+    axis = _one_axis(call)
+    require_float("Experts", x)
+    require_float("Experts", w)
+    ax = require_axis("Experts", x, axis)
+    if not ax.size.is_static:
+        raise fail(f"Experts needs a fixed size for its feature axis '{axis.name}', found the run-time size {ax.size}")
+    if idx.dtype not in INT_DTYPES:
+        raise fail(f"Experts: the expert indices must be integers, found {idx}")
+    if sorted(w.names) != sorted(idx.names):
+        raise fail(f"Experts: the weights {w} must have the axes of the indices {idx}: weight i "
+                   f"weighs the expert index i chooses")
+    tokens = [a.name for a in x.axes if a.name != axis.name]
+    extra = [a for a in idx.axes if a.name not in tokens]
+    if len(extra) != 1 or sorted(a.name for a in idx.axes if a.name in tokens) != sorted(tokens):
+        raise fail(f"Experts: the indices {idx} must have the token axes of {x} (all but "
+                   f"'{axis.name}') and one more, the choices of each token")
+    choice = extra[0]
+    if choice.name == axis.name:
+        raise fail(f"Experts: the choices' axis of the indices {idx} is the feature axis "
+                   f"'{axis.name}'; rename it")
+    for a in idx.axes:
+        if a.name in tokens and a.size != x.axis(a.name).size:
+            raise fail(f"Experts: axis '{a.name}' has size {a.size} in the indices {idx} and "
+                       f"{x.axis(a.name).size} in {x}")
+        if a.size != w.axis(a.name).size:
+            raise fail(f"Experts: axis '{a.name}' has size {w.axis(a.name).size} in the weights {w} "
+                       f"and {a.size} in the indices {idx}")
+    if not choice.size.is_static:
+        raise fail(f"Experts needs a fixed number of choices per token, found '{choice.name}' of "
+                   f"the run-time size {choice.size}")
+    vals = {}
+    for key in ("experts", "hidden"):
+        v = call.kw(key)
+        if v is None:
+            raise fail(f"Experts needs '{key} = N' (e.g. Experts(x, w, idx, over d, experts = 256, hidden = 2048))")
+        as_int("Experts", key, v, minimum=1)
+        vals[key] = v
+    return {"axis": axis.name, "choice": choice.name, "features": size_hval(ax, axis),
+            "k": size_hval(choice, None), **vals}, (x,)
+
+
+def _experts_params(a, ins):
+    d, e, h = a["features"], a["experts"], a["hidden"]
+    two_h = HVal(2 * int(h.value), X.binop("*", X.Const(2), h.expr))
+    return (
+        ParamSpec("gate_up_proj", (e, two_h, d), FAN_IN_UNIFORM, fan_in=int(d.value), inside=True),
+        ParamSpec("down_proj", (e, d, h), FAN_IN_UNIFORM, fan_in=int(h.value), inside=True),
+    )
+
+
+def experts_flops(a, ins, outs, env) -> int:
+    """Per token, the k chosen SwiGLU experts and their weighted sum (the routing is the
+    spec's own ops)."""
+    d, h, k = (int(a[n].value) for n in ("features", "hidden", "k"))
+    tokens = numel(ins[0], env) // d
+    return tokens * k * (2 * d * 2 * h + 2 * h * d + 4 * h + 2 * d)
+
+
+register(
+    OpDef(
+        name="Experts",
+        doc="A bank of SwiGLU experts run sparsely on a routing the spec computes: each token runs "
+        "the experts its indices `idx` choose, silu(x W1) * (x W3) W2, weighted by `w` and summed "
+        "(`w` and `idx` have x's token axes and one axis of choices). The routed experts of "
+        "DeepSeek-V3, whose router is written with top_k, gather and where. Parameters as "
+        "transformers stores them (`gate_up_proj` [experts, 2 hidden, d], `down_proj` "
+        "[experts, d, hidden]); FLOPs count the chosen experts only.",
+        check=_experts_check,
+        arity=3,
+        learned=True,
+        params=_experts_params,
+        flops=experts_flops,
+        kwargs=("experts", "hidden"),
+        takes=frozenset({"over"}),
+        glyph="experts",
+        example="Experts(x, w, idx, over d, experts = 256, hidden = 2048)",
+        attrs=(
+            AttrSpec("axis", "axis", doc="the feature axis; the other axes of x are tokens"),
+            AttrSpec("choice", "axis", doc="the axis of w and idx that lists each token's choices"),
+            AttrSpec("features", "hval", doc="the size of the feature axis"),
+            AttrSpec("k", "hval", doc="how many experts each token runs (the size of the choices' axis)"),
+            AttrSpec("experts", "hval", doc="how many experts"),
+            AttrSpec("hidden", "hval", doc="the hidden size of each SwiGLU expert"),
+        ),
+    )
+)

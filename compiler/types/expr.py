@@ -600,6 +600,8 @@ class _Parser:
                 if tok not in FUNCS:
                     raise ExprError(f"unknown function '{tok}' in the expression {self.text!r}")
                 return Call(tok, tuple(args))
+            if tok == "inf" and tok not in self.env:  # the language's infinity, unless a name
+                return Const(float("inf"))
             return Ref(tok)
         if tok == "(":
             inner = self.expr(0)

@@ -92,7 +92,7 @@ def test_generated_file_loads_the_reference(model, tmp_path):
 @pytest.mark.parametrize("case", zoo.CASES, ids=IDS)
 def test_published_parameter_counts(case):
     # the published config is the default (TinyLlama: Llama at TinyLlama's hyperparameters)
-    spec = nncircuit.load(zoo.spec_path(case), case.model, **case.published_params)
+    spec = nncircuit.load(zoo.spec_path(case), case.model, max_params=case.max_params, **case.published_params)
     assert spec.param_count() == case.published
     assert zoo.published_reference_count(case) == case.published
 

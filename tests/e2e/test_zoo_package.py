@@ -62,6 +62,7 @@ def test_zoo_models_name_their_files():
         "MobileNetV2": "vision/mobilenet_v2.nn", "EfficientNetB0": "vision/efficientnet.nn", "ShuffleNetV2": "vision/shufflenet.nn",
         "VAE": "vision/vae.nn",
         "S4D": "s4d.nn",
+        "Mixtral": "mixtral.nn", "DeepseekV3": "deepseek_v3.nn",
     }
 
 

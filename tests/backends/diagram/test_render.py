@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import nncircuit
-from conftest import ROOT, SPECS
+from conftest import OVER_BUDGET, ROOT, SPECS
 from nncircuit.ops import registry
 from nncircuit.backends.diagram import paper
 from nncircuit.backends.diagram import render as R
@@ -29,7 +29,8 @@ GPT2_SMALL = dict(vocab=97, ctx=32, d=64, heads=4, layers=2)
 
 
 def load(file, model=None, **params):
-    return nncircuit.load(os.path.join(SPECS, file), model, **params)
+    budget = 10**12 if file in OVER_BUDGET else 2 * 10**9
+    return nncircuit.load(os.path.join(SPECS, file), model, max_params=budget, **params)
 
 
 def svg_of(spec, style="circuit", depth=None, expand=(), cost=False):

@@ -43,6 +43,8 @@ SIZES = {
     "T5": [{"batch": 1, "seq": 7, "tgt": 5}, {"batch": 2, "seq": 30, "tgt": 23}],
     "LlamaDecode": [{"batch": 1, "seq": 4, "past": 0}, {"batch": 2, "seq": 1, "past": 5}],
     "S4D": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "Mixtral": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
+    "DeepseekV3": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
@@ -146,6 +148,12 @@ model Routing(d = 4, experts = 5) {
     vals, idx = top_k(x, over d, k = 2)
     out scatter(x, idx, vals * 2.0, over d), scatter_add(x, hits, w, over d),
         index_add(x, rows, u, over seq), MoE(x, over d, experts = experts, k = 2, hidden = 3)
+}
+
+model RoutedExperts(d = 4, experts = 5) {
+    in  x: [batch, seq: ~6, d]
+    w, idx = top_k(sigmoid(Linear(x, d -> e: experts, bias = false)), over e, k = 2)
+    out Experts(x, w, idx, over d, experts = experts, hidden = 3)
 }
 
 model Loop(d = 4) {
