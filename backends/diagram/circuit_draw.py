@@ -573,6 +573,29 @@ def _fit(lay_out, max_w: float) -> GraphLayout:
     return lay
 
 
+TITLE_LEAD = 17.0  # px between the lines of a wrapped title
+
+
+def _wrap_title(title: str, room: float) -> list[str]:
+    """`Block(a=1, b=2, ...)` in lines at most `room` px wide, broken after commas (the
+    lines after the first indented under the opening parenthesis)."""
+    if text_width(title, 13, True) <= room or "(" not in title:
+        return [title]
+    head, _, rest = title.partition("(")
+    parts = [p + "," for p in rest.split(", ")]
+    parts[-1] = parts[-1][:-1]
+    lines, line = [], head + "("
+    indent = " " * 4
+    for part in parts:
+        cand = line + part if line.endswith("(") else f"{line} {part}"
+        if text_width(cand, 13, True) > room and not line.endswith("("):
+            lines.append(line)
+            line = indent + part
+        else:
+            line = cand
+    return lines + [line]
+
+
 def document(lay: GraphLayout, g, opts: dm.Options, params: int | None, *, title: str | None = None,
              doc: str | None = None, root_id: str | None = None) -> str:
     """The SVG of a laid-out graph with a title line above it and its doc caption below."""
@@ -580,17 +603,25 @@ def document(lay: GraphLayout, g, opts: dm.Options, params: int | None, *, title
     title = title if title is not None else dm.model_title(g)
     doc = g.doc if doc is None else doc
     cost = dm.params_text(params) if params is not None else ""
-    title_w = text_width(title, 13, True) + (text_width(cost, 10) + 12 if cost else 0)
+    cost_w = text_width(cost, 10) + 12 if cost else 0.0
+    from nncircuit.backends.diagram import paper
+
+    # paper mode: a title longer than the drawing may be wide (a block's hyperparameters)
+    # wraps after its commas instead of widening the figure, which would print it smaller
+    room = max(lay.width, paper.budget(opts) - 2 * MARGIN) - cost_w if opts.width_pt else 0.0
+    titles = _wrap_title(title, room) if room else [title]
+    title_w = max(text_width(t, 13, True) for t in titles) + cost_w
     width = max(lay.width + 2 * MARGIN, title_w + 2 * MARGIN, 240.0)
     caption = wrap(doc, max(width - 2 * MARGIN, 300.0), 10) if doc else []
     width = max([width] + [text_width(s, 10) + 2 * MARGIN for s in caption])
-    header = 34.0
+    header = 34.0 + TITLE_LEAD * (len(titles) - 1)
     height = header + lay.height + (14 * len(caption) + 10 if caption else 0) + MARGIN
     svg.el("rect", x=0, y=0, width=width, height=height, fill="#fff", cls="background")
     svg.open("g", id=g.name if root_id is None else (root_id or None), cls="model")
-    svg.text(MARGIN, 22, title, size=13, bold=True, cls="title")
+    for i, line in enumerate(titles):
+        svg.text(MARGIN, 22 + TITLE_LEAD * i, line, size=13, bold=True, cls="title")
     if cost:
-        svg.text(MARGIN + text_width(title, 13, True) + 12, 22, cost, size=10, fill=GREY, cls="cost")
+        svg.text(MARGIN + text_width(titles[0], 13, True) + 12, 22, cost, size=10, fill=GREY, cls="cost")
     draw_layout(svg, lay, MARGIN, header)
     for i, line in enumerate(caption):
         svg.text(MARGIN, header + lay.height + 16 + 14 * i, line, size=10, italic=True, fill="#333",
