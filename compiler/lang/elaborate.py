@@ -93,6 +93,7 @@ class Ctx:
     scanned: set = field(default_factory=set)  # parent Values the body sees one slice of
     emits: list | None = None  # a scan body: (name, Value, span) of each `emit`
     loop: str = "repeat"  # the kind of loop whose body this is: "repeat" | "scan"
+    sections: list = field(default_factory=list)  # a model's `checkpoint` sections, in taken `if` branches too
 
     def lookup(self, name: str):
         if name in self.env:
@@ -320,11 +321,14 @@ class Elaborator:
         finally:
             self.stack.pop()
         g.checks = list(checks)
-        sections = [st for st in bdef.body if isinstance(st, A.Checkpoint)]
-        if len(sections) > 1:
-            raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", sections[1].span)
-        if sections:
-            g.checkpoint = checkpoint_section(g, sections[0])
+        top = [st for st in bdef.body if isinstance(st, A.Checkpoint)]
+        if len(top) > 1:
+            raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", top[1].span)
+        if ctx.sections:
+            # a section inside a taken static `if` branch adds its rules to the model's
+            first = ctx.sections[0]
+            rules = tuple(r for sec in ctx.sections for r in sec.rules)
+            g.checkpoint = checkpoint_section(g, A.Checkpoint(first.span, rules) if len(ctx.sections) > 1 else first)
         self.instances[key] = g
         return g
 
@@ -343,6 +347,7 @@ class Elaborator:
                     if ctx.parent is not None or ctx.graph.kind != "model":
                         raise ShapeError(
                             "a 'checkpoint' section belongs at the top level of a model", st.span)
+                    ctx.sections.append(st)
                 elif isinstance(st, A.If):
                     self.if_stmt(ctx, st)
                 elif isinstance(st, A.For):
