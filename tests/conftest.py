@@ -44,12 +44,12 @@ SMALL = {
     ("bert.nn", "Bert"): dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=64, max_position_embeddings=128, type_vocab_size=16),
     ("lstm.nn", "LSTM"): {},
-    ("lstm.nn", "BiLSTM"): {},
     ("lstm.nn", "GRU"): {},
     ("lstm.nn", "RNN"): {},
     ("linear_attention.nn", "LinearAttention"): {},
     ("linear_attention.nn", "ParallelLinearAttention"): {},
     ("lif.nn", "LIF"): {},
+    ("ltc.nn", "LTC"): {},
 }
 
 

@@ -54,9 +54,9 @@ def test_zoo_models_name_their_files():
         "HyperMLP": "meta/hypernet.nn", "KAN": "scientific/kan.nn", "MemN2N": "memory/memn2n.nn",
         "ConvNeXt": "vision/convnext.nn", "MlpMixer": "vision/mixer.nn",
         "NeuralODE": "scientific/neural_ode.nn",
-        "LSTM": "lstm.nn", "BiLSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
+        "LSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
         "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
-        "LIF": "lif.nn",
+        "LIF": "lif.nn", "LTC": "ltc.nn",
     }
 
 

@@ -34,12 +34,12 @@ SIZES = {
     "LlamaUntied": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "Bert": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "LSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
-    "BiLSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "GRU": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "RNN": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "LTC": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
