@@ -8,7 +8,7 @@ import os
 import re
 
 from nncircuit.errors import InternalError, LoweringError
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode, SteppedNode, Value
 from nncircuit.names import fresh, pyname
 from nncircuit.ops import registry
 from nncircuit.types.sizes import Dim, Size
@@ -425,6 +425,30 @@ class TorchGen:
     def _sliced_repeat(self, g: Graph, cx: Cx, n: LoopNode, var: str, args: list[str]) -> list[str]:
         """`repeat N as h, i over layer`: the iteration index passed in, values with the axis
         sliced per iteration, emitted values stacked along it."""
+        mod = f"self.{pyname(n.owner)}"
+        if n.shared:
+            head = [f"        for _i in range({cx.hv(n.count)}):", f"            _layer = {mod}"]
+        else:
+            head = [f"        for _i, _layer in enumerate({mod}):"]
+        return self._step_loop(g, n, var, args, head, "_i", "_layer", args[0], reverse=False)
+
+    def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
+        """A scan as a Python loop over the axis: slices in, the body module once per step,
+        per-step results stacked along the axis after the loop."""
+        first = min(n.scanned)
+        t0 = g.type_of(n.inputs[first])
+        length = f"{args[first]}.shape[{t0.index(n.axis) - t0.rank}]"
+        steps = f"range({length} - 1, -1, -1)" if n.reverse else f"range({length})"
+        head = [f"        for _t in {steps}:"]
+        return self._step_loop(g, n, var, args, head, "_t", f"self.{pyname(n.owner)}", args[first],
+                               reverse=n.reverse)
+
+    def _step_loop(self, g: Graph, n: SteppedNode, var: str, args: list[str], head: list[str],
+                   step: str, body: str, device_of: str, *, reverse: bool) -> list[str]:
+        """The loop a repeat with slices and a scan share: carried states set from the
+        inputs, then `head` (the loop over `step`, binding the body module `body`), the body
+        called with the states, the step index and each sliced input's `select`, its
+        emitted values appended and stacked along the axis after the loop."""
         axis = n.axis or ""  # "": slices nothing (no input is scanned, nothing stacked)
         k = n.carried
         scanned = set(n.scanned)
@@ -433,61 +457,20 @@ class TorchGen:
         out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
         if emits:
             out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
-        mod = f"self.{pyname(n.owner)}"
-        if n.shared:
-            out.append(f"        for _i in range({cx.hv(n.count)}):")
-            out.append(f"            _layer = {mod}")
-        else:
-            out.append(f"        for _i, _layer in enumerate({mod}):")
+        out.extend(head)
         call = list(states)
         if n.has_index:
-            call.append(f"torch.tensor(_i, device={args[0]}.device)")
+            call.append(f"torch.tensor({step}, device={device_of}.device)")
         for i, a in enumerate(args[k:], start=k):
             if i in scanned:
                 t = g.type_of(n.inputs[i])
-                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _i)"
+                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, {step})"
             call.append(a)
         results = states + [f"{var}_s{j}" for j in range(len(emits))]
-        out.append(f"            {', '.join(results)} = _layer({', '.join(call)})")
+        out.append(f"            {', '.join(results)} = {body}({', '.join(call)})")
         for e, r in zip(emits, results[k:]):
             out.append(f"            {e}.append({r})")
-        for j, e in enumerate(emits):
-            t = n.types[k + j]
-            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
-        everything = states + emits
-        out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
-        return out
-
-    def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
-        """A scan as a Python loop over the axis: slices in, the body module once per step,
-        per-step results stacked along the axis after the loop."""
-        axis = n.axis
-        k = n.carried
-        scanned = set(n.scanned)
-        first = min(scanned)
-        t0 = g.type_of(n.inputs[first])
-        states = [f"{var}_{i}" for i in range(k)]
-        emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
-        out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
-        if emits:
-            out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
-        length = f"{args[first]}.shape[{t0.index(axis) - t0.rank}]"
-        steps = f"range({length} - 1, -1, -1)" if n.reverse else f"range({length})"
-        out.append(f"        for _t in {steps}:")
-        call = list(states)
-        if n.has_index:
-            call.append(f"torch.tensor(_t, device={args[first]}.device)")
-        for i, a in enumerate(args[k:], start=k):
-            if i in scanned:
-                t = g.type_of(n.inputs[i])
-                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _t)"
-            call.append(a)
-        results = states + [f"{var}_s{j}" for j in range(len(emits))]
-        lhs = ", ".join(results)
-        out.append(f"            {lhs} = self.{pyname(n.owner)}({', '.join(call)})")
-        for e, r in zip(emits, results[k:]):
-            out.append(f"            {e}.append({r})")
-        if n.reverse:
+        if reverse:
             out.extend(f"        {e}.reverse()" for e in emits)
         for j, e in enumerate(emits):
             t = n.types[k + j]
