@@ -606,6 +606,13 @@ class Elaborator:
         ctx.reserved.add(name)
         body_g, inner, carried, opened = self._open_loop(ctx, st, name, "scan", [])
         self.body(inner, st.body)
+        if not any(v in inner.scanned for v in inner.free):
+            # a body that reads no value with the axis (a decoder feeding its own output
+            # back) steps along the axis of the first value in scope that has it
+            src = next((n for n, v in ctx.env.items() if n not in carried and isinstance(v, TVal)
+                        and parent.type_of(v.value).has(st.axis)), None)
+            if src is not None:
+                inner._free_input(src, ctx.env[src].value)
         free = list(inner.free)
         scanned = [v for v in free if v in inner.scanned]
         if not scanned:
