@@ -50,6 +50,7 @@ SMALL = {
     ("linear_attention.nn", "ParallelLinearAttention"): {},
     ("lif.nn", "LIF"): {},
     ("ltc.nn", "LTC"): {},
+    ("pointer.nn", "Pointer"): {},
 }
 
 

@@ -56,7 +56,7 @@ def test_zoo_models_name_their_files():
         "NeuralODE": "scientific/neural_ode.nn",
         "LSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
         "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
-        "LIF": "lif.nn", "LTC": "ltc.nn",
+        "LIF": "lif.nn", "LTC": "ltc.nn", "Pointer": "pointer.nn",
     }
 
 

@@ -40,6 +40,7 @@ SIZES = {
     "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LTC": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "Pointer": [{"batch": 2, "pos": 5}, {"batch": 3, "pos": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
