@@ -271,16 +271,7 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
         ind = INDENT * depth
         for st in stmts:
             if isinstance(st, (A.Repeat, A.Scan)):
-                if isinstance(st, A.Repeat):
-                    head = f"{ind}repeat {pr.expr(st.count)}"
-                    head += " shared" if st.shared else ""
-                    head += f" as {st.name}" if st.name else ""
-                    head += f", {st.index}" if st.index else ""
-                    head += f" over {st.axis}" if st.axis else ""
-                else:
-                    head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
-                    head += f" as {st.index}" if st.index else ""
-                units.append(Unit(start(st), brace_after(start(st)), depth, [head + " {"]))
+                units.append(Unit(start(st), brace_after(start(st)), depth, [_loop_head(pr, st, ind)]))
                 body(st.body, depth + 1)
                 close = (st.span.end_line, st.span.end_col - 1)
                 units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
@@ -315,6 +306,20 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
     return units
 
 
+def _loop_head(pr: _Printer, st, ind: str) -> str:
+    """The first line of a `repeat` or `scan`, up to its brace."""
+    if isinstance(st, A.Repeat):
+        head = f"{ind}repeat {pr.expr(st.count)}"
+        head += " shared" if st.shared else ""
+        head += f" as {st.name}" if st.name else ""
+        head += f", {st.index}" if st.index else ""
+        head += f" over {st.axis}" if st.axis else ""
+    else:
+        head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
+        head += f" as {st.index}" if st.index else ""
+    return head + " {"
+
+
 def _static_lines(pr: _Printer, st, ind: str) -> list[str]:
     """The lines of an `if` chain or a `for` and everything inside it."""
     if isinstance(st, A.For):
@@ -336,10 +341,11 @@ def _block_lines(pr: _Printer, stmts, ind: str) -> list[str]:
     for s in stmts:
         if isinstance(s, (A.If, A.For)):
             out += _static_lines(pr, s, ind)
-        elif isinstance(s, A.Repeat):
-            head = f"{ind}repeat {pr.expr(s.count)}" + (" shared" if s.shared else "")
-            head += f" as {s.name}" if s.name else ""
-            out += [head + " {"] + _block_lines(pr, s.body, ind + INDENT) + [ind + "}"]
+        elif isinstance(s, (A.Repeat, A.Scan)):
+            out += [_loop_head(pr, s, ind)] + _block_lines(pr, s.body, ind + INDENT) + [ind + "}"]
+        elif isinstance(s, A.Checkpoint):
+            inner = ind + INDENT
+            out += [ind + "checkpoint {"] + [f'{inner}"{r.ref}" = {pr.expr(r.value)}' for r in s.rules] + [ind + "}"]
         else:
             out += pr.stmt_lines(s, ind)
     return out
