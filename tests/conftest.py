@@ -42,7 +42,6 @@ SMALL = {
     ("bert.nn", "Bert"): dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=64, max_position_embeddings=128, type_vocab_size=16),
     ("lstm.nn", "LSTM"): {},
-    ("lstm.nn", "BiLSTM"): {},
     ("lstm.nn", "GRU"): {},
     ("lstm.nn", "RNN"): {},
     ("linear_attention.nn", "LinearAttention"): {},
@@ -61,6 +60,8 @@ SMALL = {
                                            num_hidden_layers=4, num_attention_heads=4, n_routed_experts=16,
                                            kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=12,
                                            qk_nope_head_dim=6, n_group=4, topk_group=2, num_experts_per_tok=3),
+    ("ltc.nn", "LTC"): {},
+    ("pointer.nn", "Pointer"): {},
 }
 # published configurations over the default parameter budget (2e9): tests that load every
 # spec at its defaults raise the budget for these

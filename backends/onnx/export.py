@@ -262,6 +262,12 @@ class Lowerer:
             if n.reverse:  # the steps ran from the end: put them back in order
                 name = b.op("Slice", [name, b.i64([-1]), b.i64([-(2**63)]), b.i64([0]), b.i64([-1])])
             rank = o.rank + 1
+            if o.prefix == 0:
+                # a Loop that ran no step has no shape for its scan outputs (onnxruntime
+                # makes them [0]): give them theirs, [length, the per-step axes]
+                step_axes = o.type.axes
+                sizes = [b.unsqueeze(length, [0])] + [b.unsqueeze(dims.size(a.size), [0]) for a in step_axes]
+                name = b.op("Reshape", [name, b.cat(sizes)])
             at = o.prefix + stacked.index(axis)
             if at:
                 order = list(range(1, rank))

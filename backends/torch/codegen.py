@@ -8,7 +8,7 @@ import os
 import re
 
 from nncircuit.errors import InternalError, LoweringError
-from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode, Value
+from nncircuit.ir.graph import BodyNode, CallNode, Graph, LoopNode, Node, ScanNode, SteppedNode, Value
 from nncircuit.names import fresh, pyname
 from nncircuit.ops import registry
 from nncircuit.types.sizes import Dim, Size
@@ -18,7 +18,7 @@ from nncircuit.types.expr import Expr
 from nncircuit.backends.structure import class_name, single_call_body
 from nncircuit.backends.torch.checkpoint import HOOK as CHECKPOINT_HOOK
 from nncircuit.backends.torch.checkpoint import registration as checkpoint_registration
-from nncircuit.backends.torch.ops import HELPERS, TORCH_LOWERINGS, Statement, align, init_lines, move
+from nncircuit.backends.torch.ops import HELPERS, TORCH_DTYPES, TORCH_LOWERINGS, Statement, align, init_lines, move
 
 
 # The model's method that seeds its random ops (see the `generator` helper).
@@ -425,73 +425,68 @@ class TorchGen:
     def _sliced_repeat(self, g: Graph, cx: Cx, n: LoopNode, var: str, args: list[str]) -> list[str]:
         """`repeat N as h, i over layer`: the iteration index passed in, values with the axis
         sliced per iteration, emitted values stacked along it."""
-        axis = n.axis or ""  # "": slices nothing (no input is scanned, nothing stacked)
-        k = n.carried
-        scanned = set(n.scanned)
-        states = [f"{var}_{i}" for i in range(k)]
-        emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
-        out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
-        if emits:
-            out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
         mod = f"self.{pyname(n.owner)}"
         if n.shared:
-            out.append(f"        for _i in range({cx.hv(n.count)}):")
-            out.append(f"            _layer = {mod}")
+            head = [f"        for _i in range({cx.hv(n.count)}):", f"            _layer = {mod}"]
         else:
-            out.append(f"        for _i, _layer in enumerate({mod}):")
-        call = list(states)
-        if n.has_index:
-            call.append(f"torch.tensor(_i, device={args[0]}.device)")
-        for i, a in enumerate(args[k:], start=k):
-            if i in scanned:
-                t = g.type_of(n.inputs[i])
-                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _i)"
-            call.append(a)
-        results = states + [f"{var}_s{j}" for j in range(len(emits))]
-        out.append(f"            {', '.join(results)} = _layer({', '.join(call)})")
-        for e, r in zip(emits, results[k:]):
-            out.append(f"            {e}.append({r})")
-        for j, e in enumerate(emits):
-            t = n.types[k + j]
-            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
-        everything = states + emits
-        out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
-        return out
+            head = [f"        for _i, _layer in enumerate({mod}):"]
+        # axis "": slices nothing (no input is scanned, nothing stacked)
+        return self._step_loop(g, n, n.axis or "", var, args, head, "_i", "_layer", args[0], reverse=False)
 
     def _scan(self, g: Graph, cx: Cx, n: ScanNode, var: str, args: list[str]) -> list[str]:
         """A scan as a Python loop over the axis: slices in, the body module once per step,
         per-step results stacked along the axis after the loop."""
-        axis = n.axis
+        first = min(n.scanned)
+        t0 = g.type_of(n.inputs[first])
+        length = f"{args[first]}.shape[{t0.index(n.axis) - t0.rank}]"
+        steps = f"range({length} - 1, -1, -1)" if n.reverse else f"range({length})"
+        head = [f"        for _t in {steps}:"]
+        src = args[first]
+
+        def empty(t) -> str:  # the stacked type with the axis at 0, after the lifted axes
+            sizes = ["0" if ax.name == n.axis else (cx.code(ax.code) if ax.code is not None else cx.size(ax.size))
+                     for ax in t.axes]
+            return (f"{src}.new_zeros(({src}.shape[: {src}.dim() - {t0.rank}] + ({', '.join(sizes)},)), "
+                    f"dtype={TORCH_DTYPES[t.dtype]})")
+
+        return self._step_loop(g, n, n.axis, var, args, head, "_t", f"self.{pyname(n.owner)}", src,
+                               reverse=n.reverse, empty=empty)
+
+    def _step_loop(self, g: Graph, n: SteppedNode, axis: str, var: str, args: list[str], head: list[str],
+                   step: str, body: str, device_of: str, *, reverse: bool, empty=None) -> list[str]:
+        """The loop a repeat with slices and a scan share: carried states set from the
+        inputs, then `head` (the loop over `step`, binding the body module `body`), the body
+        called with the states, the step index and each sliced input's `select`, its
+        emitted values appended and stacked along the axis after the loop (`empty(type)`:
+        the code of an empty stack, for a loop that may run no step)."""
         k = n.carried
         scanned = set(n.scanned)
-        first = min(scanned)
-        t0 = g.type_of(n.inputs[first])
         states = [f"{var}_{i}" for i in range(k)]
         emits = [f"{var}_e{j}" for j in range(len(n.types) - k)]
         out = [f"        {s} = {a}" for s, a in zip(states, args[:k])]
         if emits:
             out.append(f"        {', '.join(emits)} = {', '.join('[]' for _ in emits)}")
-        length = f"{args[first]}.shape[{t0.index(axis) - t0.rank}]"
-        steps = f"range({length} - 1, -1, -1)" if n.reverse else f"range({length})"
-        out.append(f"        for _t in {steps}:")
+        out.extend(head)
         call = list(states)
         if n.has_index:
-            call.append(f"torch.tensor(_t, device={args[first]}.device)")
+            call.append(f"torch.tensor({step}, device={device_of}.device)")
         for i, a in enumerate(args[k:], start=k):
             if i in scanned:
                 t = g.type_of(n.inputs[i])
-                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, _t)"
+                a = f"{_paren_arg(a)}.select({t.index(axis) - t.rank}, {step})"
             call.append(a)
         results = states + [f"{var}_s{j}" for j in range(len(emits))]
-        lhs = ", ".join(results)
-        out.append(f"            {lhs} = self.{pyname(n.owner)}({', '.join(call)})")
+        out.append(f"            {', '.join(results)} = {body}({', '.join(call)})")
         for e, r in zip(emits, results[k:]):
             out.append(f"            {e}.append({r})")
-        if n.reverse:
+        if reverse:
             out.extend(f"        {e}.reverse()" for e in emits)
         for j, e in enumerate(emits):
             t = n.types[k + j]
-            out.append(f"        {e} = torch.stack({e}, dim={t.index(axis) - t.rank})")
+            stacked = f"torch.stack({e}, dim={t.index(axis) - t.rank})"
+            if empty is not None:  # a scan over an empty axis: no step, an empty stack
+                stacked = f"{stacked} if {e} else {empty(t)}"
+            out.append(f"        {e} = {stacked}")
         everything = states + emits
         out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
         return out

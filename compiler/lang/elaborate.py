@@ -93,7 +93,7 @@ class Ctx:
     scanned: set = field(default_factory=set)  # parent Values the body sees one slice of
     emits: list | None = None  # a scan body: (name, Value, span) of each `emit`
     loop: str = "repeat"  # the kind of loop whose body this is: "repeat" | "scan"
-    checkpoints: list = field(default_factory=list)  # the model's sections on the elaborated path
+    sections: list = field(default_factory=list)  # a model's `checkpoint` sections, in taken `if` branches too
 
     def lookup(self, name: str):
         if name in self.env:
@@ -321,11 +321,14 @@ class Elaborator:
         finally:
             self.stack.pop()
         g.checks = list(checks)
-        sections = ctx.checkpoints  # a section in a static `if` counts only on its taken branch
-        if len(sections) > 1:
-            raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", sections[1].span)
-        if sections:
-            g.checkpoint = checkpoint_section(g, sections[0])
+        top = [st for st in bdef.body if isinstance(st, A.Checkpoint)]
+        if len(top) > 1:
+            raise ShapeError(f"model {bdef.name} has two 'checkpoint' sections; join them", top[1].span)
+        if ctx.sections:
+            # a section inside a taken static `if` branch adds its rules to the model's
+            first = ctx.sections[0]
+            rules = tuple(r for sec in ctx.sections for r in sec.rules)
+            g.checkpoint = checkpoint_section(g, A.Checkpoint(first.span, rules) if len(ctx.sections) > 1 else first)
         self.instances[key] = g
         return g
 
@@ -344,7 +347,7 @@ class Elaborator:
                     if ctx.parent is not None or ctx.graph.kind != "model":
                         raise ShapeError(
                             "a 'checkpoint' section belongs at the top level of a model", st.span)
-                    ctx.checkpoints.append(st)
+                    ctx.sections.append(st)
                 elif isinstance(st, A.If):
                     self.if_stmt(ctx, st)
                 elif isinstance(st, A.For):
@@ -479,33 +482,9 @@ class Elaborator:
         parent = ctx.graph
         name = ctx.fresh(st.name or "layers")
         ctx.reserved.add(name)
-        body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
-        body_g.dims = parent.dims
-        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[] if st.axis else None)
-        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
-        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
-        carried = []
-        for n in _assigned(st.body, []):  # a nested repeat's updates are this one's too
-            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
-                ctx.env[n] = ctx.lookup(n)  # an enclosing body's value: an input here too
-            if isinstance(ctx.env.get(n), TVal):
-                carried.append(n)
-        # the carried values are the first inputs, in order of first assignment; each carried
-        # name is an input of its own even when two names (or a read-only name) are bound to
-        # one value before the loop (`b = a`): they part ways at the first update
-        carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
-        index_input = None
-        if st.index is not None:  # `as h, i`: the iteration index, an int64 scalar
-            if st.index in carried:
-                raise NameResolutionError(f"repeat: the index '{st.index}' is also assigned in the body", st.span)
-            node = body_g.add("input", attrs={"name": st.index}, types=(TensorType((), "int64"),),
-                              name=body_g.fresh_name(st.index))
-            inner.env[st.index] = TVal(node.out())
-            index_input = node.out()
+        body_g, inner, carried, opened = self._open_loop(ctx, st, name, "repeat", [] if st.axis else None)
         self.body(inner, st.body)
-        outer_inputs = [ctx.env[n].value for n in carried] + list(inner.free)
-        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
-        body_g.inputs += [inner.free[v].node for v in inner.free]
+        outer_inputs = self._loop_inputs(ctx, inner, carried, opened)
         scanned = [v for v in inner.free if v in inner.scanned]
         for v in scanned:  # `over layer`: one slice per iteration
             ax = parent.type_of(v).axis(st.axis or "")
@@ -513,26 +492,11 @@ class Elaborator:
                 raise ShapeError(
                     f"repeat {count.value} over '{st.axis}': a value read in the body has '{st.axis}' of size "
                     f"{ax.size}, not one slice per iteration", st.span)
-        for n in carried:
-            v = inner.env[n]
-            if not isinstance(v, TVal):
-                raise ShapeError(f"repeat: '{n}' must stay a tensor", st.span)
-            body_g.outputs.append((n, v.value))
-            before, after = parent.type_of(ctx.env[n].value), body_g.type_of(v.value)
-            if before != after:
-                raise ShapeError(
-                    f"repeat changes '{n}' from {before} to {after}; a repeated body must keep "
-                    "the types of the values it updates",
-                    st.span,
-                )
+        self._carried_outputs(ctx, inner, carried, "repeat", st.span)
         emits = inner.emits or []
         if emits and count.value < 1:
             raise ShapeError(f"repeat {count.value} emits values but runs no iteration to stack", st.span)
-        stack_at = []
-        first = parent.type_of(scanned[0]) if scanned else None
-        for en, v, _ in emits:
-            body_g.outputs.append((en, v))
-            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank) if first and st.axis else 0)
+        stack_at = self._emit_outputs(inner, parent.type_of(scanned[0]) if scanned else None, st.axis)
         if not carried and not emits:
             raise ShapeError("repeat updates no value defined before it (write e.g. 'x = f(x)')", st.span)
         attrs = {"count": count, "shared": st.shared, "carried": len(carried)}
@@ -552,6 +516,81 @@ class Elaborator:
         )
         node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
         self.check_unrolled(body_g, st.span, f"repeat {count.value}", count.value)
+        self._bind_loop(ctx, node, carried, emits)
+
+    # ---- what `repeat` and `scan` share: the body graph, its inputs, outputs and results
+    def _open_loop(self, ctx: Ctx, st, name: str, kind: str, emits: list | None):
+        """The body graph of a repeat or scan and its context; the carried names (defined
+        before the loop and assigned in the body) as its first inputs; the step index."""
+        parent = ctx.graph
+        body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
+        body_g.dims = parent.dims
+        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=emits, loop=kind)
+        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
+        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
+        carried = []
+        for n in _assigned(st.body, []):  # a nested loop's updates are this one's too
+            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
+                ctx.env[n] = ctx.lookup(n)  # an enclosing body's value: an input here too
+            if isinstance(ctx.env.get(n), TVal):
+                carried.append(n)
+        # the carried values are the first inputs, in order of first assignment; each carried
+        # name is an input of its own even when two names (or a read-only name) are bound to
+        # one value before the loop (`b = a`): they part ways at the first update
+        carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
+        index_input = None
+        if st.index is not None:  # `as h, i` / `as t`: the step index, an int64 scalar
+            if st.index in carried:
+                what = "the index" if kind == "repeat" else "the step index"
+                raise NameResolutionError(f"{kind}: {what} '{st.index}' is also assigned in the body", st.span)
+            node = body_g.add("input", attrs={"name": st.index}, types=(TensorType((), "int64"),),
+                              name=body_g.fresh_name(st.index))
+            inner.env[st.index] = TVal(node.out())
+            index_input = node.out()
+        return body_g, inner, carried, (carried_inputs, index_input)
+
+    @staticmethod
+    def _loop_inputs(ctx: Ctx, inner: Ctx, carried: list[str], opened) -> list:
+        """The body's inputs (carried, the index, the outer values it reads); returns the
+        loop node's inputs from outside."""
+        carried_inputs, index_input = opened
+        body_g = inner.graph
+        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
+        body_g.inputs += [inner.free[v].node for v in inner.free]
+        return [ctx.env[n].value for n in carried] + list(inner.free)
+
+    @staticmethod
+    def _carried_outputs(ctx: Ctx, inner: Ctx, carried: list[str], kind: str, span: Span):
+        """Each carried name's value after the body is an output; its type must not change."""
+        body_g = inner.graph
+        for n in carried:
+            v = inner.env[n]
+            if not isinstance(v, TVal):
+                raise ShapeError(f"{kind}: '{n}' must stay a tensor", span)
+            body_g.outputs.append((n, v.value))
+            before, after = ctx.graph.type_of(ctx.env[n].value), body_g.type_of(v.value)
+            if before != after:
+                raise ShapeError(
+                    f"repeat changes '{n}' from {before} to {after}; a repeated body must keep "
+                    "the types of the values it updates" if kind == "repeat" else
+                    f"scan changes the carried value '{n}' from {before} to {after}; a scan's "
+                    "state must keep its type (initialise it with the type it has after a step)",
+                    span,
+                )
+
+    @staticmethod
+    def _emit_outputs(inner: Ctx, first: TensorType | None, axis: str | None) -> list[int]:
+        """Each emitted value is an output after the carried ones; where each is stacked:
+        at the place the axis has in the first sliced input (0 when none is sliced)."""
+        stack_at = []
+        for en, v, _ in inner.emits or []:
+            inner.graph.outputs.append((en, v))
+            stack_at.append(min(first.index(axis), inner.graph.type_of(v).rank) if first and axis else 0)
+        return stack_at
+
+    @staticmethod
+    def _bind_loop(ctx: Ctx, node, carried: list[str], emits: list):
+        """After the loop: each carried name holds its last value, each emitted name the stack."""
         for i, n in enumerate(carried):
             ctx.env[n] = TVal(node.out(i))
         for j, (en, _, _) in enumerate(emits):
@@ -565,27 +604,15 @@ class Elaborator:
         parent = ctx.graph
         name = ctx.fresh("scan")
         ctx.reserved.add(name)
-        body_g = Graph(f"{parent.name}_{name}", "repeat", parent.hyper, st.span, "", parent.file)
-        body_g.dims = parent.dims
-        inner = Ctx(body_g, parent=ctx, scan_axis=st.axis, emits=[], loop="scan")
-        inner.axis_sizes = {k: v for k, v in ctx.axis_sizes.items() if k != st.axis}
-        inner.axis_codes = {k: v for k, v in ctx.axis_codes.items() if k != st.axis}
-        carried = []
-        for n in _assigned(st.body, []):
-            if n not in ctx.env and isinstance(ctx.peek(n), TVal):
-                ctx.env[n] = ctx.lookup(n)
-            if isinstance(ctx.env.get(n), TVal):
-                carried.append(n)
-        carried_inputs = [inner.carried_input(n, ctx.env[n].value) for n in carried]
-        index_input = None
-        if st.index is not None:
-            if st.index in carried:
-                raise NameResolutionError(f"scan: the step index '{st.index}' is also assigned in the body", st.span)
-            t = TensorType((), "int64")
-            node = body_g.add("input", attrs={"name": st.index}, types=(t,), name=body_g.fresh_name(st.index))
-            inner.env[st.index] = TVal(node.out())
-            index_input = node.out()
+        body_g, inner, carried, opened = self._open_loop(ctx, st, name, "scan", [])
         self.body(inner, st.body)
+        if not any(v in inner.scanned for v in inner.free):
+            # a body that reads no value with the axis (a decoder feeding its own output
+            # back) steps along the axis of the first value in scope that has it
+            src = next((n for n, v in ctx.env.items() if n not in carried and isinstance(v, TVal)
+                        and parent.type_of(v.value).has(st.axis)), None)
+            if src is not None:
+                inner._free_input(src, ctx.env[src].value)
         free = list(inner.free)
         scanned = [v for v in free if v in inner.scanned]
         if not scanned:
@@ -595,27 +622,10 @@ class Elaborator:
                 + (did_you_mean(st.axis, here) if here else ""),
                 st.span,
             )
-        outer_inputs = [ctx.env[n].value for n in carried] + free
-        body_g.inputs = [v.node for v in carried_inputs] + ([index_input.node] if index_input else [])
-        body_g.inputs += [inner.free[v].node for v in free]
-        for n in carried:
-            v = inner.env[n]
-            if not isinstance(v, TVal):
-                raise ShapeError(f"scan: '{n}' must stay a tensor", st.span)
-            body_g.outputs.append((n, v.value))
-            before, after = parent.type_of(ctx.env[n].value), body_g.type_of(v.value)
-            if before != after:
-                raise ShapeError(
-                    f"scan changes the carried value '{n}' from {before} to {after}; a scan's "
-                    "state must keep its type (initialise it with the type it has after a step)",
-                    st.span,
-                )
-        first = parent.type_of(scanned[0])
-        stack_at = []
+        outer_inputs = self._loop_inputs(ctx, inner, carried, opened)
+        self._carried_outputs(ctx, inner, carried, "scan", st.span)
         emits = inner.emits or []
-        for en, v, _ in emits:
-            body_g.outputs.append((en, v))
-            stack_at.append(min(first.index(st.axis), body_g.type_of(v).rank))
+        stack_at = self._emit_outputs(inner, parent.type_of(scanned[0]), st.axis)
         if not carried and not emits:
             raise ShapeError(
                 "scan neither updates a value defined before it nor emits one "
@@ -636,11 +646,7 @@ class Elaborator:
             callee=body_g,
         )
         node.types = check_body(node, [parent.type_of(v) for v in outer_inputs])
-        for i, n in enumerate(carried):
-            ctx.env[n] = TVal(node.out(i))
-        for j, (en, _, _) in enumerate(emits):
-            ctx.env[en] = TVal(node.out(k + j))
-            ctx.note_type(node.types[k + j])
+        self._bind_loop(ctx, node, carried, emits)
 
     def emit(self, ctx: Ctx, st: A.Emit):
         if ctx.emits is None:

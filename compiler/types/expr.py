@@ -590,6 +590,8 @@ class _Parser:
         if kind == "name":
             if tok in ("true", "false"):
                 return Const(tok == "true")
+            if tok == "inf" and tok not in self.env:  # the text of Const(inf), as in the language
+                return Const(math.inf)
             if self.peek()[1] == "(":
                 self.i += 1
                 args = [self.expr(0)]

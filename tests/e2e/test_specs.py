@@ -46,6 +46,10 @@ def _concrete_shape(spec, t, inputs):
     return tuple(ax.size.evaluate(env) for ax in t.axes)
 
 
+# models whose outputs hold -inf on purpose: the pointer network's logits at chosen positions
+MASKED = {("pointer.nn", "Pointer")}
+
+
 @pytest.mark.parametrize("key", sorted(SMALL), ids=lambda k: f"{k[0]}:{k[1]}")
 def test_forward_at_small_settings_matches_checked_type(key):
     file, model = key
@@ -59,6 +63,8 @@ def test_forward_at_small_settings_matches_checked_type(key):
         outs = out if isinstance(out, tuple) else (out,)
         for o, (_, t) in zip(outs, spec.outputs()):
             assert tuple(o.shape) == _concrete_shape(spec, t, inputs)
+            if key in MASKED and o.is_floating_point():
+                o = o.masked_fill(o == float("-inf"), 0.0)
             assert torch.isfinite(o).all()
 
 

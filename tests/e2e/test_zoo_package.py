@@ -54,7 +54,7 @@ def test_zoo_models_name_their_files():
         "HyperMLP": "meta/hypernet.nn", "KAN": "scientific/kan.nn", "MemN2N": "memory/memn2n.nn",
         "ConvNeXt": "vision/convnext.nn", "MlpMixer": "vision/mixer.nn",
         "NeuralODE": "scientific/neural_ode.nn",
-        "LSTM": "lstm.nn", "BiLSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
+        "LSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
         "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
         "LIF": "lif.nn", "Mamba": "mamba.nn",
         "T5": "t5.nn", "DDPMUNet": "vision/ddpm_unet.nn",
@@ -63,6 +63,7 @@ def test_zoo_models_name_their_files():
         "VAE": "vision/vae.nn",
         "S4D": "s4d.nn",
         "Mixtral": "mixtral.nn", "DeepseekV3": "deepseek_v3.nn",
+        "LTC": "ltc.nn", "Pointer": "pointer.nn",
     }
 
 

@@ -151,13 +151,14 @@ def test_onnx_is_a_loop_and_equals_torch_at_two_lengths(tmp_path, text, model):
 
 
 @pytest.mark.parametrize("model,kind,kw", [
-    ("LSTM", "LSTM", {}), ("BiLSTM", "LSTM", {"bidirectional": True}), ("GRU", "GRU", {}), ("RNN", "RNN", {}),
+    ("LSTM", "LSTM", {}), ("LSTM", "LSTM", {"bidirectional": True}), ("GRU", "GRU", {}), ("RNN", "RNN", {}),
 ])
 def test_recurrent_zoo_equals_torch_nn(model, kind, kw):
+    # one layer here; tests/e2e/test_recurrent_zoo.py covers num_layers and bidirectional
     torch.manual_seed(0)
     ref = getattr(torch.nn, kind)(10, 20, batch_first=True, **kw)
     for opt in (0, 2):
-        m = nncircuit.compile(LSTM, model, opt=opt)
+        m = nncircuit.compile(LSTM, model, opt=opt, num_layers=1, **kw)
         m.load_state_dict(ref.state_dict(), strict=True)
         x = torch.randn(3, 7, 10)
         with torch.no_grad():
@@ -166,16 +167,17 @@ def test_recurrent_zoo_equals_torch_nn(model, kind, kw):
         states = states if isinstance(states, tuple) else (states,)
         torch.testing.assert_close(got[0], y, rtol=0, atol=1e-5)
         for s_ref, s_got in zip(states, got[1:]):
-            s_ref = s_ref.permute(1, 0, 2) if kw else s_ref[0]
             torch.testing.assert_close(s_got, s_ref, rtol=0, atol=1e-5)
 
 
 def test_lstm_onnx_equals_torch_at_two_lengths(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    spec = nncircuit.load(LSTM, "LSTM")
+    spec = nncircuit.load(LSTM, "LSTM", num_layers=1)
     ref = torch.nn.LSTM(10, 20, batch_first=True)
     out = str(tmp_path / "lstm.onnx")
-    spec.write(out, state_dict=ref.state_dict())
+    m = spec.module()
+    m.load_state_dict(ref.state_dict(), strict=True)  # torch's names through the checkpoint section
+    spec.write(out, state_dict=m.state_dict())
     sess = ort.InferenceSession(out)
     for length in (5, 11):
         x = torch.randn(2, length, 10)
@@ -183,8 +185,8 @@ def test_lstm_onnx_equals_torch_at_two_lengths(tmp_path):
             y, (h, c) = ref(x)
         got = sess.run(None, {"x": x.numpy()})
         np.testing.assert_allclose(got[0], y.numpy(), atol=1e-5)
-        np.testing.assert_allclose(got[1], h[0].numpy(), atol=1e-5)
-        np.testing.assert_allclose(got[2], c[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(got[1], h.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got[2], c.numpy(), atol=1e-5)
 
 
 def test_fill_ops_take_runtime_and_static_sizes():
@@ -294,10 +296,11 @@ class HandLSTM(torch.nn.Module):
 
 def test_lstm_spec_equals_the_hand_written_module_values_and_gradients():
     hand = HandLSTM(10, 20)
-    m = nncircuit.compile(LSTM, "LSTM", opt=0)
+    m = nncircuit.compile(LSTM, "LSTM", opt=0, num_layers=1)
     m.load_state_dict(hand.state_dict(), strict=True)
     x = torch.randn(2, 6, 10)
     got, want = m(x), hand(x)
+    got = (got[0], got[1][0], got[2][0])  # h_n, c_n: [num_layers * directions, batch, hidden]
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     ga = torch.autograd.grad(sum(t.sum() for t in got), list(m.parameters()))

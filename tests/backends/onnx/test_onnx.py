@@ -33,7 +33,6 @@ SIZES = {
     "Llama": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "Bert": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "LSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
-    "BiLSTM": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "GRU": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "RNN": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
@@ -45,6 +44,8 @@ SIZES = {
     "S4D": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "Mixtral": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "DeepseekV3": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
+    "LTC": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
+    "Pointer": [{"batch": 2, "pos": 5}, {"batch": 3, "pos": 11}],
 }
 
 # A spec that exercises every op in unusual layouts: channels last, extra leading axes,
