@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "docs", "diagrams")
 PAPER = {"width": "486pt"}
 
-# name, spec file, model, render options (besides paper mode)
+# name, spec file, model, render options (besides paper mode; "params": hyperparameters
+# other than the spec's defaults, "max_params": the budget a published config loads under)
 PICTURES = [
     ("gpt2", "transformer.nn", None, {}),
     ("gpt2-attention", "transformer.nn", None, {"block": "SelfAttention", "depth": 1}),
@@ -23,6 +24,10 @@ PICTURES = [
     ("resnet18", "resnet.nn", "ResNet18", {}),
     ("resnet50", "resnet.nn", "ResNet50", {}),
     ("unet", "unet.nn", None, {}),
+    ("lstm", "lstm.nn", "LSTM", {"params": {"num_layers": 2, "bidirectional": True}}),
+    ("mamba-block", "mamba.nn", "Mamba", {"block": "MambaMixer"}),
+    ("deepseek-moe", "deepseek_v3.nn", "DeepseekV3", {"block": "DeepseekV3MoE", "max_params": 10**12}),
+    ("swin-block", "vision/swin.nn", "SwinT", {"block": "swin_transformer_block_1"}),
 ]
 
 
@@ -30,7 +35,11 @@ def svg_of(file: str, model: str | None, opts: dict) -> str:
     import nncircuit
     from nncircuit.backends.diagram import render as R
 
-    return R.svg(nncircuit.load(os.path.join(ROOT, "specs", file), model), R.options(**PAPER, **opts))
+    opts = dict(opts)
+    params, budget = opts.pop("params", {}), opts.pop("max_params", None)
+    spec = nncircuit.load(os.path.join(ROOT, "specs", file), model, **params,
+                          **({"max_params": budget} if budget else {}))
+    return R.svg(spec, R.options(**PAPER, **opts))
 
 
 def main() -> int:

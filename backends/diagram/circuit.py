@@ -182,13 +182,16 @@ def _op_cell(node, cx, lk, in_types, out_types, in_rows, out_rows, nrows, prefer
     )
 
 
+ARGS_W = 200.0  # px: a closed block's hyperparameters wrap to lines this wide
+
+
 def call_cell(node: CallNode, cx: Ctx) -> Cell:
     """A closed block: a named box with its hyperparameters; lifted wires pass over it, and
     the text sits below them."""
     lines = [(dm.call_title(node), TITLE_SIZE, True, "#000")]
     args = dm.args_text(node.args)
-    if args:
-        lines.append((args, SMALL + 0.5, False, "#333"))
+    for line in wrap(args, ARGS_W, SMALL + 0.5) if args else []:  # many hyperparameters: several lines
+        lines.append((line, SMALL + 0.5, False, "#333"))
     if cx.opts.cost:
         lines.append((dm.cost_text(node, cx.path(node), cx.opts), SMALL, False, "#555"))
     if dm.value_name(node):  # the name of what it computes, in italics as under an op

@@ -47,8 +47,19 @@ def test_the_other_branch_section_is_not_applied():
         m.load_state_dict(dict(own, **{"lm.weight": torch.ones(4, 4)}), strict=True)
 
 
-def test_a_second_section_beside_the_branch_is_refused():
+def test_a_section_beside_the_branch_joins_it():
+    # the model's own section and the taken branch's are one set of rules (lstm.nn maps layer
+    # 0 at the top and the reverse direction in `if bidirectional`)
     text = SPEC.replace("    if tie {", '    checkpoint { "a" = "emb" }\n    if tie {')
+    m = load(text).module(seed=0)
+    own = m.state_dict()
+    m.load_state_dict({"a.weight": torch.ones(4, 4), "a.bias": own["emb.bias"],
+                       "lm.weight": own["z.weight"], "lm.bias": own["z.bias"]}, strict=True)
+    assert torch.equal(m.state_dict()["emb.weight"], torch.ones(4, 4))
+
+
+def test_two_sections_at_the_top_are_refused():
+    text = SPEC.replace("    if tie {", '    checkpoint { "a" = "emb" }\n    checkpoint { "b" = "emb" }\n    if tie {')
     with pytest.raises(ShapeError, match="two 'checkpoint' sections") as info:
         load(text)
-    assert "ck.nn:8:" in str(info.value)
+    assert "ck.nn:6:" in str(info.value)
