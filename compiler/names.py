@@ -39,10 +39,11 @@ def pyname(name: str) -> str:
     if not name.isidentifier() or not name.isascii():
         raise ValueError(f"not an identifier: {name!r}")
     # Two escapes, each injective, so that two spec names never share a Python name:
-    # `_x` -> `v_x` (never a dunder or a helper; `v_x` itself -> `vv_x`), then a trailing
-    # `_` for reserved names (`if` -> `if_`; `if_` itself -> `if__`).
-    if name.startswith("_") or re.match(r"v+_", name):
-        name = "v" + name
+    # `_x` -> `nnc_x` (never a dunder or a helper; `nnc_x` itself -> `nncnnc_x`: a prefix no
+    # real name has, so `v_proj` and `v_head_dim` stay as the reference spells them), then a
+    # trailing `_` for reserved names (`if` -> `if_`; `if_` itself -> `if__`).
+    if name.startswith("_") or re.match(r"(nnc)+_", name):
+        name = "nnc" + name
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED or name.endswith("_"):
         return name + "_"
     return name

@@ -158,7 +158,7 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
         for pref, _, cell in wanted:
             cell.y = _nearest_free(pref, cell.h, passing, sp.gap, floor)
             home = _home_below(cell, by_key, feeding, placed)
-            if home is not None:
+            if home is not None and cell.rehome is not None:
                 out_y = cell.y + cell.outs[0][0]
                 cell.rehome(home)
                 cell.y = _nearest_free(out_y - cell.outs[0][0], cell.h, passing, sp.gap, floor)

@@ -236,7 +236,7 @@ NAMES = [
     "state_dict", "parameters", "modules", "_modules", "_parameters", "_buffers",
     "register_buffer", "T_destination", "dump_patches", "requires_grad_",
     # the escapes themselves
-    "v_", "vv_k", "k_", "k__",
+    "v_", "vv_k", "nnc_", "nncnnc_k", "k_", "k__",
 ]
 
 EVIL = "'); __import__('os').system('echo pwned'); ('\\"
@@ -279,7 +279,7 @@ model Net() { in inp: [batch, d: 4]
 
 def _fill(template: str, n: str) -> str:
     roles = {
-        "H": n, "H_": n + "_", "S": "s" + n, "X": "_" + n, "X_": "v_" + n, "A": n, "A_": n + "_",
+        "H": n, "H_": n + "_", "S": "s" + n, "X": "_" + n, "X_": "nnc_" + n, "A": n, "A_": n + "_",
         "V": n + "0", "U": "_" + n + "_", "W": n + "1", "R": n, "R_": n + "_", "O": n, "O_": n + "_",
         "N": n, "N_": n + "_",
     }
@@ -353,7 +353,7 @@ def test_hostile_block_names(name):
 
 def test_underscore_names():
     """`_`, `__`, `___`, `v_`, `v__` are five names and five Python names."""
-    names = ["_", "__", "___", "v_", "v__", "vv_"]
+    names = ["_", "__", "___", "v_", "v__", "vv_", "nnc_", "nncnnc_"]
     body = "\n".join(f"    {n} = Linear(d -> d: 4)" for n in names)
     chain = "inp"
     for n in names:
