@@ -36,7 +36,7 @@ def section(g: Graph, st: A.Checkpoint) -> CkSection:
         source = _source(r.value)
         stars = r.ref.count("*")
         for p, at in zip(paths(source), _strings(r.value)):
-            _check_path(_shifted(p, at, env), stars, known, r)
+            _check_path(_shifted(p, at, env), stars, known, r, p.path)
         out.append(CkRule(r.ref, source, r.span))
     names = {part for path in known for part in path if not part.isdigit()}
     escaped = tuple(sorted((n, pyname(n)) for n in names if pyname(n) != n))
@@ -111,15 +111,16 @@ def _inside(at: A.String, offset: int, length: int) -> Span:
     return Span(s.file, s.line, col, s.line, col + length, s.text)
 
 
-def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.CheckpointRule):
+def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.CheckpointRule, shown: str):
+    # `p`: the path with its shifts numbers; `shown`: as the spec writes it, for messages
     parts = p.path.split(".") if p.path else []
     if not all(_OWN_PART.fullmatch(x) for x in parts):
         raise NameResolutionError(
-            f"\"{p.path}\" is not a name of this model: dotted names, digits and `*` only", r.value.span)
+            f"\"{shown}\" is not a name of this model: dotted names, digits and `*` only", r.value.span)
     used = len(_STAR.findall(p.path))
     if used > stars:
         raise NameResolutionError(
-            f"\"{p.path}\" has {used} `*` but \"{r.ref}\" has {stars}: each `*` of this model's "
+            f"\"{shown}\" has {used} `*` but \"{r.ref}\" has {stars}: each `*` of this model's "
             "name takes a layer number of the checkpoint's", r.value.span)
     if not parts:
         return  # "transformer" = "": the reference nests the whole model one level deeper
@@ -130,7 +131,7 @@ def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.Checkpo
     if not found(parts) and not (len(parts) > 1 and found(parts[:-1])):
         names = sorted({".".join(k) for k in known if len(k) == len(parts)})
         raise NameResolutionError(
-            f"\"{p.path}\" names no module or tensor of this model"
+            f"\"{shown}\" names no module or tensor of this model"
             f"{did_you_mean(p.path, names)}", r.value.span)
 
 

@@ -156,3 +156,9 @@ def test_without_the_fall_through_a_split_below_zero_is_unexpected():
 
 def test_errors_are_nnerrors():
     assert issubclass(HyperparameterError, NNError) and issubclass(NameResolutionError, NNError)
+
+
+def test_a_missing_module_is_named_as_the_spec_writes_it():
+    text = SPEC.replace('"rest.*-SHIFT"', '"rset.*-SHIFT"')
+    with pytest.raises(NameResolutionError, match=r'"rset\.\*-dense" names no module.*did you mean'):
+        load(text=text)
