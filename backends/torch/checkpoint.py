@@ -5,7 +5,9 @@ works. Emitted as source: the generated file does not import nncircuit."""
 
 from __future__ import annotations
 
+from nncircuit.ir.checkpoint import CkPath, CkSource, shift_expr, shifts
 from nncircuit.ir.graph import Graph
+from nncircuit.names import pyname
 
 HOOK = r'''
 class _CheckpointHook:
@@ -33,6 +35,18 @@ class _CheckpointHook:
         # the longest reference name first; among equal lengths, fewer `*` first
         ordered = sorted(self.rules, key=lambda r: (-len(self.split(r[0])), r[0].count("*")))
         return [(pattern(ref), src) for ref, src in ordered]
+
+    def below(self, src, numbers):
+        # a layer number shifted below 0 names no layer: the key falls to the next rule
+        if not isinstance(src, str):
+            return any(self.below(a, numbers) for a in src[1:])
+        for i, piece in enumerate(src.split("*")[1:]):
+            j = 1 if piece[:1] in ("+", "-") else 0
+            while j and j < len(piece) and piece[j].isdigit():
+                j += 1
+            if int(numbers[i]) + int(piece[:j] or 0) < 0:
+                return True
+        return False
 
     def own_name(self, path, numbers, rest, own=None):
         # each `*` (or `*+1`, `*-1`) takes the next layer number of the reference's name;
@@ -94,7 +108,7 @@ class _CheckpointHook:
         for key in keys:
             for ref, src in table:
                 found = ref.fullmatch(key[len(prefix):])
-                if found is not None:
+                if found is not None and not self.below(src, found.groups()[:-1]):
                     *numbers, rest = found.groups()
                     value = state_dict.pop(key)
                     for name, v in self.unpack(src, numbers, self.split(rest or ""), value, own, key):
@@ -111,10 +125,35 @@ def registration(g: Graph) -> list[str]:
     """The __init__ lines of the model class that register its checkpoint hook."""
     if g.checkpoint is None:
         return []
-    rules = ",\n".join(f"            {r.data()!r}" for r in g.checkpoint.rules)
+    env = {h.name: h.value.value for h in g.hyper}
+    rules = ",\n".join(f"            ({r.ref!r}, {_code(r.source, env)})" for r in g.checkpoint.rules)
     return [
         "        # the spec's checkpoint section: load_state_dict also takes the reference's names",
         "        self.register_load_state_dict_pre_hook(_CheckpointHook((",
         rules + ",",
         f"        ), {dict(g.checkpoint.escaped)!r}))",
     ]
+
+
+def _code(src: CkSource, env: dict) -> str:
+    """Python for a rule's source in __init__, where the hyperparameters are locals: a
+    hyperparameter shift (`sparse.*-first_k_dense_replace`) is computed from the instance's
+    values, so a class built with another split maps with its own (`"sparse.*" + "-1"`)."""
+    if not isinstance(src, CkPath):
+        return "(" + "".join(f"{a}, " for a in [repr(src.fn)] + [_code(x, env) for x in src.args]) + ")"
+    parts, last = [], 0
+    for m in shifts(src.path):
+        e = shift_expr(m, env)
+        if e is None or m.group(2).isdigit():
+            continue
+        if e.refs():
+            parts.append(repr(src.path[last:m.start()] + "*"))
+            parts.append(f"format(int({e.python(pyname)}), '+d')")
+        else:  # `*+(2 * 3)`: a number
+            parts.append(repr(src.path[last:m.start()] + f"*{int(e.evaluate(env)):+d}"))
+        last = m.end()
+    if not parts:
+        return repr(src.path)
+    if last < len(src.path):
+        parts.append(repr(src.path[last:]))
+    return " + ".join(parts)

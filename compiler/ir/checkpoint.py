@@ -4,9 +4,11 @@ graph holds; the torch backend turns them into a load_state_dict pre-hook."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nncircuit.errors import InternalError, Span
+from nncircuit.types import expr as X
 
 # What a rule's right side may apply to this model's tensors, with its arity (None: two or more).
 FUNCTIONS = {"transpose": 1, "concat": None}
@@ -15,7 +17,8 @@ FUNCTIONS = {"transpose": 1, "concat": None}
 @dataclass(frozen=True)
 class CkPath:
     """A tensor or module path of this model (`h.*.attn.q`); `*` takes the reference
-    path's numbers in order, `*+1` / `*-1` shifted."""
+    path's numbers in order, `*+1` / `*-1` shifted, or shifted by a hyperparameter
+    expression (`*-first_k_dense_replace`, `*+(a * b)`: see SHIFT)."""
 
     path: str
 
@@ -35,6 +38,34 @@ class CkApply:
 
 
 CkSource = CkPath | CkApply
+
+# `*` of a source path and its shift: a number (`*-1`), a hyperparameter name
+# (`*-first_k_dense_replace`, ending at the next `.`) or an expression in parentheses
+# (`*+(2 * depth)`). Path names have no `+`, `-` or parentheses, so a shift is unambiguous.
+SHIFT = re.compile(r"\*(?:([+-])([0-9]+|[A-Za-z_][A-Za-z0-9_]*|\((?:[^()]|\([^()]*\))*\)))?")
+
+
+def shifts(path: str) -> list[re.Match]:
+    """Each `*` of a source path with its shift (groups: sign, amount)."""
+    return list(SHIFT.finditer(path))
+
+
+def shift_expr(m: re.Match, env: dict) -> X.Expr | None:
+    """The signed shift of one `*` as an expression over the hyperparameters (`env`, their
+    values), or None where it has no shift. Raises X.ExprError on text that is no expression."""
+    sign, amount = m.group(1), m.group(2)
+    if sign is None:
+        return None
+    e = X.parse(amount[1:-1] if amount.startswith("(") else amount, env)
+    return X.neg(e) if sign == "-" else e
+
+
+def numeric(path: str, env: dict) -> str:
+    """The path with every hyperparameter shift evaluated at `env` (`sparse.*-3`)."""
+    def one(m):
+        e = shift_expr(m, env)
+        return m.group(0) if e is None else f"*{int(e.evaluate(env)):+d}"
+    return SHIFT.sub(one, path)
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,13 @@ def _parse(text: str) -> tuple[CkSource, str]:
     i = 0
     while i < len(text) and text[i] not in "(),":
         i += 1
+        if text[i - 1] in "+-" and text[i : i + 1] == "(":  # a shift `*+(...)`: part of the path
+            depth = 0
+            while i < len(text):
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                i += 1
+                if depth == 0:
+                    break
     head, rest = text[:i], text[i:]
     if not rest.startswith("("):
         return CkPath(head), rest

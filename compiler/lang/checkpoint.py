@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
-from nncircuit.errors import NameResolutionError, ShapeError, did_you_mean
-from nncircuit.ir.checkpoint import FUNCTIONS, CkApply, CkPath, CkRule, CkSection, CkSource, paths
+from nncircuit.errors import HyperparameterError, NameResolutionError, ShapeError, Span, did_you_mean
+from nncircuit.ir.checkpoint import (FUNCTIONS, CkApply, CkPath, CkRule, CkSection, CkSource, numeric, paths,
+                                     shift_expr, shifts)
 from nncircuit.ir.graph import CallNode, Graph, LoopNode
 from nncircuit.lang import tree as A
 from nncircuit.names import pyname
@@ -18,6 +19,7 @@ _STAR = re.compile(r"\*(?:[+-][0-9]+)?")
 
 def section(g: Graph, st: A.Checkpoint) -> CkSection:
     known = module_paths(g)
+    env = {h.name: h.value.value for h in g.hyper}
     out: list[CkRule] = []
     seen: dict[str, A.CheckpointRule] = {}
     for r in st.rules:
@@ -33,8 +35,8 @@ def section(g: Graph, st: A.Checkpoint) -> CkSection:
                 r.span)
         source = _source(r.value)
         stars = r.ref.count("*")
-        for p in paths(source):
-            _check_path(p, stars, known, r)
+        for p, at in zip(paths(source), _strings(r.value)):
+            _check_path(_shifted(p, at, env), stars, known, r, p.path)
         out.append(CkRule(r.ref, source, r.span))
     names = {part for path in known for part in path if not part.isdigit()}
     escaped = tuple(sorted((n, pyname(n)) for n in names if pyname(n) != n))
@@ -66,15 +68,59 @@ def _source(e) -> CkSource:
         "transpose(...) or concat(...)", e.span)
 
 
-def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.CheckpointRule):
+def _strings(e) -> list[A.String]:
+    """The quoted paths of a rule's value, in the order `paths` gives them."""
+    if isinstance(e, A.String):
+        return [e]
+    return [s for a in e.args for s in _strings(a.value)]
+
+
+def _shifted(p: CkPath, at: A.String, env: dict) -> CkPath:
+    """`p` with each hyperparameter shift (`*-first_k_dense_replace`) checked and evaluated at
+    the model's hyperparameters, for the checks below; the rule keeps the expression."""
+    text = p.path
+    for m in shifts(text):
+        if m.group(2) is None or m.group(2).isdigit():
+            continue
+        where = _inside(at, m.start(2), len(m.group(2)))
+        try:
+            e = shift_expr(m, env)
+        except ValueError as err:
+            raise ShapeError(f"the layer shift '{m.group(2)}' is not an expression: {err}", where) from None
+        unknown = sorted(e.refs() - env.keys())
+        if unknown:
+            raise NameResolutionError(
+                f"a layer shift names '{unknown[0]}', which is no hyperparameter of this model"
+                f"{did_you_mean(unknown[0], env)}", where)
+        try:
+            value = e.evaluate(env)
+        except (ValueError, ZeroDivisionError, TypeError) as err:
+            raise HyperparameterError(f"the layer shift '{m.group(2)}' cannot be computed: {err}", where) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise HyperparameterError(
+                f"a layer shift is a whole number; '{m.group(2)}' is {value!r} here", where)
+    return CkPath(numeric(text, env))
+
+
+def _inside(at: A.String, offset: int, length: int) -> Span:
+    """The span of characters offset.. of a one-line quoted string (after its quote)."""
+    s = at.span
+    if s.end_line not in (0, s.line):
+        return s
+    col = s.col + 1 + offset
+    return Span(s.file, s.line, col, s.line, col + length, s.text)
+
+
+def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.CheckpointRule, shown: str):
+    # `p`: the path with its shifts numbers; `shown`: as the spec writes it, for messages
     parts = p.path.split(".") if p.path else []
     if not all(_OWN_PART.fullmatch(x) for x in parts):
         raise NameResolutionError(
-            f"\"{p.path}\" is not a name of this model: dotted names, digits and `*` only", r.value.span)
+            f"\"{shown}\" is not a name of this model: dotted names, digits and `*` only", r.value.span)
     used = len(_STAR.findall(p.path))
     if used > stars:
         raise NameResolutionError(
-            f"\"{p.path}\" has {used} `*` but \"{r.ref}\" has {stars}: each `*` of this model's "
+            f"\"{shown}\" has {used} `*` but \"{r.ref}\" has {stars}: each `*` of this model's "
             "name takes a layer number of the checkpoint's", r.value.span)
     if not parts:
         return  # "transformer" = "": the reference nests the whole model one level deeper
@@ -85,7 +131,7 @@ def _check_path(p: CkPath, stars: int, known: set[tuple[str, ...]], r: A.Checkpo
     if not found(parts) and not (len(parts) > 1 and found(parts[:-1])):
         names = sorted({".".join(k) for k in known if len(k) == len(parts)})
         raise NameResolutionError(
-            f"\"{p.path}\" names no module or tensor of this model"
+            f"\"{shown}\" names no module or tensor of this model"
             f"{did_you_mean(p.path, names)}", r.value.span)
 
 

@@ -20,7 +20,7 @@ from conftest import SPECS
 tr = pytest.importorskip("transformers")
 
 SPEC = os.path.join(SPECS, "deepseek_v3.nn")
-# the checkpoint section names the published split of 3 dense layers; 2 MoE layers follow
+# 3 dense layers (the published split; the checkpoint section follows any), 2 MoE layers
 SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, moe_intermediate_size=12, num_hidden_layers=5,
              num_attention_heads=4, n_shared_experts=1, n_routed_experts=16, routed_scaling_factor=2.5,
              kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=12, qk_nope_head_dim=6, n_group=4,
@@ -131,3 +131,25 @@ def test_published_parameter_count():
     with torch.device("meta"):
         ref = tr.DeepseekV3ForCausalLM(tr.DeepseekV3Config())
     assert sum(p.numel() for p in ref.parameters()) == 671_026_404_352
+
+
+@pytest.mark.parametrize("first_k_dense_replace", [1, 2])
+def test_any_dense_split_loads_strictly(first_k_dense_replace):
+    """The section's `"model.layers.*" = "sparse.*-first_k_dense_replace"` follows the
+    configuration (it named the published 3 before), and the generated class compiled at the
+    default split maps with the split it is built with."""
+    over = dict(first_k_dense_replace=first_k_dense_replace)
+    ref = reference(**over)
+    module = compiled(**over).module(seed=3).eval()
+    result = module.load_state_dict(ref.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    last = SMALL["num_hidden_layers"] - 1
+    bias = ref.state_dict()[f"model.layers.{last}.mlp.gate.e_score_correction_bias"]
+    own = module.state_dict()
+    assert torch.equal(own[f"sparse.{last - first_k_dense_replace}.mlp.gate.e_score_correction_bias"], bias)
+    assert torch.equal(own[f"dense.{first_k_dense_replace - 1}.mlp.gate_proj.weight"],
+                       ref.state_dict()[f"model.layers.{first_k_dense_replace - 1}.mlp.gate_proj.weight"])
+    logits_agree(module, ref)
+    built = compiled().torch_class()(**over).eval()  # compiled at 3 (the defaults SMALL), built at 1 or 2
+    built.load_state_dict(ref.state_dict(), strict=True)
+    logits_agree(built, ref)
