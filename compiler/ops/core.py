@@ -179,7 +179,7 @@ for _name in ("softmax", "log_softmax"):
             takes=frozenset({"over"}),
             figure="triangle",
             glyph="◁",
-            example=f"{_name}(scores, over key)",
+            example=f"{_name}(scores, over key), {_name}(scores, over [kh, kw])",
         )
     )
 
