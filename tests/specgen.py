@@ -449,7 +449,13 @@ class Gen:
         ax = self.ch.pick(t.axes).name
         fn = self.ch.pick(["softmax", "log_softmax"])
         x = self.operand(name, t)
-        self.assign(sc, self.ch.pick([f"{fn}({x}, over {ax})", f"{x} |> {fn}(over {ax})"]), t)
+        over = ax
+        if len(t.axes) >= 2 and self.ch.chance(0.5):  # several axes together, named in any order
+            axes = [ax]
+            for _ in range(self.ch.integer(1, len(t.axes) - 1)):
+                axes.append(self.ch.pick([a.name for a in t.axes if a.name not in axes]))
+            over = f"[{', '.join(axes)}]"
+        self.assign(sc, self.ch.pick([f"{fn}({x}, over {over})", f"{x} |> {fn}(over {over})"]), t)
 
     def op_causal(self, sc):
         # the mask is lined up at the end: with more queries than keys the first queries see

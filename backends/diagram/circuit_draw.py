@@ -207,7 +207,9 @@ def draw_op(svg: Svg, d: OpDraw, x, y, w, cx: Ctx):
             svg.el("ellipse", cx=cxm, cy=mid, rx=7, ry=7 + span, fill=STATS_FILL if lk.batch_stats else "#fff",
                    stroke=INK, stroke_width=stroke, cls="shape")
         elif kind == dm.TRIANGLE:
-            pts = [(cxm + 6, mid - 7), (cxm + 6, mid + 7), (cxm - 6, mid)]
+            # a softmax over several axes together: one triangle whose back spans their wires
+            span = (max(acted_ys) - min(acted_ys)) / 2 if acted_ys else 0
+            pts = [(cxm + 6, mid - 7 - span), (cxm + 6, mid + 7 + span), (cxm - 6, mid)]
             svg.el("polygon", points=" ".join(f"{_n(a)},{_n(b)}" for a, b in pts), fill="#fff",
                    stroke=INK, stroke_width=1.3, stroke_linejoin="round", cls="shape")
         else:  # a renamed wire: a tick where its name changes

@@ -108,9 +108,20 @@ def _binary(op_type: str):
 
 
 def _softmax(op_type: str):
+    """One axis: Softmax / LogSoftmax along it. Several: Transpose them last (in the input's
+    order), Reshape to [..., -1], normalise along -1, Reshape to the transposed shape (read at
+    run time) and Transpose back."""
+
     def fn(cx: OpCx):
-        (x,) = cx.ins
-        return [cx.result(cx.b.op(op_type, [x.name], axis=x.pos(cx.attrs["axis"])))]
+        b, (x,) = cx.b, cx.ins
+        axes = tuple(a for a in x.names if a in cx.attrs["axes"])
+        if len(axes) == 1:
+            return [cx.result(b.op(op_type, [x.name], axis=x.pos(axes[0])))]
+        k = len(axes)
+        y = b.transpose(x, tuple(a for a in x.names if a not in axes) + axes)
+        flat = b.op("Reshape", [y.name, b.i64([0] * (y.rank - k) + [-1])])
+        back = b.op("Reshape", [b.op(op_type, [flat], axis=-1), b.shape(y.name)])
+        return [cx.result(b.transpose(y.like(back, y.type.axes), x.names).name)]
 
     return Lowering(fn, op_type)
 

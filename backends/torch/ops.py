@@ -110,7 +110,25 @@ def _binary(sym: str, fn: str):
 
 
 def _softmax(fn: str):
-    return Lowering(lambda n, a, cx: f"torch.{fn}({a[0]}, dim={dim(n.type, n.attrs['axis'])})")
+    """One axis: torch's own. Several: the axes moved last (in the input's order), flattened
+    into one, normalised, and put back (the reference's own way; within 2e-7 of float64 where
+    exp(x - logsumexp(x, dims)) is 1e-6 off)."""
+
+    def fwd(n: Node, a, cx):
+        t, x = n.type, a[0]
+        axes = tuple(name for name in t.names if name in n.attrs["axes"])
+        if len(axes) == 1:
+            return f"torch.{fn}({x}, dim={dim(t, axes[0])})"
+        k = len(axes)
+        if t.names[-k:] == axes:
+            return f"torch.{fn}({_paren(x)}.flatten({-k}), dim=-1).view_as({x})"
+        src = tuple(dim(t, name) for name in axes)
+        dst = tuple(range(-k, 0))
+        sizes = ", ".join(f"{x}.shape[{d}]" for d in src)
+        return (f"torch.{fn}({_paren(x)}.movedim({_tup(src)}, {_tup(dst)}).flatten({-k}), dim=-1)"
+                f".unflatten(-1, ({sizes})).movedim({_tup(dst)}, {_tup(src)})")
+
+    return Lowering(fwd)
 
 
 def _einsum(n: Node, a, cx):

@@ -150,9 +150,14 @@ for _name, _sym in BINARY.items():
 def _softmax_check(call: OpCall):
     (t,) = call.inputs
     require_float(call.op, t)
-    (axis,) = _one_over(call)
-    require_axis(call.op, t, axis)
-    return {"axis": axis.name}, (t,)
+    names = over_names(call.op, call)
+    if not names:
+        raise fail(f"{call.op} needs at least one axis in 'over', found 'over []'")
+    for i, s in enumerate(over_specs(call.op, call)):
+        if s.name in names[:i]:
+            raise fail(f"{call.op}: axis '{s.name}' is named twice in 'over [{', '.join(names)}]'")
+        require_axis(call.op, t, s)
+    return {"axes": names}, (t,)
 
 
 def _one_over(call: OpCall):
@@ -166,14 +171,15 @@ for _name in ("softmax", "log_softmax"):
     register(
         OpDef(
             name=_name,
-            doc=f"{_name} along one axis (`over AXIS`); other axes are carried.",
+            doc=f"{_name} along one axis (`over AXIS`) or jointly over several (`over [kh, kw]`: "
+            "the named axes together are one distribution); other axes are carried.",
             check=_softmax_check,
-            attrs=(AttrSpec("axis", "axis", doc="the axis it normalises along"),),
+            attrs=(AttrSpec("axes", "axes", doc="the axes it normalises over, together"),),
             arity=1,
             takes=frozenset({"over"}),
             figure="triangle",
             glyph="◁",
-            example=f"{_name}(scores, over key)",
+            example=f"{_name}(scores, over key), {_name}(scores, over [kh, kw])",
         )
     )
 
@@ -738,9 +744,16 @@ def swapped(a: Attrs) -> tuple[str, str]:
     return a["a"], a["b"]
 
 
-def softmax_axis(a: Attrs) -> str:
-    """The axis a softmax (or log_softmax) normalises along."""
-    return a["axis"]
+def softmax_axes(a: Attrs) -> tuple[str, ...]:
+    """The axes a softmax (or log_softmax) normalises over, together."""
+    return tuple(a["axes"])
+
+
+def softmax_axis(a: Attrs) -> str | None:
+    """The axis a softmax (or log_softmax) normalises along, or None when it normalises over
+    several axes together."""
+    axes = softmax_axes(a)
+    return axes[0] if len(axes) == 1 else None
 
 
 def einsum_out(a: Attrs) -> tuple[str, ...]:

@@ -88,6 +88,8 @@ class FuseAttention(Pass):
 
     def _match(self, g: Graph, sm: Node) -> bool:
         key = core.softmax_axis(sm.attrs)
+        if key is None:  # a softmax over several axes together is not attention's
+            return False
         chain = []  # the nodes between the first einsum and the softmax
         scale = causal = None
         cur = producer(g, sm.inputs[0])

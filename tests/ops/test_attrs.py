@@ -139,14 +139,14 @@ def test_verify_refuses_attrs_changed_behind_the_graphs_back():
     n = g.add_op(OpCall("softmax", (), over=(AxisSpec("d"),)), [x], name="p")
     g.outputs.append(("y", n.out()))
     g.verify()
-    n.attrs = Attrs.of({"axis": 5})
-    with pytest.raises(AttrError, match=r"op softmax: attribute 'axis' must be axis, found 5"):
+    n.attrs = Attrs.of({"axes": 5})
+    with pytest.raises(AttrError, match=r"op softmax: attribute 'axes' must be axes, found 5"):
         g.verify()
     n.attrs = Attrs()  # missing
-    with pytest.raises(AttrError, match="op softmax: attribute 'axis'"):
+    with pytest.raises(AttrError, match="op softmax: attribute 'axes'"):
         g.verify()
     inp = g.node(g.inputs[0])
-    n.attrs = Attrs.of({"axis": "d"})
+    n.attrs = Attrs.of({"axes": ("d",)})
     g.verify()
     inp.attrs = Attrs.of({"name": "x", "extra": True})
     with pytest.raises(AttrError, match="op input: unknown attribute 'extra'"):
