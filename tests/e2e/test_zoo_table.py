@@ -57,7 +57,7 @@ def test_checkpoint_sections_are_counted_apart(tmp_path):
                     "    checkpoint {\n        # names\n        y -> \"fc\"\n    }\n}\n")
     assert zoo_table.checkpoint_lines(str(spec)) == 3
     text, files = zoo_table.spec_line_text(str(spec))
-    assert text == "8 (checkpoint 3)" and len(files) == 1
+    assert text == "7 (checkpoint 3)" and len(files) == 1
     resnet = os.path.join(SPECS, "resnet.nn")
     assert 0 < zoo_table.checkpoint_lines(resnet) < zoo_table.zoo.code_lines(resnet)
 
