@@ -287,7 +287,7 @@ def table(rows: list[dict]) -> str:
         "  in brackets, how many of them are `checkpoint` sections: the mapping to the reference's",
         "  names, not the model. A file holding several models (`resnet.nn`, `lstm.nn`, `conv.nn`,",
         "  `linear_attention.nn`) is counted whole for each; a block imported from another model's",
-        "  file (Mixtral's and DeepSeek-V3's from `llama.nn`, the pointer network's LSTM cell) is",
+        "  file (Mixtral's, DeepSeek-V3's and Llama decode's from `llama.nn`, the pointer network's LSTM cell) is",
         "  added apart, that whole file counted.",
         "  **PyTorch lines** count the same way: " + "; ".join(notes) + "; for the hand-written",
         "  references, the classes or functions the reference consists of (docstrings left out);",
