@@ -1,8 +1,9 @@
-"""Measure the graph, memory, scientific, recommender, meta and vision-mixer models of the zoo
-against their hand-written references (tests/zoo_reference.py) and write the table of
-docs/zoo_more.md and its diagrams (docs/zoo_more/NAME.svg).
+"""The graph, memory, scientific, recommender, meta and vision-mixer models of the zoo against
+their hand-written references (tests/zoo_reference.py): the helpers scripts/zoo_table.py uses
+to measure them for its one table in docs/zoo.md (FAMILY, REFERENCE, max_difference,
+reference_lines). Their rows used to be docs/zoo_more.md's table.
 
-Usage: python scripts/zoo_more_table.py [--check]   (--check: exit 1 if the file would change)
+Usage: python scripts/zoo_more_table.py [--check]   (the same as scripts/zoo_table.py)
 """
 
 from __future__ import annotations
@@ -18,16 +19,13 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))  # test_zoo_more.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # zoo_table
 
 import nncircuit  # noqa: E402
 import zoo_reference as R  # noqa: E402
-from nncircuit.cli import main as nnc  # noqa: E402
-from nncircuit.io import write_atomic  # noqa: E402
 from test_zoo_more import CASES, _inputs, _path, _reference  # noqa: E402
 
-DOC = os.path.join(ROOT, "docs", "zoo_more.md")
-FIGURES = os.path.join(ROOT, "docs", "zoo_more")
-BEGIN, END = "<!-- zoo-more:begin -->", "<!-- zoo-more:end -->"
+CLASSES = R.CLASSES  # the classes each reference consists of (its line count)
 
 FAMILY = {
     "GCN": "graph", "GAT": "graph", "MemN2N": "memory", "Hopfield": "memory",
@@ -80,40 +78,11 @@ def max_difference(name: str) -> float:
     return worst
 
 
-def row(name: str) -> str:
-    case = CASES[name]
-    count = nncircuit.load(_path(case), case.model).param_count()
-    with torch.device("meta"):
-        ref_count = sum(p.numel() for p in case.ref().parameters())
-    if ref_count != count:
-        raise SystemExit(f"{name}: the spec has {count:,} parameters, the reference {ref_count:,}")
-    published = "" if case.published is None else (" (published)" if case.published == count else " (NOT the published count)")
-    svg = os.path.join(FIGURES, f"{name}.svg")
-    if nnc(["render", _path(case), "--model", case.model, "-o", svg]) != 0:
-        raise SystemExit(f"{name}: nnc render failed")
-    return (f"| {FAMILY[name]} | `{name}` (`specs/{case.file}`) | {REFERENCE[name]} | {count:,}{published} "
-            f"| {max_difference(name):.1e} | {spec_lines(_path(case))} vs {reference_lines(R.CLASSES[name])} "
-            f"| [svg](zoo_more/{name}.svg) |")
-
-
-def table() -> str:
-    head = ["| family | model (spec) | reference | parameters at the published config | max difference "
-            "| spec lines vs reference lines | diagram |", "|---|---|---|---|---|---|---|"]
-    order = ["GCN", "GAT", "MemN2N", "Hopfield", "NeuralODE", "MlpMixer", "ConvNeXt", "KAN", "DIN", "HyperMLP"]
-    return "\n".join(head + [row(n) for n in order])
-
-
 def main(argv: list[str]) -> int:
-    os.makedirs(FIGURES, exist_ok=True)
-    with open(DOC, encoding="utf-8") as f:
-        text = f.read()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    new = text[:start] + "\n" + table() + "\n" + text[end:]
-    if "--check" in argv:
-        return int(new != text)
-    write_atomic(DOC, new)
-    print(f"wrote {os.path.relpath(DOC, ROOT)} and {len(CASES)} diagrams")
-    return 0
+    """docs/zoo_more.md's table is now part of docs/zoo.md: write (or --check) that one."""
+    import zoo_table
+
+    return zoo_table.main(argv)
 
 
 if __name__ == "__main__":
