@@ -375,7 +375,7 @@ class HyperMLP(nn.Module):
         return torch.einsum("bh,boh->bo", y, W2) + B2
 
 
-# The classes each model's reference consists of (for the line counts of docs/zoo_more.md).
+# The classes each model's reference consists of (for the line counts of docs/zoo.md).
 CLASSES = {
     "GCN": (GraphConv, GCN),
     "GAT": (GATLayer, GAT),
