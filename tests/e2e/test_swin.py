@@ -85,7 +85,7 @@ def test_relative_position_index_is_torchvisions_persistent_buffer():
     module = nncircuit.compile(SPEC, "SwinT", seed=0, image=56, **SMALL)
     ref = reference(0, image=56, **SMALL)
     own = module.state_dict()
-    for name, b in ref.named_buffers():
+    for name, _ in ref.named_buffers():
         assert name.endswith("relative_position_index")
     want = ref.state_dict()["features.5.3.attn.relative_position_index"]
     got = own["swin_transformer_block_7.attn.relative_position_index"]
