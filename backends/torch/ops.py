@@ -1204,18 +1204,19 @@ def _scan_chunks(a, b, h0):
     at = a.expand(n, *b.shape[1:])  # a view: an `a` of length 1 is the same at every step
     b3 = b[:k * c].unflatten(0, (k, c))
     a3 = at[:k * c].unflatten(0, (k, c)) if a.shape[0] > 1 else a[None].expand(1, c, *a.shape[1:])
-    end, prod = b3[:, 0], a3[:, 0]
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), h0.dtype)
+    end, prod = b3[:, 0].to(dtype), a3[:, 0].to(dtype)  # at the result's precision
     for j in range(1, c):
         end = torch.addcmul(b3[:, j], a3[:, j], end)
         prod = prod * a3[:, j]
     prod = prod.expand_as(end)
-    into = [h0.expand(b.shape[1:])]
+    into = [h0.expand(b.shape[1:]).to(dtype)]
     for i in range(k - 1):
         into.append(torch.addcmul(end[i], prod[i], into[-1]))
     h = torch.stack(into)
     # without gradients each step is written straight into the result
     grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or h0.requires_grad)
-    hs, steps = b.new_empty(b3.shape), []
+    hs, steps = b.new_empty(b3.shape, dtype=dtype), []
     for j in range(c):
         h = torch.addcmul(b3[:, j], a3[:, j], h, out=None if grad else hs[:, j])
         steps.append(h)
