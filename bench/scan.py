@@ -98,7 +98,7 @@ def measure(seqs, rounds: int) -> dict:
                 "mamba_parallel_vs_loop": (mamba_par(xm) - mamba_loop(xm)).abs().max().item(),
                 "mamba_parallel_vs_hand": (mamba_par(xm) - hand(xm)).abs().max().item(),
                 "even_odd_vs_doubling": (even_odd(a, b) - doubling(a, b)).abs().max().item(),
-                "chunked_vs_even_odd": (ns["_scan_chunks"](a, b, h0) - even_odd(a, b)).abs().max().item(),
+                "chunked_vs_even_odd": (ns["_scan_chunks"](a, b, h0, False) - even_odd(a, b)).abs().max().item(),
             }
             contenders = {
                 "s4d_loop": lambda: s4d_loop(xs),
@@ -106,7 +106,7 @@ def measure(seqs, rounds: int) -> dict:
                 "mamba_loop": lambda: mamba_loop(xm),
                 "mamba_parallel": lambda: mamba_par(xm),
                 "mamba_hand": lambda: hand(xm),
-                "chunked": lambda: ns["_scan_chunks"](a, b, h0),
+                "chunked": lambda: ns["_scan_chunks"](a, b, h0, False),
                 "even_odd": lambda: even_odd(a, b),
                 "doubling": lambda: doubling(a, b),
             }

@@ -1192,42 +1192,47 @@ def _linear_scan(n: Node, a, cx):
 TORCH_LOWERINGS["linear_scan"] = Lowering(_linear_scan)
 
 HELPERS["linear_scan"] = '''
-def _scan_chunks(a, b, h0):
-    """h_t = a_t * h_{t-1} + b_t along dim 0 from h0 (a and h0 broadcast to b), in chunks of
-    c ~ sqrt(n) steps: every chunk run from a zero state (all chunks at once, c steps), the
-    state entering each chunk from the chunk ends (one step per chunk), then every chunk run
-    again from its entering state, keeping each step; the last n mod c steps one at a time.
+def _scan_chunks(a, b, h0, reverse):
+    """h_t = a_t * h_{t-1} + b_t along dim 0 from h0 (a and h0 broadcast to b; `reverse`: from
+    the last position to the first), in chunks of c ~ sqrt(n) steps: every chunk run from a
+    zero state (all chunks at once, c steps), the state entering each chunk from the chunk
+    ends (one step per chunk), then every chunk run again from its entering state, keeping
+    each step; the n mod c steps the chunks leave over, after them, one at a time.
     O(sqrt n) steps of elementwise work, each over a whole chunk's worth of positions."""
     n = b.shape[0]
     c = max(1, round(n ** 0.5))
     k = n // c
+    lo = n - k * c if reverse else 0  # the chunks cover positions lo .. lo + k c - 1
     at = a.expand(n, *b.shape[1:])  # a view: an `a` of length 1 is the same at every step
-    b3 = b[:k * c].unflatten(0, (k, c))
-    a3 = at[:k * c].unflatten(0, (k, c)) if a.shape[0] > 1 else a[None].expand(1, c, *a.shape[1:])
+    b3 = b[lo:lo + k * c].unflatten(0, (k, c))
+    a3 = at[lo:lo + k * c].unflatten(0, (k, c)) if a.shape[0] > 1 else a[None].expand(1, c, *a.shape[1:])
+    steps = range(c - 1, -1, -1) if reverse else range(c)
     dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), h0.dtype)
-    end, prod = b3[:, 0].to(dtype), a3[:, 0].to(dtype)  # at the result's precision
-    for j in range(1, c):
+    end, prod = b3[:, steps[0]].to(dtype), a3[:, steps[0]].to(dtype)  # at the result's precision
+    for j in steps[1:]:
         end = torch.addcmul(b3[:, j], a3[:, j], end)
         prod = prod * a3[:, j]
     prod = prod.expand_as(end)
     into = [h0.expand(b.shape[1:]).to(dtype)]
-    for i in range(k - 1):
+    for i in range(k - 1, 0, -1) if reverse else range(k - 1):
         into.append(torch.addcmul(end[i], prod[i], into[-1]))
-    h = torch.stack(into)
+    h = torch.stack(into[::-1] if reverse else into)
     # without gradients each step is written straight into the result
     grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or h0.requires_grad)
-    hs, steps = b.new_empty(b3.shape, dtype=dtype), []
-    for j in range(c):
+    hs, kept = b.new_empty(b3.shape, dtype=dtype), []
+    for j in steps:
         h = torch.addcmul(b3[:, j], a3[:, j], h, out=None if grad else hs[:, j])
-        steps.append(h)
-    hs = (torch.stack(steps, 1) if grad else hs).flatten(0, 1)
+        kept.append(h)
+    if grad:
+        hs = torch.stack(kept[::-1] if reverse else kept, 1)
+    hs = hs.flatten(0, 1)
     if k * c == n:
         return hs
-    h, tail = hs[-1], []
-    for t in range(k * c, n):
+    h, tail = hs[0] if reverse else hs[-1], []
+    for t in range(lo - 1, -1, -1) if reverse else range(k * c, n):
         h = torch.addcmul(b[t], at[t], h)
         tail.append(h)
-    return torch.cat([hs, torch.stack(tail)])
+    return torch.cat([torch.stack(tail[::-1]), hs]) if reverse else torch.cat([hs, torch.stack(tail)])
 
 
 def _linear_scan(a, b, h0, dim, reverse):
@@ -1239,11 +1244,6 @@ def _linear_scan(a, b, h0, dim, reverse):
     b = b.movedim(dim, 0)
     if b.shape[0] == 0:
         return b.movedim(0, dim), torch.broadcast_to(h0, tuple(b.shape[1:]))
-    if reverse:
-        a, b = a.flip(0), b.flip(0)
-    hs = _scan_chunks(a, b, h0)
-    last = hs[-1]
-    if reverse:
-        hs = hs.flip(0)
-    return hs.movedim(0, dim), last
+    hs = _scan_chunks(a, b, h0, reverse)
+    return hs.movedim(0, dim), hs[0] if reverse else hs[-1]
 '''

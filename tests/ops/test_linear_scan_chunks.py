@@ -47,12 +47,13 @@ def test_equals_the_loop(n, steps, reverse):
     torch.testing.assert_close(last, want_last, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("n", [7, 36, 50])
-def test_gradients_equal_the_loops(n):
+def test_gradients_equal_the_loops(n, reverse):
     a, b, h0 = _inputs(n, 100 + n)
     w = torch.randn(2, n, 3)
     grads = []
-    for fn in (lambda *x: linear_scan(*x, -2, False), lambda *x: loop(*x, False)):
+    for fn in (lambda *x: linear_scan(*x, -2, reverse), lambda *x: loop(*x, reverse)):
         xs = [t.clone().requires_grad_() for t in (a, b, h0)]
         hs, last = fn(*xs)
         ((hs * w).sum() + last.sum()).backward()
@@ -61,11 +62,12 @@ def test_gradients_equal_the_loops(n):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_without_gradients_equals_with_them():
+@pytest.mark.parametrize("reverse", [False, True])
+def test_without_gradients_equals_with_them(reverse):
     a, b, h0 = _inputs(50, 7)
     with torch.no_grad():
-        plain = linear_scan(a, b, h0, -2, False)
-    tracked = linear_scan(a, b, h0.clone().requires_grad_(), -2, False)
+        plain = linear_scan(a, b, h0, -2, reverse)
+    tracked = linear_scan(a, b, h0.clone().requires_grad_(), -2, reverse)
     assert tracked[0].requires_grad and not plain[0].requires_grad
     torch.testing.assert_close(plain[0], tracked[0].detach(), rtol=0, atol=0)
 
