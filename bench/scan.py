@@ -2,13 +2,14 @@
 (-O2: the parallel-scan pass), for an S4D layer (specs/s4d.nn) and a Mamba mixer
 (bench/mamba_mixer.nn) on the CPU, at several sequence lengths; and the Mamba mixer at -O2
 against the same layer written by hand in PyTorch with the Mamba reference code's
-selective-scan loop (bench/reference/mamba_mixer.py). It also times the two log-depth
-algorithms for the recurrence itself on the Mamba mixer's tensors: the even/odd
-reduction torch's linear_scan uses and Hillis–Steele doubling. Outputs are checked equal
+selective-scan loop (bench/reference/mamba_mixer.py). It also times three algorithms for
+the recurrence itself on the Mamba mixer's tensors: the chunked scan torch's linear_scan
+uses (`_scan_chunks`, about 3 sqrt(n) steps), the log-depth even/odd reduction it used
+before, and Hillis–Steele doubling. Outputs are checked equal
 (max |difference| printed) before anything is timed; forward passes, no_grad, eval mode;
 rounds interleaved; figures are medians, ratios paired round by round (bench/timing.py).
 
-    python -m bench.scan --seq 256 1024 4096 --rounds 7 --threads 1 --json bench/results/scan-shared-2core-1thread.json"""
+    python -m bench.scan --seq 256 1024 4096 --rounds 5 --threads 1 --json bench/results/scan-shared-2core-1thread.json"""
 
 from __future__ import annotations
 
@@ -43,6 +44,26 @@ def doubling(a, b):
     return b
 
 
+def even_odd(a, b):
+    """The even/odd reduction (torch's linear_scan before the chunked scan): adjacent steps
+    combine into one step (a_o a_e, a_o b_e + b_o), the half-length recurrence of the pairs
+    gives h at the odd positions, and one multiply-add each fills in the even ones (2 log2 n
+    rounds, O(n) work), along dim 0, from h_{-1} = 0."""
+    n = b.shape[0]
+    if n == 1:
+        return b
+    m = n // 2
+    ae, ao, be, bo = a[0:2 * m:2], a[1:2 * m:2], b[0:2 * m:2], b[1:2 * m:2]
+    odd = even_odd(ao * ae, torch.addcmul(bo, ao, be))
+    out = torch.empty_like(b)
+    out[1:2 * m:2] = odd
+    out[0:1] = b[0:1]
+    out[2:2 * m:2] = torch.addcmul(be[1:], ae[1:], odd[:-1])
+    if n > 2 * m:
+        out[2 * m:] = torch.addcmul(b[2 * m:], a[2 * m:], odd[-1:])
+    return out
+
+
 def _pair(path: str, size: dict):
     loop = nncircuit.load(path, opt=0, **size).module(seed=0).eval()
     par = nncircuit.load(path, opt=2, **size).module(seed=1).eval()
@@ -70,12 +91,14 @@ def measure(seqs, rounds: int) -> dict:
         xm = torch.randn(BATCH, seq, MAMBA_SIZE["d"])
         a = torch.rand(seq, BATCH, MAMBA_SIZE["di"], MAMBA_SIZE["n"]) * 0.5 + 0.5
         b = torch.randn(seq, BATCH, MAMBA_SIZE["di"], MAMBA_SIZE["n"])
+        h0 = torch.zeros(BATCH, MAMBA_SIZE["di"], MAMBA_SIZE["n"])
         with torch.no_grad():
             diffs = {
                 "s4d_parallel_vs_loop": (_first(s4d_par(xs)) - _first(s4d_loop(xs))).abs().max().item(),
                 "mamba_parallel_vs_loop": (mamba_par(xm) - mamba_loop(xm)).abs().max().item(),
                 "mamba_parallel_vs_hand": (mamba_par(xm) - hand(xm)).abs().max().item(),
-                "even_odd_vs_doubling": (ns["_scan_pairs"](a, b) - doubling(a, b)).abs().max().item(),
+                "even_odd_vs_doubling": (even_odd(a, b) - doubling(a, b)).abs().max().item(),
+                "chunked_vs_even_odd": (ns["_scan_chunks"](a, b, h0, False) - even_odd(a, b)).abs().max().item(),
             }
             contenders = {
                 "s4d_loop": lambda: s4d_loop(xs),
@@ -83,7 +106,8 @@ def measure(seqs, rounds: int) -> dict:
                 "mamba_loop": lambda: mamba_loop(xm),
                 "mamba_parallel": lambda: mamba_par(xm),
                 "mamba_hand": lambda: hand(xm),
-                "even_odd": lambda: ns["_scan_pairs"](a, b),
+                "chunked": lambda: ns["_scan_chunks"](a, b, h0, False),
+                "even_odd": lambda: even_odd(a, b),
                 "doubling": lambda: doubling(a, b),
             }
             stats = side_by_side(contenders, warmup=1, repeat=rounds)
@@ -92,6 +116,7 @@ def measure(seqs, rounds: int) -> dict:
             "mamba_loop_over_parallel": paired_ratio(stats["mamba_loop"], stats["mamba_parallel"]),
             "mamba_parallel_over_hand": paired_ratio(stats["mamba_parallel"], stats["mamba_hand"]),
             "doubling_over_even_odd": paired_ratio(stats["doubling"], stats["even_odd"]),
+            "even_odd_over_chunked": paired_ratio(stats["even_odd"], stats["chunked"]),
         }
         results["seq"][seq] = {
             "max_abs_diff": diffs,

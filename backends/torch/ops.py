@@ -1210,29 +1210,47 @@ def _linear_scan(n: Node, a, cx):
 TORCH_LOWERINGS["linear_scan"] = Lowering(_linear_scan)
 
 HELPERS["linear_scan"] = '''
-def _scan_pairs(a, b):
-    """Inclusive scan of h_t = a_t * h_{t-1} + b_t along dim 0 from h_{-1} = 0, in log depth:
-    adjacent steps combine into one step (a_o a_e, a_o b_e + b_o), the half-length
-    recurrence of the pairs gives h at the odd positions, and one multiply-add each fills in
-    the even ones (2 log2 n rounds of elementwise work, O(n) in all). An `a` of length 1
-    along dim 0 is the same at every step and stays that small."""
+def _scan_chunks(a, b, h0, reverse):
+    """h_t = a_t * h_{t-1} + b_t along dim 0 from h0 (a and h0 broadcast to b; `reverse`: from
+    the last position to the first), in chunks of c ~ sqrt(n) steps: every chunk run from a
+    zero state (all chunks at once, c steps), the state entering each chunk from the chunk
+    ends (one step per chunk), then every chunk run again from its entering state, keeping
+    each step; the n mod c steps the chunks leave over, after them, one at a time.
+    O(sqrt n) steps of elementwise work, each over a whole chunk's worth of positions."""
     n = b.shape[0]
-    if n == 1:
-        return b
-    m = n // 2
-    if a.shape[0] == 1:
-        ae = ao = a
-    else:
-        ae, ao = a[0:2 * m:2], a[1:2 * m:2]
-    be, bo = b[0:2 * m:2], b[1:2 * m:2]
-    odd = _scan_pairs(ao * ae, torch.addcmul(bo, ao, be))
-    out = torch.empty_like(b)
-    out[1:2 * m:2] = odd
-    out[0:1] = b[0:1]
-    out[2:2 * m:2] = torch.addcmul(be[1:], ae if a.shape[0] == 1 else ae[1:], odd[:-1])
-    if n > 2 * m:
-        out[2 * m:] = torch.addcmul(b[2 * m:], a if a.shape[0] == 1 else a[2 * m:], odd[-1:])
-    return out
+    c = max(1, round(n ** 0.5))
+    k = n // c
+    lo = n - k * c if reverse else 0  # the chunks cover positions lo .. lo + k c - 1
+    at = a.expand(n, *b.shape[1:])  # a view: an `a` of length 1 is the same at every step
+    b3 = b[lo:lo + k * c].unflatten(0, (k, c))
+    a3 = at[lo:lo + k * c].unflatten(0, (k, c)) if a.shape[0] > 1 else a[None].expand(1, c, *a.shape[1:])
+    steps = range(c - 1, -1, -1) if reverse else range(c)
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), h0.dtype)
+    end, prod = b3[:, steps[0]].to(dtype), a3[:, steps[0]].to(dtype)  # at the result's precision
+    for j in steps[1:]:
+        end = torch.addcmul(b3[:, j], a3[:, j], end)
+        prod = prod * a3[:, j]
+    prod = prod.expand_as(end)
+    into = [h0.expand(b.shape[1:]).to(dtype)]
+    for i in range(k - 1, 0, -1) if reverse else range(k - 1):
+        into.append(torch.addcmul(end[i], prod[i], into[-1]))
+    h = torch.stack(into[::-1] if reverse else into)
+    # without gradients each step is written straight into the result
+    grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or h0.requires_grad)
+    hs, kept = b.new_empty(b3.shape, dtype=dtype), []
+    for j in steps:
+        h = torch.addcmul(b3[:, j], a3[:, j], h, out=None if grad else hs[:, j])
+        kept.append(h)
+    if grad:
+        hs = torch.stack(kept[::-1] if reverse else kept, 1)
+    hs = hs.flatten(0, 1)
+    if k * c == n:
+        return hs
+    h, tail = hs[0] if reverse else hs[-1], []
+    for t in range(lo - 1, -1, -1) if reverse else range(k * c, n):
+        h = torch.addcmul(b[t], at[t], h)
+        tail.append(h)
+    return torch.cat([torch.stack(tail[::-1]), hs]) if reverse else torch.cat([hs, torch.stack(tail)])
 
 
 def _linear_scan(a, b, h0, dim, reverse):
@@ -1240,18 +1258,10 @@ def _linear_scan(a, b, h0, dim, reverse):
     lacks that axis); `a` broadcasts against b. Returns every h_t and the last one."""
     a = a.reshape((1,) * (b.dim() - a.dim()) + tuple(a.shape)).movedim(dim, 0)
     h0 = h0.unsqueeze(dim)
-    h0 = h0.reshape((1,) * (b.dim() - h0.dim()) + tuple(h0.shape)).movedim(dim, 0)
+    h0 = h0.reshape((1,) * (b.dim() - h0.dim()) + tuple(h0.shape)).movedim(dim, 0)[0]
     b = b.movedim(dim, 0)
-    n = b.shape[0]
-    if n == 0:
-        return b.movedim(0, dim), torch.broadcast_to(h0, (1,) + tuple(b.shape[1:]))[0]
-    if reverse:
-        a, b = a.flip(0), b.flip(0)
-    # h0 folded into the first step; the copy also lays b out with the steps first
-    b = torch.cat([torch.addcmul(b[:1], a[:1], h0), b[1:]])
-    hs = _scan_pairs(a, b)
-    last = hs[-1]
-    if reverse:
-        hs = hs.flip(0)
-    return hs.movedim(0, dim), last
+    if b.shape[0] == 0:
+        return b.movedim(0, dim), torch.broadcast_to(h0, tuple(b.shape[1:]))
+    hs = _scan_chunks(a, b, h0, reverse)
+    return hs.movedim(0, dim), hs[0] if reverse else hs[-1]
 '''

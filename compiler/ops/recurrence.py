@@ -1,6 +1,6 @@
 """Linear recurrences as one op: `linear_scan(a, b, h0, over seq)` computes
 h_t = a_t * h_{t-1} + b_t at every position of the axis, which a backend may run as a
-log-depth associative scan instead of a loop. The optimizer's `parallel-scan` pass
+parallel (torch: chunked) scan instead of a loop. The optimizer's `parallel-scan` pass
 (passes/recurrence.py) writes it in place of a `scan` whose carried values are updated so."""
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ register(
         doc="The linear recurrence h_t = a_t * h_{t-1} + b_t along one axis, from h0 (h_{-1}); "
         "returns every h_t stacked along the axis (h0's layout, the axis where b has it) and the last one. `a` may lack "
         "axes of b (the axis itself: the same decay at every step). With `reverse = true` the "
-        "steps run from the last position to the first. PyTorch runs it as a log-depth "
-        "associative scan, ONNX as a Loop.",
+        "steps run from the last position to the first. PyTorch runs it as a chunked scan "
+        "(about 3√n elementwise steps), ONNX as a Loop.",
         check=_linear_scan_check,
         arity=3,
         takes=frozenset({"over"}),

@@ -1,6 +1,6 @@
 """The parallel-scan pass of -O2: a `scan` whose every carried value is updated as a linear
 recurrence h = a * h + b (a, b computed without the carried state) becomes `linear_scan` ops,
-which torch runs in log depth instead of one step at a time.
+which torch runs as a chunked scan (about 3√n steps) instead of one step at a time.
 
 The per-step work moves out of the loop: each body op is applied once to the whole scanned
 inputs (named axes make the scanned axis one more axis the op carries along), the carried
