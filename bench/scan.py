@@ -100,15 +100,15 @@ def measure(seqs, rounds: int) -> dict:
                 "even_odd_vs_doubling": (even_odd(a, b) - doubling(a, b)).abs().max().item(),
                 "chunked_vs_even_odd": (ns["_scan_chunks"](a, b, h0, False) - even_odd(a, b)).abs().max().item(),
             }
-            contenders = {
-                "s4d_loop": lambda: s4d_loop(xs),
-                "s4d_parallel": lambda: s4d_par(xs),
-                "mamba_loop": lambda: mamba_loop(xm),
-                "mamba_parallel": lambda: mamba_par(xm),
-                "mamba_hand": lambda: hand(xm),
-                "chunked": lambda: ns["_scan_chunks"](a, b, h0, False),
-                "even_odd": lambda: even_odd(a, b),
-                "doubling": lambda: doubling(a, b),
+            contenders = {  # bound now: the timing runs inside this iteration
+                "s4d_loop": lambda xs=xs: s4d_loop(xs),
+                "s4d_parallel": lambda xs=xs: s4d_par(xs),
+                "mamba_loop": lambda xm=xm: mamba_loop(xm),
+                "mamba_parallel": lambda xm=xm: mamba_par(xm),
+                "mamba_hand": lambda xm=xm: hand(xm),
+                "chunked": lambda a=a, b=b, h0=h0: ns["_scan_chunks"](a, b, h0, False),
+                "even_odd": lambda a=a, b=b: even_odd(a, b),
+                "doubling": lambda a=a, b=b: doubling(a, b),
             }
             stats = side_by_side(contenders, warmup=1, repeat=rounds)
         ratio = {
