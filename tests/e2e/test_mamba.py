@@ -173,3 +173,18 @@ def test_nnc_render_draws_the_spec(tmp_path):
     svg = out.read_text()
     assert svg.startswith("<svg") or "<svg" in svg[:200]
     assert "MambaMixer" in svg and "seq" in svg
+
+
+@pytest.mark.parametrize("hidden_size", [40, 768])
+def test_time_step_rank_defaults_to_the_configs_auto(hidden_size):
+    # MambaConfig's time_step_rank="auto" is ceil(hidden_size / 16): the spec's default, in the
+    # checked spec and in the generated class built with another hidden_size
+    want = transformers.MambaConfig(hidden_size=hidden_size).time_step_rank
+    spec = nncircuit.load(os.path.join(SPECS, "mamba.nn"), "Mamba", hidden_size=hidden_size)
+    assert {h.name: h.value.value for h in spec.graph.hyper}["time_step_rank"] == want
+    small = nncircuit.load(os.path.join(SPECS, "mamba.nn"), "Mamba", vocab_size=97, num_hidden_layers=1)
+    cls = getattr(generated_module(small.torch_source(), "mamba_auto"), "Mamba")
+    module = cls(vocab_size=97, num_hidden_layers=1, hidden_size=40)
+    ref = reference(dict(vocab_size=97, num_hidden_layers=1, hidden_size=40))
+    module.load_state_dict(ref.state_dict(), strict=True)  # x_proj and dt_proj sized by the rank 3
+    assert_logits_match(module.eval(), ref, 97)
