@@ -87,6 +87,8 @@ def _shifted(p: CkPath, at: A.String, env: dict) -> CkPath:
             e = shift_expr(m, env)
         except ValueError as err:
             raise ShapeError(f"the layer shift '{m.group(2)}' is not an expression: {err}", where) from None
+        if e is None:  # a `*` without a sign has no shift (group 2 is None then: skipped above)
+            continue
         unknown = sorted(e.refs() - env.keys())
         if unknown:
             raise NameResolutionError(

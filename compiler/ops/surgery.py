@@ -96,11 +96,11 @@ def _slice_check(call: OpCall):
     s, e = _end("slice", axis, "start", start), _end("slice", axis, "stop", stop)
     shown = f"{axis} = {'' if s is None else s}:{'' if e is None else e}"
     if isinstance(stop, HVal) and stop.expr.refs():  # a stop that becomes 0 empties any slice: say so first
-        lo: list = [] if s is None else [("e", start.expr) if isinstance(start, HVal) and start.expr.refs() else str(s)]
+        begin: list = [] if s is None else [("e", start.expr) if isinstance(start, HVal) and start.expr.refs() else str(s)]
         size_code = _code(ax)
         of_size: list = [" of size ", ("e", size_code)] if ax.size.is_static and size_code is not None else (
             [f" of size {ax.size.value}"] if ax.size.is_static else [])
-        X.note(X.binop("!=", stop.expr, X.Const(0)), f"slice {axis} = ", *lo, ":", ("e", stop.expr),
+        X.note(X.binop("!=", stop.expr, X.Const(0)), f"slice {axis} = ", *begin, ":", ("e", stop.expr),
                f" of axis '{axis}'", *of_size, " is empty")
     for v, name, val in ((start, "start", s), (stop, "stop", e)):  # generated code keeps the sign it was checked with
         if isinstance(v, HVal) and val is not None and v.expr.refs():

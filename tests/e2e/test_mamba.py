@@ -183,7 +183,7 @@ def test_time_step_rank_defaults_to_the_configs_auto(hidden_size):
     spec = nncircuit.load(os.path.join(SPECS, "mamba.nn"), "Mamba", hidden_size=hidden_size)
     assert {h.name: h.value.value for h in spec.graph.hyper}["time_step_rank"] == want
     small = nncircuit.load(os.path.join(SPECS, "mamba.nn"), "Mamba", vocab_size=97, num_hidden_layers=1)
-    cls = getattr(generated_module(small.torch_source(), "mamba_auto"), "Mamba")
+    cls = generated_module(small.torch_source(), "mamba_auto").Mamba
     module = cls(vocab_size=97, num_hidden_layers=1, hidden_size=40)
     ref = reference(dict(vocab_size=97, num_hidden_layers=1, hidden_size=40))
     module.load_state_dict(ref.state_dict(), strict=True)  # x_proj and dt_proj sized by the rank 3
