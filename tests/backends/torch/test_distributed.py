@@ -346,3 +346,8 @@ def test_cli_refuses_a_plan_it_cannot_write(tmp_path, capsys):
 
 if __name__ == "__main__":
     worker(sys.argv[1])
+    # leave without the interpreter's teardown: gloo's threads sometimes abort there after a
+    # clean run ("terminate called without an active exception", exit -6; 1 CI run in 3)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
