@@ -443,9 +443,20 @@ class TorchGen:
         head = [f"        for _t in {steps}:"]
         src = args[first]
 
-        def empty(t) -> str:  # the stacked type with the axis at 0, after the lifted axes
-            sizes = ["0" if ax.name == n.axis else (cx.code(ax.code) if ax.code is not None else cx.size(ax.size))
-                     for ax in t.axes]
+        def size_of(ax) -> str:
+            if ax.name == n.axis:
+                return "0"
+            if ax.code is not None:
+                return cx.code(ax.code)
+            if t0.has(ax.name):  # a run-time size the scanned input carries
+                return f"{src}.shape[{t0.index(ax.name) - t0.rank}]"
+            return cx.size(ax.size)
+
+        def empty(t) -> str | None:  # the stacked type with the axis at 0, after the lifted axes
+            try:
+                sizes = [size_of(ax) for ax in t.axes]
+            except LoweringError:  # a size no input of the body gives: a zero-length run fails in torch.stack
+                return None
             return (f"{src}.new_zeros(({src}.shape[: {src}.dim() - {t0.rank}] + ({', '.join(sizes)},)), "
                     f"dtype={TORCH_DTYPES[t.dtype]})")
 
@@ -484,8 +495,9 @@ class TorchGen:
         for j, e in enumerate(emits):
             t = n.types[k + j]
             stacked = f"torch.stack({e}, dim={t.index(axis) - t.rank})"
-            if empty is not None:  # a scan over an empty axis: no step, an empty stack
-                stacked = f"{stacked} if {e} else {empty(t)}"
+            none = empty(t) if empty is not None else None
+            if none is not None:  # a scan over an empty axis: no step, an empty stack
+                stacked = f"{stacked} if {e} else {none}"
             out.append(f"        {e} = {stacked}")
         everything = states + emits
         out.append(f"        {var} = {everything[0]}" if len(everything) == 1 else f"        {var} = ({', '.join(everything)},)")
