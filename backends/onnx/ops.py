@@ -380,12 +380,20 @@ def _moe(cx: OpCx):
     vals = b.op("Div", [vals, b.reduce("ReduceSum", vals, [-1], keepdims=1)])
     zeros = b.op("Mul", [probs, cx.scalar_like(0, x)])
     combine = b.op("ScatterElements", [zeros, idx, vals], axis=-1)
-    gate_up = b.op("Einsum", [x.name, cx.weight("experts.gate_up_proj")], equation="...d,efd->...ef")
+    return _dense_experts(cx, x, combine, h, "experts.")
+
+
+def _dense_experts(cx: OpCx, x, combine: str, h: int, prefix: str):
+    """Every SwiGLU expert on every token (x: features last; weights `{prefix}gate_up_proj`
+    [E, 2H, d] and `{prefix}down_proj` [E, d, H]), their outputs summed with `combine`
+    [..., E] (0 for the experts a token did not choose)."""
+    b = cx.b
+    gate_up = b.op("Einsum", [x.name, cx.weight(f"{prefix}gate_up_proj")], equation="...d,efd->...ef")
     last = b.i64([-1])
     gate = b.op("Slice", [gate_up, b.i64([0]), b.i64([h]), last])
     up = b.op("Slice", [gate_up, b.i64([h]), b.i64([2 * h]), last])
     act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
-    y = b.op("Einsum", [act, cx.weight("experts.down_proj")], equation="...ef,edf->...ed")
+    y = b.op("Einsum", [act, cx.weight(f"{prefix}down_proj")], equation="...ef,edf->...ed")
     y = b.op("Einsum", [y, combine], equation="...ed,...e->...d")
     return [cx.result(b.transpose(x.like(y), cx.node.type.names).name)]
 
@@ -406,14 +414,7 @@ def _experts(cx: OpCx):
     onehot = b.op("Equal", [b.op("Unsqueeze", [b.op("Cast", [idx.name], to=b.elem("int64")), b.i64([-1])]), experts])
     onehot = b.op("Cast", [onehot], to=b.elem(w.type.dtype))
     combine = b.op("Einsum", [w.name, onehot], equation="...k,...ke->...e")
-    gate_up = b.op("Einsum", [x.name, cx.weight("gate_up_proj")], equation="...d,efd->...ef")
-    last = b.i64([-1])
-    gate = b.op("Slice", [gate_up, b.i64([0]), b.i64([h]), last])
-    up = b.op("Slice", [gate_up, b.i64([h]), b.i64([2 * h]), last])
-    act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
-    y = b.op("Einsum", [act, cx.weight("down_proj")], equation="...ef,edf->...ed")
-    y = b.op("Einsum", [y, combine], equation="...ed,...e->...d")
-    return [cx.result(b.transpose(x.like(y), cx.node.type.names).name)]
+    return _dense_experts(cx, x, combine, h, "")
 
 
 def _pad_to(cx: OpCx):
