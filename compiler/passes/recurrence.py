@@ -18,7 +18,7 @@ from dataclasses import replace
 from nncircuit.ir.graph import BodyNode, Graph, Node, ScanNode, Value
 from nncircuit.ops import registry
 from nncircuit.ops.registry import AxisSpec, OpCall
-from nncircuit.passes.base import Pass, alive, exact, producer, register_pass, try_add
+from nncircuit.passes.base import Pass, alive, exact, producer, register_pass, single_use, try_add
 from nncircuit.types.tensor import HVal, TensorType
 
 ONE = HVal.const(1.0)
@@ -32,9 +32,9 @@ def _update(body: Graph, i: int) -> tuple[Node, Node | None, Value | HVal, Value
     """Carried value i updated as a * h + b (either order of either operation, `h + b`
     with a = 1, `h * c` or `c * h` for a number c): (the add, the mul or None, a, b)."""
     h = Value(body.inputs[i])
-    users = body.users(h)
-    if len(users) != 1 or body.is_output(h):
+    if not single_use(body, h):
         return None
+    users = body.users(h)
     add = producer(body, body.outputs[i][1])
     if add.op != "add" or len(add.inputs) != 2:
         return None
@@ -45,7 +45,7 @@ def _update(body: Graph, i: int) -> tuple[Node, Node | None, Value | HVal, Value
         if term.node == h.node or b == h:
             continue
         mul = producer(body, term)
-        if mul.op != "mul" or users[0][0] is not mul or len(body.users(term)) != 1 or body.is_output(term):
+        if mul.op != "mul" or users[0][0] is not mul or not single_use(body, term):
             continue
         if len(mul.inputs) == 1:
             found = registry.get("mul").scalar_operand(mul.attrs)
