@@ -1,7 +1,11 @@
-"""Helpers the tests share: random inputs for a spec's declared inputs."""
+"""Helpers the tests share: random inputs for a spec's declared inputs, and the check that a
+user's mistake is a positioned error."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 
@@ -38,3 +42,16 @@ def _smallest_table(spec) -> int:
         if n.op == "Embedding"
     ]
     return min(sizes) if sizes else 2
+
+
+def assert_positioned_error(load, text: str, msg: str, line: int, col: int):
+    """`load(text)` fails with an NNError whose message matches `msg`, at `line`:`col`, and
+    whose text shows the caret under the source line."""
+    from nncircuit.errors import NNError
+
+    with pytest.raises(NNError) as info:
+        load(text)
+    e = info.value
+    assert re.search(msg, e.message), e.message
+    assert (e.span.line, e.span.col) == (line, col), str(e)
+    assert "^" in str(e)

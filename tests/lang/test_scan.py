@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import nncircuit
+from helpers import assert_positioned_error
 from nncircuit.errors import NNError
 from nncircuit.ir.parser import parse_ir
 from nncircuit.ir.printer import print_ir
@@ -234,12 +235,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("text,msg,line,col", ERRORS)
 def test_positioned_errors(text, msg, line, col):
-    with pytest.raises(NNError) as info:
-        load(text)
-    e = info.value
-    assert re.search(msg, e.message), e.message
-    assert (e.span.line, e.span.col) == (line, col), str(e)
-    assert "^" in str(e)
+    assert_positioned_error(lambda t: load(t), text, msg, line, col)
 
 
 def test_a_value_built_in_the_body_lacks_the_scanned_axis():

@@ -4,14 +4,13 @@ inv_freq written with it in a Buffer, and the positioned errors."""
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
 import torch
 
 import nncircuit
-from nncircuit.errors import NNError
+from helpers import assert_positioned_error
 
 SPEC = """
 model A(dh = 8, s0 = 1.5, st = 0.25, theta = 10000.0) {
@@ -133,12 +132,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("text,msg,line,col", ERRORS)
 def test_positioned_errors(text, msg, line, col):
-    with pytest.raises(NNError) as info:
-        load(text)
-    e = info.value
-    assert re.search(msg, e.message), e.message
-    assert (e.span.line, e.span.col) == (line, col), str(e)
-    assert "^" in str(e)
+    assert_positioned_error(lambda t: load(t), text, msg, line, col)
 
 
 def test_ir_text_round_trips_with_start_and_step():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import nncircuit
+from helpers import assert_positioned_error
 from nncircuit.backends.diagram import render as R
 from nncircuit.backends.onnx.export import build
 from nncircuit.errors import NNError
@@ -231,12 +232,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("text,msg,line,col", ERRORS)
 def test_positioned_errors(text, msg, line, col):
-    with pytest.raises(NNError) as info:
-        nncircuit.load("e.nn", "M", text=text)
-    e = info.value
-    assert re.search(msg, e.message), e.message
-    assert (e.span.line, e.span.col) == (line, col), str(e)
-    assert "^" in str(e)
+    assert_positioned_error(lambda t: nncircuit.load("e.nn", "M", text=t), text, msg, line, col)
 
 
 def test_ir_text_refuses_an_axis_named_twice():
