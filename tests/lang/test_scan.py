@@ -235,7 +235,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("text,msg,line,col", ERRORS)
 def test_positioned_errors(text, msg, line, col):
-    assert_positioned_error(lambda t: load(t), text, msg, line, col)
+    assert_positioned_error(load, text, msg, line, col)
 
 
 def test_a_value_built_in_the_body_lacks_the_scanned_axis():

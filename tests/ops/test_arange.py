@@ -132,7 +132,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("text,msg,line,col", ERRORS)
 def test_positioned_errors(text, msg, line, col):
-    assert_positioned_error(lambda t: load(t), text, msg, line, col)
+    assert_positioned_error(load, text, msg, line, col)
 
 
 def test_ir_text_round_trips_with_start_and_step():
