@@ -539,15 +539,21 @@ register(
 )
 
 
-def _positions_check(call: OpCall):
+def _axis_in_scope(op: str, example: str, call: OpCall) -> Axis:
+    """The one axis `positions(seq)` or `length(past)` names, with its size (and the size's
+    hyperparameter expression) from the tensors in scope."""
     if len(call.positional) != 1:
-        raise fail("positions takes one axis: positions(seq)")
-    (spec,) = positional_axes("positions", call)
+        raise fail(f"{op} takes one axis: {example}")
+    (spec,) = positional_axes(op, call)
     size = call.kw("_size")
     if size is None:
-        raise fail(f"positions: '{spec.name}' is not an axis of any tensor in scope")
+        raise fail(f"{op}: '{spec.name}' is not an axis of any tensor in scope")
     code = call.kw("_code")
-    ax = Axis(spec.name, size, code.expr if isinstance(code, HVal) and size.is_static else None)
+    return Axis(spec.name, size, code.expr if isinstance(code, HVal) and size.is_static else None)
+
+
+def _positions_check(call: OpCall):
+    ax = _axis_in_scope("positions", "positions(seq)", call)
     return {"axis": ax}, (TensorType((ax,), "int64"),)
 
 
@@ -566,15 +572,7 @@ register(
 
 
 def _length_check(call: OpCall):
-    if len(call.positional) != 1:
-        raise fail("length takes one axis: length(past)")
-    (spec,) = positional_axes("length", call)
-    size = call.kw("_size")
-    if size is None:
-        raise fail(f"length: '{spec.name}' is not an axis of any tensor in scope")
-    code = call.kw("_code")
-    ax = Axis(spec.name, size, code.expr if isinstance(code, HVal) and size.is_static else None)
-    return {"axis": ax}, (TensorType((), "int64"),)
+    return {"axis": _axis_in_scope("length", "length(past)", call)}, (TensorType((), "int64"),)
 
 
 register(
