@@ -37,12 +37,74 @@ DOC = os.path.join(ROOT, "docs", "zoo.md")
 # ---- line counts -----------------------------------------------------------------------------
 
 
-def spec_files(path: str) -> list[str]:
-    """The spec file and the library files it imports (one level: the zoo's are flat)."""
+def _resolve(path: str, target: str) -> str:
+    return os.path.join(SPECS, target[4:]) if target.startswith("zoo:") else os.path.join(os.path.dirname(path), target)
+
+
+def spec_blocks(path: str) -> tuple[dict[str, tuple[int, set[str]]], dict[str, str]]:
+    """The file's blocks and models: name -> (non-blank non-comment lines, names its text
+    mentions); and the names it imports -> the file each comes from (`import "f"`: all of f's)."""
     with open(path, encoding="utf-8") as f:
-        imports = re.findall(r'^(?:from|import)\s+"([^"]+)"', f.read(), flags=re.M)
-    return [path] + [os.path.join(SPECS, p[4:]) if p.startswith("zoo:") else os.path.join(os.path.dirname(path), p)
-                     for p in imports]
+        lines = f.read().splitlines()
+    blocks, imports, i = {}, {}, 0
+    while i < len(lines):
+        s = lines[i].strip()
+        m = re.match(r'from\s+"([^"]+)"\s+import\s+(.+)', s)
+        if m:
+            for name in m.group(2).split(","):
+                imports[name.strip()] = _resolve(path, m.group(1))
+        m = re.match(r'import\s+"([^"]+)"', s)
+        if m:
+            target = _resolve(path, m.group(1))
+            imports.update({name: target for name in spec_blocks(target)[0]})
+        m = re.match(r"(?:block|model)\s+([A-Za-z_]\w*)", s)
+        if m:
+            depth, j, body = 0, i, []
+            while j < len(lines):
+                code = lines[j].split("#", 1)[0]
+                body.append(code)
+                depth += code.count("{") - code.count("}")
+                j += 1
+                if depth <= 0 and "{" in "".join(body):
+                    break
+            blocks[m.group(1)] = (sum(1 for t in lines[i:j] if t.strip() and not t.strip().startswith("#")),
+                                  set(re.findall(r"[A-Za-z_]\w*", "\n".join(body))))
+            i = j
+            continue
+        i += 1
+    return blocks, imports
+
+
+def imported_blocks(path: str) -> dict[tuple[str, str], int]:
+    """Every block the file takes from other files, with the blocks those use in turn (in their
+    own file or imported there): (file, block) -> its lines."""
+    found, todo = {}, []
+    _, imports = spec_blocks(path)
+    todo = list({(f, n) for n, f in imports.items()})
+    while todo:
+        f, name = todo.pop()
+        if (f, name) in found:
+            continue
+        blocks, imports = spec_blocks(f)
+        if name not in blocks:
+            continue
+        n, mentions = blocks[name]
+        found[(f, name)] = n
+        for other in mentions - {name}:
+            if other in blocks:
+                todo.append((f, other))
+            elif other in imports:
+                todo.append((imports[other], other))
+    return found
+
+
+def spec_files(path: str) -> list[str]:
+    """The spec file and the files its imported blocks come from (directly or through others)."""
+    seen = [path]
+    for f, _ in sorted(imported_blocks(path)):
+        if f not in seen:
+            seen.append(f)
+    return seen
 
 
 def checkpoint_lines(path: str) -> int:
@@ -63,18 +125,19 @@ def checkpoint_lines(path: str) -> int:
 
 
 def spec_line_text(path: str) -> tuple[str, list[str]]:
-    """The spec's lines with its library files (specs/lib/), of which checkpoint sections; a
-    block imported from another model's file is shown apart: that whole file is counted."""
+    """The spec's lines: the whole file, and every block it imports from another file (from
+    `specs/lib/` or another model's file) with the blocks those use, counted block by block;
+    in brackets how many are `checkpoint` sections, and how many were imported from where."""
     files = spec_files(path)
-    lib = os.path.join(SPECS, "lib") + os.sep
-    own = [p for p in files if p == path or os.path.abspath(p).startswith(lib)]
-    lines = sum(zoo.code_lines(p) for p in own)
-    ck = sum(checkpoint_lines(p) for p in own)
-    text = f"{lines} (checkpoint {ck})" if ck else str(lines)
-    for p in files:
-        if p not in own:
-            text += f" + {zoo.code_lines(p)} imported `{os.path.basename(p)}`"
-    return text, [os.path.relpath(p, ROOT).replace(os.sep, "/") for p in own]
+    taken = imported_blocks(path)
+    own = zoo.code_lines(path)
+    ck = checkpoint_lines(path)
+    notes = [f"checkpoint {ck}"] if ck else []
+    if taken:
+        where = ", ".join(f"`{os.path.relpath(f, SPECS).replace(os.sep, '/')}`" for f in files[1:])
+        notes.append(f"{sum(taken.values())} imported from {where}")
+    text = f"{own + sum(taken.values())}" + (f" ({'; '.join(notes)})" if notes else "")
+    return text, [os.path.relpath(p, ROOT).replace(os.sep, "/") for p in files]
 
 
 def torch_line_text(pairs) -> str:
@@ -280,15 +343,14 @@ def table(rows: list[dict]) -> str:
         "  noise (torch's generator seeded alike), and its ONNX export runs with a pinned log-variance",
         "  (ONNX draws anew). Llama decode: a prefill of 5 tokens, then steps of 1, 1, 1 and 2 tokens",
         "  feeding the cache back; logits, keys and values against a DynamicCache.",
-        "* **spec lines**: non-blank lines that are not only a comment, of the spec file and the",
-        "  library files it imports from `specs/lib/` (in `specs/`: " + "; ".join(
-            f"`{r['files'][0][6:]}`: " + ", ".join(f"`{f[6:]}`" for f in r["files"][1:])
-            for r in unique(rows) if len(r.get("files", [])) > 1) + ");",
-        "  in brackets, how many of them are `checkpoint` sections: the mapping to the reference's",
+        "* **spec lines**: non-blank lines that are not only a comment: the whole spec file, and every",
+        "  block it imports from another file (`specs/lib/` or another model's file: " + "; ".join(
+            f"`{r['files'][0][6:]}` from " + ", ".join(f"`{f[6:]}`" for f in r["files"][1:])
+            for r in unique(rows) if len(r.get("files", [])) > 1) + ") with the blocks those",
+        "  use in turn, counted block by block (the total includes them; in brackets how many).",
+        "  Also in brackets, how many lines are `checkpoint` sections: the mapping to the reference's",
         "  names, not the model. A file holding several models (`resnet.nn`, `lstm.nn`, `conv.nn`,",
-        "  `linear_attention.nn`) is counted whole for each; a block imported from another model's",
-        "  file (Mixtral's, DeepSeek-V3's and Llama decode's from `llama.nn`, the pointer network's LSTM cell) is",
-        "  added apart, that whole file counted.",
+        "  `linear_attention.nn`) is counted whole for each.",
         "  **PyTorch lines** count the same way: " + "; ".join(notes) + "; for the hand-written",
         "  references, the classes or functions the reference consists of (docstrings left out);",
         "  torch.nn's `rnn.py` holds every recurrent module (its kernels are C++, not counted).",

@@ -1252,14 +1252,14 @@ class Gen:
         sc.lines.append("}")
 
     def op_scan(self, sc):
-        """`scan AXIS [reverse] [as t] { s = ...; emit e = ... }`: a state started from the
+        """`scan AXIS [reverse [= COND]] [as t] { s = ...; emit e = ... }`: a state started from the
         mean over the axis, updated from each step's slice, and a per-step value stacked back
         (it has the type of the scanned value)."""
         name, t = self.pick(sc, lambda u: len(u.axes) >= 2)
         ax = self.ch.pick(t.axes)
         state_t = t.without([ax.name])
         s, e = self.fresh("s"), self.fresh("e")
-        reverse = " reverse" if self.ch.chance(0.4) else ""
+        reverse = self.ch.pick(["", " reverse", " reverse = true", " reverse = false"]) if self.ch.chance(0.5) else ""
         step = self.fresh("i") if self.ch.chance(0.4) else None
         sc.lines.append(f"{s} = mean({name}, over {ax.name})")
         sc.lines.append(f"scan {ax.name}{reverse}{f' as {step}' if step else ''} {{")

@@ -348,6 +348,7 @@ def _loop_head(pr: _Printer, st, ind: str) -> str:
         head += f", {st.index}" if st.index else ""
         return head + (f" over {st.axis}" if st.axis else "")
     head = f"{ind}scan {st.axis}" + (" reverse" if st.reverse else "")
+    head += f" = {pr.expr(st.reverse_when)}" if st.reverse_when is not None else ""
     return head + (f" as {st.index}" if st.index else "")
 
 

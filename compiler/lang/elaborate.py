@@ -602,6 +602,9 @@ class Elaborator:
         Outer values that carry AXIS are seen one slice at a time; names assigned in the body
         that exist before it are carried states; `emit y = ...` values are stacked along AXIS."""
         parent = ctx.graph
+        reverse = st.reverse
+        if st.reverse_when is not None:
+            reverse = self.static_choice(ctx, st.reverse_when, "scan ... reverse =")
         name = ctx.fresh("scan")
         ctx.reserved.add(name)
         body_g, inner, carried, opened = self._open_loop(ctx, st, name, "scan", [])
@@ -635,7 +638,7 @@ class Elaborator:
             "scan",
             outer_inputs,
             attrs={
-                "axis": st.axis, "reverse": st.reverse, "carried": k, "index": st.index is not None,
+                "axis": st.axis, "reverse": reverse, "carried": k, "index": st.index is not None,
                 "scanned": tuple(k + i for i, v in enumerate(free) if v in inner.scanned),
                 "stack_at": tuple(stack_at),
             },
@@ -670,15 +673,20 @@ class Elaborator:
         """Elaborate the branch the condition picks, in this scope. A generated class keeps
         the structure it was compiled with: its constructor refuses hyperparameters that
         would pick the other branch (a check, as for any size the checker proved)."""
-        cond, text = self.static_bool(ctx, st.cond)
+        self.body(ctx, st.then if self.static_choice(ctx, st.cond, "if") else st.orelse)
+
+    def static_choice(self, ctx: Ctx, e, what: str) -> bool:
+        """A structural choice over hyperparameters (`if COND`, `scan ... reverse = COND`):
+        its value; a generated class refuses hyperparameters that would choose otherwise."""
+        cond, text = self.static_bool(ctx, e)
         taken = bool(cond.value)
         X.note(
             cond.expr if taken else _not(cond.expr),
-            f"`if {text}` was compiled for it being "
+            f"`{what} {text}` was compiled for it being "
             f"{str(taken).lower()}: the structure of a compiled module is fixed, so compile the "
             "spec again for these hyperparameters (nnc compile -p NAME=VALUE)",
         )
-        self.body(ctx, st.then if taken else st.orelse)
+        return taken
 
     def static_bool(self, ctx: Ctx, e) -> tuple[HVal, str]:
         """A condition over hyperparameters: its value and expression, and its text as
@@ -705,7 +713,7 @@ class Elaborator:
         if not isinstance(v, HVal):
             raise ShapeError(_STATIC_COND.format(found=_describe(v)), e.span)
         if not isinstance(v.value, bool):
-            raise HyperparameterError(f"an `if` condition must be true or false, found {v.value!r}", e.span)
+            raise HyperparameterError(f"a condition (`if`, `scan ... reverse =`) must be true or false, found {v.value!r}", e.span)
         return v, v.expr.text()
 
     def for_stmt(self, ctx: Ctx, st: A.For):
@@ -1385,7 +1393,7 @@ def _assigned(stmts, out: list[str]) -> list[str]:
 
 
 _STATIC_COND = (
-    "an `if` condition is resolved when the model is built, so it compares hyperparameters; "
+    "a condition (`if`, `scan ... reverse =`) is resolved when the model is built, so it compares hyperparameters; "
     "found {found} (for a choice per element, use where(m, a, b))"
 )
 

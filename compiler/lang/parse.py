@@ -283,8 +283,9 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def scan_stmt(self, meta, children):
-        axis, reverse, index, *body = children
-        return A.Scan(self._span(meta), str(axis), reverse is not None, str(index) if index else None, tuple(body))
+        axis, reverse, when, index, *body = children
+        return A.Scan(self._span(meta), str(axis), reverse is not None, str(index) if index else None, tuple(body),
+                      reverse_when=when)
 
     @v_args(meta=True)
     def emit_stmt(self, meta, children):

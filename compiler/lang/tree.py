@@ -227,12 +227,13 @@ class For(Node):
 
 @dataclass(frozen=True)
 class Scan(Node):
-    """`scan AXIS [reverse] [as t] { body }`: the body runs once per position of AXIS."""
+    """`scan AXIS [reverse [= COND]] [as t] { body }`: the body runs once per position of AXIS."""
 
     axis: str
     reverse: bool
     index: str | None  # the name the step index is bound to
     body: tuple[Stmt, ...]
+    reverse_when: Expr | None = None  # `reverse = COND`: the direction from hyperparameters
 
 
 @dataclass(frozen=True)

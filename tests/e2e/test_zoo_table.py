@@ -62,11 +62,23 @@ def test_checkpoint_sections_are_counted_apart(tmp_path):
     assert 0 < zoo_table.checkpoint_lines(resnet) < zoo_table.zoo.code_lines(resnet)
 
 
-def test_an_imported_model_file_is_counted_apart_and_a_library_file_with_the_spec():
+def test_imported_blocks_are_counted_block_by_block_with_what_they_use(tmp_path):
+    (tmp_path / "lib.nn").write_text(
+        "# a library\nblock A(d) {\n    in x: [d]\n    out B(d)(x)\n}\n\nblock B(d) {\n    in x: [d]\n"
+        "    out relu(x)\n}\n\nblock Unused(d) {\n    in x: [d]\n    out x\n}\n")
+    (tmp_path / "m.nn").write_text(
+        'from "lib.nn" import A\n\nmodel M(d = 4) {\n    in x: [batch, d]\n    out A(d)(x)\n}\n')
+    taken = zoo_table.imported_blocks(str(tmp_path / "m.nn"))
+    assert {name: n for (_, name), n in taken.items()} == {"A": 4, "B": 4}  # not Unused
+    text, files = zoo_table.spec_line_text(str(tmp_path / "m.nn"))
+    assert text == "13 (8 imported from `" + os.path.relpath(str(tmp_path / "lib.nn"), SPECS) + "`)"
+    # the pointer network takes LSTMCell and LSTMDirection from lstm.nn, not its whole file
     text, files = zoo_table.spec_line_text(os.path.join(SPECS, "pointer.nn"))
-    assert re.fullmatch(r"\d+ \+ \d+ imported `lstm.nn`", text)
-    _, files = zoo_table.spec_line_text(os.path.join(SPECS, "llama.nn"))
-    assert files == ["specs/llama.nn", "specs/lib/rotary.nn", "specs/lib/attention.nn"]
+    assert re.fullmatch(r"\d+ \(\d+ imported from `lstm.nn`\)", text) and files == ["specs/pointer.nn", "specs/lstm.nn"]
+    assert int(text.split()[0]) < zoo_table.zoo.code_lines(os.path.join(SPECS, "lstm.nn"))
+    # Mixtral's LlamaAttention brings llama.nn's rotary blocks and the library's attention
+    _, files = zoo_table.spec_line_text(os.path.join(SPECS, "mixtral.nn"))
+    assert set(files) == {"specs/mixtral.nn", "specs/llama.nn", "specs/lib/rotary.nn", "specs/lib/attention.nn"}
 
 
 def test_difference_and_parameter_flags():

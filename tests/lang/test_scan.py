@@ -322,3 +322,50 @@ def test_learned_ops_inside_the_body_are_one_module_shared_by_every_step():
     for t in range(4):
         h = torch.tanh(m.scan.linear(h) + x[:, t])
     torch.testing.assert_close(m(x), h, rtol=0, atol=1e-6)
+
+
+REVERSE_BY = """
+model R(back = true, d = 3) {
+    in  x: [batch, seq, d]
+    h = zeros([batch, d])
+    scan seq reverse = back {
+        h = tanh(0.5 * h + x)
+        emit y = h
+    }
+    out y, h
+}
+"""
+
+
+@pytest.mark.parametrize("opt", [0, 2])
+@pytest.mark.parametrize("back", [True, False])
+def test_reverse_from_a_hyperparameter_steps_that_way(back, opt):
+    m = load(REVERSE_BY, back=back, opt=opt).module(seed=0)
+    x = torch.randn(2, 5, 3)
+    h, out = torch.zeros(2, 3), [None] * 5
+    for t in (reversed(range(5)) if back else range(5)):
+        h = torch.tanh(0.5 * h + x[:, t])
+        out[t] = h
+    y, last = m(x)
+    torch.testing.assert_close(y, torch.stack(out, 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(last, h, rtol=0, atol=1e-6)
+
+
+def test_reverse_from_a_hyperparameter_is_structure_and_formats_as_written():
+    cls = load(REVERSE_BY).torch_class()
+    with pytest.raises(ValueError, match=r"`scan \.\.\. reverse = back` was compiled for it being true"):
+        cls(back=False)
+    assert cls(d=5)(torch.randn(1, 2, 5))[0].shape == (1, 2, 5)
+    from nncircuit.editor.fmt import format_text
+
+    assert format_text(REVERSE_BY) == REVERSE_BY.lstrip("\n")
+
+
+@pytest.mark.parametrize("cond,msg", [
+    ("x", r"a condition \(`if`, `scan \.\.\. reverse =`\) is resolved when the model is built, so it "
+          r"compares hyperparameters; found a tensor"),
+    ("d", r"a condition \(`if`, `scan \.\.\. reverse =`\) must be true or false, found 3"),
+])
+def test_reverse_condition_on_a_tensor_or_a_number_is_a_positioned_error(cond, msg):
+    text = REVERSE_BY.replace("reverse = back", f"reverse = {cond}")
+    assert_positioned_error(load, text, msg, 5, 24)
