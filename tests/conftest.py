@@ -45,7 +45,6 @@ SMALL = {
     ("lstm.nn", "GRU"): {},
     ("lstm.nn", "RNN"): {},
     ("linear_attention.nn", "LinearAttention"): {},
-    ("linear_attention.nn", "ParallelLinearAttention"): {},
     ("lif.nn", "LIF"): {},
     ("mamba.nn", "Mamba"): dict(vocab_size=97, hidden_size=32, state_size=8, num_hidden_layers=2, time_step_rank=2),
     ("t5.nn", "T5"): dict(vocab_size=97, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
