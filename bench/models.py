@@ -106,7 +106,7 @@ def resnet_case(which: str, *, classes, image, batch) -> Case:
         name=which,
         spec="resnet.nn",
         model=which,
-        params=dict(classes=classes),
+        params=dict(num_classes=classes),
         reference=lambda: build(classes),
         mapping=None,
         make_input=_images(image),

@@ -53,7 +53,7 @@ def load(model: str, **options):
 
 
 def compile(model: str, *, seed: int | None = None, opt: int = 2, **params):
-    """A zoo model as a torch module: `compile("MLP")`, `compile("ResNet18", classes=10)`."""
+    """A zoo model as a torch module: `compile("MLP")`, `compile("ResNet18", num_classes=10)`."""
     return load(model, opt=opt, **params).module(seed=seed)
 
 

@@ -338,42 +338,46 @@ def lif():
     import test_lif as T
     from zoo_more_table import reference_lines
 
+    torch.manual_seed(3)
+    ref = T.LIF().eval()
     x = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(0)) * 2
     worst = 0.0
     for opt in (0, 2):
         m = nncircuit.load(T.SPEC, "LIF", opt=opt).module(seed=0).eval()
+        m.load_state_dict(ref.state_dict(), strict=True)
         with torch.no_grad():
-            worst = max(worst, difference(m(x), T.reference(m.current, x)))
+            worst = max(worst, difference(m(x), ref(x)))
     m = nncircuit.load(T.SPEC, "LIF").module(seed=0).eval()
     torch.manual_seed(0)
     return dict(family="LIF (spiking)", path=T.SPEC, model="LIF", reference="leaky integrate-and-fire, hand-written loop",
                 spec_params=nncircuit.load(T.SPEC, "LIF").param_count(),
-                ref_params=sum(p.numel() for p in m.current.parameters()), published=None, diff=worst,
+                ref_params=sum(p.numel() for p in ref.parameters()), published=None, diff=worst,
                 onnx=onnx_difference(T.SPEC, "LIF", {}, m, [(torch.randn(2, n, 16) * 2,) for n in (5, 17)]),
-                torch_lines=[("`reference` in test_lif.py", reference_lines([T.reference]))],
-                note="the reference reuses the spec's Linear")
+                torch_lines=[("`LIF` in test_lif.py", reference_lines([T.LIF]))])
 
 
 def linear_attention():
     import test_linear_attention as T
     from zoo_more_table import reference_lines
 
-    g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(3, 2, 7, 8, generator=g), torch.randn(3, 2, 7, 8, generator=g), torch.randn(3, 2, 7, 5, generator=g)
-    want = T.reference(q, k, v)
     worst = 0.0
-    for opt in (0, 2):
-        heads = nncircuit.load("heads.nn", text=T.HEADS, opt=opt).module(seed=0)
-        with torch.no_grad():
-            r, p = heads(q, k, v)
-        worst = max(worst, difference(r, want), difference(p, want))
+    for parallel in (False, True):
+        ref = T._reference(parallel)
+        for opt in (0, 2):
+            m = nncircuit.load(T.SPEC, "LinearAttention", opt=opt, parallel=parallel).module(seed=5).eval()
+            m.load_state_dict(ref.state_dict(), strict=True)
+            for seq in (1, 7):
+                x = T._inputs(seq)
+                with torch.no_grad():
+                    worst = max(worst, difference(m(x), ref(x)))
     m = nncircuit.load(T.SPEC, "LinearAttention").module(seed=0).eval()
     return dict(family="Linear attention", path=T.SPEC, model="LinearAttention",
-                reference="Katharopoulos et al. 2020, causal, written-out loop (on the heads)",
-                spec_params=nncircuit.load(T.SPEC, "LinearAttention").param_count(), ref_params=None, published=None,
+                reference="Katharopoulos et al. 2020, causal, multi-head, hand-written loop and masked form",
+                spec_params=nncircuit.load(T.SPEC, "LinearAttention").param_count(),
+                ref_params=sum(p.numel() for p in T._reference().parameters()), published=None,
                 diff=worst, onnx=onnx_difference(T.SPEC, "LinearAttention", {}, m, [(torch.randn(2, n, 32),) for n in (4, 13)]),
-                torch_lines=[("`reference` in test_linear_attention.py", reference_lines([T.reference]))],
-                note="recurrent and parallel heads")
+                torch_lines=[("`LinearAttention` in test_linear_attention.py", reference_lines([T.LinearAttention]))],
+                note="recurrent and parallel forms (`parallel = true`)")
 
 
 def structure(family: str, file: str, model: str):

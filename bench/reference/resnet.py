@@ -63,7 +63,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, counts, classes=1000):
+    def __init__(self, block, counts, num_classes=1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -78,7 +78,7 @@ class ResNet(nn.Module):
                 cin = width * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(cin, classes)
+        self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -86,9 +86,9 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet18(classes=1000) -> ResNet:
-    return ResNet(BasicBlock, (2, 2, 2, 2), classes)
+def resnet18(num_classes=1000) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes)
 
 
-def resnet50(classes=1000) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), classes)
+def resnet50(num_classes=1000) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes)

@@ -1,5 +1,5 @@
-"""specs/lif.nn: leaky integrate-and-fire neurons as a scan equal a hand-written PyTorch loop,
-in torch and in onnxruntime at two sequence lengths."""
+"""specs/lif.nn: leaky integrate-and-fire neurons as a scan equal a hand-written PyTorch module
+(its state_dict loaded strictly), in torch and in onnxruntime at two sequence lengths."""
 
 from __future__ import annotations
 
@@ -8,41 +8,62 @@ import os
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import nncircuit
 
 SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "specs", "lif.nn")
 
 
-def reference(linear: torch.nn.Linear, x, beta=0.9, threshold=1.0):
-    current = linear(x)
-    v = torch.zeros(x.shape[0], current.shape[-1])
-    spikes = []
-    for t in range(x.shape[1]):
-        v = beta * v + current[:, t]
-        s = (v > threshold).float()
-        v = v - s * threshold
-        spikes.append(s)
-    return torch.stack(spikes, 1), v
+class LIF(nn.Module):
+    """A layer of leaky integrate-and-fire neurons (snnTorch's Leaky, subtractive reset), a loop."""
+
+    def __init__(self, d=16, hidden=32, beta=0.9, threshold=1.0):
+        super().__init__()
+        self.current = nn.Linear(d, hidden)
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        current = self.current(x)
+        v = x.new_zeros(x.shape[0], current.shape[-1])
+        spikes = []
+        for t in range(x.shape[1]):
+            v = self.beta * v + current[:, t]
+            s = (v > self.threshold).float()
+            v = v - s * self.threshold
+            spikes.append(s)
+        return torch.stack(spikes, 1), v
+
+
+def _loaded(ref, **params):
+    """The spec's module with the reference's state_dict, loaded strictly."""
+    m = nncircuit.load(SPEC, **params).module(seed=0).eval()
+    result = m.load_state_dict(ref.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    return m
 
 
 def test_lif_equals_a_hand_written_loop():
-    m = nncircuit.load(SPEC).module(seed=0)
+    torch.manual_seed(3)
+    ref = LIF().eval()
+    m = _loaded(ref)
     x = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(0)) * 2
     with torch.no_grad():
         spikes, v = m(x)
-        want_s, want_v = reference(m.current, x)
+        want_s, want_v = ref(x)
     assert 0 < spikes.sum() < spikes.numel()  # some neurons fire, not all
     assert torch.equal(spikes, want_s)
     torch.testing.assert_close(v, want_v, rtol=0, atol=1e-5)
 
 
 def test_other_beta_and_threshold():
+    ref = LIF(beta=0.5, threshold=0.25).eval()
     m = nncircuit.load(SPEC).torch_class()(beta=0.5, threshold=0.25)
+    m.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 9, 16)
     with torch.no_grad():
         spikes, v = m(x)
-        want_s, want_v = reference(m.current, x, 0.5, 0.25)
+        want_s, want_v = ref(x)
     assert torch.equal(spikes, want_s)
     torch.testing.assert_close(v, want_v, rtol=0, atol=1e-5)
 

@@ -1,6 +1,7 @@
-"""specs/linear_attention.nn: causal linear attention as a scan (state S = Σ k vᵀ, z = Σ k)
-equals a hand-written PyTorch reference and the parallel (masked q kᵀ) form, in torch and in
-onnxruntime at two sequence lengths."""
+"""specs/linear_attention.nn: multi-head causal linear attention, recurrent (a scan carrying
+S = Σ φ(k) vᵀ and z = Σ φ(k)) and parallel (φ(q) φ(k)ᵀ masked to the lower triangle), against a
+hand-written PyTorch module with the same weights: its state_dict loads strictly into both
+forms, the outputs agree at -O0 and -O2, and onnxruntime agrees with torch at two lengths."""
 
 from __future__ import annotations
 
@@ -10,55 +11,87 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import nncircuit
 
 SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "specs", "linear_attention.nn")
 
-HEADS = """
-from "zoo:linear_attention.nn" import RecurrentHead, ParallelHead
-model Heads(dk = 8) {
-    in  q: [batch, heads: 2, seq, dk], k: [batch, heads: 2, seq, dk], v: [batch, heads: 2, seq, dv: 5]
-    out r = RecurrentHead(dk)(q, k, v), p = ParallelHead(dk)(q, k, v)
-}
-"""
+
+class LinearAttention(nn.Module):
+    """Causal linear attention (Katharopoulos et al. 2020), φ(x) = elu(x) + 1, written plainly:
+    the recurrent form loops over positions carrying S and z, the parallel one masks φ(q) φ(k)ᵀ."""
+
+    def __init__(self, d=32, heads=4, parallel=False):
+        super().__init__()
+        self.heads, self.parallel = heads, parallel
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = (f(x).view(b, n, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        fq, fk = F.elu(q) + 1, F.elu(k) + 1
+        if self.parallel:
+            a = (fq @ fk.transpose(-1, -2)).tril()
+            y = a @ v / a.sum(-1, keepdim=True)
+        else:
+            state = x.new_zeros(b, self.heads, q.shape[-1], v.shape[-1])
+            norm = x.new_zeros(b, self.heads, q.shape[-1])
+            ys = []
+            for t in range(n):
+                state = state + fk[:, :, t, :, None] * v[:, :, t, None, :]
+                norm = norm + fk[:, :, t]
+                ys.append((fq[:, :, t, :, None] * state).sum(-2) / (fq[:, :, t] * norm).sum(-1, keepdim=True))
+            y = torch.stack(ys, 2)
+        return self.out_proj(y.transpose(1, 2).reshape(b, n, d))
 
 
-def reference(q, k, v):
-    """Causal linear attention, written out: φ(q_t)·Σ_{s<=t} φ(k_s) v_sᵀ / φ(q_t)·Σ_{s<=t} φ(k_s)."""
-    fq, fk = F.elu(q) + 1, F.elu(k) + 1
-    out = []
-    state = torch.zeros(*q.shape[:-2], q.shape[-1], v.shape[-1])
-    norm = torch.zeros(*q.shape[:-2], q.shape[-1])
-    for t in range(q.shape[-2]):
-        state = state + fk[..., t, :, None] * v[..., t, None, :]
-        norm = norm + fk[..., t, :]
-        num = (fq[..., t, :, None] * state).sum(-2)
-        out.append(num / (fq[..., t, :] * norm).sum(-1, keepdim=True))
-    return torch.stack(out, -2)
+def _reference(parallel=False, seed=0):
+    torch.manual_seed(seed)
+    return LinearAttention(parallel=parallel).eval()
 
 
-def test_recurrent_and_parallel_heads_equal_the_reference():
-    m = nncircuit.load("heads.nn", text=HEADS).module(seed=0)
-    q, k, v = torch.randn(3, 2, 7, 8), torch.randn(3, 2, 7, 8), torch.randn(3, 2, 7, 5)
-    r, p = m(q, k, v)
-    want = reference(q, k, v)
-    torch.testing.assert_close(r, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(p, want, rtol=1e-5, atol=1e-5)
+def _inputs(seq, seed=1):
+    return torch.randn(2, seq, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def test_models_agree_with_one_state_dict():
-    par = nncircuit.load(SPEC, "ParallelLinearAttention").module(seed=0)
-    rec = nncircuit.load(SPEC, "LinearAttention").module(seed=1)
-    rec.load_state_dict(par.state_dict(), strict=True)
-    x = torch.randn(2, 9, 32)
+def test_the_reference_forms_agree():
+    rec, par = _reference(False), _reference(True)
+    x = _inputs(9)
     with torch.no_grad():
         torch.testing.assert_close(rec(x), par(x), rtol=1e-5, atol=1e-5)
 
 
-def test_recurrent_onnx_equals_torch_at_two_lengths(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True], ids=["recurrent", "parallel"])
+@pytest.mark.parametrize("opt", [0, 2])
+def test_loads_the_reference_strictly_and_computes_its_outputs(parallel, opt):
+    ref = _reference(parallel)
+    module = nncircuit.load(SPEC, "LinearAttention", opt=opt, parallel=parallel).module(seed=5).eval()
+    result = module.load_state_dict(ref.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    for seq in (1, 7):
+        x = _inputs(seq)
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), ref(x), rtol=1e-5, atol=1e-5)
+    back = module.load_state_dict(module.state_dict(), strict=True)  # its own names load back
+    assert not back.missing_keys and not back.unexpected_keys
+
+
+def test_parallel_form_is_the_static_if():
+    rec = nncircuit.load(SPEC, "LinearAttention")
+    par = nncircuit.load(SPEC, "LinearAttention", parallel=True)
+    assert "scan" in {n.op for _, g in rec.graph.walk() for n in g.nodes()}
+    assert "scan" not in {n.op for _, g in par.graph.walk() for n in g.nodes()}
+    assert rec.param_count() == par.param_count() == sum(p.numel() for p in _reference().parameters())
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["recurrent", "parallel"])
+def test_onnx_equals_torch_at_two_lengths(tmp_path, parallel):
     ort = pytest.importorskip("onnxruntime")
-    spec = nncircuit.load(SPEC, "LinearAttention")
+    spec = nncircuit.load(SPEC, "LinearAttention", parallel=parallel)
     m = spec.module(seed=0).eval()
     out = str(tmp_path / "la.onnx")
     spec.write(out, state_dict=m.state_dict())

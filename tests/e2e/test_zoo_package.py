@@ -55,7 +55,7 @@ def test_zoo_models_name_their_files():
         "ConvNeXt": "vision/convnext.nn", "MlpMixer": "vision/mixer.nn",
         "NeuralODE": "scientific/neural_ode.nn",
         "LSTM": "lstm.nn", "GRU": "lstm.nn", "RNN": "lstm.nn",
-        "LinearAttention": "linear_attention.nn", "ParallelLinearAttention": "linear_attention.nn",
+        "LinearAttention": "linear_attention.nn",
         "LIF": "lif.nn", "Mamba": "mamba.nn",
         "T5": "t5.nn", "DDPMUNet": "vision/ddpm_unet.nn",
         "SwinT": "vision/swin.nn",

@@ -93,7 +93,7 @@ def test_difference_and_parameter_flags():
     assert zoo_table.params_text(7, None, None) == "7 (no reference)"
 
 
-@pytest.mark.parametrize("fn", [zoo_extra.lif, zoo_extra.s4d], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("fn", [zoo_extra.lif, zoo_extra.s4d, zoo_extra.linear_attention], ids=lambda f: f.__name__)
 def test_small_models_measure_exactly(fn):
     m = fn()
     assert m["diff"] <= 1e-5 and m["onnx"] <= 1e-5

@@ -62,8 +62,8 @@ def test_graphs_are_printed_once_callees_first():
     labels = [line.split()[1] for line in text.splitlines() if line.startswith(("block ", "repeat ", "model "))]
     assert labels[-1] == "@ResNet18"
     assert len(labels) == len(set(labels))
-    # BasicDown(64, 128) and BasicDown(128, 256) are two graphs of one block: two labels
-    assert "@BasicDown" in labels and "@BasicDown.2" in labels
+    # BasicBlock(64, 64, 1) and BasicBlock(64, 128, 2) are two graphs of one block: two labels
+    assert "@BasicBlock" in labels and "@BasicBlock.2" in labels
     for i, label in enumerate(labels):
         assert all(f"{label}(" not in t for t in labels[:i])
 

@@ -56,8 +56,8 @@ def test_font_size_sets_the_printed_size_of_the_smallest_text():
     svg = paper_svg("mlp.nn", width="486pt", font_size=8)
     assert paper.smallest_text_pt(svg) == pytest.approx(8.0, abs=0.05)  # a narrow figure is not blown up
     assert float(ET.fromstring(svg).get("width")[:-2]) < 486
-    bigger = paper_svg("resnet.nn", "ResNet18", width="486pt", font_size=9)
-    normal = paper_svg("resnet.nn", "ResNet18", width="486pt")
+    bigger = paper_svg("unet.nn", width="486pt", font_size=9)  # a figure as wide as the page
+    normal = paper_svg("unet.nn", width="486pt")
     assert paper.smallest_text_pt(bigger) == pytest.approx(9.0, abs=0.05)
     assert float(ET.fromstring(bigger).get("viewBox").split()[2]) < float(ET.fromstring(normal).get("viewBox").split()[2])
 
@@ -222,12 +222,12 @@ def test_index_ties_and_titles():
     assert texts(op_group(unet, "x"), "title") == ["Down"]  # the block, not the variable
     assert texts(op_group(unet, "x"), "caption") == ["x"]  # which is written in italics under it
     r50 = paper_svg("resnet.nn", "ResNet50")
-    assert texts(op_group(r50, "down1"), "title") == ["down1: BottleneckDown"]  # a named instance
+    assert texts(op_group(r50, "bottleneck"), "title") == ["Bottleneck"]  # an unnamed instance
     assert texts(op_group(gpt, "h.attn"), "title") == ["attn: SelfAttention"]  # an instance the spec named
 
 
 def test_no_frame_for_a_single_repetition():
-    svg = paper_svg("resnet.nn", "ResNet18")
-    assert ">×1<" not in svg and ">×2<" in svg
-    once = op_group(svg, "layer2")
-    assert not [el for el in once if el.get("class") == "frame"] and op_group(svg, "layer2.basic") is not None
+    svg = paper_svg("resnet.nn", "ResNet18")  # each stage: its first block, then `repeat 1`
+    assert ">×1<" not in svg and ">×2<" in paper_svg("resnet.nn", "ResNet50")
+    once = op_group(svg, "layer_1")
+    assert not [el for el in once if el.get("class") == "frame"] and op_group(svg, "layer_1.basic_block") is not None

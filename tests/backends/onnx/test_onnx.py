@@ -36,7 +36,6 @@ SIZES = {
     "GRU": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "RNN": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
-    "ParallelLinearAttention": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "LIF": [{"batch": 2, "seq": 5}, {"batch": 3, "seq": 11}],
     "Mamba": [{"batch": 1, "seq": 7}, {"batch": 2, "seq": 20}],
     "T5": [{"batch": 1, "seq": 7, "tgt": 5}, {"batch": 2, "seq": 30, "tgt": 23}],
