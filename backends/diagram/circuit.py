@@ -437,7 +437,11 @@ def layout_graph(cx: Ctx) -> GraphLayout:
             chosen = ranges
             rows = _wrapped(cells, bands, place(cells, bands, sp), ranges, types, by_name, cx, sp)
             widest = max(p.width for p, _ in rows)
-            if widest <= cx.max_w + 0.5 or target < 100:
+            # a row of one column (a wide block) cannot be cut: narrowing the target for it
+            # would only cut the other rows into stubs (an input alone in a row)
+            if all(a == b for (a, b), (p, _) in zip(ranges, rows) if p.width > cx.max_w + 0.5):
+                break
+            if target < 100:
                 break
             target -= widest - cx.max_w
         placement = place(cells, bands, sp)

@@ -14,7 +14,7 @@ from nncircuit.backends.diagram import paper
 from nncircuit.backends.diagram import render as R
 from nncircuit.cli import main as nnc
 from nncircuit.errors import NNError
-from test_render import NS, geometry_problems, load
+from test_render import NS, boxes, geometry_problems, load
 
 PAPER = [("transformer.nn", None), ("resnet.nn", "ResNet18"), ("unet.nn", None)]
 
@@ -231,3 +231,16 @@ def test_no_frame_for_a_single_repetition():
     assert ">×1<" not in svg and ">×2<" in svg
     once = op_group(svg, "layer2")
     assert not [el for el in once if el.get("class") == "frame"] and op_group(svg, "layer2.basic") is not None
+
+
+def test_a_block_too_wide_for_the_page_does_not_cut_the_other_rows_into_stubs():
+    """LSTM's repeated layer is one column wider than the page: narrowing the rows for it
+    cannot help, so the input, its rename and the first layer still share the first row
+    (they were three rows of one cell each, with two letters to carry x between them)."""
+    svg = paper_svg("lstm.nn", "LSTM", params={"num_layers": 2, "bidirectional": True}, width="486pt")
+    root = ET.fromstring(svg)
+    markers = [(el.text, float(el.get("y"))) for el in root.iter(NS + "text") if el.get("class") == "marker"]
+    first = next(b for i, _, b in boxes(root) if i == "first")
+    assert first[1] < min(y for _, y in markers)  # the first layer is in the first row
+    assert len({t for t, _ in markers}) <= 8  # was 10 (A-J)
+    assert geometry_problems(svg) == []
