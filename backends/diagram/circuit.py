@@ -347,7 +347,7 @@ def input_cell(node: InputNode, cx: Ctx) -> Cell:
     draw = IoDraw("input", [name], cx.path(node), [rows_y(range(n), top)])
     w = max(8.0, text_width(name, 9, True) + 4)
     return Cell(node.name, w, top + n * R, [], [rows_y(range(n), top)], pinned="first",
-                align="right", payload=draw)
+                align="right", payload=draw, stacked=cx.stack is not None)
 
 
 def output_cell(g: Graph, cx: Ctx) -> Cell:

@@ -55,6 +55,9 @@ class Cell:
     # level the outputs with input slot `home` instead: a merge placed below all its operands
     # takes them all from above (none loops under the box to come back up)
     rehome: Callable[[int], None] | None = None
+    # placed below the stacked cells before it in its column, whatever its consumers prefer
+    # (a frame's inputs, in the order their values arrive from outside)
+    stacked: bool = False
     col: int = 0
     x: float = 0.0
     y: float = 0.0
@@ -165,11 +168,14 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
             floor = cell.y + cell.h + sp.gap
             boxes.append((cell.y, cell.y + cell.h))
             placed.add(cell.key)
+        below = None  # under the last stacked cell
         for cell in later:
-            pref = _preferred(cell, by_key, feeding, succs, placed, last_col)
+            pref = None if cell.stacked else _preferred(cell, by_key, feeding, succs, placed, last_col)
             if pref is None:
                 pref = max((b for _, b in boxes), default=-sp.gap) + sp.gap
-            cell.y = _nearest_free(pref, cell.h, passing + boxes, sp.gap, None)
+            cell.y = _nearest_free(pref, cell.h, passing + boxes, sp.gap, below if cell.stacked else None)
+            if cell.stacked:
+                below = cell.y + cell.h + sp.gap
             boxes.append((cell.y, cell.y + cell.h))
             placed.add(cell.key)
 

@@ -14,6 +14,7 @@ from nncircuit.backends.diagram import paper
 from nncircuit.backends.diagram import render as R
 from nncircuit.cli import main as nnc
 from nncircuit.errors import NNError
+from diagram_routing import wire_crossings
 from test_render import NS, boxes, geometry_problems, load
 
 PAPER = [("transformer.nn", None), ("resnet.nn", "ResNet18"), ("unet.nn", None)]
@@ -243,4 +244,19 @@ def test_a_block_too_wide_for_the_page_does_not_cut_the_other_rows_into_stubs():
     first = next(b for i, _, b in boxes(root) if i == "first")
     assert first[1] < min(y for _, y in markers)  # the first layer is in the first row
     assert len({t for t, _ in markers}) <= 8  # was 10 (A-J)
+    assert geometry_problems(svg) == []
+
+
+def test_a_frames_inputs_stack_in_the_order_their_values_arrive():
+    """Mamba's scan: the frame's ports were stacked in the order the values arrive from
+    outside (h, A, u, B, C, dt), but inside the body dt was drawn on top (its first use is
+    the top op), so its wire climbed from the lowest port across every other input. The body's
+    inputs now stack in the ports' order too, and the block has fewer crossing wires."""
+    svg = paper_svg("mamba.nn", "Mamba", width="486pt", block="MambaMixer")
+    root = ET.fromstring(svg)
+    frame = next(g for g in root.iter(NS + "g") if g.get("id") == "scan")
+    names = [(float(el.get("y")), el.text) for el in frame.iter(NS + "text") if el.get("class") == "io-name"]
+    inputs = [n for _, n in sorted(names)][:6]
+    assert inputs == ["h", "A", "u", "B", "C", "dt"]
+    assert wire_crossings(svg) <= 60  # was 81
     assert geometry_problems(svg) == []
