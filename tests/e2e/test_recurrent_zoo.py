@@ -396,3 +396,51 @@ def test_onnxruntime_equals_torch_without_bias(tmp_path, kind, kw):
     got = sess.run(None, {"x": x.numpy()})
     for g, w in zip(got, (y,) + _states(states), strict=True):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ---- LSTM's proj_size: h projected by weight_hr_l* ----------------------------------------
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True), (3, False)])
+def test_lstm_with_proj_size_equals_torch_nn_values_and_gradients(bias, layers, bidirectional):
+    ref, m = _both("LSTM", {}, layers, bidirectional, bias=bias, proj_size=4)
+    assert any(k.startswith("weight_hr_l") for k in ref.state_dict())
+    assert any(k.endswith(".weight_hr") for k in m.state_dict())
+    x = torch.randn(3, 7, 5)
+    y, (h, c) = ref(x)
+    got = m(x)
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in (y, h, c)]  # h: proj_size features
+    assert got[1].shape[-1] == 4 and got[2].shape[-1] == 6
+    for a, b in zip(got, (y, h, c), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    ga = torch.autograd.grad(sum((t * (i + 1)).sum() for i, t in enumerate(got)), list(m.parameters()))
+    gb = torch.autograd.grad(sum((t * (i + 1)).sum() for i, t in enumerate((y, h, c))), list(ref.parameters()))
+    assert sorted(round(float(g.abs().sum()), 3) for g in ga) == pytest.approx(
+        sorted(round(float(g.abs().sum()), 3) for g in gb), abs=1e-2)
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_the_generated_class_takes_another_proj_size_but_not_none(tmp_path):
+    spec = nncircuit.load(LSTM, "LSTM", input_size=5, hidden_size=6, num_layers=2, proj_size=4)
+    cls = spec.torch_class()
+    m = cls(proj_size=3, num_layers=3)
+    ref = torch.nn.LSTM(5, 6, 3, batch_first=True, proj_size=3)
+    m.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        y, (h, c) = ref(x)
+        for a, b in zip(m(x), (y, h, c), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"`if proj_size > 0` was compiled for it being true"):
+        cls(proj_size=0)
+    ort = pytest.importorskip("onnxruntime")
+    mine = spec.module(seed=0)
+    ref = torch.nn.LSTM(5, 6, 2, batch_first=True, proj_size=4)
+    mine.load_state_dict(ref.state_dict(), strict=True)
+    out = str(tmp_path / "lstm_proj.onnx")
+    spec.write(out, state_dict=mine.state_dict())
+    with torch.no_grad():
+        y, (h, c) = ref(x)
+    got = ort.InferenceSession(out).run(None, {"x": x.numpy()})
+    for g, w in zip(got, (y, h, c), strict=True):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)
