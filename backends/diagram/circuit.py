@@ -347,7 +347,7 @@ def input_cell(node: InputNode, cx: Ctx) -> Cell:
     draw = IoDraw("input", [name], cx.path(node), [rows_y(range(n), top)])
     w = max(8.0, text_width(name, 9, True) + 4)
     return Cell(node.name, w, top + n * R, [], [rows_y(range(n), top)], pinned="first",
-                align="right", payload=draw)
+                align="right", payload=draw, stacked=cx.stack is not None)
 
 
 def output_cell(g: Graph, cx: Ctx) -> Cell:
@@ -437,7 +437,11 @@ def layout_graph(cx: Ctx) -> GraphLayout:
             chosen = ranges
             rows = _wrapped(cells, bands, place(cells, bands, sp), ranges, types, by_name, cx, sp)
             widest = max(p.width for p, _ in rows)
-            if widest <= cx.max_w + 0.5 or target < 100:
+            # a row of one column (a wide block) cannot be cut: narrowing the target for it
+            # would only cut the other rows into stubs (an input alone in a row)
+            if all(a == b for (a, b), (p, _) in zip(ranges, rows) if p.width > cx.max_w + 0.5):
+                break
+            if target < 100:
                 break
             target -= widest - cx.max_w
         placement = place(cells, bands, sp)
@@ -493,9 +497,45 @@ def _wrapped(cells, bands, placement, ranges, types, by_name, cx: Ctx, sp: Spaci
         draw = IoDraw("cont-out", [tag for _, tag in leaving], "", groups)
         return Cell("<onward>", CONT_W, top - R, groups, [], pinned="last", align="left", payload=draw)
 
+    made: dict[int, list] = {}  # what each row's <onward> cell was made of
+
+    def make_out_kept(leaving):
+        cell = make_out(leaving)
+        made[id(cell)] = leaving
+        return cell
+
     rows, y = [], 0.0
-    for row_cells, row_bands in split_rows(cells, bands, placement, ranges, make_in, make_out, cx.tags[0]):
+    for row_cells, row_bands in split_rows(cells, bands, placement, ranges, make_in, make_out_kept, cx.tags[0]):
         p = place(row_cells, row_bands, sp)
+        if _restack_onward(row_cells, row_bands, p, made, make_out):
+            p = place(row_cells, row_bands, sp)
         rows.append((p, y))
         y += p.height + ROW_GAP
     return rows
+
+
+def _restack_onward(row_cells, row_bands, p, made, make_out) -> bool:
+    """Stack the values that leave a row in the order their wires arrive in the row as laid
+    out (top to bottom), so that they do not cross on their way to the markers; whether the
+    onward cell was remade."""
+    k = next((i for i, c in enumerate(row_cells) if c.key == "<onward>"), None)
+    if k is None:
+        return False
+    feeds = {slot: b for b in row_bands for d, slot in b.dsts if d == "<onward>"}
+    if len(feeds) < 2:
+        return False
+
+    def at(slot):
+        b = feeds[slot]
+        src = p.cells[b.src]
+        return src.y + (src.outs[b.idx][0] if src.outs[b.idx] else 0.0)
+
+    order = sorted(feeds, key=lambda slot: (at(slot), slot))
+    if order == sorted(feeds):
+        return False
+    leaving = made[id(row_cells[k])]
+    row_cells[k] = make_out([leaving[slot] for slot in order])
+    new_slot = {old: i for i, old in enumerate(order)}
+    for b in row_bands:
+        b.dsts = [(d, new_slot[slot] if d == "<onward>" else slot) for d, slot in b.dsts]
+    return True

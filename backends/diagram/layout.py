@@ -55,6 +55,9 @@ class Cell:
     # level the outputs with input slot `home` instead: a merge placed below all its operands
     # takes them all from above (none loops under the box to come back up)
     rehome: Callable[[int], None] | None = None
+    # placed below the stacked cells before it in its column, whatever its consumers prefer
+    # (a frame's inputs, in the order their values arrive from outside)
+    stacked: bool = False
     col: int = 0
     x: float = 0.0
     y: float = 0.0
@@ -165,11 +168,14 @@ def place(cells: list[Cell], bands: list[Band], sp: Spacing) -> Placement:
             floor = cell.y + cell.h + sp.gap
             boxes.append((cell.y, cell.y + cell.h))
             placed.add(cell.key)
+        below = None  # under the last stacked cell
         for cell in later:
-            pref = _preferred(cell, by_key, feeding, succs, placed, last_col)
+            pref = None if cell.stacked else _preferred(cell, by_key, feeding, succs, placed, last_col)
             if pref is None:
                 pref = max((b for _, b in boxes), default=-sp.gap) + sp.gap
-            cell.y = _nearest_free(pref, cell.h, passing + boxes, sp.gap, None)
+            cell.y = _nearest_free(pref, cell.h, passing + boxes, sp.gap, below if cell.stacked else None)
+            if cell.stacked:
+                below = cell.y + cell.h + sp.gap
             boxes.append((cell.y, cell.y + cell.h))
             placed.add(cell.key)
 
@@ -504,8 +510,9 @@ def split_rows(cells: list[Cell], bands: list[Band], p: Placement, ranges, make_
     for a, b in ranges:
         row_cells = [c for c in cells if a <= cols[c.key] <= b]
         starts: list[Cell] = []
+        start_at: dict[str, float] = {}
         row_bands: list[Band] = []
-        leaving: list[tuple[Band, str]] = []
+        leaving: list[Band] = []
         leaving_new: list[Band] = []
         for band in bands:
             src_col = cols[band.src]
@@ -520,15 +527,38 @@ def split_rows(cells: list[Cell], bands: list[Band], p: Placement, ranges, make_
             else:
                 cell, labels, label_w = make_in(band, tag_of(band))
                 starts.append(cell)
+                start_at[cell.key] = _passes_at(p, band, a)
                 new = Band(cell.key, 0, inside, label_w, band.payload, labels)
             if max(dst_cols) > b:
-                leaving.append((band, tag_of(band)))
+                leaving.append(band)
                 leaving_new.append(new)
             row_bands.append(new)
         if leaving:
-            out = make_out(leaving)
+            # values that go on leave in the order they were made, top to bottom (a first
+            # guess: circuit._restack_onward restacks them as the row is laid out)
+            order = sorted(range(len(leaving)), key=lambda k: _made_at(p, leaving[k]))
+            leaving_new = [leaving_new[k] for k in order]
+            out = make_out([(leaving[k], tag_of(leaving[k])) for k in order])  # lettered in that order
             row_cells.append(out)
             for slot, new in enumerate(leaving_new):
                 new.dsts.append((out.key, slot))
+        # values that start again here stack in the order their wires pass the row's first
+        # column in the diagram laid out in one row, so they do not cross
+        starts.sort(key=lambda c: start_at.get(c.key, 0.0))
         rows.append((starts + row_cells, row_bands))
     return rows
+
+
+def _made_at(p: Placement, band: Band) -> float:
+    """Where `band` leaves its producer in the placement `p` (of the diagram in one row)."""
+    src = p.cells[band.src]
+    return src.y + (src.outs[band.idx][0] if src.outs[band.idx] else 0.0)
+
+
+def _passes_at(p: Placement, band: Band, col: int) -> float:
+    """The height at which `band`'s wires pass column `col` in the placement `p`: level with
+    the consumer's input there, else at the producer's height (a wire runs level and bends
+    just before the column of its consumer)."""
+    here = [p.cells[d].y + p.cells[d].ins[s][0] for d, s in band.dsts
+            if p.cells[d].col == col and p.cells[d].ins[s]]
+    return min(here) if here else _made_at(p, band)

@@ -41,10 +41,15 @@ def shape_of(spec: ParamSpec) -> tuple[int, ...]:
     return tuple(int(s.value) for s in spec.shape)
 
 
+CHUNK = 1 << 20  # values drawn at a time: 8 MiB of float64 beside the float32 tensor
+
+
 def init_param(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
     """The seeded initial value of one parameter, drawn from the distribution its Init names
     (fans computed as torch.nn.init computes them). Each tensor draws from its own stream,
-    keyed by seed and name, so adding a layer does not change the others."""
+    keyed by seed and name, so adding a layer does not change the others. The float32 array
+    is filled CHUNK values at a time (the same values one draw of the whole shape gives), so
+    making a tensor takes its own size in memory and no float64 copy of it."""
     shape = shape_of(spec)
     digest = hashlib.sha256(name.encode()).digest()
     rng = np.random.default_rng(
@@ -53,32 +58,37 @@ def init_param(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
     init = spec.init
     kind = init.kind
     fan_in, fan_out = _fans(shape)
+    if kind in ("ones", "zeros", "constant"):
+        value = {"ones": 1.0, "zeros": 0.0}.get(kind) if kind != "constant" else init.arg("value")
+        return np.full(shape, value, dtype=np.float32)
     if kind == "fan_in_uniform":
         bound = 1.0 / np.sqrt(spec.fan_in or fan_in or 1)
-        out = rng.uniform(-bound, bound, shape)
+        draw = lambda n: rng.uniform(-bound, bound, n)  # noqa: E731
     elif kind == "normal":
-        out = rng.standard_normal(shape) * init.arg("std") + init.arg("mean")
+        std, mean = init.arg("std"), init.arg("mean")
+        draw = lambda n: rng.standard_normal(n) * std + mean  # noqa: E731
     elif kind == "uniform":
-        out = rng.uniform(init.arg("low"), init.arg("high"), shape)
-    elif kind in ("ones", "zeros", "constant"):
-        out = np.full(shape, {"ones": 1.0, "zeros": 0.0}.get(kind) if kind != "constant" else init.arg("value"))
-    elif kind in ("xavier_uniform", "xavier_normal"):
-        std = init.arg("gain") * np.sqrt(2.0 / max(fan_in + fan_out, 1))
-        if kind == "xavier_uniform":
-            out = rng.uniform(-np.sqrt(3.0) * std, np.sqrt(3.0) * std, shape)
+        low, high = init.arg("low"), init.arg("high")
+        draw = lambda n: rng.uniform(low, high, n)  # noqa: E731
+    elif kind in ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"):
+        if kind.startswith("xavier"):
+            std = init.arg("gain") * np.sqrt(2.0 / max(fan_in + fan_out, 1))
         else:
-            out = rng.standard_normal(shape) * std
-    elif kind in ("kaiming_uniform", "kaiming_normal"):
-        a = init.arg("a")
-        fan = fan_in if init.mode == "fan_in" else fan_out
-        std = np.sqrt(2.0 / (1 + a * a)) / np.sqrt(max(fan, 1))
-        if kind == "kaiming_uniform":
-            out = rng.uniform(-np.sqrt(3.0) * std, np.sqrt(3.0) * std, shape)
+            a = init.arg("a")
+            fan = fan_in if init.mode == "fan_in" else fan_out
+            std = np.sqrt(2.0 / (1 + a * a)) / np.sqrt(max(fan, 1))
+        if kind.endswith("uniform"):
+            draw = lambda n: rng.uniform(-np.sqrt(3.0) * std, np.sqrt(3.0) * std, n)  # noqa: E731
         else:
-            out = rng.standard_normal(shape) * std
+            draw = lambda n: rng.standard_normal(n) * std  # noqa: E731
     else:
         raise LoweringError(f"parameter '{name}': unknown initialisation '{kind}'")
-    return np.asarray(out, dtype=np.float32).reshape(shape)
+    out = np.empty(shape, dtype=np.float32)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, CHUNK):
+        n = min(CHUNK, flat.size - start)
+        flat[start:start + n] = draw(n)
+    return out
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

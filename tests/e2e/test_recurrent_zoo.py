@@ -292,3 +292,155 @@ model Count(d = 2) {
 """)
     t, s = spec.module(seed=0)(torch.randn(2, 5, 2))
     assert t.shape == (2, 5, 2) and (s == 5).all() and (t[:, 2] == 3).all()
+
+
+# ---- bias = false and dropout: torch.nn's other two structural arguments -------------------
+KINDS = [("LSTM", {}), ("GRU", {}), ("RNN", {}), ("RNN", {"nonlinearity": "relu"})]
+
+
+def _both(kind, kw, layers, bidirectional, **extra):
+    torch.manual_seed(layers * 2 + bidirectional)
+    ref = getattr(torch.nn, kind)(5, 6, layers, bidirectional=bidirectional, batch_first=True, **kw, **extra)
+    m = nncircuit.compile(LSTM, kind, opt=0, input_size=5, hidden_size=6, num_layers=layers,
+                          bidirectional=bidirectional, **kw, **extra)
+    m.load_state_dict(ref.state_dict(), strict=True)
+    return ref, m
+
+
+@pytest.mark.parametrize("kind,kw", KINDS)
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (1, True), (2, False), (2, True)])
+def test_without_bias_equals_torch_nn_values_and_gradients(kind, kw, layers, bidirectional):
+    ref, m = _both(kind, kw, layers, bidirectional, bias=False)
+    assert not any("bias" in k for k in m.state_dict())
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in ref.parameters())
+    x = torch.randn(3, 7, 5)
+    y, states = ref(x)
+    got, want = m(x), (y,) + _states(states)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    ga = torch.autograd.grad(sum((t * (i + 1)).sum() for i, t in enumerate(got)), list(m.parameters()))
+    gb = torch.autograd.grad(sum((t * (i + 1)).sum() for i, t in enumerate(want)), list(ref.parameters()))
+    probe = nncircuit.compile(LSTM, kind, opt=0, input_size=5, hidden_size=6, num_layers=layers,
+                              bidirectional=bidirectional, bias=False, **kw)
+    probe.load_state_dict(dict(zip([k for k, _ in ref.named_parameters()], gb)), strict=True)
+    for (name, _), g in zip(m.named_parameters(), ga, strict=True):
+        torch.testing.assert_close(g, probe.state_dict()[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:dropout option adds dropout")  # torch, at num_layers = 1
+@pytest.mark.parametrize("kind,kw", KINDS)
+@pytest.mark.parametrize("layers,bidirectional", [(1, True), (3, False), (3, True)])
+def test_dropout_equals_torch_nn_in_eval_and_draws_as_torch_does_in_training(kind, kw, layers, bidirectional):
+    ref, m = _both(kind, kw, layers, bidirectional, dropout=0.5)
+    x = torch.randn(3, 7, 5)
+    ref.eval(), m.eval()
+    with torch.no_grad():
+        y, states = ref(x)
+        for a, b in zip(m(x), (y,) + _states(states), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    ref.train(), m.train()
+    # one sequence: [1, seq, features] is laid out as torch's internal [seq, 1, features], so
+    # the same seed gives the same dropout masks, drawn in the same order (layer 1, 2, ...)
+    x1 = torch.randn(1, 7, 5)
+    with torch.no_grad():
+        torch.manual_seed(11)
+        y, states = ref(x1)
+        torch.manual_seed(11)
+        got = m(x1)
+        for a, b in zip(got, (y,) + _states(states), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        m.eval()
+        plain = m(x1)
+    dirs = 2 if bidirectional else 1
+    # the first layer's final states never see dropout; with more layers the output does
+    for a, b in zip(got[1:], plain[1:]):
+        torch.testing.assert_close(a[:dirs], b[:dirs], rtol=0, atol=0)
+    assert (layers > 1) == bool((got[0] - plain[0]).abs().max() > 1e-3)
+
+
+def test_the_generated_class_refuses_another_bias_and_takes_another_dropout():
+    cls = nncircuit.load(LSTM, "GRU", input_size=5, hidden_size=6, num_layers=2).torch_class()
+    with pytest.raises(ValueError, match=r"`if bias` was compiled for it being true"):
+        cls(bias=False)
+    m = cls(dropout=0.25)
+    ref = torch.nn.GRU(5, 6, 2, batch_first=True, dropout=0.25)
+    m.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 4, 5)
+    for seed in (0, 1):  # dropout 0.25 at run time: torch's draws
+        torch.manual_seed(seed)
+        y, h = ref(x)
+        torch.manual_seed(seed)
+        got = m(x)
+        torch.testing.assert_close(got[0], y, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got[1], h, rtol=0, atol=1e-5)
+    off = nncircuit.load(LSTM, "LSTM", input_size=5, hidden_size=6, num_layers=1, bias=False).torch_class()
+    with pytest.raises(ValueError, match=r"`if bias` was compiled for it being false"):
+        off(bias=True)
+
+
+@pytest.mark.parametrize("kind,kw", KINDS[:3])
+def test_onnxruntime_equals_torch_without_bias(tmp_path, kind, kw):
+    ort = pytest.importorskip("onnxruntime")
+    spec = nncircuit.load(LSTM, kind, input_size=5, hidden_size=6, num_layers=2, bidirectional=True,
+                          bias=False, dropout=0.5, **kw)
+    ref = getattr(torch.nn, kind)(5, 6, 2, bidirectional=True, batch_first=True, bias=False, **kw)
+    m = spec.module(seed=0)
+    m.load_state_dict(ref.state_dict(), strict=True)
+    m.eval()
+    out = str(tmp_path / f"{kind}.onnx")
+    spec.write(out, state_dict=m.state_dict())
+    sess = ort.InferenceSession(out)
+    x = torch.randn(2, 6, 5)
+    with torch.no_grad():
+        y, states = ref(x)
+    got = sess.run(None, {"x": x.numpy()})
+    for g, w in zip(got, (y,) + _states(states), strict=True):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ---- LSTM's proj_size: h projected by weight_hr_l* ----------------------------------------
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True), (3, False)])
+def test_lstm_with_proj_size_equals_torch_nn_values_and_gradients(bias, layers, bidirectional):
+    ref, m = _both("LSTM", {}, layers, bidirectional, bias=bias, proj_size=4)
+    assert any(k.startswith("weight_hr_l") for k in ref.state_dict())
+    assert any(k.endswith(".weight_hr") for k in m.state_dict())
+    x = torch.randn(3, 7, 5)
+    y, (h, c) = ref(x)
+    got = m(x)
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in (y, h, c)]  # h: proj_size features
+    assert got[1].shape[-1] == 4 and got[2].shape[-1] == 6
+    for a, b in zip(got, (y, h, c), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    ga = torch.autograd.grad(sum((t * (i + 1)).sum() for i, t in enumerate(got)), list(m.parameters()))
+    gb = torch.autograd.grad(sum((t * (i + 1)).sum() for i, t in enumerate((y, h, c))), list(ref.parameters()))
+    assert sorted(round(float(g.abs().sum()), 3) for g in ga) == pytest.approx(
+        sorted(round(float(g.abs().sum()), 3) for g in gb), abs=1e-2)
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_the_generated_class_takes_another_proj_size_but_not_none(tmp_path):
+    spec = nncircuit.load(LSTM, "LSTM", input_size=5, hidden_size=6, num_layers=2, proj_size=4)
+    cls = spec.torch_class()
+    m = cls(proj_size=3, num_layers=3)
+    ref = torch.nn.LSTM(5, 6, 3, batch_first=True, proj_size=3)
+    m.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        y, (h, c) = ref(x)
+        for a, b in zip(m(x), (y, h, c), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"`if proj_size > 0` was compiled for it being true"):
+        cls(proj_size=0)
+    ort = pytest.importorskip("onnxruntime")
+    mine = spec.module(seed=0)
+    ref = torch.nn.LSTM(5, 6, 2, batch_first=True, proj_size=4)
+    mine.load_state_dict(ref.state_dict(), strict=True)
+    out = str(tmp_path / "lstm_proj.onnx")
+    spec.write(out, state_dict=mine.state_dict())
+    with torch.no_grad():
+        y, (h, c) = ref(x)
+    got = ort.InferenceSession(out).run(None, {"x": x.numpy()})
+    for g, w in zip(got, (y, h, c), strict=True):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)

@@ -251,3 +251,31 @@ def _clip(p, q, box):
             t1, t2 = t2, t1
         lo, hi = max(lo, t1), min(hi, t2)
     return lo, hi
+
+
+def wire_crossings(svg: str) -> int:
+    """Pairs of wires (paths of class wire) that cross each other somewhere."""
+    root = ET.fromstring(svg)
+    paths = [polyline(el.get("d")) for el in root.iter(NS + "path") if el.get("class") == "wire"]
+    segs = [list(zip(p, p[1:])) for p in paths if len(p) > 1]
+    boxes = [(min(x for x, _ in p), min(y for _, y in p), max(x for x, _ in p), max(y for _, y in p))
+             for p in paths if len(p) > 1]
+
+    def cross(a, b) -> bool:
+        (x1, y1), (x2, y2) = a
+        (x3, y3), (x4, y4) = b
+        d = (x2 - x1) * (y4 - y3) - (y2 - y1) * (x4 - x3)
+        if abs(d) < 1e-9:
+            return False
+        t = ((x3 - x1) * (y4 - y3) - (y3 - y1) * (x4 - x3)) / d
+        u = ((x3 - x1) * (y2 - y1) - (y3 - y1) * (x2 - x1)) / d
+        return 1e-6 < t < 1 - 1e-6 and 1e-6 < u < 1 - 1e-6
+
+    n = 0
+    for i in range(len(segs)):
+        for j in range(i + 1, len(segs)):
+            a, b = boxes[i], boxes[j]
+            if a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]:
+                continue
+            n += any(cross(s, t) for s in segs[i] for t in segs[j])
+    return n

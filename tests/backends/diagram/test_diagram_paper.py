@@ -14,7 +14,8 @@ from nncircuit.backends.diagram import paper
 from nncircuit.backends.diagram import render as R
 from nncircuit.cli import main as nnc
 from nncircuit.errors import NNError
-from test_render import NS, geometry_problems, load
+from diagram_routing import wire_crossings
+from test_render import NS, boxes, geometry_problems, load
 
 PAPER = [("transformer.nn", None), ("resnet.nn", "ResNet18"), ("unet.nn", None)]
 
@@ -231,3 +232,47 @@ def test_no_frame_for_a_single_repetition():
     assert ">×1<" not in svg and ">×2<" in paper_svg("resnet.nn", "ResNet50")
     once = op_group(svg, "layer_1")
     assert not [el for el in once if el.get("class") == "frame"] and op_group(svg, "layer_1.basic_block") is not None
+
+
+def test_a_block_too_wide_for_the_page_does_not_cut_the_other_rows_into_stubs():
+    """LSTM's repeated layer is one column wider than the page: narrowing the rows for it
+    cannot help, so the input, its rename and the first layer still share the first row
+    (they were three rows of one cell each, with two letters to carry x between them)."""
+    svg = paper_svg("lstm.nn", "LSTM", params={"num_layers": 2, "bidirectional": True}, width="486pt")
+    root = ET.fromstring(svg)
+    markers = [(el.text, float(el.get("y"))) for el in root.iter(NS + "text") if el.get("class") == "marker"]
+    first = next(b for i, _, b in boxes(root) if i == "first")
+    assert first[1] < min(y for _, y in markers)  # the first layer is in the first row
+    assert len({t for t, _ in markers}) <= 8  # was 10 (A-J)
+    assert geometry_problems(svg) == []
+
+
+def test_a_frames_inputs_stack_in_the_order_their_values_arrive():
+    """Mamba's scan: the frame's ports were stacked in the order the values arrive from
+    outside (h, A, u, B, C, dt), but inside the body dt was drawn on top (its first use is
+    the top op), so its wire climbed from the lowest port across every other input. The body's
+    inputs now stack in the ports' order too, and the block has fewer crossing wires."""
+    svg = paper_svg("mamba.nn", "Mamba", width="486pt", block="MambaMixer")
+    root = ET.fromstring(svg)
+    frame = next(g for g in root.iter(NS + "g") if g.get("id") == "scan")
+    names = [(float(el.get("y")), el.text) for el in frame.iter(NS + "text") if el.get("class") == "io-name"]
+    inputs = [n for _, n in sorted(names)][:6]
+    assert inputs == ["h", "A", "u", "B", "C", "dt"]
+    assert wire_crossings(svg) <= 60  # was 81 (with the rows' cuts restacked too: 34)
+    assert geometry_problems(svg) == []
+
+
+@pytest.mark.parametrize("file,model,opts,most,before", [
+    ("lstm.nn", "LSTM", {"params": {"num_layers": 2, "bidirectional": True}}, 10, 167),
+    ("mamba.nn", "Mamba", {"block": "MambaMixer"}, 40, 59),
+    ("transformer.nn", None, {"block": "SelfAttention", "depth": 1}, 15, 19),
+])
+def test_values_cross_a_row_cut_in_the_order_their_wires_run(file, model, opts, most, before):
+    """Where a row ends, the values going on are stacked in the order their wires arrive
+    (as laid out), and where the next row starts, in the order their wires pass that row's
+    first column (in the diagram laid out in one row): not in the order the values were made,
+    which crossed them on both sides of every cut (LSTM: 167 crossing pairs of wires)."""
+    opts = dict(opts)
+    svg = paper_svg(file, model, params=opts.pop("params", None), width="486pt", **opts)
+    assert wire_crossings(svg) <= most, before
+    assert geometry_problems(svg) == []
