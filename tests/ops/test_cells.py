@@ -245,3 +245,16 @@ def test_positioned_errors(call, message):
     assert message in str(err), str(err)
     assert err.span is not None and err.span.line == 3 and err.span.col > 1, err.span
     assert "^" in err.render()
+
+
+def test_a_checkpoint_rule_reaches_a_cell_in_a_scan_body():
+    # the body of a scan is one module (`scan`): its cell's weights are `scan.cell.*`, and a
+    # checkpoint source may name them (the path check walks scan bodies too)
+    text = SCAN.replace("    out hs, h, c\n", '    out hs, h, c\n    checkpoint {\n        "lstm" = "scan.cell"\n    }\n')
+    ref = _reference("LSTMCell")
+    m = nncircuit.load("enc.nn", text=text).module(seed=0)
+    m.load_state_dict({f"lstm.{k}": v for k, v in ref.state_dict().items()}, strict=True)
+    torch.testing.assert_close(m.scan.cell.weight_hh, ref.weight_hh, rtol=0, atol=0)
+    bad = SCAN.replace("    out hs, h, c\n", '    out hs, h, c\n    checkpoint {\n        "lstm" = "scam.cell"\n    }\n')
+    with pytest.raises(NNError, match=r'"scam.cell" names no module or tensor of this model \(did you mean .scan.cell.'):
+        nncircuit.load("enc.nn", text=bad)
