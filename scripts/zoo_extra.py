@@ -320,7 +320,7 @@ def pointer():
 
     def make(opt):
         m = nncircuit.load(path, "Pointer", opt=opt).module(seed=0).eval()
-        m.load_state_dict(hand.state_dict(), strict=True)
+        m.load_state_dict(T.pointer_state_dict(hand), strict=True)
         return m
 
     with torch.no_grad():

@@ -313,6 +313,7 @@ class Gen:
             self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
             self.op_axis_block,
             self.op_length,
+            self.op_cell,
         ]
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat, self.op_scan]
@@ -1271,6 +1272,44 @@ class Gen:
         sc.lines.append("}")
         sc.note(s, state_t)
         sc.note(e, t)
+
+    def op_cell(self, sc):
+        """A recurrent cell (LSTMCell, GRUCell, RNNCell) over a static feature axis of a value:
+        one step from states made by a Linear of it, or stepped in a `scan` over another axis
+        from states made of its mean (inline, or a named instance bound in the body)."""
+        name, t = self.pick(sc, T.static)
+        a = self.ch.pick(t.static())
+        hid = self.new_axis(sc, t.names)
+        hid = self.writable(sc, hid)
+        op = self.ch.pick(["LSTMCell", "GRUCell", "RNNCell"])
+        extra = self.ch.pick(["", ", bias = false"] + ([', nonlinearity = "relu"'] if op == "RNNCell" else []))
+        others = [x for x in t.axes if x.name != a.name]
+        states = ["h", "c"] if op == "LSTMCell" else ["h"]
+        arrow = f"{a.name} -> {hid.decl()}"
+        if others and self.depth < 2 and self.ch.chance(0.5):
+            ax = self.ch.pick(others)
+            step = t.without([ax.name])
+            st = self.linear_type(step, [a], [hid])
+            names = [self.fresh("s") for _ in states]
+            for i, n in enumerate(names):
+                sc.lines.append(f"{n} = Linear(mean({name}, over {ax.name}), {a.name} -> {hid.decl()}){' * 0.5' if i else ''}")
+            sc.lines.append(f"scan {ax.name}{self.ch.pick(['', ' reverse'])} {{")
+            if self.ch.chance(0.5):
+                inst = self.fresh("m")
+                sc.lines.append(f"    {inst} = {op}({arrow}{extra})")
+                sc.lines.append(f"    {', '.join(names)} = {inst}({name}, {', '.join(names)})")
+            else:
+                sc.lines.append(f"    {', '.join(names)} = {op}({name}, {', '.join(names)}, {arrow}{extra})")
+            sc.lines.append("}")
+            for n in names:
+                sc.note(n, st)
+            return
+        st = self.linear_type(t, [a], [hid])
+        inits = [self.assign(sc, f"Linear({name}, {a.name} -> {hid.decl()})", st) for _ in states]
+        outs = [self.fresh("t") for _ in states]
+        sc.lines.append(f"{', '.join(outs)} = {op}({name}, {', '.join(inits)}, {arrow}{extra})")
+        for n in outs:
+            sc.note(n, st)
 
     def op_linear_recurrence(self, sc):
         """A linear recurrence h = a * h + b: a `scan` whose state is updated so (which the

@@ -1149,3 +1149,60 @@ def _linear_scan(cx: OpCx):
 
 
 CORE_LOWERINGS["linear_scan"] = Lowering(_linear_scan, "Loop")
+
+
+# ---- recurrent cells (nncircuit.ops.cells) -------------------------------------------------
+
+
+def _cell(cx: OpCx):
+    """torch.nn's LSTMCell / GRUCell / RNNCell written out (MatMul, Add, Split, Sigmoid, Tanh,
+    Mul) in torch's own gate order and formulas, on any leading axes: ONNX's LSTM/GRU/RNN ops
+    want [seq, batch, in] and their own gate order (LSTM's i, o, f, c), which would reorder
+    the weights and fix the batch to one axis."""
+    b, at = cx.b, cx.attrs
+    x, *states = cx.ins
+    ins, hidden = tuple(at["in_axes"]), at["hidden"].name
+    kept = tuple(a for a in x.names if a not in ins)
+    xx = b.transpose(x, kept + ins)
+    if len(ins) > 1:
+        xx = b.reshape_span(xx, ins[0], ins[-1], [Axis("_in", Size.of(int(at["in_features"].value)))])
+    ss = [b.transpose(s, kept + (hidden,)) for s in states]
+    size = int(at["hidden_size"].value)
+
+    def affine(t: Tensor, w: str, bias: str) -> str:  # t Wᵀ (+ bias)
+        y = b.op("MatMul", [t.name, b.op("Transpose", [cx.weight(w)], perm=[1, 0])])
+        return b.op("Add", [y, cx.weight(bias)]) if at["bias"] else y
+
+    def split(v: str, k: int) -> list[str]:
+        return b.op("Split", [v, b.i64([size] * k)], outputs=k, axis=-1)
+
+    def sig(v: str) -> str:
+        return b.op("Sigmoid", [v])
+
+    def tanh(v: str) -> str:
+        return b.op("Tanh", [v])
+
+    gi, gh = affine(xx, "weight_ih", "bias_ih"), affine(ss[0], "weight_hh", "bias_hh")
+    if cx.node.op == "LSTMCell":  # gates i, f, g, o
+        i, f, g, o = split(b.op("Add", [gh, gi]), 4)
+        c = b.op("Add", [b.op("Mul", [sig(f), ss[1].name]), b.op("Mul", [sig(i), tanh(g)])])
+        outs = [b.op("Mul", [sig(o), tanh(c)]), c]
+    elif cx.node.op == "GRUCell":  # gates r, z, n; h' = (h - n) z + n, as torch computes it
+        (ri, zi, ni), (rh, zh, nh) = split(gi, 3), split(gh, 3)
+        r, z = sig(b.op("Add", [ri, rh])), sig(b.op("Add", [zi, zh]))
+        n = tanh(b.op("Add", [ni, b.op("Mul", [r, nh])]))
+        outs = [b.op("Add", [b.op("Mul", [b.op("Sub", [ss[0].name, n]), z]), n])]
+    else:
+        act = "Relu" if at["nonlinearity"] == "relu" else "Tanh"
+        outs = [b.op(act, [b.op("Add", [gh, gi])])]
+    prefix = max(t.prefix for t in [xx, *ss])
+    axes = [ss[0].type.axis(a) for a in kept + (hidden,)]
+    res = []
+    for k, v in enumerate(outs):
+        t = Tensor(v, TensorType(tuple(axes), cx.node.types[k].dtype), prefix)
+        res.append(cx.result(b.transpose(t, cx.node.types[k].names).name, k, prefix))
+    return res
+
+
+for _cell_op in ("LSTMCell", "GRUCell", "RNNCell"):
+    CORE_LOWERINGS[_cell_op] = Lowering(_cell, "MatMul, Add, Split, Sigmoid, Tanh, Mul (written out)")

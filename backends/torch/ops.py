@@ -1265,3 +1265,61 @@ def _linear_scan(a, b, h0, dim, reverse):
     hs = _scan_chunks(a, b, h0, reverse)
     return hs.movedim(0, dim), hs[0] if reverse else hs[-1]
 '''
+
+
+# ---- recurrent cells (nncircuit.ops.cells) -------------------------------------------------
+
+
+def _cell_init(n: Node, cx):
+    cls = f"nn.{n.op}"
+    extra = "" if n.attrs["bias"] else ", bias=False"
+    if n.op == "RNNCell" and n.attrs["nonlinearity"] != "tanh":
+        extra += f', nonlinearity="{n.attrs["nonlinearity"]}"'
+    return f"{cls}({cx.hv(n.attrs['in_features'])}, {cx.hv(n.attrs['hidden_size'])}{extra})"
+
+
+def _movedims(src: tuple[str, ...], dst: tuple[str, ...]):
+    """(from, to) of Tensor.movedim turning axis order src into dst; None when they agree."""
+    if src == dst:
+        return None
+    n = len(src)
+    moved = [(src.index(a) - n, dst.index(a) - n) for a in dst if src.index(a) != dst.index(a)]
+    return tuple(m[0] for m in moved), tuple(m[1] for m in moved)
+
+
+def _cell(n: Node, a, cx):
+    """torch.nn's cell itself, on x [kept..., in] and its states [kept..., hidden]: called
+    directly where the tensors have one batch axis at most (the cell's own contract), else
+    through `_recurrent_cell`, which flattens the leading axes into one."""
+    x_t, *state_ts = cx.in_types(n)
+    ins, hidden = tuple(n.attrs["in_axes"]), n.attrs["hidden"].name
+    kept = tuple(name for name in x_t.names if name not in ins)
+    x = move(a[0], x_t.names, kept + ins)
+    if len(ins) > 1:
+        x = f"{_paren(x)}.flatten({-len(ins)})"
+    states = [move(v, t.names, kept + (hidden,)) for v, t in zip(a[1:], state_ts)]
+    back = [_movedims(kept + (hidden,), t.names) for t in n.types]
+    direct = cx.lift_len == 0 and len(kept) <= 1 and not any(back)
+    if direct:
+        arg = f"({', '.join(states)})" if len(states) > 1 else states[0]
+        return f"self.{cx.mod(n)}({x}, {arg})"
+    cx.need_helper("recurrent_cell")
+    moves = f", {_tup(back)}" if any(back) else ""
+    return f"_recurrent_cell(self.{cx.mod(n)}, {x}, {_tup(states)}{moves})"
+
+
+for _cell_op in ("LSTMCell", "GRUCell", "RNNCell"):
+    TORCH_LOWERINGS[_cell_op] = Lowering(_cell, _cell_init)
+
+HELPERS["recurrent_cell"] = '''
+def _recurrent_cell(cell, x, states, moves=()):
+    """A torch.nn LSTMCell, GRUCell or RNNCell (one batch axis at most) on x [..., in] and its
+    states [..., hidden] with any leading axes, flattened into one and restored after; `moves`:
+    (from, to) of a movedim per result (None: none), into the layouts of the states."""
+    lead = torch.broadcast_shapes(x.shape[:-1], *(s.shape[:-1] for s in states))
+    flat = [t.expand(*lead, t.shape[-1]).reshape(-1, t.shape[-1]) for t in (x, *states)]
+    out = cell(flat[0], tuple(flat[1:]) if len(states) > 1 else flat[1])
+    out = [o.reshape(*lead, o.shape[-1]) for o in (out if isinstance(out, tuple) else (out,))]
+    out = [o.movedim(*m) if m else o for o, m in zip(out, moves or [None] * len(out))]
+    return tuple(out) if len(out) > 1 else out[0]
+'''

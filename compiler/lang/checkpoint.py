@@ -8,7 +8,7 @@ import re
 from nncircuit.errors import HyperparameterError, NameResolutionError, ShapeError, Span, did_you_mean
 from nncircuit.ir.checkpoint import (FUNCTIONS, CkApply, CkPath, CkRule, CkSection, CkSource, numeric, paths,
                                      shift_expr, shifts)
-from nncircuit.ir.graph import CallNode, Graph, LoopNode
+from nncircuit.ir.graph import CallNode, Graph, LoopNode, ScanNode
 from nncircuit.lang import tree as A
 from nncircuit.names import pyname
 
@@ -167,7 +167,7 @@ def _walk(g: Graph, prefix: tuple[str, ...], out: set[tuple[str, ...]]):
             continue
         here = prefix + (n.owner,)
         out.add(here)
-        if isinstance(n, CallNode):
+        if isinstance(n, (CallNode, ScanNode)):  # a scan's body is one module for every step
             _walk(n.callee, here, out)
         elif isinstance(n, LoopNode):
             # at least one layer: a repeat run 0 times (`-p layers=0`) keeps the names its

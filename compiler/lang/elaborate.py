@@ -1409,6 +1409,9 @@ def _describe(v) -> str:
         return "a tensor"
     if isinstance(v, TupleV):
         return f"a tuple of {len(v.items)}"
+    if isinstance(v, OpFn) and v.tensors and v.opdef.arity:  # `LSTMCell(x, h, d -> e)`: c missing
+        return (f"the operation '{v.name}' given {len(v.tensors)} of its {v.opdef.arity} tensors "
+                "(the others may come from a call or a pipe)")
     if isinstance(v, Fn):
         return f"the {'block' if v.kind == 'block' else 'operation'} '{v.name}'"
     return "nothing"

@@ -5,5 +5,6 @@ from nncircuit.ops import registry
 from nncircuit.ops import core, fused, nn  # noqa: F401  (each registers its ops on import)
 from nncircuit.ops import activations, compare, fill, norms, routing, state, surgery  # noqa: F401
 from nncircuit.ops import recurrence  # noqa: F401
+from nncircuit.ops import cells  # noqa: F401
 
 __all__ = ["registry"]

@@ -229,28 +229,44 @@ class HandPointer(torch.nn.Module):
         return torch.stack(logits, 1), torch.stack(chosen, 1)
 
 
+def pointer_state_dict(hand):
+    """HandPointer's weights under the spec's names: its encoder is a torch.nn.LSTMCell's four
+    tensors; its decoder has one bias where torch.nn.LSTMCell has two (bias_ih, bias_hh = 0)."""
+    sd = {k: v for k, v in hand.state_dict().items() if k in ("w1", "w2", "v", "start")}
+    sd.update({f"scan.enc.{k}": getattr(hand.enc, k) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    sd.update({"scan_1.dec.weight_ih": hand.w_ih, "scan_1.dec.weight_hh": hand.w_hh,
+               "scan_1.dec.bias_ih": hand.bias, "scan_1.dec.bias_hh": torch.zeros_like(hand.bias)})
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
 def test_pointer_equals_the_hand_written_decoder_values_and_gradients():
     torch.manual_seed(0)
     hand = HandPointer()
     x = torch.rand(3, 7, 2)
     m2 = nncircuit.compile(os.path.join(SPECS, "pointer.nn"), "Pointer", opt=2)
-    m2.load_state_dict(hand.state_dict(), strict=True)
+    m2.load_state_dict(pointer_state_dict(hand), strict=True)
     with torch.no_grad():
         (l2, c2), (lw, cw) = m2(x), hand(x)
     assert torch.equal(c2, cw)
     torch.testing.assert_close(l2, lw, rtol=0, atol=1e-5)
     m = nncircuit.compile(os.path.join(SPECS, "pointer.nn"), "Pointer", opt=0)
-    m.load_state_dict(hand.state_dict(), strict=True)
+    m.load_state_dict(pointer_state_dict(hand), strict=True)
     (lg, ch), (lw, cw) = m(x), hand(x)
     assert torch.equal(ch, cw)
     assert sorted(ch[0].tolist()) == list(range(7))  # every position chosen once: the visited mask
     torch.testing.assert_close(lg, lw, rtol=0, atol=1e-5)
     finite = torch.isfinite(lw)
     assert torch.equal(torch.isfinite(lg), finite) and (~finite).sum() == 3 * 7 * 6 // 2
-    ga = torch.autograd.grad(lg[finite].sum(), list(m.parameters()))
-    gb = torch.autograd.grad(lw[finite].sum(), list(hand.parameters()))
-    for a, b in zip(ga, gb):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    mine = dict(zip([k for k, _ in m.named_parameters()], torch.autograd.grad(lg[finite].sum(), list(m.parameters()))))
+    theirs = dict(zip([k for k, _ in hand.named_parameters()], torch.autograd.grad(lw[finite].sum(), list(hand.parameters()))))
+    assert len(mine) == len(theirs) + 1  # the decoder's second bias
+    want = {**{k: theirs[k] for k in ("w1", "w2", "v", "start")},
+            **{f"scan.enc.{k}": theirs[f"enc.{k}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
+            "scan_1.dec.weight_ih": theirs["w_ih"], "scan_1.dec.weight_hh": theirs["w_hh"],
+            "scan_1.dec.bias_ih": theirs["bias"], "scan_1.dec.bias_hh": theirs["bias"]}
+    assert sorted(mine) == sorted(want)
+    for k, g in mine.items():
+        torch.testing.assert_close(g, want[k], rtol=0, atol=1e-4)
 
 
 # ---- the language pieces the zoo needed ----------------------------------------------------

@@ -203,6 +203,18 @@ model Recurrent(d = 4) {
     }
     out h, ys
 }
+
+model Cells(d = 4) {
+    in  x: [batch, seq: ~6, d]
+    h = zeros([batch, hidden: 3])
+    c = zeros([batch, hidden: 3])
+    scan seq {
+        h, c = LSTMCell(x, h, c, d -> hidden)
+        g = GRUCell(x, h, d -> hidden)
+        emit ys = RNNCell(x, g, d -> hidden, nonlinearity = "relu")
+    }
+    out h, c, ys
+}
 """
 ZOO_SIZES = [{}, {"batch": 3, "seq": 7, "h": 10, "w": 5, "l": 9}]
 
