@@ -193,7 +193,7 @@ class HandPointer(torch.nn.Module):
         self.enc = torch.nn.Module()
         self.enc.weight_ih, self.enc.weight_hh = p(4 * hidden, d), p(4 * hidden, hidden)
         self.enc.bias_ih, self.enc.bias_hh = p(4 * hidden), p(4 * hidden)
-        self.w_ih, self.w_hh, self.bias = p(4 * hidden, d), p(4 * hidden, hidden), p(4 * hidden)
+        self.w_ih, self.w_hh, self.b_ih, self.b_hh = p(4 * hidden, d), p(4 * hidden, hidden), p(4 * hidden), p(4 * hidden)
         self.w1, self.w2, self.v, self.start = p(hidden, hidden), p(hidden, hidden), p(hidden), p(d)
         self.hidden = hidden
 
@@ -217,7 +217,7 @@ class HandPointer(torch.nn.Module):
         rows = torch.arange(b)
         logits, chosen = [], []
         for _ in range(n):
-            h, c = self.cell(inp @ self.w_ih.T + h @ self.w_hh.T + self.bias, c)
+            h, c = self.cell(inp @ self.w_ih.T + h @ self.w_hh.T + self.b_ih + self.b_hh, c)
             u = torch.tanh(keys + (h @ self.w2.T)[:, None]) @ self.v
             u = u.masked_fill(visited, float("-inf"))
             idx = u.argmax(-1)
@@ -230,12 +230,12 @@ class HandPointer(torch.nn.Module):
 
 
 def pointer_state_dict(hand):
-    """HandPointer's weights under the spec's names: its encoder is a torch.nn.LSTMCell's four
-    tensors; its decoder has one bias where torch.nn.LSTMCell has two (bias_ih, bias_hh = 0)."""
+    """HandPointer's weights under the spec's names: its encoder and decoder each hold a
+    torch.nn.LSTMCell's four tensors."""
     sd = {k: v for k, v in hand.state_dict().items() if k in ("w1", "w2", "v", "start")}
     sd.update({f"scan.enc.{k}": getattr(hand.enc, k) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
     sd.update({"scan_1.dec.weight_ih": hand.w_ih, "scan_1.dec.weight_hh": hand.w_hh,
-               "scan_1.dec.bias_ih": hand.bias, "scan_1.dec.bias_hh": torch.zeros_like(hand.bias)})
+               "scan_1.dec.bias_ih": hand.b_ih, "scan_1.dec.bias_hh": hand.b_hh})
     return {k: v.detach().clone() for k, v in sd.items()}
 
 
@@ -259,11 +259,11 @@ def test_pointer_equals_the_hand_written_decoder_values_and_gradients():
     assert torch.equal(torch.isfinite(lg), finite) and (~finite).sum() == 3 * 7 * 6 // 2
     mine = dict(zip([k for k, _ in m.named_parameters()], torch.autograd.grad(lg[finite].sum(), list(m.parameters()))))
     theirs = dict(zip([k for k, _ in hand.named_parameters()], torch.autograd.grad(lw[finite].sum(), list(hand.parameters()))))
-    assert len(mine) == len(theirs) + 1  # the decoder's second bias
+    assert len(mine) == len(theirs)
     want = {**{k: theirs[k] for k in ("w1", "w2", "v", "start")},
             **{f"scan.enc.{k}": theirs[f"enc.{k}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
             "scan_1.dec.weight_ih": theirs["w_ih"], "scan_1.dec.weight_hh": theirs["w_hh"],
-            "scan_1.dec.bias_ih": theirs["bias"], "scan_1.dec.bias_hh": theirs["bias"]}
+            "scan_1.dec.bias_ih": theirs["b_ih"], "scan_1.dec.bias_hh": theirs["b_hh"]}
     assert sorted(mine) == sorted(want)
     for k, g in mine.items():
         torch.testing.assert_close(g, want[k], rtol=0, atol=1e-4)
