@@ -310,7 +310,7 @@ class Gen:
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
             self.op_slice, self.op_split, self.op_move, self.op_cumulative, self.op_stack,
             self.op_group_norm, self.op_upsample,
-            self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
+            self.op_buffer, self.op_random, self.op_static_if, self.op_static_for, self.op_static_range,
             self.op_axis_block,
             self.op_length,
         ]
@@ -941,6 +941,23 @@ class Gen:
         rows = [f"({self.ch.pick(['0.5', '1.0', '2.0'])}, {self.ch.pick(['0', '1'] + sc.hyper()[:2])})"
                 for _ in range(self.ch.integer(1, 3))]
         sc.lines += [f"for (a, b) in [{', '.join(rows)}] {{", f"    {out} = tanh({out} * a + b)", "}"]
+        sc.note(out, t)
+
+    def op_static_range(self, sc):
+        """`for i in range(K)` (K a number or a hyperparameter, at most 3 rows) whose body
+        scales by a conditional expression of the index; or a `for` over `zip` of tuples."""
+        name, t = self.pick(sc)
+        out = self.fresh("t")
+        sc.lines.append(f"{out} = {self.operand(name, t)}")
+        hyper = sc.hyper()
+        if self.ch.chance(0.3):
+            items = [self.ch.pick(["0", "1"] + hyper[:2]) for _ in range(self.ch.integer(1, 3))]
+            second = f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+            sc.lines += [f"for (a, b) in zip((0.5, 1.0, 2.0), {second}) {{", f"    {out} = tanh({out} * a + b)", "}"]
+        else:
+            count = f"min({self.ch.pick(hyper)}, 3)" if hyper and self.ch.chance(0.5) else str(self.ch.integer(0, 3))
+            scale = self.ch.pick(["0.5 if i == 0 else 0.25", f"(i + 1) * 0.5 if i < 2 else {self.ch.pick(['1.5'] + hyper[:1])}"])
+            sc.lines += [f"for i in range({count}) {{", f"    {out} = tanh({out} * ({scale}) + i)", "}"]
         sc.note(out, t)
 
     def op_embedding(self, sc):
