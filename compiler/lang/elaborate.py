@@ -757,8 +757,10 @@ class Elaborator:
         tuple-valued hyperparameter. The number of rows is structure: the generated class
         refuses hyperparameters that would change it, as for an `if`."""
         src = st.source
+        if src is None:
+            raise InternalError("for_rows of a `for` over a table")
         name = src.func.id if isinstance(src, A.Call) and isinstance(src.func, A.Name) else None
-        if name in ("range", "zip", "enumerate") and ctx.peek(name) is None:
+        if isinstance(src, A.Call) and name in ("range", "zip", "enumerate") and ctx.peek(name) is None:
             vals = []
             for a in src.args:
                 if not isinstance(a, A.PosArg):

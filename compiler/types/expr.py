@@ -9,7 +9,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-Scalar = int | float | bool | str | None | tuple  # tuples (of these) and None: hyperparameter values
+Scalar = int | float | bool | str
+# A hyperparameter's value: a Scalar, None (`none`) or a tuple of these (`depths`); is_scalar
+# checks it where one is made (Const, HVal). Typed Any so that readers that the checker has
+# given a number (a size, an op's argument) need not narrow it again.
+HyperValue = Any
 
 # binary operators; "div" is the language's `/` on two integers (exact division, whose
 # exactness the elaborator records as a check), "//" is floor division (pooling sizes)
@@ -78,7 +82,7 @@ class Expr:
 
 @dataclass(frozen=True)
 class Const(Expr):
-    value: Scalar
+    value: HyperValue
 
     def __post_init__(self):
         if not is_scalar(self.value):
@@ -239,7 +243,7 @@ class Tup(Expr):
 
     items: tuple[Expr, ...]
 
-    def evaluate(self, env):
+    def evaluate(self, env) -> HyperValue:
         return tuple(a.evaluate(env) for a in self.items)
 
     def refs(self) -> set[str]:
@@ -262,7 +266,7 @@ class Index(Expr):
     base: Expr
     index: Expr
 
-    def evaluate(self, env):
+    def evaluate(self, env) -> HyperValue:
         return apply_index(self.base.evaluate(env), self.index.evaluate(env))
 
     def refs(self) -> set[str]:
@@ -380,7 +384,9 @@ def apply_fn(fn: str, args):
         if fn in ("floor", "ceil", "int"):
             if len(args) != 1:
                 raise ExprError(f"{fn} takes one number")
-            return {"floor": math.floor, "ceil": math.ceil, "int": int}[fn](args[0])
+            if fn == "floor":
+                return math.floor(args[0])
+            return math.ceil(args[0]) if fn == "ceil" else int(args[0])
         return min(args) if fn == "min" else max(args)
     except (ValueError, OverflowError, TypeError) as err:
         raise ExprError(f"{fn}: {err}") from None

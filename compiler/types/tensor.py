@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nncircuit.errors import ShapeError
-from nncircuit.types.expr import Expr, Scalar, const, is_scalar
+from nncircuit.types.expr import Expr, HyperValue, const, is_scalar
 from nncircuit.types.sizes import Size
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
@@ -105,7 +105,7 @@ class HVal:
     """A hyperparameter-derived value and the expression (over the enclosing block's
     hyperparameters) that computes it, so generated code stays parametric."""
 
-    value: Scalar  # a tuple or None only for a tuple-valued or unset hyperparameter
+    value: HyperValue  # a tuple or None only for a tuple-valued or unset hyperparameter
     expr: Expr
 
     def __post_init__(self):
