@@ -37,7 +37,10 @@ def parse_value(raw: str):
     """A number, true/false, none, a tuple (`2,2,18,2` or `(2, 2, 18, 2)`), else a string."""
     inner = raw[1:-1] if raw.startswith("(") and raw.endswith(")") else raw
     if "," in inner:
-        return tuple(parse_value(x.strip()) for x in inner.split(",") if x.strip())
+        items = tuple(parse_value(x.strip()) for x in inner.split(",") if x.strip())
+        if not items:
+            raise HyperparameterError(f"'{raw}': a tuple needs at least one value")
+        return items
     low = raw.lower()
     if low in ("true", "false"):
         return low == "true"

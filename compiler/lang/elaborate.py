@@ -198,8 +198,8 @@ class Elaborator:
             v = _from_python(v)
             if v is _BAD:
                 raise HyperparameterError(
-                    f"hyperparameter '{k}' must be a finite number, a string, a boolean, None or a tuple "
-                    f"of them, found {params[k]!r}")
+                    f"hyperparameter '{k}' must be a finite number, a string, a boolean, None or a "
+                    f"non-empty tuple of them, found {params[k]!r}")
             given[k] = HVal.const(v)
         try:
             g = self.instantiate(bdef, given, bdef.span)
@@ -806,7 +806,7 @@ class Elaborator:
         step = hv[2] if len(hv) == 3 else HVal.const(1)
         if step.value < 1:
             raise HyperparameterError(f"range's step must be a positive integer, found {step.value}", vals[2][1])
-        n = len(range(start.value, stop.value, step.value))
+        n = max(0, (stop.value - start.value + step.value - 1) // step.value)  # len(range) overflows past 2**63
         if n > MAX_REPEAT:
             raise ResourceError(f"range of {n} rows is more than the limit of {MAX_REPEAT}", span)
         diff = X.binop("-", stop.expr, start.expr)
@@ -901,8 +901,8 @@ class Elaborator:
             if not isinstance(v.value, tuple):
                 raise HyperparameterError(f"len needs a tuple, found {X.const(v.value).text()}", arg.span)
             return HVal(len(v.value), X.call("len", (v.expr,)))
-        if not _number(v.value):
-            raise HyperparameterError(f"{name} needs a number, found {X.const(v.value).text()}", arg.span)
+        if not _number(v.value) or not math.isfinite(v.value):
+            raise HyperparameterError(f"{name} needs a finite number, found {X.const(v.value).text()}", arg.span)
         return HVal(int(v.value), X.call("int", (v.expr,)))
 
     # ---- expressions
@@ -1141,7 +1141,7 @@ class Elaborator:
                 hyper[a.name] = self._hval(self.expr(ctx, a.value), a.value.span, a.name)
                 order.append(a.name)
             elif isinstance(a, A.PosArg):
-                v = self._arg(ctx, a, pre)
+                v = _as_hval(self._arg(ctx, a, pre))  # a tuple of numbers is a hyperparameter
                 if isinstance(v, (TVal, TupleV)):
                     items = v.items if isinstance(v, TupleV) else (v,)
                     tensors.extend(self._tensor(i, a.span) for i in items)
@@ -1661,7 +1661,7 @@ def _from_python(v):
     """A hyperparameter value given from Python: lists become tuples; _BAD if it is none."""
     if isinstance(v, (list, tuple)):
         items = [_from_python(x) for x in v]
-        return _BAD if any(x is _BAD for x in items) else tuple(items)
+        return _BAD if not items or any(x is _BAD for x in items) else tuple(items)
     if v is None or isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float) and math.isfinite(v):

@@ -222,5 +222,22 @@ def test_a_bare_conditional_expression_in_a_statement_is_a_syntax_error(tmp_path
 
 def test_python_values_that_are_not_hyperparameters_are_refused(tmp_path):
     path = _write(tmp_path, SPEC)
-    with pytest.raises(HyperparameterError, match="None or a tuple of them"):
+    with pytest.raises(HyperparameterError, match="None or a non-empty tuple of them"):
         nncircuit.load(path, depths=[1, object()])
+
+
+def test_a_tuple_given_to_a_block_and_hostile_ranges(tmp_path):
+    text = ("block B(t) {\n    in  x: [d]\n    out x * t[1]\n}\n\n"
+            "model M() {\n    in  x: [batch, d: 4]\n    out B((2, 3))(x) + B(t = (5, 7))(x)\n}\n")
+    x = torch.randn(2, 4)
+    assert torch.allclose(nncircuit.load(_write(tmp_path, text)).module()(x), 10 * x)
+    # a range whose length does not fit in 64 bits is refused before anything is built
+    huge = "model M() {\n    in  x: [d]\n    for i in range(-9223372036854775807, 9223372036854775807) { x = x }\n    out x\n}\n"
+    with pytest.raises(ResourceError, match="more than the limit of 100000"):
+        nncircuit.load(_write(tmp_path, huge))
+    with pytest.raises(HyperparameterError, match="int needs a finite number, found inf"):
+        nncircuit.load(_write(tmp_path, "model M() {\n    in  x: [d]\n    out x * int(inf)\n}\n"))
+    with pytest.raises(HyperparameterError, match="a tuple needs at least one value"):
+        parse_param("depths=,")
+    with pytest.raises(HyperparameterError, match="non-empty tuple"):
+        nncircuit.load(_write(tmp_path, SPEC), depths=())
