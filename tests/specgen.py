@@ -310,7 +310,7 @@ class Gen:
             self.op_map, self.op_where, self.op_minmax, self.op_rounding, self.op_prelu,
             self.op_slice, self.op_split, self.op_move, self.op_cumulative, self.op_stack,
             self.op_group_norm, self.op_upsample,
-            self.op_buffer, self.op_random, self.op_static_if, self.op_static_for, self.op_static_range,
+            self.op_buffer, self.op_random, self.op_static_if, self.op_static_for,
             self.op_axis_block,
             self.op_length,
         ]
@@ -934,7 +934,10 @@ class Gen:
         sc.note(out, t)
 
     def op_static_for(self, sc):
-        """A static `for` over a table of numbers and hyperparameters, unrolled."""
+        """A static `for` over a table of numbers and hyperparameters, unrolled (or over
+        `range` or `zip`, op_static_range)."""
+        if self.ch.chance(0.4):
+            return self.op_static_range(sc)
         name, t = self.pick(sc)
         out = self.fresh("t")
         sc.lines.append(f"{out} = {self.operand(name, t)}")
