@@ -5,9 +5,6 @@ that refuses values changing the structure, `nnc fmt` and the textual IR."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +13,7 @@ from helpers import assert_positioned_error
 import nncircuit
 from nncircuit.api import parse_param
 from nncircuit.backends.torch.codegen import generate
+from nncircuit.cli import main
 from nncircuit.editor.fmt import format_text
 from nncircuit.errors import HyperparameterError, ParseError, ResourceError, ShapeError
 from nncircuit.ir.parser import parse_ir
@@ -145,15 +143,16 @@ def test_none_and_comparisons(tmp_path):
     assert "rank=None" in src
 
 
-def test_the_command_line_reads_tuples_and_none(tmp_path):
+def test_the_command_line_reads_tuples_and_none(tmp_path, capsys):
     assert parse_param("depths=2,2,18,2") == ("depths", (2, 2, 18, 2))
     assert parse_param("depths=(2, 2)") == ("depths", (2, 2))
     assert parse_param("one=3,") == ("one", (3,))
     assert parse_param("q=none") == ("q", None)
     path = _write(tmp_path, SPEC)
-    out = subprocess.run([sys.executable, "-m", "nncircuit.cli", "check", path, "-p", "depths=1,2,3,4", "-p", "q=none"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    out = str(tmp_path / "m.py")
+    assert main(["compile", path, "-p", "depths=1,2,3,4", "-p", "q=none", "-o", out]) == 0
+    text = open(out).read()
+    assert "depths=(1, 2, 3, 4), q=None" in text and "self.scale_3 = Scale(k=depths[3])" in text
 
 
 def test_fmt_round_trips():
