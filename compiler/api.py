@@ -22,7 +22,8 @@ DEFAULT_MAX_PARAMS = 2_000_000_000  # 8 GB of float32 weights
 
 
 def parse_param(text: str) -> tuple[str, object]:
-    """`NAME=VALUE` from the command line: ints, floats, true/false, else a string."""
+    """`NAME=VALUE` from the command line: ints, floats, true/false, none, tuples (`2,2,18,2`),
+    else a string."""
     if "=" not in text:
         raise HyperparameterError(f"-p expects NAME=VALUE, found '{text}'")
     name, raw = text.split("=", 1)
@@ -33,9 +34,18 @@ def parse_param(text: str) -> tuple[str, object]:
 
 
 def parse_value(raw: str):
+    """A number, true/false, none, a tuple (`2,2,18,2` or `(2, 2, 18, 2)`), else a string."""
+    inner = raw[1:-1] if raw.startswith("(") and raw.endswith(")") else raw
+    if "," in inner:
+        items = tuple(parse_value(x.strip()) for x in inner.split(",") if x.strip())
+        if not items:
+            raise HyperparameterError(f"'{raw}': a tuple needs at least one value")
+        return items
     low = raw.lower()
     if low in ("true", "false"):
         return low == "true"
+    if low == "none":
+        return None
     for conv in (int, float):
         try:
             v = conv(raw)

@@ -935,13 +935,33 @@ class Gen:
         sc.note(out, t)
 
     def op_static_for(self, sc):
-        """A static `for` over a table of numbers and hyperparameters, unrolled."""
+        """A static `for` over a table of numbers and hyperparameters, unrolled (or over
+        `range` or `zip`, op_static_range)."""
+        if self.ch.chance(0.4):
+            return self.op_static_range(sc)
         name, t = self.pick(sc)
         out = self.fresh("t")
         sc.lines.append(f"{out} = {self.operand(name, t)}")
         rows = [f"({self.ch.pick(['0.5', '1.0', '2.0'])}, {self.ch.pick(['0', '1'] + sc.hyper()[:2])})"
                 for _ in range(self.ch.integer(1, 3))]
         sc.lines += [f"for (a, b) in [{', '.join(rows)}] {{", f"    {out} = tanh({out} * a + b)", "}"]
+        sc.note(out, t)
+
+    def op_static_range(self, sc):
+        """`for i in range(K)` (K a number or a hyperparameter, at most 3 rows) whose body
+        scales by a conditional expression of the index; or a `for` over `zip` of tuples."""
+        name, t = self.pick(sc)
+        out = self.fresh("t")
+        sc.lines.append(f"{out} = {self.operand(name, t)}")
+        hyper = sc.hyper()
+        if self.ch.chance(0.3):
+            items = [self.ch.pick(["0", "1"] + hyper[:2]) for _ in range(self.ch.integer(1, 3))]
+            second = f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+            sc.lines += [f"for (a, b) in zip((0.5, 1.0, 2.0), {second}) {{", f"    {out} = tanh({out} * a + b)", "}"]
+        else:
+            count = f"min({self.ch.pick(hyper)}, 3)" if hyper and self.ch.chance(0.5) else str(self.ch.integer(0, 3))
+            scale = self.ch.pick(["0.5 if i == 0 else 0.25", f"(i + 1) * 0.5 if i < 2 else {self.ch.pick(['1.5'] + hyper[:1])}"])
+            sc.lines += [f"for i in range({count}) {{", f"    {out} = tanh({out} * ({scale}) + i)", "}"]
         sc.note(out, t)
 
     def op_embedding(self, sc):

@@ -229,6 +229,9 @@ class TorchGen:
                 lines.append(f"        if {pyname(h.name)} is None:")
                 lines.extend(_check_lines(g, h.name, "            "))
                 lines.append(f"            {pyname(h.name)} = {default.python(pyname)}")
+        for h in g.hyper:
+            if isinstance(h.value.value, tuple):  # a list given for a tuple-valued hyperparameter
+                lines.append(f"        {pyname(h.name)} = tuple({pyname(h.name)})")
         lines.extend(_check_lines(g, None, "        "))
         for h in g.hyper:
             lines.append(f"        self.{cx.hyper_attr(pyname(h.name))} = {pyname(h.name)}")

@@ -86,7 +86,7 @@ class _Printer:
             return _NOT
         if isinstance(e, A.Rename):
             return _ARITH
-        if isinstance(e, (A.Call, A.Index, A.Slice)):
+        if isinstance(e, (A.Call, A.Index, A.Slice, A.Subscript)):
             return _POSTFIX
         return _ATOM
 
@@ -103,6 +103,12 @@ class _Printer:
             return f'"{e.value}"'
         if isinstance(e, A.Bool):
             return "true" if e.value else "false"
+        if isinstance(e, A.NoneLit):
+            return "none"
+        if isinstance(e, A.IfExpr):  # bare only where bracketed (test()); a statement needs parentheses
+            return f"({self.test(e)})"
+        if isinstance(e, A.Subscript):
+            return f"{self.wrap(e.operand, _POSTFIX)}[{self.test(e.index)}]"
         if isinstance(e, A.BinOp):
             lvl = _BINOP_LEVEL[e.op]
             if e.op == "**":  # right-associative: postfix ** factor
@@ -117,7 +123,7 @@ class _Printer:
         if isinstance(e, A.Not):
             return f"not {self.wrap(e.operand, _NOT)}"
         if isinstance(e, A.Tuple):
-            items = ", ".join(self.expr(i) for i in e.items)
+            items = ", ".join(self.test(i) for i in e.items)
             return f"({items},)" if len(e.items) == 1 else f"({items})"
         if isinstance(e, A.Rename):
             return f"{self.wrap(e.operand, _ARITH)} rename {e.old} -> {e.new}"
@@ -132,11 +138,19 @@ class _Printer:
             return f"{self.wrap(e.func, _POSTFIX)}({args})"
         raise InternalError(f"fmt: no layout for {type(e).__name__}", getattr(e, "span", None))
 
+    def test(self, e) -> str:
+        """An expression where `a if c else b` needs no parentheses (arguments, defaults,
+        tuple items, subscripts)."""
+        if isinstance(e, A.IfExpr):
+            orelse = self.test(e.orelse) if isinstance(e.orelse, A.IfExpr) else self.wrap(e.orelse, _OR)
+            return f"{self.wrap(e.then, _OR)} if {self.wrap(e.cond, _OR)} else {orelse}"
+        return self.expr(e)
+
     def arg(self, a) -> str:
         if isinstance(a, A.PosArg):
-            return self.expr(a.value)
+            return self.test(a.value)
         if isinstance(a, A.KwArg):
-            return f"{a.name} = {self.expr(a.value)}"
+            return f"{a.name} = {self.test(a.value)}"
         if isinstance(a, A.MapArg) and a.operand is not None:
             return f"{self.expr(a.operand)} -> {self.side(a.dst)}"
         if isinstance(a, A.MapArg):
@@ -185,7 +199,7 @@ class _Printer:
         return f"{a.name}: ~{self.expr(sd.expr)}{mult}"
 
     def param(self, p: A.Param) -> str:
-        return p.name if p.default is None else f"{p.name} = {self.expr(p.default)}"
+        return p.name if p.default is None else f"{p.name} = {self.test(p.default)}"
 
     def stmt_lines(self, st, indent: str) -> list[str]:
         if isinstance(st, A.InDecl):
@@ -293,7 +307,8 @@ def _units(module: A.Module, text: str, tokens, pr: _Printer) -> list[Unit]:
                 units.append(Unit(close, end(st), depth, [ind + "}"], close=True))
             elif isinstance(st, A.For):
                 target = f"({', '.join(st.targets)})" if st.unpack else st.targets[0]
-                head = f"{ind}for {target} in [{', '.join(pr.expr(i) for i in st.items)}] {{"
+                rows = pr.expr(st.source) if st.source is not None else f"[{', '.join(pr.expr(i) for i in st.items)}]"
+                head = f"{ind}for {target} in {rows} {{"
                 units.append(Unit(start(st), brace_after(start(st)), depth, [head]))
                 body(st.body, depth + 1)
                 close = (st.span.end_line, st.span.end_col - 1)

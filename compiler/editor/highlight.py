@@ -22,7 +22,7 @@ DECLARATIONS = ("block", "model")
 STATEMENTS = ("import", "from", "in", "out", "repeat", "shared", "as", "scan", "reverse", "emit", "checkpoint", "if",
               "else", "for")
 OPERATOR_WORDS = ("rename", "over", "and", "or", "not")
-CONSTANTS = ("true", "false")
+CONSTANTS = ("true", "false", "none")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
 KEYWORDS = DECLARATIONS + STATEMENTS + OPERATOR_WORDS + CONSTANTS
 

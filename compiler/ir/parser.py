@@ -578,7 +578,20 @@ class Parser:
         if t.kind == "name" and t.text in ("true", "false"):
             self.i += 1
             return t.text == "true"
-        raise self.fail(f"expected a value (number, string, true or false), found {self.describe()}")
+        if t.kind == "name" and t.text == "none":
+            self.i += 1
+            return None
+        if self.accept("("):  # a tuple-valued hyperparameter: `(2, 2, 6, 2)`, `(3,)`
+            items = []
+            while not self.accept(")"):
+                items.append(self.literal())
+                if not self.accept(","):
+                    self.expect(")")
+                    break
+            if not items:
+                raise self.fail("expected a value in the tuple, found ')'")
+            return tuple(items)
+        raise self.fail(f"expected a value (number, string, true, false, none or a tuple), found {self.describe()}")
 
     def hval(self) -> HVal:
         v = self.literal()

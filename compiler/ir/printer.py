@@ -193,6 +193,11 @@ def _hyper_text(h: HyperParam) -> str:
 
 
 def _literal(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, tuple):  # a tuple-valued hyperparameter
+        items = [_literal(x) for x in v]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):

@@ -193,11 +193,14 @@ class Elaborator:
                     f"model {bdef.name} has no hyperparameter '{k}'{did_you_mean(k, known)}; "
                     f"known: {', '.join(p.name for p in bdef.params) or 'none'}"
                 )
+        given = {}
         for k, v in params.items():
-            bad = not isinstance(v, (int, float, bool, str)) or (isinstance(v, float) and not math.isfinite(v))
-            if bad:
-                raise HyperparameterError(f"hyperparameter '{k}' must be a finite number, a string or a boolean, found {v!r}")
-        given = {k: HVal.const(v) for k, v in params.items()}
+            v = _from_python(v)
+            if v is _BAD:
+                raise HyperparameterError(
+                    f"hyperparameter '{k}' must be a finite number, a string, a boolean, None or a "
+                    f"non-empty tuple of them, found {params[k]!r}")
+            given[k] = HVal.const(v)
         try:
             g = self.instantiate(bdef, given, bdef.span)
             self.check_unrolled(g, bdef.span, f"model {bdef.name}")
@@ -258,9 +261,11 @@ class Elaborator:
                     if p.name not in given:
                         raise
                     dval = given[p.name]
+                dval = _as_hval(dval)
                 if not isinstance(dval, HVal):
                     raise HyperparameterError(
-                        f"the default of '{p.name}' must be a number, string or boolean", p.default.span
+                        f"the default of '{p.name}' must be a number, string, boolean, none or a tuple of "
+                        "them", p.default.span
                     )
                 default = dval.expr
             if p.name in given:
@@ -701,7 +706,7 @@ class Elaborator:
                 return HVal(bool(a.value or b.value), X.binop("or", a.expr, b.expr)), text
             return HVal(bool(a.value and b.value), _not(X.binop("or", _not(a.expr), _not(b.expr)))), text
         if isinstance(e, A.BinOp) and e.op in ("<", "<=", ">", ">=", "==", "!="):
-            a, b = self.expr(ctx, e.left), self.expr(ctx, e.right)
+            a, b = _as_hval(self.expr(ctx, e.left)), _as_hval(self.expr(ctx, e.right))
             if not (isinstance(a, HVal) and isinstance(b, HVal)):
                 raise ShapeError(_STATIC_COND.format(found=_describe(b if isinstance(a, HVal) else a)), e.span)
             try:
@@ -723,23 +728,29 @@ class Elaborator:
             raise ResourceError(f"for over {len(st.items)} rows is more than the limit of {MAX_REPEAT}", st.span)
         missing = object()
         saved = {t: ctx.env.get(t, missing) for t in st.targets}
-        for row in st.items:
-            v = self.expr(ctx, row)
+        rows = [(row.span, lambda row=row: self.expr(ctx, row)) for row in st.items]
+        if st.source is not None:
+            span = st.source.span
+            rows = [(span, lambda v=v: v) for v in self.for_rows(ctx, st)]
+        for span, row in rows:
+            v = row()
             if st.unpack:
+                v = _as_rows(v)
                 if not isinstance(v, TupleV) or len(v.items) != len(st.targets):
                     raise ShapeError(
                         f"for ({', '.join(st.targets)}): each row must be a tuple of {len(st.targets)} "
                         f"values, found {_describe(v)}",
-                        row.span,
+                        span,
                     )
                 items = v.items
             else:
                 items = (v,)
             for name, item in zip(st.targets, items):
+                item = _as_hval(item)
                 if not isinstance(item, HVal):
                     raise ShapeError(
                         f"for: a row holds numbers, strings or booleans (static values), found {_describe(item)}",
-                        row.span,
+                        span,
                     )
                 ctx.env[name] = item
             self.body(ctx, st.body)
@@ -748,6 +759,159 @@ class Elaborator:
                 ctx.env.pop(name, None)
             else:
                 ctx.env[name] = old
+
+    def for_rows(self, ctx: Ctx, st: A.For) -> list:
+        """The rows of `for ... in EXPR`: range(...), zip(...), enumerate(...), a tuple or a
+        tuple-valued hyperparameter. The number of rows is structure: the generated class
+        refuses hyperparameters that would change it, as for an `if`."""
+        src = st.source
+        if src is None:
+            raise InternalError("for_rows of a `for` over a table")
+        name = src.func.id if isinstance(src, A.Call) and isinstance(src.func, A.Name) else None
+        if isinstance(src, A.Call) and name in ("range", "zip", "enumerate") and ctx.peek(name) is None:
+            vals = []
+            for a in src.args:
+                if not isinstance(a, A.PosArg):
+                    raise ShapeError(f"{name} takes positional arguments", a.span)
+                vals.append((self.expr(ctx, a.value), a.span))
+            if name == "range":
+                rows, count, text = self._range(vals, src.span)
+            else:
+                if not vals or (name == "enumerate" and len(vals) != 1):
+                    raise ShapeError(f"{name} takes {'one tuple' if name == 'enumerate' else 'tuples'}", src.span)
+                seqs = [self._sequence(v, sp, name) for v, sp in vals]
+                n = min(len(items) for items, _ in seqs)
+                count = X.call("min", tuple(X.call("len", (ex,)) for _, ex in seqs)) if len(seqs) > 1 else X.call("len", (seqs[0][1],))
+                if name == "enumerate":
+                    rows = [TupleV((HVal.const(i), seqs[0][0][i])) for i in range(n)]
+                else:
+                    rows = [TupleV(tuple(items[i] for items, _ in seqs)) for i in range(n)]
+                text = f"{name}({', '.join(ex.text() for _, ex in seqs)})"
+        else:
+            items, ex = self._sequence(self.expr(ctx, src), src.span, "for")
+            rows, count, text = list(items), X.call("len", (ex,)), ex.text()
+        if len(rows) > MAX_REPEAT:
+            raise ResourceError(f"for over {len(rows)} rows is more than the limit of {MAX_REPEAT}", st.span)
+        X.note(
+            X.binop("==", count, X.Const(len(rows))),
+            f"`for {', '.join(st.targets)} in {text}` was compiled for {len(rows)} rows, found ", ("r", count),
+            ": the structure of a compiled module is fixed, so compile the spec again for these "
+            "hyperparameters (nnc compile -p NAME=VALUE)",
+        )
+        return rows
+
+    def _range(self, vals, span: Span):
+        for v, sp in vals:
+            if not isinstance(v, HVal):
+                raise ShapeError(f"range takes hyperparameters (integers), found {_describe(v)}; it unrolls "
+                                 "when the model is built", sp)
+            if not (isinstance(v.value, int) and not isinstance(v.value, bool)):
+                raise HyperparameterError(f"range takes integers, found {X.const(v.value).text()}", sp)
+        if not 1 <= len(vals) <= 3:
+            raise ShapeError(f"range takes 1 to 3 integers, found {len(vals)}", span)
+        hv = [v for v, _ in vals]
+        start, stop = (HVal.const(0), hv[0]) if len(hv) == 1 else (hv[0], hv[1])
+        step = hv[2] if len(hv) == 3 else HVal.const(1)
+        if step.value < 1:
+            raise HyperparameterError(f"range's step must be a positive integer, found {step.value}", vals[2][1])
+        n = max(0, (stop.value - start.value + step.value - 1) // step.value)  # len(range) overflows past 2**63
+        if n > MAX_REPEAT:
+            raise ResourceError(f"range of {n} rows is more than the limit of {MAX_REPEAT}", span)
+        diff = X.binop("-", stop.expr, start.expr)
+        if step.value != 1 or step.expr.refs():
+            diff = X.binop("//", X.binop("+", diff, X.binop("-", step.expr, X.Const(1))), step.expr)
+        count = X.call("max", (diff, X.Const(0)))
+        rows = [HVal(start.value + i * step.value, X.binop("+", start.expr, X.binop("*", X.Const(i), step.expr)))
+                for i in range(n)]
+        text = f"range({', '.join(v.expr.text() for v in hv)})"
+        return rows, count, text
+
+    def _sequence(self, v, span: Span, what: str) -> tuple[tuple, X.Expr]:
+        """The items of a tuple (a tuple-valued hyperparameter's items keep their expressions,
+        `depths[2]`) and the tuple's expression."""
+        v = _as_hval(v)
+        if isinstance(v, HVal) and isinstance(v.value, tuple):
+            items = tuple(HVal(x, X.index(v.expr, X.Const(i))) for i, x in enumerate(v.value))
+            return items, v.expr
+        if isinstance(v, TupleV):
+            return v.items, X.Const(len(v.items) * (0,))
+        raise ShapeError(
+            f"{what}: expected range(...), zip(...), enumerate(...), a tuple or a table [...], "
+            f"found {_describe(v)}", span)
+
+    def if_expr(self, ctx: Ctx, e: A.IfExpr, hint):
+        """`a if c else b`: c is static. Two hyperparameter branches give an expression that
+        the generated class computes; otherwise the branch is chosen as an `if` chooses it
+        (and the class refuses hyperparameters that would choose the other)."""
+        cond, text = self.static_bool(ctx, e.cond)
+        taken, other = (e.then, e.orelse) if cond.value else (e.orelse, e.then)
+        if _is_static(ctx, taken) and _is_static(ctx, other):
+            v = _as_hval(self.expr(ctx, taken, hint))
+            with X.recording():  # what the other branch would require is no check of this one
+                try:
+                    w = _as_hval(self.expr(ctx, other))
+                except NNError:
+                    w = None
+            if isinstance(v, HVal) and isinstance(w, HVal):
+                a, b = (v, w) if cond.value else (w, v)
+                return HVal(v.value, X.cond(cond.expr, a.expr, b.expr))
+            if isinstance(v, HVal):
+                self._note_choice(cond, text, "a conditional expression's condition")
+                return v
+        self._note_choice(cond, text, "a conditional expression's condition")
+        return self.expr(ctx, taken, hint)
+
+    @staticmethod
+    def _note_choice(cond: HVal, text: str, what: str):
+        taken = bool(cond.value)
+        X.note(
+            cond.expr if taken else _not(cond.expr),
+            f"`{text}` ({what}) was compiled for it being {str(taken).lower()}: the structure of a "
+            "compiled module is fixed, so compile the spec again for these hyperparameters "
+            "(nnc compile -p NAME=VALUE)",
+        )
+
+    def subscript(self, ctx: Ctx, e: A.Subscript):
+        base = self.expr(ctx, e.operand)
+        if isinstance(base, TVal):
+            raise ShapeError("a tensor is indexed by axis name: x[seq = 0] (a subscript without a name "
+                             "reads a tuple of hyperparameters)", e.span)
+        idx = _as_hval(self.expr(ctx, e.index))
+        if not isinstance(idx, HVal) or not (isinstance(idx.value, int) and not isinstance(idx.value, bool)):
+            raise HyperparameterError(f"a tuple's index must be an integer, found {_describe(idx)}", e.index.span)
+        if isinstance(base, TupleV):
+            if not -len(base.items) <= idx.value < len(base.items):
+                raise HyperparameterError(f"index {idx.value} is out of range for a tuple of {len(base.items)}", e.index.span)
+            return base.items[idx.value]
+        base = _as_hval(base)
+        if not (isinstance(base, HVal) and isinstance(base.value, tuple)):
+            raise HyperparameterError(f"only a tuple can be indexed, found {_describe(base)}", e.operand.span)
+        n = len(base.value)
+        ex = X.index(base.expr, idx.expr)
+        X.note(X.binop("<", idx.expr if idx.value >= 0 else X.neg(idx.expr), X.binop("+", X.call("len", (base.expr,)), X.Const(0 if idx.value >= 0 else 1))),
+               f"{ex.text()}: index ", ("r", idx.expr), " is out of range for a tuple of ", ("r", X.call("len", (base.expr,))))
+        if not -n <= idx.value < n:
+            raise HyperparameterError(f"index {idx.value} is out of range for a tuple of {n} ({X.const(base.value).text()})", e.index.span)
+        return HVal(base.value[idx.value], ex)
+
+    def hyper_call(self, ctx: Ctx, e: A.Call):
+        """`len(depths)`, `int(x)`: functions of hyperparameters."""
+        name = e.func.id if isinstance(e.func, A.Name) else ""
+        if name in ("range", "zip", "enumerate"):
+            raise ShapeError(f"{name}(...) gives the rows of a `for` loop: for i in {name}(...) {{ ... }}", e.span)
+        if len(e.args) != 1 or not isinstance(e.args[0], A.PosArg):
+            raise ShapeError(f"{name} takes one argument", e.span)
+        arg = e.args[0]
+        v = _as_hval(self.expr(ctx, arg.value))
+        if not isinstance(v, HVal):
+            raise ShapeError(f"{name} acts on hyperparameters, found {_describe(v)}", arg.span)
+        if name == "len":
+            if not isinstance(v.value, tuple):
+                raise HyperparameterError(f"len needs a tuple, found {X.const(v.value).text()}", arg.span)
+            return HVal(len(v.value), X.call("len", (v.expr,)))
+        if not _number(v.value) or not math.isfinite(v.value):
+            raise HyperparameterError(f"{name} needs a finite number, found {X.const(v.value).text()}", arg.span)
+        return HVal(int(v.value), X.call("int", (v.expr,)))
 
     # ---- expressions
     def expr(self, ctx: Ctx, e, hint: str | None = None):
@@ -767,6 +931,12 @@ class Elaborator:
             return HVal.const(e.value)
         if isinstance(e, A.Bool):
             return HVal.const(e.value)
+        if isinstance(e, A.NoneLit):
+            return HVal.const(None)
+        if isinstance(e, A.IfExpr):
+            return self.if_expr(ctx, e, hint)
+        if isinstance(e, A.Subscript):
+            return self.subscript(ctx, e)
         if isinstance(e, A.Name):
             return self.name(ctx, e)
         if isinstance(e, A.Tuple):
@@ -868,8 +1038,11 @@ class Elaborator:
 
     def hval_arith(self, op: str, a: HVal, b: HVal, span: Span) -> HVal:
         x, y = a.value, b.value
-        if isinstance(x, (str, bool)) or isinstance(y, (str, bool)):
-            raise HyperparameterError(f"cannot apply '{'-' if op == 'neg' else op}' to {x!r} and {y!r}", span)
+        if not (_number(x) and _number(y)):
+            shown = [X.const(v).text() for v in (x, y)]
+            raise HyperparameterError(
+                f"cannot apply '{'-' if op == 'neg' else op}' to {shown[0]} and {shown[1]}"
+                + ("; compare with `== none` or choose with `A if C else B`" if x is None or y is None else ""), span)
         ta, tb = a.expr.text(), b.expr.text()
         try:
             if op == "neg":
@@ -911,6 +1084,9 @@ class Elaborator:
 
     # ---- calls and application
     def call(self, ctx: Ctx, e: A.Call, hint):
+        if (isinstance(e.func, A.Name) and e.func.id in HYPER_FUNCS and ctx.peek(e.func.id) is None
+                and e.func.id not in self.program.scope(ctx.graph.file)):
+            return self.hyper_call(ctx, e)
         fn = self.expr(ctx, e.func)
         if isinstance(fn, HVal) and isinstance(e.func, A.Name) and e.func.id in registry.all_ops():
             # a number is never called: a hyperparameter named like an op (torchvision's
@@ -973,7 +1149,7 @@ class Elaborator:
                 hyper[a.name] = self._hval(self.expr(ctx, a.value), a.value.span, a.name)
                 order.append(a.name)
             elif isinstance(a, A.PosArg):
-                v = self._arg(ctx, a, pre)
+                v = _as_hval(self._arg(ctx, a, pre))  # a tuple of numbers is a hyperparameter
                 if isinstance(v, (TVal, TupleV)):
                     items = v.items if isinstance(v, TupleV) else (v,)
                     tensors.extend(self._tensor(i, a.span) for i in items)
@@ -994,6 +1170,7 @@ class Elaborator:
         return out
 
     def _hval(self, v, span, name) -> HVal:
+        v = _as_hval(v)
         if not isinstance(v, HVal):
             raise HyperparameterError(f"hyperparameter '{name}' must be a number, string or boolean, found {_describe(v)}", span)
         return v
@@ -1225,6 +1402,12 @@ class Elaborator:
 
     def _add(self, ctx: Ctx, call: OpCall, tensors, span, hint, fn: Fn | None = None):
         g = ctx.graph
+        for key, val in call.kwargs:  # a tuple or `none` is a hyperparameter's value, not an op's
+            for item in val if isinstance(val, tuple) else (val,):
+                if isinstance(item, HVal) and not _plain(item.value):
+                    raise ShapeError(
+                        f"{call.op}: argument '{key}' takes a number, string or boolean, found "
+                        f"{X.const(item.value).text()}", span)
         op = registry.get(call.op)
         module = None
         if op.learned:
@@ -1427,8 +1610,8 @@ def _all_names(ctx: Ctx) -> set[str]:
 def _scalar(fn, pyfn):
     def apply(vals, span):
         try:
-            if any(isinstance(v.value, (bool, str)) for v in vals):
-                raise HyperparameterError(f"{fn} needs numbers", span)
+            if not all(_number(v.value) for v in vals):
+                raise HyperparameterError(f"{fn} needs numbers, found {', '.join(X.const(v.value).text() for v in vals)}", span)
             x = [v.value for v in vals]
             return HVal(pyfn(*x), X.call(fn, tuple(v.expr for v in vals)))
         except (ValueError, OverflowError) as err:
@@ -1448,7 +1631,76 @@ SCALAR_FUNCS = {
     "abs": _scalar("abs", abs),
     "min": _scalar("min", min),
     "max": _scalar("max", max),
+    "floor": _scalar("floor", math.floor),
+    "ceil": _scalar("ceil", math.ceil),
 }
+
+
+HYPER_FUNCS = ("len", "int", "range", "zip", "enumerate")  # not ops: they act on hyperparameters only
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _plain(v) -> bool:
+    """A value an operation takes: a number, string or boolean (not a tuple, not none)."""
+    return isinstance(v, (int, float, bool, str))
+
+
+def _as_hval(v):
+    """A tuple of static values as one hyperparameter value (`depths = (2, 2, 6, 2)`); any
+    other value unchanged."""
+    if isinstance(v, TupleV):
+        items = [_as_hval(i) for i in v.items]
+        if items and all(isinstance(i, HVal) for i in items):
+            return HVal(tuple(i.value for i in items), X.tup(tuple(i.expr for i in items)))
+    return v
+
+
+def _as_rows(v):
+    """A row of a `for (a, b)`: a tuple-valued hyperparameter's item is split into its items."""
+    if isinstance(v, HVal) and isinstance(v.value, tuple):
+        return TupleV(tuple(HVal(x, X.index(v.expr, X.Const(i))) for i, x in enumerate(v.value)))
+    return v
+
+
+_BAD = object()
+
+
+def _from_python(v):
+    """A hyperparameter value given from Python: lists become tuples; _BAD if it is none."""
+    if isinstance(v, (list, tuple)):
+        items = [_from_python(x) for x in v]
+        return _BAD if not items or any(x is _BAD for x in items) else tuple(items)
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    return _BAD
+
+
+def _is_static(ctx: Ctx, e) -> bool:
+    """Whether e reads only hyperparameters and numbers (so evaluating it builds nothing)."""
+    if isinstance(e, (A.Number, A.String, A.Bool, A.NoneLit)):
+        return True
+    if isinstance(e, A.Name):
+        return isinstance(ctx.peek(e.id), HVal) or (e.id == "inf" and ctx.peek(e.id) is None)
+    if isinstance(e, (A.Neg, A.Not)):
+        return _is_static(ctx, e.operand)
+    if isinstance(e, A.BinOp):
+        return e.op != "|>" and _is_static(ctx, e.left) and _is_static(ctx, e.right)
+    if isinstance(e, A.Tuple):
+        return all(_is_static(ctx, i) for i in e.items)
+    if isinstance(e, A.Subscript):
+        return _is_static(ctx, e.operand) and _is_static(ctx, e.index)
+    if isinstance(e, A.IfExpr):
+        return all(_is_static(ctx, x) for x in (e.cond, e.then, e.orelse))
+    if isinstance(e, A.Call):
+        return (isinstance(e.func, A.Name) and (e.func.id in SCALAR_FUNCS or e.func.id in ("len", "int"))
+                and ctx.peek(e.func.id) is None
+                and all(isinstance(a, A.PosArg) and _is_static(ctx, a.value) for a in e.args))
+    return False
 
 
 def elaborate(program: Program, model: str | None = None, params: dict | None = None) -> Graph:

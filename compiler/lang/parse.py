@@ -278,6 +278,11 @@ class _ToAst(Transformer):
         _, (targets, unpack), *items, body = children
         return A.For(self._span(meta), targets, tuple(items), tuple(body), unpack)
 
+    @v_args(meta=True)
+    def for_expr(self, meta, children):
+        _, (targets, unpack), source, body = children
+        return A.For(self._span(meta), targets, (), tuple(body), unpack, source)
+
     def for_target(self, children):
         return tuple(str(c) for c in children), len(children) > 1
 
@@ -361,6 +366,20 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def false(self, meta, children):
         return A.Bool(self._span(meta), False)
+
+    @v_args(meta=True)
+    def none(self, meta, children):
+        return A.NoneLit(self._span(meta))
+
+    @v_args(meta=True)
+    def cond_expr(self, meta, children):
+        then, _, cond, _, orelse = children
+        return A.IfExpr(self._span(meta), then, cond, orelse)
+
+    @v_args(meta=True)
+    def subscript(self, meta, children):
+        operand, idx = children
+        return A.Subscript(self._span(meta), operand, idx)
 
     @v_args(meta=True)
     def tuple(self, meta, children):

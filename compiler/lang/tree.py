@@ -36,6 +36,28 @@ class Bool(Node):
 
 
 @dataclass(frozen=True)
+class NoneLit(Node):
+    """`none`: a hyperparameter left unset (Python's None)."""
+
+
+@dataclass(frozen=True)
+class IfExpr(Node):
+    """`a if cond else b`: static, the condition reads hyperparameters."""
+
+    then: Expr
+    cond: Expr
+    orelse: Expr
+
+
+@dataclass(frozen=True)
+class Subscript(Node):
+    """`depths[i]`: an item of a tuple-valued hyperparameter."""
+
+    operand: Expr
+    index: Expr
+
+
+@dataclass(frozen=True)
 class BinOp(Node):
     op: str  # + - * / ** |> < <= > >= == != and or
     left: Expr
@@ -128,7 +150,7 @@ class Call(Node):
     args: tuple[Arg, ...]
 
 
-Expr = Name | Number | String | Bool | BinOp | Neg | Not | Tuple | Rename | Index | Slice | Call
+Expr = Name | Number | String | Bool | NoneLit | IfExpr | Subscript | BinOp | Neg | Not | Tuple | Rename | Index | Slice | Call
 
 
 # ---- declarations and statements ---------------------------------------------------------
@@ -223,6 +245,7 @@ class For(Node):
     items: tuple[Expr, ...]
     body: tuple[Stmt, ...]
     unpack: bool  # `for (a, b)`: each row is a tuple of len(targets)
+    source: Expr | None = None  # `for i in range(n)`, `for d in depths`: rows from an expression (items empty)
 
 
 @dataclass(frozen=True)

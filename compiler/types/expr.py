@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 Scalar = int | float | bool | str
+# A hyperparameter's value: a Scalar, None (`none`) or a tuple of these (`depths`); is_scalar
+# checks it where one is made (Const, HVal). Typed Any so that readers that the checker has
+# given a number (a size, an op's argument) need not narrow it again.
+HyperValue = Any
 
 # binary operators; "div" is the language's `/` on two integers (exact division, whose
 # exactness the elaborator records as a check), "//" is floor division (pooling sizes)
 ARITH = ("+", "-", "*", "/", "div", "//", "%", "**")
 COMPARE = ("==", "!=", "<", "<=", ">", ">=")
 LOGIC = ("or",)
-FUNCS = ("sqrt", "exp", "log", "abs", "min", "max", "is_int")  # is_int: in checks only
+FUNCS = ("sqrt", "exp", "log", "abs", "min", "max", "floor", "ceil", "int", "len", "is_int")  # is_int: in checks only
 _PREC = {
     "or": 0,
     "==": 1,
@@ -78,10 +82,10 @@ class Expr:
 
 @dataclass(frozen=True)
 class Const(Expr):
-    value: Scalar
+    value: HyperValue
 
     def __post_init__(self):
-        if not isinstance(self.value, (int, float, bool, str)):
+        if not is_scalar(self.value):
             raise TypeError(f"Const of {type(self.value).__name__}")
 
     def evaluate(self, env):
@@ -89,6 +93,10 @@ class Const(Expr):
 
     def _print(self, style, name_of):
         v = self.value
+        if v is None:
+            return "None" if style == "py" else "none"
+        if isinstance(v, tuple):
+            return _tuple_text([const(x)._print(style, name_of) for x in v])
         if style == "text" and isinstance(v, bool):
             return "true" if v else "false"
         if style == "text" and isinstance(v, str):
@@ -224,9 +232,87 @@ class Call(Expr):
             return f"√{args[0]}" if self.args[0].prec == 6 else f"√({args[0]})"
         if style == "py" and self.fn == "is_int":  # a check's whole condition, never an operand
             return f"type({args[0]}) is int"
-        if style == "py" and self.fn in ("sqrt", "exp", "log"):
+        if style == "py" and self.fn in ("sqrt", "exp", "log", "floor", "ceil"):
             return f"math.{self.fn}({', '.join(args)})"
         return f"{self.fn}({', '.join(args)})"
+
+
+@dataclass(frozen=True)
+class Tup(Expr):
+    """A tuple whose items are expressions (a tuple of constants is a Const)."""
+
+    items: tuple[Expr, ...]
+
+    def evaluate(self, env) -> HyperValue:
+        return tuple(a.evaluate(env) for a in self.items)
+
+    def refs(self) -> set[str]:
+        out: set[str] = set()
+        for a in self.items:
+            out |= a.refs()
+        return out
+
+    def subst(self, mapping):
+        return tup(tuple(a.subst(mapping) for a in self.items))
+
+    def _print(self, style, name_of):
+        return _tuple_text([a._print(style, name_of) for a in self.items])
+
+
+@dataclass(frozen=True)
+class Index(Expr):
+    """`depths[i]`: an item of a tuple-valued hyperparameter."""
+
+    base: Expr
+    index: Expr
+
+    def evaluate(self, env) -> HyperValue:
+        return apply_index(self.base.evaluate(env), self.index.evaluate(env))
+
+    def refs(self) -> set[str]:
+        return self.base.refs() | self.index.refs()
+
+    def subst(self, mapping):
+        return index(self.base.subst(mapping), self.index.subst(mapping))
+
+    def _print(self, style, name_of):
+        base = self.base._print(style, name_of)
+        if self.base.prec < 6:
+            base = f"({base})"
+        return f"{base}[{self.index._print(style, name_of)}]"
+
+
+@dataclass(frozen=True)
+class Cond(Expr):
+    """`a if c else b` over hyperparameters; printed in parentheses in every style."""
+
+    cond: Expr
+    then: Expr
+    orelse: Expr
+
+    def evaluate(self, env):
+        return self.then.evaluate(env) if self.cond.evaluate(env) else self.orelse.evaluate(env)
+
+    def refs(self) -> set[str]:
+        return self.cond.refs() | self.then.refs() | self.orelse.refs()
+
+    def subst(self, mapping):
+        return cond(self.cond.subst(mapping), self.then.subst(mapping), self.orelse.subst(mapping))
+
+    def _print(self, style, name_of):
+        parts = [e._print(style, name_of) for e in (self.then, self.cond, self.orelse)]
+        return f"({parts[0]} if {parts[1]} else {parts[2]})"
+
+
+def _tuple_text(items: list[str]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def is_scalar(v) -> bool:
+    """A hyperparameter value: a number, string, boolean, None, or a tuple of these."""
+    if isinstance(v, tuple):
+        return all(is_scalar(x) for x in v)
+    return v is None or isinstance(v, (int, float, bool, str))
 
 
 # ---- semantics -----------------------------------------------------------------------------
@@ -267,9 +353,23 @@ def apply_op(op: str, x, y):
         raise ExprError(f"{x!r} {_TEXT_OP.get(op, op)} {y!r}: {err}") from None
 
 
+def apply_index(base, i):
+    if not isinstance(base, tuple):
+        raise ExprError(f"cannot index {base!r}: it is not a tuple")
+    if not (isinstance(i, int) and not isinstance(i, bool)):
+        raise ExprError(f"a tuple index must be an integer, found {i!r}")
+    if not -len(base) <= i < len(base):
+        raise ExprError(f"index {i} is out of range for a tuple of {len(base)}")
+    return base[i]
+
+
 def apply_fn(fn: str, args):
     if fn == "is_int":
         return type(args[0]) is int
+    if fn == "len":
+        if len(args) != 1 or not isinstance(args[0], tuple):
+            raise ExprError("len needs one tuple")
+        return len(args[0])
     if not args or not all(_num(a) for a in args):
         raise ExprError(f"{fn} needs numbers")
     try:
@@ -281,6 +381,12 @@ def apply_fn(fn: str, args):
             return math.log(*args)
         if fn == "abs":
             return abs(*args)
+        if fn in ("floor", "ceil", "int"):
+            if len(args) != 1:
+                raise ExprError(f"{fn} takes one number")
+            if fn == "floor":
+                return math.floor(args[0])
+            return math.ceil(args[0]) if fn == "ceil" else int(args[0])
         return min(args) if fn == "min" else max(args)
     except (ValueError, OverflowError, TypeError) as err:
         raise ExprError(f"{fn}: {err}") from None
@@ -353,6 +459,33 @@ def call(fn: str, args: tuple[Expr, ...]) -> Expr:
         except ExprError:
             pass
     return Call(fn, tuple(args))
+
+
+def tup(items: tuple[Expr, ...]) -> Expr:
+    vals = [_value(a) for a in items]
+    if all(k for _, k in vals):
+        return Const(tuple(v for v, _ in vals))
+    return Tup(tuple(items))
+
+
+def index(base: Expr, i: Expr) -> Expr:
+    b, kb = _value(base)
+    v, kv = _value(i)
+    if kb and kv:
+        try:
+            return const(apply_index(b, v))
+        except ExprError:
+            pass
+    if isinstance(base, Tup) and kv and isinstance(v, int) and not isinstance(v, bool) and -len(base.items) <= v < len(base.items):
+        return base.items[v]
+    return Index(base, i)
+
+
+def cond(c: Expr, a: Expr, b: Expr) -> Expr:
+    v, known = _value(c)
+    if known:
+        return a if v else b
+    return Cond(c, a, b)
 
 
 def dependent(e: Expr | None) -> Expr | None:
@@ -506,7 +639,7 @@ class guarded:
 
 _TOKENS = re.compile(
     r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r'|(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%<>(),]))'
+    r'|(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%<>(),\[\]]))'
 )
 
 
@@ -582,6 +715,36 @@ class _Parser:
         return base
 
     def atom(self) -> Expr:
+        out = self._atom()
+        while self.peek()[1] == "[":  # `depths[i]`
+            self.i += 1
+            i = self.expr(0)
+            self.take("]")
+            out = Index(out, i)
+        return out
+
+    def _paren(self) -> Expr:
+        """After '(': an expression, `a if c else b`, or a tuple."""
+        if self.peek()[1] == ")":
+            raise ExprError(f"empty parentheses in the expression {self.text!r}")
+        inner = self.expr(0)
+        if self.peek()[1] == "if":
+            self.i += 1
+            c = self.expr(0)
+            self.take("else")
+            inner = Cond(c, inner, self.expr(0))
+        if self.peek()[1] == ",":
+            items = [inner]
+            while self.peek()[1] == ",":
+                self.i += 1
+                if self.peek()[1] == ")":
+                    break
+                items.append(self.expr(0))
+            inner = tup(tuple(items))
+        self.take(")")
+        return inner
+
+    def _atom(self) -> Expr:
         kind, tok = self.take()
         if kind == "num":
             return Const(float(tok) if any(c in tok for c in ".eE") else int(tok))
@@ -590,6 +753,8 @@ class _Parser:
         if kind == "name":
             if tok in ("true", "false"):
                 return Const(tok == "true")
+            if tok == "none":
+                return Const(None)
             if tok == "inf" and tok not in self.env:  # the text of Const(inf), as in the language
                 return Const(math.inf)
             if self.peek()[1] == "(":
@@ -606,7 +771,5 @@ class _Parser:
                 return Const(float("inf"))
             return Ref(tok)
         if tok == "(":
-            inner = self.expr(0)
-            self.take(")")
-            return inner
+            return self._paren()
         raise ExprError(f"unexpected {tok!r} in the expression {self.text!r}")

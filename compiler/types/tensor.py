@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nncircuit.errors import ShapeError
-from nncircuit.types.expr import Expr, const
+from nncircuit.types.expr import Expr, HyperValue, const, is_scalar
 from nncircuit.types.sizes import Size
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
@@ -105,11 +105,11 @@ class HVal:
     """A hyperparameter-derived value and the expression (over the enclosing block's
     hyperparameters) that computes it, so generated code stays parametric."""
 
-    value: int | float | bool | str
+    value: HyperValue  # a tuple or None only for a tuple-valued or unset hyperparameter
     expr: Expr
 
     def __post_init__(self):
-        if not isinstance(self.value, (int, float, bool, str)):
+        if not is_scalar(self.value):
             raise TypeError(f"HVal of {type(self.value).__name__}")
         if not isinstance(self.expr, Expr):
             raise TypeError(f"HVal expression of {type(self.expr).__name__}")
@@ -119,6 +119,8 @@ class HVal:
         return HVal(value, const(value))
 
     def __float__(self) -> float:  # backends that fold (ONNX) read the value
+        if not isinstance(self.value, (int, float)):
+            raise TypeError(f"{self.value!r} is not a number")
         return float(self.value)
 
     @property

@@ -153,3 +153,29 @@ def test_any_dense_split_loads_strictly(first_k_dense_replace):
     built = compiled().torch_class()(**over).eval()  # compiled at 3 (the defaults SMALL), built at 1 or 2
     built.load_state_dict(ref.state_dict(), strict=True)
     logits_agree(built, ref)
+
+
+def test_q_lora_rank_none_projects_queries_directly():
+    # DeepSeek-V2-Lite's form: q_proj instead of q_a_proj / q_a_layernorm / q_b_proj
+    ref = reference(q_lora_rank=None)
+    assert hasattr(ref.model.layers[0].self_attn, "q_proj")
+    module = compiled(q_lora_rank=None).module(seed=3).eval()
+    module.load_state_dict(ref.state_dict(), strict=True)
+    logits_agree(module, ref)
+    assert compiled(q_lora_rank=None).param_count() == sum(p.numel() for p in ref.parameters())
+
+
+def test_yarn_ramp_ends_that_meet_are_moved_apart():
+    # original context 4: both correction dims are below 0, so low = high = 0 and transformers'
+    # linear_ramp_factor adds 0.001 to high (without it the ramp divides by zero)
+    over = dict(original_max_position_embeddings=4)
+    import math
+    dim = SMALL["qk_rope_head_dim"]
+    ends = [math.floor(dim * math.log(4 / (b * 2 * math.pi)) / (2 * math.log(10000.0))) for b in (32.0, 1.0)]
+    assert max(ends[0], 0) == min(math.ceil(dim * math.log(4 / (2 * math.pi)) / (2 * math.log(10000.0))), dim - 1) == 0
+    ref = reference(**over)
+    module = compiled(**over).module(seed=3).eval()
+    module.load_state_dict(ref.state_dict(), strict=True)
+    logits = logits_agree(module, ref)
+    with torch.no_grad():
+        assert torch.isfinite(module(logits)).all()

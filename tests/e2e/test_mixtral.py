@@ -102,3 +102,56 @@ def test_mixtral_8x7b_parameter_count():
     with torch.device("meta"):
         ref = tr.MixtralForCausalLM(tr.MixtralConfig())
     assert sum(p.numel() for p in ref.parameters()) == 46_702_792_704
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_sliding_window_hides_keys_as_transformers_does(window):
+    # MixtralConfig(sliding_window=w): a query sees the w latest keys (its own included); at
+    # 16 tokens the window cuts in, and the full causal model's logits differ
+    cfg = dict(SMALL, sliding_window=window)
+    torch.manual_seed(0)
+    ref = tr.MixtralForCausalLM(tr.MixtralConfig(
+        **{k: v for k, v in cfg.items() if k != "rope_theta"},
+        rope_parameters=dict(rope_theta=SMALL["rope_theta"], rope_type="default"),
+        max_position_embeddings=64, attn_implementation="eager")).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "norm" not in name:
+                p.normal_(0, 0.2)
+    module = nncircuit.load(SPEC, "Mixtral", **cfg).module(seed=3).eval()
+    module.load_state_dict(ref.state_dict(), strict=True)
+    full = nncircuit.load(SPEC, "Mixtral", **SMALL).module(seed=3).eval()
+    full.load_state_dict(ref.state_dict(), strict=True)
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        got, want = module(ids), ref(ids).logits
+        assert float((got - want).abs().max()) <= TOL
+        assert float((full(ids) - want).abs().max()) > 1e-2  # the window mattered
+        # within the window's reach the first tokens see everything they would without it
+        assert float((full(ids)[:, :window] - want[:, :window]).abs().max()) <= TOL
+
+
+def test_sliding_window_is_a_structural_choice_of_the_class():
+    cls = nncircuit.load(SPEC, "Mixtral", **SMALL).torch_class()
+    with pytest.raises(ValueError, match=r"`if sliding_window != none` was compiled for it being false"):
+        cls(sliding_window=4)
+    windowed = nncircuit.load(SPEC, "Mixtral", **SMALL, sliding_window=4).torch_class()
+    windowed(sliding_window=8)  # another window: the same structure
+
+
+def test_sliding_window_at_O2_and_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    cfg = dict(SMALL, sliding_window=3)
+    module = nncircuit.load(SPEC, "Mixtral", **cfg).module(seed=1).eval()
+    fast = nncircuit.load(SPEC, "Mixtral", opt=2, **cfg).module(seed=1).eval()
+    fast.load_state_dict(module.state_dict(), strict=True)
+    out = tmp_path / "mixtral_window.onnx"
+    nncircuit.export_onnx(SPEC, str(out), "Mixtral", state_dict=module.state_dict(), **cfg)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for seq in (2, 9):
+        ids = torch.randint(0, 97, (2, seq), generator=torch.Generator().manual_seed(seq))
+        with torch.no_grad():
+            want = module(ids)
+            assert float((fast(ids) - want).abs().max()) <= TOL
+        (got,) = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOL)

@@ -164,3 +164,63 @@ def test_specs_follow_the_paper_tables():
     for name in ("mobilenet_v2.nn", "efficientnet.nn", "shufflenet.nn"):
         with open(os.path.join(ROOT, "specs", "vision", name), encoding="utf-8") as f:
             assert "    for (" in f.read()
+
+
+@pytest.mark.parametrize("width_mult", [0.5, 1.4])
+def test_mobilenet_width_mult_matches_the_reference(width_mult):
+    # torchvision's _make_divisible widths: 0.5 gives a 16-channel stem, 1.4 a 48-channel one and
+    # a 1792-channel last convolution; the counts are the reference's (1,968,680 and 6,108,776)
+    from bench.reference.mobilenet_v2 import MobileNetV2
+
+    torch.manual_seed(0)
+    ref = MobileNetV2(num_classes=10, width_mult=width_mult).eval()
+    with torch.no_grad():
+        for name, b in ref.named_buffers():
+            if name.endswith("running_mean"):
+                b.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 1.5)
+    spec = _compiled("MobileNetV2", width_mult=width_mult)
+    assert spec.param_count() == sum(p.numel() for p in ref.parameters())
+    assert nncircuit.load(zoo.spec_path(zoo.BY_MODEL["MobileNetV2"]), width_mult=width_mult).param_count() == {
+        0.5: 1_968_680, 1.4: 6_108_776}[width_mult]
+    module = spec.module(seed=5).eval()
+    module.load_state_dict(ref.state_dict(), strict=True)
+    assert _max_diff(module, ref) <= TOL
+
+
+def test_mobilenet_class_computes_widths_it_was_not_compiled_for():
+    # the widths are expressions of width_mult (the block count is not): the class built at 1.0
+    # takes 0.75 and has the reference's parameters
+    from bench.reference.mobilenet_v2 import MobileNetV2
+
+    cls = _compiled("MobileNetV2").torch_class()
+    module = cls(width_mult=0.75)
+    ref = MobileNetV2(num_classes=10, width_mult=0.75)
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
+def test_efficientnet_b1_matches_the_reference():
+    # torchvision's efficientnet_b1: width 1.0, depth 1.1 (23 blocks), dropout 0.2; 7,794,184
+    # parameters at 1000 classes, and B4 (1.4, 1.8) 19,341,616
+    from bench.reference.efficientnet import EfficientNet, MBConv
+
+    path = zoo.spec_path(zoo.BY_MODEL["EfficientNetB0"])
+    assert nncircuit.load(path, depth_mult=1.1).param_count() == 7_794_184
+    assert nncircuit.load(path, width_mult=1.4, depth_mult=1.8, dropout=0.4).param_count() == 19_341_616
+    torch.manual_seed(0)
+    ref = EfficientNet(num_classes=10, depth_mult=1.1, stochastic_depth_prob=0.2).eval()
+    with torch.no_grad():
+        for name, b in ref.named_buffers():
+            if name.endswith("running_mean"):
+                b.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 1.5)
+    spec = _compiled("EfficientNetB0", depth_mult=1.1)
+    assert spec.param_count() == sum(p.numel() for p in ref.parameters())
+    module = spec.module(seed=5).eval()
+    module.load_state_dict(ref.state_dict(), strict=True)
+    assert _max_diff(module, ref) <= TOL
+    want = [m.stochastic_depth.p for m in ref.modules() if isinstance(m, MBConv)]
+    got = [m.p for m in module.modules() if type(m).__name__.startswith("MBConv")]
+    assert len(want) == 23 and got == pytest.approx(want)

@@ -145,3 +145,33 @@ def test_published_parameter_count():
 def test_an_image_size_that_does_not_divide_by_the_patch_is_refused():
     with pytest.raises(nncircuit.NNError, match="not divisible"):
         nncircuit.load(SPEC, "SwinT", image=226, **SMALL)
+
+
+def test_swin_s_parameter_count_from_depths():
+    # torchvision's swin_s: depths (2, 2, 18, 2), the rest as swin_t; 49,606,258 published
+    assert nncircuit.load(SPEC, "SwinT", depths=(2, 2, 18, 2)).param_count() == 49_606_258
+    with torch.device("meta"):
+        ref = SwinTransformer(depths=(2, 2, 18, 2))
+    assert sum(p.numel() for p in ref.parameters()) == 49_606_258
+
+
+def test_other_depths_and_heads_load_strictly_and_match():
+    # odd depths (a stage of 3: shifted, unshifted, shifted) and other heads per stage
+    hp = dict(embed_dim=16, num_classes=10, depths=(1, 3, 1, 2), num_heads=(2, 4, 4, 8), image=64)
+    module = nncircuit.compile(SPEC, "SwinT", seed=1, **hp).eval()
+    torch.manual_seed(2)
+    ref = SwinTransformer(embed_dim=16, num_classes=10, depths=(1, 3, 1, 2), num_heads=(2, 4, 4, 8)).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    module.load_state_dict(ref.state_dict(), strict=True)
+    x = pixels(64)
+    with torch.no_grad():
+        assert max_diff(module(x), ref(x)) <= TOL
+
+
+def test_the_generated_class_takes_heads_and_refuses_other_depths():
+    cls = nncircuit.load(SPEC, "SwinT", **SMALL, image=56).torch_class()
+    assert cls(num_heads=[2, 4, 8, 8]).num_heads == (2, 4, 8, 8)  # sizes follow the heads
+    with pytest.raises(ValueError, match=r"`for j in range\(depths\[2\]\)` was compiled for 6 rows, found 18"):
+        cls(depths=(2, 2, 18, 2))
