@@ -718,7 +718,7 @@ class Elaborator:
         if not isinstance(v, HVal):
             raise ShapeError(_STATIC_COND.format(found=_describe(v)), e.span)
         if not isinstance(v.value, bool):
-            raise HyperparameterError(f"a condition (`if`, `scan ... reverse =`) must be true or false, found {v.value!r}", e.span)
+            raise HyperparameterError(f"a condition (`if`, `a if c else b`, `scan ... reverse =`) must be true or false, found {v.value!r}", e.span)
         return v, v.expr.text()
 
     def for_stmt(self, ctx: Ctx, st: A.For):
@@ -1576,7 +1576,7 @@ def _assigned(stmts, out: list[str]) -> list[str]:
 
 
 _STATIC_COND = (
-    "a condition (`if`, `scan ... reverse =`) is resolved when the model is built, so it compares hyperparameters; "
+    "a condition (`if`, `a if c else b`, `scan ... reverse =`) is resolved when the model is built, so it compares hyperparameters; "
     "found {found} (for a choice per element, use where(m, a, b))"
 )
 

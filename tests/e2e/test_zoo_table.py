@@ -77,9 +77,12 @@ def test_imported_blocks_are_counted_block_by_block_with_what_they_use(tmp_path)
     text, files = zoo_table.spec_line_text(os.path.join(SPECS, "pointer.nn"))
     assert text == "30" and files == ["specs/pointer.nn"]
     assert int(text.split()[0]) < zoo_table.zoo.code_lines(os.path.join(SPECS, "lstm.nn"))
-    # Mixtral's LlamaAttention brings llama.nn's rotary blocks and the library's attention
-    _, files = zoo_table.spec_line_text(os.path.join(SPECS, "mixtral.nn"))
-    assert set(files) == {"specs/mixtral.nn", "specs/llama.nn", "specs/lib/rotary.nn", "specs/lib/attention.nn"}
+    # Llama decode's LlamaRotary and LlamaMLP bring what they use of lib/rotary.nn; its
+    # attention comes from lib/attention.nn; not the rest of llama.nn
+    taken = zoo_table.imported_blocks(os.path.join(SPECS, "llama_decode.nn"))
+    assert {n for _, n in taken} == {"LlamaRotary", "LlamaMLP", "RotateAt", "Llama3Frequencies", "CausalAttention"}
+    _, files = zoo_table.spec_line_text(os.path.join(SPECS, "llama_decode.nn"))
+    assert set(files) == {"specs/llama_decode.nn", "specs/llama.nn", "specs/lib/rotary.nn", "specs/lib/attention.nn"}
 
 
 def test_difference_and_parameter_flags():

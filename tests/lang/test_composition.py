@@ -281,8 +281,8 @@ model Rows(d = 4) {
 @pytest.mark.parametrize(
     "stmt, message",
     [
-        ("if x > 0 { y = x }", "a condition (`if`, `scan ... reverse =`) is resolved when the model is built, so it compares hyperparameters; found a tensor"),
-        ("if d { y = x }", "a condition (`if`, `scan ... reverse =`) must be true or false, found 4"),
+        ("if x > 0 { y = x }", "a condition (`if`, `a if c else b`, `scan ... reverse =`) is resolved when the model is built, so it compares hyperparameters; found a tensor"),
+        ("if d { y = x }", "a condition (`if`, `a if c else b`, `scan ... reverse =`) must be true or false, found 4"),
         ("for (a, b) in [(1, 2), 3] { y = x }", "for (a, b): each row must be a tuple of 2 values, found the value 3"),
         ("for a in [x] { y = x }", "for: a row holds numbers, strings or booleans (static values), found a tensor"),
         ("if d < \"big\" { y = x }", "cannot compare 4 < 'big'"),

@@ -362,9 +362,9 @@ def test_reverse_from_a_hyperparameter_is_structure_and_formats_as_written():
 
 
 @pytest.mark.parametrize("cond,msg", [
-    ("x", r"a condition \(`if`, `scan \.\.\. reverse =`\) is resolved when the model is built, so it "
+    ("x", r"a condition \(`if`, `a if c else b`, `scan \.\.\. reverse =`\) is resolved when the model is built, so it "
           r"compares hyperparameters; found a tensor"),
-    ("d", r"a condition \(`if`, `scan \.\.\. reverse =`\) must be true or false, found 3"),
+    ("d", r"a condition \(`if`, `a if c else b`, `scan \.\.\. reverse =`\) must be true or false, found 3"),
 ])
 def test_reverse_condition_on_a_tensor_or_a_number_is_a_positioned_error(cond, msg):
     text = REVERSE_BY.replace("reverse = back", f"reverse = {cond}")

@@ -182,7 +182,7 @@ BAD = [
     ("model M() {\n    in  x: [d]\n    for i in x { x = x }\n    out x\n}\n",
      ShapeError, r"expected range\(...\), zip\(...\), enumerate\(...\), a tuple or a table", 3, 14),
     ("model M() {\n    in  x: [d]\n    y = (x if x > 0 else x)\n    out y\n}\n",
-     ShapeError, r"an `if` condition is resolved when the model is built.*where\(m, a, b\)", 3, 15),
+     ShapeError, r"a condition \(`if`, `a if c else b`, `scan \.\.\. reverse =`\) is resolved when the model is built.*where\(m, a, b\)", 3, 15),
     ("model M(t = (1, 2)) {\n    in  x: [d]\n    out x * t[2]\n}\n",
      HyperparameterError, r"index 2 is out of range for a tuple of 2", 3, 15),
     ("model M(t = (1, 2)) {\n    in  x: [d]\n    out x * t[0.5]\n}\n",
