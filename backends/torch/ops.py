@@ -1301,10 +1301,16 @@ def _linear_scan_sum(fa, fb, exp_a, h0, c, n, dims, rank, perm, reverse):
     run one at a time after them.\"\"\"
     shape = torch.broadcast_shapes(h0.shape, *(f.shape[1:] for f in (*fa, *fb)))
 
+    def prod(fs, sl):
+        p = None
+        for f in fs:
+            f = f if f.shape[0] == 1 else f[sl]
+            p = f if p is None else p * f
+        return p
+
     def ab(sl):
-        a, b = (f if f.shape[0] == 1 else f[sl] for f in fa), (f if f.shape[0] == 1 else f[sl] for f in fb)
-        a, b = math.prod(a), math.prod(b)
-        return (torch.exp(a) if exp_a else a), b
+        a = prod(fa, sl)
+        return (torch.exp(a) if exp_a else a), prod(fb, sl)
 
     def read(h, sl):
         y = h * (c if c.shape[0] == 1 else c[sl])
@@ -1322,15 +1328,15 @@ def _linear_scan_sum(fa, fb, exp_a, h0, c, n, dims, rank, perm, reverse):
     lo = n - k * cs if reverse else 0  # the chunks cover positions lo .. lo + k cs - 1
     steps = range(cs - 1, -1, -1) if reverse else range(cs)
     at = [slice(lo + j, lo + k * cs, cs) for j in range(cs)]
-    end = prod = None
+    end = pa = None
     for j in steps:
         a, b = ab(at[j])
-        end, prod = (b, a) if end is None else (torch.addcmul(b, a, end), prod * a)
-    shp = torch.broadcast_shapes(end.shape, prod.shape)
-    end, prod = end.expand(shp), prod.expand(shp)
+        end, pa = (b, a) if end is None else (torch.addcmul(b, a, end), pa * a)
+    shp = torch.broadcast_shapes(end.shape, pa.shape)
+    end, pa = end.expand(shp), pa.expand(shp)
     into = [h]
     for i in range(k - 1, 0, -1) if reverse else range(k - 1):
-        into.append(torch.addcmul(end[i], prod[i], into[-1]))
+        into.append(torch.addcmul(end[i], pa[i], into[-1]))
     h = torch.stack(into[::-1] if reverse else into)
     ys = [None] * cs
     for j in steps:

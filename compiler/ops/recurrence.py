@@ -80,6 +80,12 @@ register(
 )
 
 
+def scan_axis(attrs) -> tuple[str, bool]:
+    """(the axis stepped along, whether it runs from the last position) of a linear_scan or a
+    linear_scan_sum."""
+    return attrs["axis"], attrs["reverse"]
+
+
 def _linear_scan_sum_check(call: OpCall):
     usage = "y, last = linear_scan_sum(a, b, h0, c, over seq, [seq, d])"
     na = call.kw("na", 1)
