@@ -144,10 +144,10 @@ register(
     OpDef(
         name="linear_scan_sum",
         doc="linear_scan read out at every step: h_t = a_t * h_{t-1} + b_t along one axis from h0, "
-        "where a is the product of its first `na` factors (of `exp` of it with `exp_a = true`) and b "
+        "where a is the product of its first `na` factors (or `exp` of it with `exp_a = true`) and b "
         "the product of the rest before h0; returns y_t = Σ c_t * h_t over the axes of h0 that the "
         "result `[...]` leaves out, stacked along the axis, and the last state. The -O2 "
-        "`parallel-scan` pass writes it for a linear_scan read only by such an einsum; PyTorch "
+        "`fuse-scan-readout` pass writes it for a linear_scan read only by such an einsum; PyTorch "
         "computes a, b and the read-out one chunk position at a time (no [seq, state] tensor), "
         "ONNX as the linear_scan Loop, a Mul and a ReduceSum.",
         check=_linear_scan_sum_check,

@@ -1,6 +1,6 @@
-"""The parallel-scan pass of -O2: a `scan` whose every carried value is updated as a linear
-recurrence h = a * h + b (a, b computed without the carried state) becomes `linear_scan` ops,
-which torch runs as a chunked scan (about 3√n steps) instead of one step at a time.
+"""The parallel-scan and fuse-scan-readout passes of -O2. parallel-scan: a `scan` whose
+every carried value is updated as a linear recurrence h = a * h + b (a, b computed without
+the carried state) becomes `linear_scan` ops, which torch runs as a chunked scan (about 3√n steps) instead of one step at a time.
 
 The per-step work moves out of the loop: each body op is applied once to the whole scanned
 inputs (named axes make the scanned axis one more axis the op carries along), the carried
@@ -11,9 +11,9 @@ is refused), else the scan is left as it was. Bodies with learned ops (their par
 belong to the scan's module), random or stateful ops, a nested call or loop, a step index
 that is read, or a carried value read other than by its own update stay loops.
 
-Then every linear_scan whose states are read only by a two-operand einsum that sums some of
-the state's axes against another tensor (`einsum(h, c, over n)`, the read-out of S4D and
-Mamba) becomes one `linear_scan_sum`, its a and b given as the factors of the products that
+fuse-scan-readout, after it: every linear_scan whose states are read only by a two-operand
+einsum that sums some of the state's axes against another tensor (`einsum(h, c, over n)`,
+the read-out of S4D and Mamba) becomes one `linear_scan_sum`, its a and b given as the factors of the products that
 make them (and a's `exp`) where those have the scanned axis and are used only there: torch
 then makes a, b and the read-out one chunk position at a time, and no [seq, state] tensor
 (a, b, the states, their read-out) goes through memory."""
@@ -110,9 +110,6 @@ class ParallelScan(Pass):
         for n in graph.nodes():
             if isinstance(n, ScanNode) and alive(graph, n):
                 changed |= self._rewrite(graph, n)
-        for n in graph.nodes():
-            if n.op == "linear_scan" and alive(graph, n):
-                changed |= _read_out(graph, n)
         return changed
 
     def _rewrite(self, g: Graph, n: ScanNode) -> bool:
@@ -211,6 +208,21 @@ def _factors(g: Graph, v: Value, axis: str, folded: list[Node]) -> list[Value]:
         return [v]
     folded.append(n)
     return _factors(g, n.inputs[0], axis, folded) + _factors(g, n.inputs[1], axis, folded)
+
+
+@register_pass
+class FuseScanReadout(Pass):
+    """linear_scan read only by einsum(states, c) summing state axes becomes linear_scan_sum,
+    a and b as the factors that made them; see the module doc."""
+
+    name = "fuse-scan-readout"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for n in graph.nodes():
+            if n.op == "linear_scan" and alive(graph, n):
+                changed |= _read_out(graph, n)
+        return changed
 
 
 def _read_out(g: Graph, ls: Node) -> bool:
