@@ -1291,8 +1291,8 @@ def _linear_scan_sum(fa, fb, exp_a, h0, c, n, dims, rank, perm, reverse):
     \"\"\"h_t = a_t * h_{t-1} + b_t along dim 0 from h0 (a: the product of the factors fa, under
     exp if exp_a; b: the product of fb), read out as y_t = (c_t * h_t) summed over `dims`
     (negative), stacked along dim -rank (behind any lifted axes) and moved by `perm`; returns
-    y and the last state. The
-    factors and c have the stepped axis first (size 1: the same at every step). The chunked
+    y and the last state. The factors and c have the stepped axis first (size 1: the same at
+    every step), of length n. The chunked
     scan of _scan_chunks, but a, b and the read-out are made for one chunk position at a time
     (that position in every chunk: a strided slice), so no [seq, state] tensor is ever made:
     a first pass from zero states gives every chunk's end state and the product of its a; one
