@@ -103,10 +103,10 @@ def measure(seqs, rounds: int) -> dict:
         dt, u = torch.rand(seq, BATCH, di, 1) * 0.1, torch.randn(seq, BATCH, di, 1)
         am, bm, cm = -torch.rand(1, 1, di, n) * 3, torch.randn(seq, BATCH, 1, n), torch.randn(seq, BATCH, 1, n)
 
-        def fused(dt=dt, u=u, am=am, bm=bm, cm=cm, seq=seq):
+        def fused(dt=dt, u=u, am=am, bm=bm, cm=cm, h0=h0, seq=seq):
             return ns["_linear_scan_sum"]([dt, am], [dt * u, bm], True, h0, cm, seq, (-1,), 3, None, False)[0]
 
-        def unfused(dt=dt, u=u, am=am, bm=bm, cm=cm):
+        def unfused(dt=dt, u=u, am=am, bm=bm, cm=cm, h0=h0):
             return torch.einsum("tbdn,tbn->tbd", ns["_scan_chunks"](torch.exp(dt * am), (dt * u) * bm, h0, False), cm[:, :, 0])
         with torch.no_grad():
             diffs = {
