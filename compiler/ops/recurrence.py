@@ -131,11 +131,11 @@ def _linear_scan_sum_check(call: OpCall):
     out = tuple(s.name for s in call.axes)
     if axis not in out or len(set(out)) != len(out):
         raise fail(f"linear_scan_sum: the result's axes [{', '.join(out)}] must name '{axis}' and each axis once")
-    for x in out:
-        if x != axis and x not in step:
-            raise fail(f"linear_scan_sum: the result's axis '{x}' is not an axis of h0 {h0}")
+    for name in out:
+        if name != axis and name not in step:
+            raise fail(f"linear_scan_sum: the result's axis '{name}' is not an axis of h0 {h0}")
     summed = tuple(x for x in h0.names if x not in out)
-    y = TensorType(tuple(seq if x == axis else step[x] for x in out), h0.dtype)
+    y = TensorType(tuple(seq if name == axis else step[name] for name in out), h0.dtype)
     attrs = {"axis": axis, "reverse": reverse, "na": na, "exp_a": exp_a, "out": out, "sum": summed}
     return attrs, (y, h0)
 
