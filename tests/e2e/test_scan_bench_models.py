@@ -34,5 +34,5 @@ def test_the_bench_runs_and_checks_its_outputs():
 
     res = measure([5], rounds=1)["seq"][5]
     assert set(res["median_ms"]) == {"s4d_loop", "s4d_parallel", "mamba_loop", "mamba_parallel",
-                                     "mamba_hand", "chunked", "even_odd", "doubling"}
+                                     "mamba_hand", "fused", "unfused", "chunked", "even_odd", "doubling"}
     assert max(res["max_abs_diff"].values()) < 1e-4
