@@ -2,14 +2,19 @@
 (-O2: the parallel-scan pass), for an S4D layer (specs/s4d.nn) and a Mamba mixer
 (bench/mamba_mixer.nn) on the CPU, at several sequence lengths; and the Mamba mixer at -O2
 against the same layer written by hand in PyTorch with the Mamba reference code's
-selective-scan loop (bench/reference/mamba_mixer.py). It also times three algorithms for
-the recurrence itself on the Mamba mixer's tensors: the chunked scan torch's linear_scan
-uses (`_scan_chunks`, about 3 sqrt(n) steps), the log-depth even/odd reduction it used
-before, and Hillis–Steele doubling. Outputs are checked equal
+selective-scan loop (bench/reference/mamba_mixer.py). At -O2 both layers' scans become
+`linear_scan_sum` (the states are read only by an einsum over the state axis), which makes
+a, b and the read-out one chunk position at a time. It also times, on the Mamba mixer's
+tensors, that fused scan (`_linear_scan_sum` from exp(dt A)'s and dt u B's factors) against
+the unfused one (a and b made whole, `_scan_chunks`, then the einsum), and three algorithms
+for the recurrence itself: the chunked scan torch's linear_scan uses (`_scan_chunks`, about
+3 sqrt(n) steps), the log-depth even/odd reduction it used before, and Hillis–Steele
+doubling. Outputs are checked equal
 (max |difference| printed) before anything is timed; forward passes, no_grad, eval mode;
 rounds interleaved; figures are medians, ratios paired round by round (bench/timing.py).
 
-    python -m bench.scan --seq 256 1024 4096 --rounds 5 --threads 1 --json bench/results/scan-shared-2core-1thread.json"""
+    python -m bench.scan --seq 256 1024 4096 --rounds 5 --threads 1 --json bench/results/scan-shared-2core-1thread.json
+    python -m bench.scan --seq 256 1024 4096 --rounds 5 --threads 2 --json bench/results/scan-shared-2core-2threads.json"""
 
 from __future__ import annotations
 
@@ -84,6 +89,8 @@ def measure(seqs, rounds: int) -> dict:
     from nncircuit.backends.torch.ops import HELPERS
     ns: dict = {"torch": torch}
     exec(HELPERS["linear_scan"], ns)
+    exec(HELPERS["linear_scan_sum"], ns)
+    di, n = MAMBA_SIZE["di"], MAMBA_SIZE["n"]
     results = {"config": {"s4d": S4D_SIZE, "mamba": MAMBA_SIZE, "batch": BATCH, "rounds": rounds,
                           "threads": torch.get_num_threads()}, "seq": {}}
     for seq in seqs:
@@ -92,6 +99,15 @@ def measure(seqs, rounds: int) -> dict:
         a = torch.rand(seq, BATCH, MAMBA_SIZE["di"], MAMBA_SIZE["n"]) * 0.5 + 0.5
         b = torch.randn(seq, BATCH, MAMBA_SIZE["di"], MAMBA_SIZE["n"])
         h0 = torch.zeros(BATCH, MAMBA_SIZE["di"], MAMBA_SIZE["n"])
+        # the selective scan's factors, the stepped axis first: a = exp(dt A), b = (dt u) B, c = C
+        dt, u = torch.rand(seq, BATCH, di, 1) * 0.1, torch.randn(seq, BATCH, di, 1)
+        am, bm, cm = -torch.rand(1, 1, di, n) * 3, torch.randn(seq, BATCH, 1, n), torch.randn(seq, BATCH, 1, n)
+
+        def fused(dt=dt, u=u, am=am, bm=bm, cm=cm, h0=h0, seq=seq):
+            return ns["_linear_scan_sum"]([dt, am], [dt * u, bm], True, h0, cm, seq, (-1,), 3, None, False)[0]
+
+        def unfused(dt=dt, u=u, am=am, bm=bm, cm=cm, h0=h0):
+            return torch.einsum("tbdn,tbn->tbd", ns["_scan_chunks"](torch.exp(dt * am), (dt * u) * bm, h0, False), cm[:, :, 0])
         with torch.no_grad():
             diffs = {
                 "s4d_parallel_vs_loop": (_first(s4d_par(xs)) - _first(s4d_loop(xs))).abs().max().item(),
@@ -99,6 +115,7 @@ def measure(seqs, rounds: int) -> dict:
                 "mamba_parallel_vs_hand": (mamba_par(xm) - hand(xm)).abs().max().item(),
                 "even_odd_vs_doubling": (even_odd(a, b) - doubling(a, b)).abs().max().item(),
                 "chunked_vs_even_odd": (ns["_scan_chunks"](a, b, h0, False) - even_odd(a, b)).abs().max().item(),
+                "fused_vs_unfused": (fused() - unfused()).abs().max().item(),
             }
             contenders = {  # bound now: the timing runs inside this iteration
                 "s4d_loop": lambda xs=xs: s4d_loop(xs),
@@ -106,6 +123,8 @@ def measure(seqs, rounds: int) -> dict:
                 "mamba_loop": lambda xm=xm: mamba_loop(xm),
                 "mamba_parallel": lambda xm=xm: mamba_par(xm),
                 "mamba_hand": lambda xm=xm: hand(xm),
+                "fused": fused,
+                "unfused": unfused,
                 "chunked": lambda a=a, b=b, h0=h0: ns["_scan_chunks"](a, b, h0, False),
                 "even_odd": lambda a=a, b=b: even_odd(a, b),
                 "doubling": lambda a=a, b=b: doubling(a, b),
@@ -117,6 +136,7 @@ def measure(seqs, rounds: int) -> dict:
             "mamba_parallel_over_hand": paired_ratio(stats["mamba_parallel"], stats["mamba_hand"]),
             "doubling_over_even_odd": paired_ratio(stats["doubling"], stats["even_odd"]),
             "even_odd_over_chunked": paired_ratio(stats["even_odd"], stats["chunked"]),
+            "unfused_over_fused": paired_ratio(stats["unfused"], stats["fused"]),
         }
         results["seq"][seq] = {
             "max_abs_diff": diffs,

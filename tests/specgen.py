@@ -318,6 +318,7 @@ class Gen:
         if self.depth < 2:
             table += [self.op_block, self.op_block, self.op_repeat, self.op_repeat, self.op_scan]
             table += [self.op_linear_recurrence]
+            table += [self.op_linear_readout]
         return table
 
     # ---- pure ops
@@ -1358,6 +1359,39 @@ class Gen:
         sc.lines.append("}")
         sc.note(s, state_t)
         sc.note(e, t)
+
+    def op_linear_readout(self, sc):
+        """A linear recurrence read out by a sum over a state axis: a `scan` emitting
+        einsum(h, x, over k) (the parallel-scan pass of -O2 makes one linear_scan_sum of it, a
+        and b folded from the products that make them), or linear_scan_sum written directly."""
+        name, t = self.pick(sc, lambda u: len(u.axes) >= 2 and u.is_float())
+        ax = self.ch.pick(t.axes)
+        k = self.ch.pick(t.without([ax.name]).axes).name
+        y_t = t.without([k])
+        s, e = self.fresh("s"), self.fresh("e")
+        reverse = self.ch.chance(0.4)
+        exp_a = self.ch.chance(0.5)
+        h0 = f"mean({name}, over {ax.name})"
+        if self.ch.chance(0.4):
+            last = self.fresh("last")
+            a = f"{name}, -sigmoid({name})" if exp_a else f"sigmoid({name})"
+            kw = (", na = 2, exp_a = true" if exp_a else "") + (", reverse = true" if reverse else "")
+            sc.lines.append(f"{e}, {last} = linear_scan_sum({a}, {name}, tanh({name}), {h0}, {name}, "
+                            f"over {ax.name}, [{', '.join(y_t.names)}]{kw})")
+            sc.note(e, y_t)
+            sc.note(last, t.without([ax.name]))
+            return
+        decay = f"exp({name} * -sigmoid({name}))" if exp_a else f"sigmoid({name})"
+        sc.lines.append(f"{s} = {h0}")
+        sc.lines.append(f"scan {ax.name}{' reverse' if reverse else ''} {{")
+        sc.lines.append(f"    {s} = {decay} * {s} + {self.ch.pick([f'{name} * 0.5', f'{name} * tanh({name})'])}")
+        sc.lines.append(f"    emit {e} = einsum({s}, {name}, over {k})")
+        sc.lines.append("}")
+        # the scan stacks the emitted steps where the axis is in the sliced input
+        step = list(t.without([ax.name, k]).axes)
+        step.insert(t.names.index(ax.name), ax)
+        sc.note(s, t.without([ax.name]))
+        sc.note(e, T(tuple(step), t.dtype))
 
     def coerce(self, sc: Scope, cname: str, target: T) -> str:
         """An expression of a recent body value whose axes all fit `target`, so that

@@ -1089,39 +1089,27 @@ CORE_LOWERINGS.update({
 # ---- linear recurrences ------------------------------------------------------------------
 
 
-def _linear_scan(cx: OpCx):
-    """h_t = a_t * h_{t-1} + b_t as one Loop over the axis's run-time length: each step
-    Gathers its a_t and b_t from the outer scope; the states are the Loop's scan output
-    (stacked on axis 0, then moved to the axis's place)."""
+def _scan_loop(b: Builder, A: str, a_pos: int | None, bb: str, pos: int, H0: str, reverse: bool, elem: int, rank: int):
+    """The Loop of h_t = a_t * h_{t-1} + b_t over axis `pos` of bb (its run-time length): each
+    step Gathers its a_t (axis a_pos of A; None: A is the same at every step) and b_t from the
+    outer scope; H0 is expanded to one step's shape of bb. Returns the last state and the
+    states stacked along `pos`, in order, shaped as bb."""
     from onnx import TensorProto, helper
 
-    b = cx.b
-    a, bb, h0 = cx.ins
-    out, last_t = cx.node.types
-    bb = b.transpose(bb, out.names)
-    axis = cx.attrs["axis"]
-    step_names = tuple(x for x in out.names if x != axis)
-    elem = b.elem(out.dtype)
-    A = b.align(a, out.names, full=True)
-    timed = a.type.has(axis)
-    if not timed:  # the same a at every step: drop its size-1 axis once, outside the loop
-        A = A.like(b.squeeze(A.name, [A.pos(axis)]), [x for x in A.type.axes if x.name != axis])
-    pos = bb.pos(axis)
-    length = b.dim(bb.name, pos)
-    shape = b.shape(bb.name)
+    length = b.dim(bb, pos)
+    shape = b.shape(bb)
     step_shape = b.cat([b.op("Slice", [shape, b.i64([0]), b.i64([pos])]),
                         b.op("Slice", [shape, b.i64([pos + 1]), b.i64([2**62])])])
-    H0 = b.align(h0, step_names, full=True)
-    init = b.op("Expand", [H0.name, step_shape])
-    lastpos = b.op("Sub", [length, b.const(np.array(1, dtype=np.int64))]) if cx.attrs["reverse"] else None
+    init = b.op("Expand", [H0, step_shape])
+    lastpos = b.op("Sub", [length, b.const(np.array(1, dtype=np.int64))]) if reverse else None
     sb = Builder(b.opset, fp16=b.fp16)
     sb.values, sb.node_names, sb.scope = b.values, b.node_names, b.scope
     it = sb.values.fresh("linear_scan/step")
     cond = sb.values.fresh("linear_scan/cond")
     state = sb.values.fresh("linear_scan/h")
     step = sb.op("Sub", [lastpos, it]) if lastpos is not None else it
-    a_t = sb.op("Gather", [A.name, step], axis=A.pos(axis)) if timed else A.name
-    b_t = sb.op("Gather", [bb.name, step], axis=pos)
+    a_t = sb.op("Gather", [A, step], axis=a_pos) if a_pos is not None else A
+    b_t = sb.op("Gather", [bb, step], axis=pos)
     h = sb.op("Add", [sb.op("Mul", [a_t, state]), b_t])
     cond_out = sb.op("Identity", [cond])
     h_out, h_scan = sb.op("Identity", [h]), sb.op("Identity", [h])
@@ -1132,23 +1120,80 @@ def _linear_scan(cx: OpCx):
          helper.make_tensor_value_info(state, elem, None)],
         [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
          helper.make_tensor_value_info(h_out, elem, None),
-         helper.make_tensor_value_info(h_scan, elem, [None] * (bb.rank - 1))],
+         helper.make_tensor_value_info(h_scan, elem, [None] * (rank - 1))],
     )
     last, stacked = b.op("Loop", [length, "", init], outputs=2, body=body)
-    if cx.attrs["reverse"]:  # the steps ran from the end: put them back in order
+    if reverse:  # the steps ran from the end: put them back in order
         stacked = b.op("Slice", [stacked, b.i64([-1]), b.i64([-(2**63)]), b.i64([0]), b.i64([-1])])
-    rank = bb.rank
     if pos:
         order = list(range(1, rank))
         order.insert(pos, 0)
         stacked = b.op("Transpose", [stacked], perm=order)
-    # b's shape: the same for a run of one step or more, and right for none (ORT gives a
+    # bb's shape: the same for a run of one step or more, and right for none (ORT gives a
     # zero-iteration Loop's scan output no shape of its own)
-    stacked = b.op("Reshape", [stacked, b.shape(bb.name)])
+    return last, b.op("Reshape", [stacked, b.shape(bb)])
+
+
+def _linear_scan(cx: OpCx):
+    """h_t = a_t * h_{t-1} + b_t as one Loop over the axis's run-time length (_scan_loop);
+    the states are the Loop's scan output (stacked on axis 0, then moved to the axis's place)."""
+    b = cx.b
+    a, bb, h0 = cx.ins
+    out, last_t = cx.node.types
+    bb = b.transpose(bb, out.names)
+    axis = cx.attrs["axis"]
+    step_names = tuple(x for x in out.names if x != axis)
+    A = b.align(a, out.names, full=True)
+    timed = a.type.has(axis)
+    if not timed:  # the same a at every step: drop its size-1 axis once, outside the loop
+        A = A.like(b.squeeze(A.name, [A.pos(axis)]), [x for x in A.type.axes if x.name != axis])
+    H0 = b.align(h0, step_names, full=True)
+    last, stacked = _scan_loop(b, A.name, A.pos(axis) if timed else None, bb.name, bb.pos(axis), H0.name,
+                               cx.attrs["reverse"], b.elem(out.dtype), bb.rank)
     return [Tensor(stacked, out, bb.prefix), Tensor(last, last_t, bb.prefix)]
 
 
+def _linear_scan_sum(cx: OpCx):
+    """linear_scan_sum unfused, as the recurrence it defines: a (Exp of) the product of its
+    factors, b the product of the others expanded to the state's shape, the linear_scan Loop
+    (_scan_loop), then the read-out: Mul by c and ReduceSum over the summed axes."""
+    b = cx.b
+    na, axis, out = cx.attrs["na"], cx.attrs["axis"], tuple(cx.attrs["out"])
+    y_t, last_t = cx.node.types
+    h0, c = cx.ins[-2], cx.ins[-1]
+    lay = (axis, *h0.names)
+    facs = [b.align(t, lay, full=True) for t in cx.ins[:-2]]
+
+    def product(ts):
+        name = ts[0].name
+        for t in ts[1:]:
+            name = b.op("Mul", [name, t.name])
+        return name, max(t.prefix for t in ts)
+
+    A, a_pre = product(facs[:na])
+    if cx.attrs["exp_a"]:
+        A = b.op("Exp", [A])
+    timed = any(t.type.has(axis) for t in cx.ins[:na])
+    if not timed:  # the same a at every step: drop its size-1 axis once, outside the loop
+        A = b.squeeze(A, [a_pre])
+    B, b_pre = product(facs[na:])
+    H0 = b.align(h0, lay, full=True)  # a size-1 axis in front: the state's shape, broadcast with b's
+    rank = max(b_pre, h0.prefix) + len(lay)
+    B = b.op("Expand", [B, b.shape(H0.name)])
+    pre = rank - len(lay)
+    last, hs = _scan_loop(b, A, a_pre if timed else None, B, pre, h0.name, cx.attrs["reverse"],
+                          b.elem(y_t.dtype), rank)
+    C = b.align(c, lay, full=True)
+    y = b.op("Mul", [hs, C.name])
+    if cx.attrs["sum"]:
+        y = b.reduce("ReduceSum", y, [lay.index(x) - len(lay) for x in cx.attrs["sum"]], keepdims=0)
+    kept = [y_t.axis(x) for x in lay if x not in cx.attrs["sum"]]
+    Y = b.transpose(Tensor(y, TensorType(tuple(kept), y_t.dtype), max(pre, c.prefix)), out)
+    return [Tensor(Y.name, y_t, Y.prefix), Tensor(last, last_t, pre)]
+
+
 CORE_LOWERINGS["linear_scan"] = Lowering(_linear_scan, "Loop")
+CORE_LOWERINGS["linear_scan_sum"] = Lowering(_linear_scan_sum, "Mul, Exp, Expand, Loop, ReduceSum")
 
 
 # ---- recurrent cells (nncircuit.ops.cells) -------------------------------------------------

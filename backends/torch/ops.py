@@ -1207,7 +1207,27 @@ def _linear_scan(n: Node, a, cx):
             f"{dim(n.types[0], axis)}, {n.attrs['reverse']})")
 
 
+def _linear_scan_sum(n: Node, a, cx):
+    """The factors and c aligned to (axis, h0's axes), h0 in its own layout; the helper makes
+    y as (axis, h0's axes not summed) and moves it into the order of the op's result."""
+    ts = cx.in_types(n)
+    na, axis, out = n.attrs["na"], n.attrs["axis"], tuple(n.attrs["out"])
+    lay = (axis, *ts[-2].names)
+    fac = [f"{align(v, t, lay, full=True)}.movedim({-len(lay)}, 0)" for v, t in zip(a[:-2], ts[:-2])]
+    c = f"{align(a[-1], ts[-1], lay, full=True)}.movedim({-len(lay)}, 0)"
+    dims = tuple(lay.index(x) - len(lay) for x in n.attrs["sum"])
+    kept = tuple(x for x in lay if x not in n.attrs["sum"])
+    moved = [(kept.index(x) - len(out), out.index(x) - len(out)) for x in out if kept.index(x) != out.index(x)]
+    perm = f"({_tup(m[0] for m in moved)}, {_tup(m[1] for m in moved)})" if moved else "None"
+    i = next(i for i in range(na, len(ts) - 2) if ts[i].has(axis))  # a factor of b with the axis
+    cx.need_helper("linear_scan_sum")
+    return (f"_linear_scan_sum([{', '.join(fac[:na])}], [{', '.join(fac[na:])}], {n.attrs['exp_a']}, {a[-2]}, {c}, "
+            f"{_paren(a[i])}.shape[{dim(ts[i], axis)}], {_tup(dims) if dims else '()'}, {len(out)}, {perm}, "
+            f"{n.attrs['reverse']})")
+
+
 TORCH_LOWERINGS["linear_scan"] = Lowering(_linear_scan)
+TORCH_LOWERINGS["linear_scan_sum"] = Lowering(_linear_scan_sum)
 
 HELPERS["linear_scan"] = '''
 def _scan_chunks(a, b, h0, reverse):
@@ -1323,3 +1343,72 @@ def _recurrent_cell(cell, x, states, moves=()):
     out = [o.movedim(*m) if m else o for o, m in zip(out, moves or [None] * len(out))]
     return tuple(out) if len(out) > 1 else out[0]
 '''
+HELPERS["linear_scan_sum"] = '''
+def _linear_scan_sum(fa, fb, exp_a, h0, c, n, dims, rank, perm, reverse):
+    \"\"\"h_t = a_t * h_{t-1} + b_t along dim 0 from h0 (a: the product of the factors fa, under
+    exp if exp_a; b: the product of fb), read out as y_t = (c_t * h_t) summed over `dims`
+    (negative), stacked along dim -rank (behind any lifted axes) and moved by `perm`; returns
+    y and the last state. The factors and c have the stepped axis first (size 1: the same at
+    every step), of length n. The chunked
+    scan of _scan_chunks, but a, b and the read-out are made for one chunk position at a time
+    (that position in every chunk: a strided slice), so no [seq, state] tensor is ever made:
+    a first pass from zero states gives every chunk's end state and the product of its a; one
+    step per chunk carries the state into each; a second pass runs every chunk from its
+    entering state, reading each state out as it goes; the positions the chunks leave over
+    run one at a time after them.\"\"\"
+    shape = torch.broadcast_shapes(h0.shape, *(f.shape[1:] for f in (*fa, *fb)))
+
+    def prod(fs, sl):
+        p = None
+        for f in fs:
+            f = f if f.shape[0] == 1 else f[sl]
+            p = f if p is None else p * f
+        return p
+
+    def ab(sl):
+        a = prod(fa, sl)
+        return (torch.exp(a) if exp_a else a), prod(fb, sl)
+
+    def read(h, sl):
+        y = h * (c if c.shape[0] == 1 else c[sl])
+        return y.sum(dims) if dims else y
+
+    def done(y, h):
+        y = y.movedim(0, -rank)
+        return (y if perm is None else y.movedim(*perm)), h
+
+    h = h0.expand(shape)
+    if n == 0:
+        return done(read(h[None][:0], slice(0, 0)), h)
+    cs = max(1, round(n ** 0.5))
+    k = n // cs
+    lo = n - k * cs if reverse else 0  # the chunks cover positions lo .. lo + k cs - 1
+    steps = range(cs - 1, -1, -1) if reverse else range(cs)
+    at = [slice(lo + j, lo + k * cs, cs) for j in range(cs)]
+    end = pa = None
+    for j in steps:
+        a, b = ab(at[j])
+        end, pa = (b, a) if end is None else (torch.addcmul(b, a, end), pa * a)
+    shp = torch.broadcast_shapes(end.shape, pa.shape)
+    end, pa = end.expand(shp), pa.expand(shp)
+    into = [h]
+    for i in range(k - 1, 0, -1) if reverse else range(k - 1):
+        into.append(torch.addcmul(end[i], pa[i], into[-1]))
+    h = torch.stack(into[::-1] if reverse else into)
+    ys = [None] * cs
+    for j in steps:
+        a, b = ab(at[j])
+        h = torch.addcmul(b, a, h)
+        ys[j] = read(h, at[j])
+    y = torch.stack(ys, 1).flatten(0, 1)
+    h = h[0] if reverse else h[-1]
+    tail = []
+    for t in range(lo - 1, -1, -1) if reverse else range(k * cs, n):
+        a, b = ab(slice(t, t + 1))
+        h = torch.addcmul(b[0], a[0], h)
+        tail.append(read(h[None], slice(t, t + 1)))
+    if tail:
+        y = torch.cat([*tail[::-1], y]) if reverse else torch.cat([y, *tail])
+    return done(y, h)
+'''
+

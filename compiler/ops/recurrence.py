@@ -15,7 +15,7 @@ from nncircuit.ops.registry import (
     over_names,
     register,
 )
-from nncircuit.types.tensor import TensorType
+from nncircuit.types.tensor import HVal, TensorType
 
 
 def _linear_scan_check(call: OpCall):
@@ -75,6 +75,95 @@ register(
         attrs=(
             AttrSpec("axis", "axis", doc="the axis stepped along"),
             AttrSpec("reverse", "bool", default=False, doc="step from the last position to the first"),
+        ),
+    )
+)
+
+
+def scan_axis(attrs) -> tuple[str, bool]:
+    """(the axis stepped along, whether it runs from the last position) of a linear_scan or a
+    linear_scan_sum."""
+    return attrs["axis"], attrs["reverse"]
+
+
+def _linear_scan_sum_check(call: OpCall):
+    usage = "y, last = linear_scan_sum(a, b, h0, c, over seq, [seq, d])"
+    na = call.kw("na", 1)
+    if isinstance(na, HVal):
+        na = na.value
+    if not isinstance(na, int) or isinstance(na, bool) or na < 1:
+        raise fail(f"linear_scan_sum: 'na' (how many factors make a) must be a whole number of at least 1, found {na}")
+    if len(call.inputs) < na + 3:
+        raise fail(f"linear_scan_sum takes {na} factor(s) of a, at least one factor of b, h0 and c "
+                   f"(at least {na + 3} tensors), found {len(call.inputs)}: {usage}")
+    names = over_names("linear_scan_sum", call)
+    if len(names) != 1:
+        raise fail(f"linear_scan_sum steps along exactly one axis, found 'over [{', '.join(names)}]'; {usage}")
+    (axis,) = names
+    reverse = as_bool("linear_scan_sum", "reverse", call.kw("reverse", False))
+    exp_a = as_bool("linear_scan_sum", "exp_a", call.kw("exp_a", False))
+    fa, fb = call.inputs[:na], call.inputs[na:-2]
+    h0, c = call.inputs[-2], call.inputs[-1]
+    if h0.has(axis):
+        raise fail(f"linear_scan_sum: the initial state h0 is one step's state and must not have '{axis}', found {h0}")
+    if not any(t.has(axis) for t in fb):
+        raise fail(f"linear_scan_sum: a factor of b must have the axis '{axis}' it steps along, found "
+                   f"{', '.join(str(t) for t in fb)}")
+    ts = (*[("a", t) for t in fa], *[("b", t) for t in fb], ("h0", h0), ("c", c))
+    for what, t in ts:
+        if t.dtype not in FLOAT_DTYPES:
+            raise fail(f"linear_scan_sum needs floating-point tensors, found {what}: {t}")
+    if len({t.dtype for _, t in ts}) != 1:
+        raise fail(f"linear_scan_sum: every tensor must have one dtype, found {', '.join(t.dtype for _, t in ts)}")
+    step = {x.name: x for x in h0.axes}
+    seq = next(t.axis(axis) for t in fb if t.has(axis))
+    for what, t in ts:
+        for x in t.axes:
+            if x.name == axis:
+                if x.size != seq.size:
+                    raise fail(f"linear_scan_sum: axis '{axis}' has size {x.size} in {what} but {seq.size} in b")
+            elif x.name not in step:
+                raise fail(f"linear_scan_sum: {what} {t} has the axis '{x.name}' that h0 {h0} lacks")
+            elif step[x.name].size != x.size:
+                raise fail(f"linear_scan_sum: axis '{x.name}' has size {x.size} in {what} but {step[x.name].size} in h0")
+    if call.axes is None:
+        raise fail(f"linear_scan_sum needs the axes of its result y, in order: {usage}")
+    out = tuple(s.name for s in call.axes)
+    if axis not in out or len(set(out)) != len(out):
+        raise fail(f"linear_scan_sum: the result's axes [{', '.join(out)}] must name '{axis}' and each axis once")
+    for name in out:
+        if name != axis and name not in step:
+            raise fail(f"linear_scan_sum: the result's axis '{name}' is not an axis of h0 {h0}")
+    summed = tuple(x for x in h0.names if x not in out)
+    y = TensorType(tuple(seq if name == axis else step[name] for name in out), h0.dtype)
+    attrs = {"axis": axis, "reverse": reverse, "na": na, "exp_a": exp_a, "out": out, "sum": summed}
+    return attrs, (y, h0)
+
+
+register(
+    OpDef(
+        name="linear_scan_sum",
+        doc="linear_scan read out at every step: h_t = a_t * h_{t-1} + b_t along one axis from h0, "
+        "where a is the product of its first `na` factors (or `exp` of it with `exp_a = true`) and b "
+        "the product of the rest before h0; returns y_t = Σ c_t * h_t over the axes of h0 that the "
+        "result `[...]` leaves out, stacked along the axis, and the last state. The -O2 "
+        "`fuse-scan-readout` pass writes it for a linear_scan read only by such an einsum; PyTorch "
+        "computes a, b and the read-out one chunk position at a time (no [seq, state] tensor), "
+        "ONNX as the linear_scan Loop, a Mul and a ReduceSum.",
+        check=_linear_scan_sum_check,
+        arity=None,
+        takes=frozenset({"over", "axes"}),
+        kwargs=("reverse", "na", "exp_a"),
+        flops=lambda attrs, ins, outs, env: 0,  # as linear_scan: elementwise work counts none
+        glyph="⟲",
+        example="y, last = linear_scan_sum(dt, A, x, B, h0, C, over seq, [seq, d], na = 2, exp_a = true)",
+        attrs=(
+            AttrSpec("axis", "axis", doc="the axis stepped along"),
+            AttrSpec("reverse", "bool", default=False, doc="step from the last position to the first"),
+            AttrSpec("na", "int", default=1, doc="how many of the first inputs are factors of a"),
+            AttrSpec("exp_a", "bool", default=False, doc="a is exp of the product of its factors"),
+            AttrSpec("out", "axes", doc="the result's axes, in order"),
+            AttrSpec("sum", "axes", doc="the axes of h0 summed by the read-out"),
         ),
     )
 )

@@ -19,7 +19,7 @@ CLEANUP = "canonicalize,cse,dce"
 LEVELS = {
     0: "",
     1: CLEANUP,
-    2: f"{CLEANUP},parallel-scan,fuse-attention,fuse-linear,einsum-to-matmul,{CLEANUP}",
+    2: f"{CLEANUP},parallel-scan,fuse-scan-readout,fuse-attention,fuse-linear,einsum-to-matmul,{CLEANUP}",
 }
 
 

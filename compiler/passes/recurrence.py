@@ -1,6 +1,6 @@
-"""The parallel-scan pass of -O2: a `scan` whose every carried value is updated as a linear
-recurrence h = a * h + b (a, b computed without the carried state) becomes `linear_scan` ops,
-which torch runs as a chunked scan (about 3√n steps) instead of one step at a time.
+"""The parallel-scan and fuse-scan-readout passes of -O2. parallel-scan: a `scan` whose
+every carried value is updated as a linear recurrence h = a * h + b (a, b computed without
+the carried state) becomes `linear_scan` ops, which torch runs as a chunked scan (about 3√n steps) instead of one step at a time.
 
 The per-step work moves out of the loop: each body op is applied once to the whole scanned
 inputs (named axes make the scanned axis one more axis the op carries along), the carried
@@ -9,16 +9,24 @@ states is computed from the stacked states. Every rewrite is checked op by op: e
 op must give the body's type with the scanned axis added (an op that would reduce over it
 is refused), else the scan is left as it was. Bodies with learned ops (their parameters
 belong to the scan's module), random or stateful ops, a nested call or loop, a step index
-that is read, or a carried value read other than by its own update stay loops."""
+that is read, or a carried value read other than by its own update stay loops.
+
+fuse-scan-readout, after it: every linear_scan whose states are read only by a two-operand
+einsum that sums some of the state's axes against another tensor (`einsum(h, c, over n)`,
+the read-out of S4D and Mamba) becomes one `linear_scan_sum`, its a and b given as the factors of the products that
+make them (and a's `exp`) where those have the scanned axis and are used only there: torch
+then makes a, b and the read-out one chunk position at a time, and no [seq, state] tensor
+(a, b, the states, their read-out) goes through memory."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from nncircuit.ir.graph import BodyNode, Graph, Node, ScanNode, Value
-from nncircuit.ops import registry
+from nncircuit.ops import core, registry
+from nncircuit.ops.recurrence import scan_axis
 from nncircuit.ops.registry import AxisSpec, OpCall
-from nncircuit.passes.base import Pass, alive, exact, producer, register_pass, single_use, try_add
+from nncircuit.passes.base import Pass, alive, erase_dead, exact, producer, register_pass, single_use, try_add
 from nncircuit.types.tensor import HVal, TensorType
 
 ONE = HVal.const(1.0)
@@ -190,3 +198,66 @@ class ParallelScan(Pass):
             g.replace_all_uses(n.out(k + j), v)
         g.erase(n)
         return True
+
+
+def _factors(g: Graph, v: Value, axis: str, folded: list[Node]) -> list[Value]:
+    """v as the factors of the products that make it, as far as those are two-tensor `mul`s
+    with the scanned axis used only here (each appended to `folded`); v itself otherwise."""
+    n = producer(g, v)
+    if n.op != "mul" or len(n.inputs) != 2 or not single_use(g, v) or not g.type_of(v).has(axis):
+        return [v]
+    folded.append(n)
+    return _factors(g, n.inputs[0], axis, folded) + _factors(g, n.inputs[1], axis, folded)
+
+
+@register_pass
+class FuseScanReadout(Pass):
+    """linear_scan read only by einsum(states, c) summing state axes becomes linear_scan_sum,
+    a and b as the factors that made them; see the module doc."""
+
+    name = "fuse-scan-readout"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for n in graph.nodes():
+            if n.op == "linear_scan" and alive(graph, n):
+                changed |= _read_out(graph, n)
+        return changed
+
+
+def _read_out(g: Graph, ls: Node) -> bool:
+    """linear_scan(a, b, h0) read only by einsum(states, c) that keeps the scanned axis and
+    sums axes of h0 only becomes linear_scan_sum (see the module doc)."""
+    hs, (axis, reverse) = ls.out(0), scan_axis(ls.attrs)
+    if not single_use(g, hs):
+        return False
+    ein, pos = g.users(hs)[0]
+    if ein.op != "einsum" or len(ein.inputs) != 2 or ein.inputs[1 - pos] == hs:
+        return False
+    c = ein.inputs[1 - pos]
+    a, b, h0 = ls.inputs
+    ht, ct, out = g.type_of(hs), g.type_of(c), tuple(core.einsum_out(ein.attrs))
+    if axis not in out or any(not ht.has(x) for x in (*ct.names, *out)):
+        return False
+    folded: list[Node] = []
+    exp_a = False
+    fa = [a]
+    an = producer(g, a)
+    if an.op == "exp" and single_use(g, a) and g.type_of(a).has(axis):
+        exp_a, fa = True, _factors(g, an.inputs[0], axis, folded)
+        folded.insert(0, an)
+    elif g.type_of(a).has(axis):
+        fa = _factors(g, a, axis, folded)
+    fb = _factors(g, b, axis, folded)
+    kwargs = (("reverse", reverse), ("na", len(fa)), ("exp_a", exp_a))
+    call = OpCall("linear_scan_sum", (), over=(AxisSpec(axis),), axes=tuple(AxisSpec(x) for x in out), kwargs=kwargs)
+    new = try_add(g, call, [*fa, *fb, h0, c], name=f"{ls.name}_sum", span=ls.span)
+    if new is None:
+        return False
+    if exact(g.type_of(new.out(0))) != exact(ein.types[0]) or exact(g.type_of(new.out(1))) != exact(ls.types[1]):
+        g.erase(new)
+        return False
+    g.replace_all_uses(ein.out(0), new.out(0))
+    g.replace_all_uses(ls.out(1), new.out(1))
+    erase_dead(g, [ein, ls, *folded])
+    return True

@@ -47,7 +47,10 @@ def test_figures_agree_with_torch(key, opt):
         module(*_inputs(spec, dict(summary.sizes)))
     counted = counter.get_total_flops()
     ours = summary.flops
-    assert counted > 0
+    if (key[1], opt) == ("S4D", 2):  # linear_scan_sum reads its states out by mul and sum: no matmul is left
+        assert counted == ours == 0
+    else:
+        assert counted > 0
     assert abs(ours - counted) <= 0.05 * counted, (ours, counted)
 
 

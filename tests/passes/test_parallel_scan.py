@@ -151,6 +151,11 @@ def _ops(spec) -> list[str]:
     return [n.op for _, g in spec.graph.walk() for n in g.nodes()]
 
 
+def _parallel(spec) -> bool:
+    """The spec runs a recurrence as linear_scan, or as linear_scan_sum where an einsum reads it."""
+    return any(op in ("linear_scan", "linear_scan_sum") for op in _ops(spec))
+
+
 def _pair(text: str):
     o0 = nncircuit.load("case.nn", text=text)
     o2 = nncircuit.load("case.nn", text=text, opt=2)
@@ -164,8 +169,8 @@ def _pair(text: str):
 def test_the_scan_becomes_linear_scan(case):
     text, _ = CASES[case]
     o0, o2, _, _ = _pair(text)
-    assert "scan" in _ops(o0) and "linear_scan" not in _ops(o0)
-    assert "scan" not in _ops(o2) and "linear_scan" in _ops(o2)
+    assert "scan" in _ops(o0) and not _parallel(o0)
+    assert "scan" not in _ops(o2) and _parallel(o2)
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 33])
@@ -216,14 +221,14 @@ def test_gradients_equal_the_loop(case):
 @pytest.mark.parametrize("text", [NOT_LINEAR, OLD_STATE_READ, LEARNED_BODY], ids=["tanh", "old_state", "learned"])
 def test_other_scans_stay_loops(text):
     o2 = nncircuit.load("case.nn", text=text, opt=2)
-    assert "scan" in _ops(o2) and "linear_scan" not in _ops(o2)
+    assert "scan" in _ops(o2) and not _parallel(o2)
 
 
 @pytest.mark.parametrize("model,params", [("LSTM", {}), ("LSTM", {"bidirectional": True}), ("GRU", {}), ("RNN", {})])
 def test_lstm_zoo_is_left_alone(model, params):
     path = f"{SPECS}/lstm.nn"
     o2 = nncircuit.load(path, model, opt=2, **params)
-    assert "linear_scan" not in _ops(o2)
+    assert not _parallel(o2)
     assert _ops(o2).count("scan") == _ops(nncircuit.load(path, model, **params)).count("scan") > 0
 
 
@@ -233,9 +238,9 @@ def test_the_pass_runs_at_o2_only():
     assert "parallel-scan" in LEVELS[2].split(",")
     assert "parallel-scan" not in LEVELS[1].split(",")
     o1 = nncircuit.load("case.nn", text=S4D_LIKE, opt=1)
-    assert "linear_scan" not in _ops(o1)
+    assert not _parallel(o1)
     only = nncircuit.load("case.nn", text=S4D_LIKE, passes="parallel-scan")
-    assert "linear_scan" in _ops(only)
+    assert _parallel(only)
 
 
 def test_the_zoo_mamba_scan_is_parallel_at_o2():
@@ -246,4 +251,45 @@ def test_the_zoo_mamba_scan_is_parallel_at_o2():
     o0 = nncircuit.load(f"{SPECS}/mamba.nn", "Mamba", **small)
     o2 = nncircuit.load(f"{SPECS}/mamba.nn", "Mamba", opt=2, **small)
     assert "scan" in _ops(o0)
-    assert "scan" not in _ops(o2) and "linear_scan" in _ops(o2)
+    assert "scan" not in _ops(o2) and _parallel(o2)
+
+
+def _nodes(spec, op):
+    return [n for _, g in spec.graph.walk() for n in g.nodes() if n.op == op]
+
+
+@pytest.mark.parametrize("case, factors", [("s4d", (1, 2, False)), ("mamba", (2, 3, True))])
+def test_an_einsum_read_out_fuses_into_linear_scan_sum(case, factors):
+    """The states of S4D and Mamba are read only by einsum(h, c, over n): the pass makes one
+    linear_scan_sum of them, a and b as the factors of the products (and a's exp) that made
+    them, so no op of the -O2 graph has a [seq, d, n] result; the -O2 outputs, states and
+    gradients equal the loop's (test_o2_equals_the_loop, test_gradients_equal_the_loop)."""
+    o2 = nncircuit.load("case.nn", text=CASES[case][0], opt=2)
+    (node,) = _nodes(o2, "linear_scan_sum")
+    assert not _nodes(o2, "linear_scan") and not _nodes(o2, "einsum")
+    na, exp_a = node.attrs["na"], node.attrs["exp_a"]
+    assert (na, len(node.inputs) - 2 - na, exp_a) == factors
+    assert node.attrs["sum"] == ("n",)
+    big = [n.op for _, g in o2.graph.walk() for n in g.nodes()
+           if any(t.has("seq") and t.has("n") and t.has("d") for t in n.types)]
+    assert big == [], big
+
+
+def test_a_read_out_that_is_not_a_sum_over_state_axes_stays_linear_scan():
+    """States read twice, or by an einsum that sums the scanned axis, are not fused."""
+    twice = S4D_LIKE.replace("emit y = einsum(h, cw, over n)", "emit y = einsum(h, cw, over n) + mean(h, over n)")
+    over_seq = """
+model M(n = 4) {
+    in  x: [batch, seq, d: 3], q: [batch, seq, n: n]
+    bw = Param([d: 3, n: n], init = normal())
+    h = zeros([batch, d: 3, n: n])
+    scan seq {
+        h = 0.5 * h + mul(x, bw, outer = true)
+        emit s = h
+    }
+    out y = einsum(s, q, over [seq, n])
+}
+"""
+    for text in (twice, over_seq):
+        o2 = nncircuit.load("case.nn", text=text, opt=2)
+        assert _nodes(o2, "linear_scan") and not _nodes(o2, "linear_scan_sum")

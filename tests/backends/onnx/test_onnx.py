@@ -302,7 +302,8 @@ OPTIMIZED = [
     ("GPT2", {"opt": 2}),
     ("GPT2", {"passes": "canonicalize,einsum-to-matmul"}),
     ("ViT", {"opt": 2}),
-    ("S4D", {"opt": 2}),  # the parallel-scan pass: linear_scan
+    ("S4D", {"opt": 2}),  # parallel-scan and fuse-scan-readout: linear_scan_sum
+    ("S4D", {"passes": "parallel-scan"}),  # linear_scan
 ]
 
 
