@@ -941,7 +941,9 @@ def _rolled(b: Builder, x: Tensor, axis: str, k: int) -> str:
         head = _slice_along(b, x.name, pos, 0, n - s)
     else:
         n_t = _axis_len(b, x, axis)
-        s_t = b.op("Mod", [b.const(np.array(k, dtype=np.int64)), n_t])  # the divisor's sign: 0 <= s < n
+        # the divisor's sign: 0 <= s < n; an empty axis (n = 0) divides by 1 and rolls nothing
+        n_1 = b.op("Max", [n_t, b.const(np.array(1, dtype=np.int64))])
+        s_t = b.op("Mod", [b.const(np.array(k, dtype=np.int64)), n_1])
         cut = b.unsqueeze(b.op("Sub", [n_t, s_t]), [0])
         tail = _slice_along(b, x.name, pos, cut, INT64_MAX)
         head = _slice_along(b, x.name, pos, 0, cut)

@@ -206,6 +206,26 @@ def test_torch_matches_onnxruntime_at_two_sizes(body, tmp_path):
             np.testing.assert_allclose(o, w.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_roll_and_shift_of_an_empty_run_time_axis_in_onnxruntime(tmp_path):
+    """A run-time axis of length 0: torch rolls and shifts nothing; ONNX's roll took the shift
+    modulo the length, a division by zero in onnxruntime (the Mamba mixer at length 0)."""
+    import onnxruntime as ort
+
+    src = tmp_path / "m.nn"
+    src.write_text(HEAD + "    " + ONNX_CASES[2] + ", " + ONNX_CASES[3][4:] + "\n}\n", encoding="utf-8")
+    spec = nncircuit.load(str(src))
+    module = spec.module(seed=0).eval()
+    nncircuit.export_onnx(str(src), str(tmp_path / "m.onnx"), state_dict=module.state_dict())
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    xs = _inputs(spec, {"b": 2, "seq": 0}, seed=0)
+    want = _outputs(module, xs)
+    got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})
+    assert [tuple(w.shape) for w in want] == [o.shape for o in got]
+    assert any(0 in o.shape for o in got)
+    for w, o in zip(want, got):
+        np.testing.assert_array_equal(o, w.numpy())
+
+
 # ---- positioned errors ----------------------------------------------------------------------
 
 ERRORS = [
