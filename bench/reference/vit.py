@@ -3,8 +3,8 @@ parameter names (`class_token`, `conv_proj`, `encoder.pos_embedding`,
 `encoder.layers.encoder_layer_N.{ln_1, self_attention, ln_2, mlp.0, mlp.3}`, `encoder.ln`,
 `heads.head`): a strided convolution for the patches, a class token, a learned position
 embedding, pre-norm encoder blocks around nn.MultiheadAttention, and a linear head on the
-class token. The constructor takes torchvision's argument names; dropout and
-attention_dropout default to 0, as torchvision's and the spec's."""
+class token. Its constructor is torchvision's VisionTransformer's (names, order; vit_b_16's
+values as defaults)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ class EncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, seq_length: int, num_layers: int, num_heads: int, hidden_dim: int, mlp_dim: int,
-                 dropout: float, attention_dropout: float):
+    def __init__(self, seq_length, num_layers, num_heads, hidden_dim, mlp_dim, dropout, attention_dropout):
         super().__init__()
         self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, hidden_dim).normal_(std=0.02))
         self.dropout = nn.Dropout(dropout)
@@ -53,17 +52,14 @@ class Encoder(nn.Module):
 
 
 class ViT(nn.Module):
-    """torchvision's VisionTransformer(image_size, patch_size, num_layers, num_heads, hidden_dim,
-    mlp_dim, dropout, attention_dropout, num_classes), with vit_b_16's values as defaults."""
-
     def __init__(self, image_size=224, patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072,
                  dropout=0.0, attention_dropout=0.0, num_classes=1000):
         super().__init__()
         self.patch_size = patch_size
         self.conv_proj = nn.Conv2d(3, hidden_dim, kernel_size=patch_size, stride=patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
-        seq_length = (image_size // patch_size) ** 2 + 1
-        self.encoder = Encoder(seq_length, num_layers, num_heads, hidden_dim, mlp_dim, dropout, attention_dropout)
+        self.encoder = Encoder((image_size // patch_size) ** 2 + 1, num_layers, num_heads, hidden_dim, mlp_dim,
+                               dropout, attention_dropout)
         self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(hidden_dim, num_classes))]))
 
     def forward(self, x):
