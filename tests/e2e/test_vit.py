@@ -43,7 +43,7 @@ def test_hyperparameters_are_torchvisions_names_with_the_published_defaults():
 
 
 def test_the_old_short_names_are_refused():
-    with pytest.raises(nncircuit.NNError, match="image"):
+    with pytest.raises(nncircuit.NNError, match="no hyperparameter 'image' \\(did you mean 'image_size'\\?\\)"):
         nncircuit.load(PATH, "ViT", image=32, patch=8)
 
 
