@@ -73,28 +73,24 @@ def gpt2_case(*, vocab, ctx, d, heads, layers, batch, seq, name="GPT-2") -> Case
     )
 
 
-def vit_case(*, image, patch, d, heads, layers, hidden, classes, batch, name="ViT") -> Case:
+def vit_case(*, image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes, batch,
+             name="ViT") -> Case:
     from .reference import vit
 
+    params = dict(image_size=image_size, patch_size=patch_size, num_layers=num_layers, num_heads=num_heads,
+                  hidden_dim=hidden_dim, mlp_dim=mlp_dim, num_classes=num_classes)
     return Case(
         name=name,
         spec="vit.nn",
         model="ViT",
-        params=dict(
-            image=image,
-            patch=patch,
-            d=d,
-            heads=heads,
-            layers=layers,
-            hidden=hidden,
-            classes=classes,
-        ),
-        reference=lambda: vit.ViT(image, patch, d, heads, layers, hidden, classes),
+        params=params,
+        reference=lambda: vit.ViT(**params),
         mapping=None,
-        make_input=_images(image),
+        make_input=_images(image_size),
         batch=batch,
         targets=_class_targets,
-        note=f"image {image}, patch {patch}, d={d}, heads={heads}, layers={layers}, hidden={hidden}; batch {batch}",
+        note=f"image_size {image_size}, patch_size {patch_size}, num_layers={num_layers}, num_heads={num_heads}, "
+             f"hidden_dim={hidden_dim}, mlp_dim={mlp_dim}; batch {batch}",
     )
 
 
@@ -120,7 +116,8 @@ def cpu_cases(quick: bool) -> list[Case]:
     if quick:
         return [
             gpt2_case(vocab=1000, ctx=64, d=128, heads=4, layers=2, batch=1, seq=64),
-            vit_case(image=64, patch=16, d=128, heads=4, layers=2, hidden=256, classes=10, batch=1),
+            vit_case(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=128, mlp_dim=256,
+                     num_classes=10, batch=1),
             resnet_case("ResNet18", classes=10, image=64, batch=1),
             resnet_case("ResNet50", classes=10, image=64, batch=1),
         ]
@@ -129,13 +126,13 @@ def cpu_cases(quick: bool) -> list[Case]:
             vocab=50257, ctx=1024, d=768, heads=12, layers=12, batch=1, seq=128, name="GPT-2 small"
         ),
         vit_case(
-            image=224,
-            patch=16,
-            d=768,
-            heads=12,
-            layers=12,
-            hidden=3072,
-            classes=1000,
+            image_size=224,
+            patch_size=16,
+            num_layers=12,
+            num_heads=12,
+            hidden_dim=768,
+            mlp_dim=3072,
+            num_classes=1000,
             batch=1,
             name="ViT-B/16",
         ),

@@ -168,13 +168,13 @@ def _resnet(which: str, classes: int):
     return (resnet.resnet18 if which == "ResNet18" else resnet.resnet50)(classes)
 
 
-VIT_SMALL = dict(image=32, patch=8, d=64, heads=4, layers=2, hidden=128, classes=10)
+VIT_SMALL = dict(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10)
 
 
 def _vit(small: bool):
     from .reference import vit
 
-    return vit.ViT(*VIT_SMALL.values()) if small else vit.ViT()
+    return vit.ViT(**VIT_SMALL) if small else vit.ViT()
 
 
 def _tokens(vocab: int):

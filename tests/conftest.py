@@ -29,7 +29,7 @@ def update_goldens(request) -> bool:
 SMALL = {
     ("mlp.nn", "MLP"): {},
     ("transformer.nn", "GPT2"): dict(vocab=97, ctx=32, d=64, heads=4, layers=2),
-    ("vit.nn", "ViT"): dict(image=32, patch=8, d=64, heads=4, layers=2, hidden=128, classes=10),
+    ("vit.nn", "ViT"): dict(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10),
     ("resnet.nn", "ResNet18"): dict(num_classes=10),
     ("resnet.nn", "ResNet50"): dict(num_classes=10),
     ("unet.nn", "UNet"): dict(width=8),

@@ -15,8 +15,8 @@ from bench import models  # noqa: E402
 
 CASES = {
     "gpt2": lambda: models.gpt2_case(vocab=97, ctx=32, d=64, heads=4, layers=2, batch=2, seq=16),
-    "vit": lambda: models.vit_case(image=32, patch=8, d=64, heads=4, layers=2, hidden=128,
-                                   classes=10, batch=2),
+    "vit": lambda: models.vit_case(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
+                                   mlp_dim=128, num_classes=10, batch=2),
     # 64×64 takes every stride-2 stage down to 2×2: a stage that lost its stride (as a shared
     # class baking in its first instance's values once did) changes the output
     "resnet18": lambda: models.resnet_case("ResNet18", classes=10, image=64, batch=2),

@@ -179,9 +179,9 @@ def test_unet_width_is_not_baked(tmp_path):
 
 def test_vit_sizes_out_of_a_convolution_follow_image_and_patch(tmp_path):
     path = os.path.join(SPECS, "vit.nn")
-    small = dict(d=16, heads=2, layers=1, hidden=32, classes=3)
-    cls = _cls(path, "ViT", tmp_path, image=32, patch=8, **small)
-    _same(path, "ViT", cls, torch.randn(2, 3, 24, 24), image=24, patch=6, **small)
+    small = dict(num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3)
+    cls = _cls(path, "ViT", tmp_path, image_size=32, patch_size=8, **small)
+    _same(path, "ViT", cls, torch.randn(2, 3, 24, 24), image_size=24, patch_size=6, **small)
 
 
 def test_constructor_refuses_what_the_checker_refuses(tmp_path):
@@ -198,12 +198,12 @@ def test_constructor_refuses_what_the_checker_refuses(tmp_path):
 
 def test_constructor_refuses_a_patch_that_does_not_divide_the_image(tmp_path):
     path = os.path.join(SPECS, "vit.nn")
-    small = dict(d=16, heads=2, layers=1, hidden=32, classes=3)
-    cls = _cls(path, "ViT", tmp_path, image=32, patch=8, **small)
+    small = dict(num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3)
+    cls = _cls(path, "ViT", tmp_path, image_size=32, patch_size=8, **small)
     with pytest.raises(NNError) as err:
-        nncircuit.load(path, "ViT", image=30, patch=8, **small)
+        nncircuit.load(path, "ViT", image_size=30, patch_size=8, **small)
     with pytest.raises(ValueError) as caught:
-        cls(image=30, patch=8, **small)
+        cls(image_size=30, patch_size=8, **small)
     assert str(caught.value) == err.value.message
 
 
