@@ -55,3 +55,17 @@ def assert_positioned_error(load, text: str, msg: str, line: int, col: int):
     assert re.search(msg, e.message), e.message
     assert (e.span.line, e.span.col) == (line, col), str(e)
     assert "^" in str(e)
+
+
+def assert_error_on_line(text: str, message: str, line: int):
+    """Loading `text` fails with an NNError whose message contains `message`, positioned on
+    `line` past its first column (the call, not the statement), with the caret under it."""
+    import nncircuit
+    from nncircuit.errors import NNError
+
+    with pytest.raises(NNError) as info:
+        nncircuit.load("m.nn", text=text)
+    err = info.value
+    assert message in str(err), str(err)
+    assert err.span is not None and err.span.line == line and err.span.col > 1, err.span
+    assert "^" in err.render()

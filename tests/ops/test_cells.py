@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import nncircuit
+from helpers import assert_error_on_line
 from nncircuit.errors import NNError
 
 STATES = {"LSTMCell": ("h", "c"), "GRUCell": ("h",), "RNNCell": ("h",)}
@@ -239,12 +240,7 @@ def test_positioned_errors(call, message):
             "w: [batch, e: 5], q: [hidden: 5], s: [batch, hidden: 4], i: [batch, hidden: 5] int64, "
             "z: [batch, n: 2, d: 3]\n"
             f"    y = {call}\n    out y\n}}\n")
-    with pytest.raises(NNError) as info:
-        nncircuit.load("m.nn", text=text)
-    err = info.value
-    assert message in str(err), str(err)
-    assert err.span is not None and err.span.line == 3 and err.span.col > 1, err.span
-    assert "^" in err.render()
+    assert_error_on_line(text, message, 3)
 
 
 def test_a_checkpoint_rule_reaches_a_cell_in_a_scan_body():

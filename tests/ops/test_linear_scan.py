@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nncircuit
-from nncircuit.errors import NNError
+from helpers import assert_error_on_line
 
 SPEC = """
 model Scans(d = 3) {
@@ -118,9 +118,4 @@ def test_positioned_errors(call, message):
     text = ("model M() {\n    in  a: [batch, seq, d: 3], b: [batch, seq, d: 3], h0: [batch, d: 3], k: [d: 3], "
             "e: [e: 2], i: [batch, d: 3] int64\n"
             f"    hs, last = {call}\n    out hs\n}}\n")
-    with pytest.raises(NNError) as info:
-        nncircuit.load("m.nn", text=text)
-    err = info.value
-    assert message in str(err), str(err)
-    assert err.span is not None and err.span.line == 3 and err.span.col > 1, err.span
-    assert "^" in err.render()
+    assert_error_on_line(text, message, 3)

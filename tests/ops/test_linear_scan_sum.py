@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nncircuit
-from nncircuit.errors import NNError
+from helpers import assert_error_on_line
 
 SPEC = """
 model Sums(d = 3, n = 4) {
@@ -177,10 +177,5 @@ def test_positioned_errors(call, message):
     text = ("model M() {\n    in  a: [seq, d: 3], x: [seq, d: 3], c: [seq, n: 2], h0: [d: 3, n: 2], k: [d: 3], "
             "e: [e: 2], i: [d: 3, n: 2] int64, y: [seq: 5, n: 2]\n"
             f"    ys, last = {call}\n    out ys\n}}\n")
-    with pytest.raises(NNError) as info:
-        nncircuit.load("m.nn", text=text)
-    err = info.value
-    assert message in str(err), str(err)
-    assert err.span is not None and err.span.line == 3 and err.span.col > 1, err.span
-    assert "^" in err.render()
+    assert_error_on_line(text, message, 3)
 
