@@ -173,13 +173,7 @@ def test_mobilenet_width_mult_matches_the_reference(width_mult):
     from bench.reference.mobilenet_v2 import MobileNetV2
 
     torch.manual_seed(0)
-    ref = MobileNetV2(num_classes=10, width_mult=width_mult).eval()
-    with torch.no_grad():
-        for name, b in ref.named_buffers():
-            if name.endswith("running_mean"):
-                b.normal_(0, 0.1)
-            elif name.endswith("running_var"):
-                b.uniform_(0.5, 1.5)
+    ref = zoo.move_norm_statistics(MobileNetV2(num_classes=10, width_mult=width_mult).eval())
     spec = _compiled("MobileNetV2", width_mult=width_mult)
     assert spec.param_count() == sum(p.numel() for p in ref.parameters())
     assert nncircuit.load(zoo.spec_path(zoo.BY_MODEL["MobileNetV2"]), width_mult=width_mult).param_count() == {
@@ -209,13 +203,7 @@ def test_efficientnet_b1_matches_the_reference():
     assert nncircuit.load(path, depth_mult=1.1).param_count() == 7_794_184
     assert nncircuit.load(path, width_mult=1.4, depth_mult=1.8, dropout=0.4).param_count() == 19_341_616
     torch.manual_seed(0)
-    ref = EfficientNet(num_classes=10, depth_mult=1.1, stochastic_depth_prob=0.2).eval()
-    with torch.no_grad():
-        for name, b in ref.named_buffers():
-            if name.endswith("running_mean"):
-                b.normal_(0, 0.1)
-            elif name.endswith("running_var"):
-                b.uniform_(0.5, 1.5)
+    ref = zoo.move_norm_statistics(EfficientNet(num_classes=10, depth_mult=1.1, stochastic_depth_prob=0.2).eval())
     spec = _compiled("EfficientNetB0", depth_mult=1.1)
     assert spec.param_count() == sum(p.numel() for p in ref.parameters())
     module = spec.module(seed=5).eval()
