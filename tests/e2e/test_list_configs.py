@@ -1,0 +1,86 @@
+"""Zoo models whose list-valued configurations are tuple hyperparameters named like the
+references' constructors (issue 13): at a NON-default list, the compiled spec and the reference
+built with the same lists agree on the parameter count, load each other's weights strictly and
+give the same outputs; the published counts of the other family members."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+import nncircuit
+import zoo_reference as R
+from conftest import SPECS
+
+
+def _spec(*parts: str) -> str:
+    return os.path.join(SPECS, *parts)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _meta_count(cls, **kw) -> int:
+    with torch.device("meta"):
+        return _count(cls(**kw))
+
+
+def _perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return module.eval()
+
+
+def _renamed(state: dict, rules: tuple) -> dict:
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
+# ---- ConvNeXt: timm's ConvNeXt(depths, dims) -------------------------------------------------
+
+CONVNEXT_TO_REF = ((r"^stem_conv\.", "stem.0."), (r"^stem_norm\.", "stem.1."),
+                   (r"^stages_(\d+)\.", r"stages.\1."), (r"^stages\.(?!\d)", "stages.0."),
+                   (r"\.downsample_norm\.", ".downsample.0."), (r"\.downsample_conv\.", ".downsample.1."))
+
+
+def test_convnext_three_stages_match_the_reference():
+    """Three stages instead of four: the loop over zip(depths, dims) follows the tuples' length."""
+    hp = dict(in_chans=2, num_classes=5, depths=(1, 2, 1), dims=(8, 12, 16), ls_init_value=0.5)
+    torch.manual_seed(0)
+    ref = _perturbed(R.ConvNeXt(**hp), seed=1)
+    module = nncircuit.compile(_spec("vision", "convnext.nn"), "ConvNeXt", seed=3, **hp).eval()
+    assert _count(module) == _count(ref)
+    assert sorted(_renamed(module.state_dict(), CONVNEXT_TO_REF)) == sorted(ref.state_dict())
+    assert not any(k.startswith("stages_3") for k in module.state_dict())
+    x = torch.randn(2, 2, 40, 36, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = module(x)
+        module.load_state_dict(ref.state_dict(), strict=True)
+        want, got = ref(x), module(x)
+    assert got.shape == want.shape == (2, 5)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (before - want).abs().max().item() > 1e-3  # the load mattered
+
+
+def test_convnext_ls_init_value_is_the_layer_scale_init():
+    module = nncircuit.compile(_spec("vision", "convnext.nn"), "ConvNeXt", depths=(1, 1), dims=(4, 8),
+                               ls_init_value=0.25)
+    gammas = {k: v for k, v in module.state_dict().items() if k.endswith("gamma")}
+    assert len(gammas) == 2 and all(torch.all(v == 0.25) for v in gammas.values())
+
+
+def test_convnext_small_published_count():
+    """ConvNeXt-S is ConvNeXt-T with depths (3, 3, 27, 3): 50,223,688 parameters."""
+    depths = (3, 3, 27, 3)
+    spec_count = nncircuit.load(_spec("vision", "convnext.nn"), "ConvNeXt", depths=depths).param_count()
+    assert spec_count == _meta_count(R.ConvNeXt, depths=depths) == 50_223_688
