@@ -84,3 +84,53 @@ def test_convnext_small_published_count():
     depths = (3, 3, 27, 3)
     spec_count = nncircuit.load(_spec("vision", "convnext.nn"), "ConvNeXt", depths=depths).param_count()
     assert spec_count == _meta_count(R.ConvNeXt, depths=depths) == 50_223_688
+
+
+# ---- ShuffleNetV2: torchvision's ShuffleNetV2(stages_repeats, stages_out_channels) ------------
+
+def _shufflenet_ref():
+    import sys
+    from conftest import ROOT
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from bench.reference.shufflenet import ShuffleNetV2
+    return ShuffleNetV2
+
+
+def _with_random_statistics(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+    return module
+
+
+def test_shufflenet_other_stage_lists_match_the_reference():
+    """Other repeats and widths for the three stages (torchvision takes three) and conv5."""
+    ShuffleNetV2 = _shufflenet_ref()
+    hp = dict(stages_repeats=(2, 1, 3), stages_out_channels=(8, 12, 20, 16, 24), num_classes=6)
+    torch.manual_seed(0)
+    ref = _with_random_statistics(_perturbed(ShuffleNetV2(**hp), seed=1), seed=2)
+    module = nncircuit.compile(_spec("vision", "shufflenet.nn"), "ShuffleNetV2", seed=3, **hp).eval()
+    assert _count(module) == _count(ref)
+    x = torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = module(x)
+        module.load_state_dict(ref.state_dict(), strict=True)
+        want, got = ref(x), module(x)
+    assert got.shape == want.shape == (2, 6)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (before - want).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("channels, published", [
+    ((24, 48, 96, 192, 1024), 1_366_792),     # x0.5
+    ((24, 116, 232, 464, 1024), 2_278_604),   # x1.0
+    ((24, 176, 352, 704, 1024), 3_503_624),   # x1.5
+    ((24, 244, 488, 976, 2048), 7_393_996),   # x2.0
+])
+def test_shufflenet_published_widths(channels, published):
+    spec_count = nncircuit.load(_spec("vision", "shufflenet.nn"), "ShuffleNetV2",
+                                stages_out_channels=channels).param_count()
+    assert spec_count == _meta_count(_shufflenet_ref(), stages_out_channels=channels) == published
