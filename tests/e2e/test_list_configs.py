@@ -134,3 +134,49 @@ def test_shufflenet_published_widths(channels, published):
     spec_count = nncircuit.load(_spec("vision", "shufflenet.nn"), "ShuffleNetV2",
                                 stages_out_channels=channels).param_count()
     assert spec_count == _meta_count(_shufflenet_ref(), stages_out_channels=channels) == published
+
+
+# ---- ResNet: torchvision's ResNet(block, layers, num_classes) ---------------------------------
+
+def _resnet_ref():
+    import sys
+    from conftest import ROOT
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from bench.reference import resnet
+    return resnet
+
+
+@pytest.mark.parametrize("model, block, layers", [("ResNet18", "BasicBlock", (1, 2, 1, 3)),
+                                                  ("ResNet50", "Bottleneck", (2, 1, 1, 2))])
+def test_resnet_other_layers_match_the_reference(model, block, layers):
+    resnet = _resnet_ref()
+    torch.manual_seed(0)
+    ref = _with_random_statistics(_perturbed(resnet.ResNet(getattr(resnet, block), layers, 7), seed=1), seed=2)
+    module = nncircuit.compile(_spec("resnet.nn"), model, seed=3, layers=layers, num_classes=7).eval()
+    assert _count(module) == _count(ref)
+    x = torch.randn(2, 3, 40, 36, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = module(x)
+        module.load_state_dict(ref.state_dict(), strict=True)
+        want, got = ref(x), module(x)
+    assert got.shape == want.shape == (2, 7)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (before - want).abs().max().item() > 1e-3
+    # and its own names load back
+    again = nncircuit.compile(_spec("resnet.nn"), model, seed=5, layers=layers, num_classes=7).eval()
+    again.load_state_dict(module.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(again(x), got)
+
+
+@pytest.mark.parametrize("model, block, layers, published", [
+    ("ResNet18", "BasicBlock", (3, 4, 6, 3), 21_797_672),    # ResNet-34
+    ("ResNet50", "Bottleneck", (3, 4, 23, 3), 44_549_160),   # ResNet-101
+])
+def test_resnet_family_published_counts(model, block, layers, published):
+    resnet = _resnet_ref()
+    spec_count = nncircuit.load(_spec("resnet.nn"), model, layers=layers).param_count()
+    with torch.device("meta"):
+        ref = resnet.ResNet(getattr(resnet, block), layers)
+    assert spec_count == _count(ref) == published
