@@ -180,3 +180,24 @@ def test_resnet_family_published_counts(model, block, layers, published):
     with torch.device("meta"):
         ref = resnet.ResNet(getattr(resnet, block), layers)
     assert spec_count == _count(ref) == published
+
+
+# ---- KAN: efficient-kan's KAN(layers_hidden, grid_size, spline_order, grid_range) -------------
+
+def test_kan_three_layers_match_the_reference():
+    """Four widths (three KANLinear layers) and another grid range, against efficient-kan's KAN."""
+    hp = dict(layers_hidden=(5, 4, 6, 3), grid_size=4, spline_order=2, grid_range=(-2.0, 1.5))
+    torch.manual_seed(0)
+    ref = _perturbed(R.KAN(**hp), seed=1)
+    module = nncircuit.compile(_spec("scientific", "kan.nn"), "KAN", seed=3, **hp).eval()
+    assert _count(module) == _count(ref)
+    assert sorted(_renamed(module.state_dict(), ((r"^layers_(\d+)\.", r"layers.\1."),
+                                                 (r"^layers\.(?!\d)", "layers.0.")))) == sorted(ref.state_dict())
+    x = 1.5 * torch.randn(7, 5, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = module(x)
+        module.load_state_dict(ref.state_dict(), strict=True)
+        want, got = ref(x), module(x)
+    assert got.shape == want.shape == (7, 3)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (before - want).abs().max().item() > 1e-3

@@ -98,14 +98,7 @@ def _hyper_inputs(hp, s, g):
 
 
 def _kan_inputs(hp, s, g):
-    return (1.5 * torch.randn(s["batch"], hp["d_in"], generator=g),)  # inside and outside the grid
-
-
-def _kan_args(hp):
-    hp = dict(hp)
-    layers = (hp.pop("d_in", 784), hp.pop("hidden", 64), hp.pop("d_out", 10))
-    grid_range = (hp.pop("grid_lo", -1.0), hp.pop("grid_hi", 1.0))
-    return dict(hp, layers_hidden=layers, grid_range=grid_range)
+    return (1.5 * torch.randn(s["batch"], hp["layers_hidden"][0], generator=g),)  # inside and outside the grid
 
 
 def _mixer_inputs(hp, s, g):
@@ -140,10 +133,10 @@ CASES = {
                      dict(tasks=4, d_emb=6, hyper_hidden=12, d_in=10, hidden=8, d_out=5),
                      _hyper_inputs, ({"batch": 3}, {"batch": 6}),
                      dict(tasks=3, d_emb=4, hyper_hidden=9, d_in=7, hidden=6, d_out=3)),
-    "KAN": Case("scientific/kan.nn", "KAN", R.KAN, dict(d_in=6, hidden=5, d_out=3, grid_size=5, spline_order=3),
+    "KAN": Case("scientific/kan.nn", "KAN", R.KAN, dict(layers_hidden=(6, 5, 3), grid_size=5, spline_order=3),
                 _kan_inputs, ({"batch": 4}, {"batch": 9}),
-                dict(d_in=4, hidden=3, d_out=2, grid_size=7, spline_order=2, grid_lo=-2.0, grid_hi=1.0),
-                ref_args=_kan_args, to_ref=((r"^layers(\d)\.", r"layers.\1."),)),
+                dict(layers_hidden=(4, 3, 2), grid_size=7, spline_order=2, grid_range=(-2.0, 1.0)),
+                to_ref=((r"^layers_(\d+)\.", r"layers.\1."), (r"^layers\.(?!\d)", "layers.0."))),
     "ConvNeXt": Case("vision/convnext.nn", "ConvNeXt", R.ConvNeXt,
                      dict(num_classes=10, depths=(1, 1, 2, 1), dims=(8, 16, 16, 24), in_chans=3),
                      _convnext_inputs, ({"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 40, "w": 36}),
