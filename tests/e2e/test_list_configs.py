@@ -201,3 +201,47 @@ def test_kan_three_layers_match_the_reference():
     assert got.shape == want.shape == (7, 3)
     assert (got - want).abs().max().item() <= 1e-5
     assert (before - want).abs().max().item() > 1e-3
+
+
+# ---- DDPM U-Net: UNet2DModel's block_out_channels, attention placement ------------------------
+
+def _ddpm_ref():
+    import sys
+    from conftest import ROOT
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from bench.reference.ddpm_unet import DDPMUNet
+    return DDPMUNet
+
+
+def test_ddpm_unet_other_widths_and_attention_match_the_reference():
+    """Other widths and attention at the first and last levels (the way up mirrored)."""
+    DDPMUNet = _ddpm_ref()
+    widths, attention = (8, 16, 24, 16), (True, False, False, True)
+    torch.manual_seed(0)
+    ref = DDPMUNet(block_out_channels=widths, attention=attention, norm_num_groups=4).eval()
+    with torch.no_grad():  # norms away from their ones/zeros start, as tests/e2e/test_ddpm_unet.py
+        for name, p in ref.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    module = nncircuit.compile(_spec("vision", "ddpm_unet.nn"), "DDPMUNet", seed=3, block_out_channels=widths,
+                               attention=attention, norm_num_groups=4).eval()
+    assert _count(module) == _count(ref)
+    x = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([5, 700])
+    with torch.no_grad():
+        before = module(x, t)
+        module.load_state_dict(ref.state_dict(), strict=True)
+        want, got = ref(x, t), module(x, t)
+    assert got.shape == want.shape == (2, 3, 16, 24)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (before - want).abs().max().item() > 1e-3
+    assert any(".attention0." in k for k in module.state_dict() if k.startswith("down3."))
+    assert not any(".attention" in k for k in module.state_dict() if k.startswith("down1."))
+
+
+def test_ddpm_unet_takes_four_levels():
+    from nncircuit.errors import NNError
+    with pytest.raises(NNError, match=r"index 3 is out of range for a tuple of 3") as e:
+        nncircuit.load(_spec("vision", "ddpm_unet.nn"), "DDPMUNet", block_out_channels=(8, 8, 16))
+    assert "ddpm_unet.nn:" in str(e.value)
