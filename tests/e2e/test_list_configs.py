@@ -245,3 +245,28 @@ def test_ddpm_unet_takes_four_levels():
     with pytest.raises(NNError, match=r"index 3 is out of range for a tuple of 3") as e:
         nncircuit.load(_spec("vision", "ddpm_unet.nn"), "DDPMUNet", block_out_channels=(8, 8, 16))
     assert "ddpm_unet.nn:" in str(e.value)
+
+
+# ---- onnxruntime at the non-default lists ----------------------------------------------------
+
+@pytest.mark.parametrize("path, model, hp, shape", [
+    (("vision", "convnext.nn"), "ConvNeXt", dict(in_chans=2, num_classes=5, depths=(1, 2, 1), dims=(8, 12, 16)),
+     (2, 2, 40, 36)),
+    (("scientific", "kan.nn"), "KAN", dict(layers_hidden=(5, 4, 6, 3), grid_size=4, spline_order=2,
+                                           grid_range=(-2.0, 1.5)), (7, 5)),
+    (("resnet.nn",), "ResNet18", dict(layers=(1, 2, 1, 3), num_classes=7), (2, 3, 40, 36)),
+    (("vision", "shufflenet.nn"), "ShuffleNetV2", dict(stages_repeats=(2, 1, 3), stages_out_channels=(8, 12, 20, 16, 24),
+                                                       num_classes=6), (2, 3, 48, 40)),
+])
+def test_onnxruntime_matches_torch_at_other_lists(path, model, hp, shape, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    module = nncircuit.compile(_spec(*path), model, seed=2, **hp).eval()
+    out = tmp_path / f"{model}.onnx"
+    nncircuit.export_onnx(_spec(*path), str(out), model, state_dict=module.state_dict(), **hp)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = module(x).numpy()
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    assert got.shape == want.shape
+    assert abs(got - want).max() <= 1e-4
