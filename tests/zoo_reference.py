@@ -253,7 +253,7 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXtStage(nn.Module):
-    def __init__(self, in_chs, out_chs, stride=2, depth=2):
+    def __init__(self, in_chs, out_chs, stride=2, depth=2, ls_init_value=1e-6):
         super().__init__()
         if in_chs != out_chs or stride > 1:
             self.downsample = nn.Sequential(
@@ -262,7 +262,7 @@ class ConvNeXtStage(nn.Module):
             )
         else:
             self.downsample = nn.Identity()
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, ls_init_value=ls_init_value) for _ in range(depth)])
 
     def forward(self, x):
         return self.blocks(self.downsample(x))
@@ -288,15 +288,16 @@ class NormMlpClassifierHead(nn.Module):
 class ConvNeXt(nn.Module):
     """timm's ConvNeXt with patch_size 4, conv_bias, no conv_mlp, no GRN, no dropout."""
 
-    def __init__(self, in_chans=3, num_classes=1000, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)):
+    def __init__(self, in_chans=3, num_classes=1000, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), ls_init_value=1e-6):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True),
             LayerNorm2d(dims[0], eps=1e-6),
         )
         stages, prev = [], dims[0]
-        for i in range(4):
-            stages.append(ConvNeXtStage(prev, dims[i], stride=2 if i > 0 else 1, depth=depths[i]))
+        for i in range(len(depths)):
+            stages.append(ConvNeXtStage(prev, dims[i], stride=2 if i > 0 else 1, depth=depths[i],
+                                        ls_init_value=ls_init_value))
             prev = dims[i]
         self.stages = nn.Sequential(*stages)
         self.norm_pre = nn.Identity()

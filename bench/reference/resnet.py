@@ -63,14 +63,14 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, counts, num_classes=1000):
+    def __init__(self, block, layers, num_classes=1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         cin = 64
-        for i, (width, count) in enumerate(zip((64, 128, 256, 512), counts)):
+        for i, (width, count) in enumerate(zip((64, 128, 256, 512), layers)):
             blocks = []
             for j in range(count):
                 stride = 2 if i > 0 and j == 0 else 1

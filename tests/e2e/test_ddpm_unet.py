@@ -17,7 +17,7 @@ from bench.reference.ddpm_unet import DDPMUNet  # noqa: E402
 
 PATH = os.path.join(SPECS, "vision", "ddpm_unet.nn")
 TOL = 1e-5
-SMALL = dict(ch0=16, ch1=32, ch2=32, ch3=48, norm_num_groups=4)
+SMALL = dict(block_out_channels=(16, 32, 32, 48), norm_num_groups=4)
 
 
 def reference():

@@ -78,17 +78,10 @@ def _convnext_inputs(hp, s, g):
     return (torch.randn(s["batch"], hp["in_chans"], s["h"], s["w"], generator=g),)
 
 
-def _convnext_args(hp):
-    hp = dict(hp)
-    depths = tuple(hp.pop(f"depth{i}", d) for i, d in enumerate((3, 3, 9, 3)))
-    dims = tuple(hp.pop(f"dim{i}", d) for i, d in enumerate((96, 192, 384, 768)))
-    return dict(hp, depths=depths, dims=dims)
-
-
 # the spec's names for timm's positional module names (its checkpoint section maps them)
 CONVNEXT_TO_REF = ((r"^stem_conv\.", "stem.0."), (r"^stem_norm\.", "stem.1."),
-                   (r"^stages(\d)\.", r"stages.\1."), (r"\.downsample_norm\.", ".downsample.0."),
-                   (r"\.downsample_conv\.", ".downsample.1."))
+                   (r"^stages_(\d+)\.", r"stages.\1."), (r"^stages\.(?!\d)", "stages.0."),
+                   (r"\.downsample_norm\.", ".downsample.0."), (r"\.downsample_conv\.", ".downsample.1."))
 
 
 def _din_inputs(hp, s, g):
@@ -105,14 +98,7 @@ def _hyper_inputs(hp, s, g):
 
 
 def _kan_inputs(hp, s, g):
-    return (1.5 * torch.randn(s["batch"], hp["d_in"], generator=g),)  # inside and outside the grid
-
-
-def _kan_args(hp):
-    hp = dict(hp)
-    layers = (hp.pop("d_in", 784), hp.pop("hidden", 64), hp.pop("d_out", 10))
-    grid_range = (hp.pop("grid_lo", -1.0), hp.pop("grid_hi", 1.0))
-    return dict(hp, layers_hidden=layers, grid_range=grid_range)
+    return (1.5 * torch.randn(s["batch"], hp["layers_hidden"][0], generator=g),)  # inside and outside the grid
 
 
 def _mixer_inputs(hp, s, g):
@@ -147,17 +133,15 @@ CASES = {
                      dict(tasks=4, d_emb=6, hyper_hidden=12, d_in=10, hidden=8, d_out=5),
                      _hyper_inputs, ({"batch": 3}, {"batch": 6}),
                      dict(tasks=3, d_emb=4, hyper_hidden=9, d_in=7, hidden=6, d_out=3)),
-    "KAN": Case("scientific/kan.nn", "KAN", R.KAN, dict(d_in=6, hidden=5, d_out=3, grid_size=5, spline_order=3),
+    "KAN": Case("scientific/kan.nn", "KAN", R.KAN, dict(layers_hidden=(6, 5, 3), grid_size=5, spline_order=3),
                 _kan_inputs, ({"batch": 4}, {"batch": 9}),
-                dict(d_in=4, hidden=3, d_out=2, grid_size=7, spline_order=2, grid_lo=-2.0, grid_hi=1.0),
-                ref_args=_kan_args, to_ref=((r"^layers(\d)\.", r"layers.\1."),)),
+                dict(layers_hidden=(4, 3, 2), grid_size=7, spline_order=2, grid_range=(-2.0, 1.0)),
+                to_ref=((r"^layers_(\d+)\.", r"layers.\1."), (r"^layers\.(?!\d)", "layers.0."))),
     "ConvNeXt": Case("vision/convnext.nn", "ConvNeXt", R.ConvNeXt,
-                     dict(num_classes=10, depth0=1, depth1=1, depth2=2, depth3=1, dim0=8, dim1=16, dim2=16,
-                          dim3=24, in_chans=3),
+                     dict(num_classes=10, depths=(1, 1, 2, 1), dims=(8, 16, 16, 24), in_chans=3),
                      _convnext_inputs, ({"batch": 2, "h": 32, "w": 32}, {"batch": 1, "h": 40, "w": 36}),
-                     dict(num_classes=4, depth0=2, depth1=1, depth2=1, depth3=2, dim0=4, dim1=8, dim2=12,
-                          dim3=8, in_chans=2),
-                     published=28_589_128, ref_args=_convnext_args, to_ref=CONVNEXT_TO_REF),
+                     dict(num_classes=4, depths=(2, 1, 1, 2), dims=(4, 8, 12, 8), in_chans=2),
+                     published=28_589_128, to_ref=CONVNEXT_TO_REF),
 }
 NAMES = sorted(CASES)
 

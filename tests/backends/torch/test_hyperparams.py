@@ -84,7 +84,7 @@ def _small_defaults(f: str, m: str, spec) -> dict:
         v = h.value.value
         if isinstance(v, int) and not isinstance(v, bool) and v > 64:
             small[h.name] = 16 if h.name not in ("layers",) else 1
-        if h.name == "layers":
+        if h.name == "layers" and type(v) is int:  # a layer count (ResNet's `layers` is a tuple)
             small[h.name] = 1
     return small
 
