@@ -212,3 +212,35 @@ def test_efficientnet_b1_matches_the_reference():
     want = [m.stochastic_depth.p for m in ref.modules() if isinstance(m, MBConv)]
     got = [m.p for m in module.modules() if type(m).__name__.startswith("MBConv")]
     assert len(want) == 23 and got == pytest.approx(want)
+
+
+def test_efficientnet_b5_normalisation_matches_the_reference():
+    # torchvision's efficientnet_b5..b7 build every BatchNorm with eps 1e-3 and momentum 0.01
+    # (norm_layer=partial(nn.BatchNorm2d, ...)): B5 is (1.6, 2.2, 0.4), 30,389,784 parameters
+    from functools import partial
+
+    from bench.reference.efficientnet import EfficientNet
+
+    path = zoo.spec_path(zoo.BY_MODEL["EfficientNetB0"])
+    b5 = dict(width_mult=1.6, depth_mult=2.2, dropout=0.4, norm_eps=1e-3, norm_momentum=0.01)
+    assert nncircuit.load(path, **b5).param_count() == 30_389_784
+    norm = partial(torch.nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+    torch.manual_seed(0)
+    # no stochastic depth: the training step below draws nothing, so both see the same batches
+    ref = zoo.move_norm_statistics(EfficientNet(num_classes=10, stochastic_depth_prob=0.0, norm_layer=norm).eval())
+    module = _compiled("EfficientNetB0", norm_eps=1e-3, norm_momentum=0.01, stochastic_depth_prob=0.0).module(seed=5).eval()
+    module.load_state_dict(ref.state_dict(), strict=True)
+    assert _max_diff(module, ref) <= TOL
+    plain = _compiled("EfficientNetB0", stochastic_depth_prob=0.0).module(seed=5).eval()
+    plain.load_state_dict(ref.state_dict(), strict=True)
+    assert _max_diff(plain, ref) > 10 * TOL  # the eps is seen
+    # one training step moves the running statistics by the same momentum
+    module.train(), ref.train()
+    x = _images(32)
+    with torch.no_grad():
+        module(x), ref(x)
+    def means(m):  # the running means, by value (the two name them differently)
+        return sorted(float(v.double().sum()) for k, v in m.state_dict().items() if k.endswith("running_mean"))
+
+    assert len(means(ref)) == 49 and means(module) == pytest.approx(means(ref), abs=1e-5)
+    assert means(plain) != pytest.approx(means(ref), abs=1e-5)  # untouched in eval mode
