@@ -88,6 +88,15 @@ def test_convnext_small_published_count():
 
 # ---- ShuffleNetV2: torchvision's ShuffleNetV2(stages_repeats, stages_out_channels) ------------
 
+
+def test_convnext_dims_shorter_than_depths_is_a_positioned_error():
+    # timm indexes dims by stage; a zip would have dropped the last stage silently
+    from nncircuit.errors import NNError
+
+    with pytest.raises(NNError) as info:
+        nncircuit.load(_spec("vision", "convnext.nn"), "ConvNeXt", dims=(96, 192, 384))
+    assert "index 3 is out of range for a tuple of 3" in info.value.message and info.value.span.line > 1
+
 def _shufflenet_ref():
     import sys
     from conftest import ROOT
@@ -145,6 +154,18 @@ def _resnet_ref():
         sys.path.insert(0, ROOT)
     from bench.reference import resnet
     return resnet
+
+
+
+def test_shufflenet_widths_one_short_is_a_positioned_error():
+    # torchvision refuses a stages_out_channels that is not one longer than the stages plus the
+    # last convolution; so does the spec, where the last convolution reads its width
+    from nncircuit.errors import NNError
+
+    with pytest.raises(NNError) as info:
+        nncircuit.load(_spec("vision", "shufflenet.nn"), "ShuffleNetV2", stages_out_channels=(48, 96, 192, 1024))
+    err = info.value
+    assert "index 4 is out of range for a tuple of 4" in err.message and err.span.line > 1
 
 
 @pytest.mark.parametrize("model, block, layers", [("ResNet18", "BasicBlock", (1, 2, 1, 3)),
