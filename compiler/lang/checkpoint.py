@@ -3,6 +3,7 @@ and that every path it names is a module or tensor of the model, with positioned
 
 from __future__ import annotations
 
+import math
 import re
 
 from nncircuit.errors import HyperparameterError, NameResolutionError, ShapeError, Span, did_you_mean
@@ -98,7 +99,8 @@ def _shifted(p: CkPath, at: A.String, env: dict) -> CkPath:
             value = e.evaluate(env)
         except (ValueError, ZeroDivisionError, TypeError) as err:
             raise HyperparameterError(f"the layer shift '{m.group(2)}' cannot be computed: {err}", where) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value != int(value)):
             raise HyperparameterError(
                 f"a layer shift is a whole number; '{m.group(2)}' is {value!r} here", where)
     return CkPath(numeric(text, env))

@@ -130,6 +130,13 @@ def test_a_shift_must_be_a_whole_number():
         load("half", text=text)
 
 
+def test_an_infinite_shift_is_a_positioned_error_not_a_crash():
+    # found by scripts/fuzz.py: `*-inf` crashed converting infinity to an integer
+    with pytest.raises(HyperparameterError, match="whole number") as err:
+        load("inf")
+    assert err.value.span is not None and err.value.span.line > 1
+
+
 def test_a_shift_that_is_no_expression():
     with pytest.raises(ShapeError, match="not an expression"):
         load("(dense +)")
