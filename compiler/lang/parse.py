@@ -7,6 +7,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 import sys
 from importlib import resources
 
@@ -471,7 +472,7 @@ def _parse(text: str, file: str) -> A.Module:
         if tok.type == "$END":
             line, col = _end_position(text)
         raise ParseError(
-            f"unexpected {_describe_token(tok)}" + _expected_suffix(e.expected),
+            f"unexpected {_describe_token(tok)}" + _expected_suffix(e.expected) + _conditional_hint(tok, text, line, col),
             Span(file, line, col, tok.end_line or line, tok.end_column or col + 1, text),
         ) from None
     except lark.exceptions.UnexpectedEOF as e:
@@ -487,6 +488,18 @@ def _parse(text: str, file: str) -> A.Module:
         raise
     except RecursionError:
         raise ParseError("expression nested too deeply", Span(file, 1, 1, text=text)) from None
+
+
+def _conditional_hint(tok, text: str, line: int, col: int) -> str:
+    """`y = a if c else b`: after `=` the `if` starts a statement (the parser cannot tell which
+    is meant until `else`), so the `else` comes unexpected; say how to write it."""
+    if tok.type != "ELSE":
+        return ""
+    lines = text.split("\n")
+    before = lines[line - 1][: col - 1] if 0 < line <= len(lines) else ""
+    if re.search(r"(?<![=!<>])=(?!=).*\bif\b", before):
+        return "; a conditional expression right after `=` is written in parentheses: `y = (a if c else b)`"
+    return ""
 
 
 def _expected_suffix(expected) -> str:

@@ -240,3 +240,16 @@ def test_a_tuple_given_to_a_block_and_hostile_ranges(tmp_path):
         parse_param("depths=,")
     with pytest.raises(HyperparameterError, match="non-empty tuple"):
         nncircuit.load(_write(tmp_path, SPEC), depths=())
+
+
+def test_a_bare_conditional_after_assignment_says_to_parenthesise_it():
+    # after `=`, `if` starts a statement until `else` shows otherwise: the error says the fix
+    text = "model M(d = 4, big = true) {\n    in  x: [batch, d]\n    y = x if big else x * 2\n    out y\n}\n"
+    assert_positioned_error(lambda t: nncircuit.load("m.nn", text=t), text,
+                            r"unexpected 'else'.*written in parentheses: `y = \(a if c else b\)`", 3, 18)
+    fixed = text.replace("x if big else x * 2", "(x if big else x * 2)")
+    assert nncircuit.load("m.nn", text=fixed).param_count() == 0
+    # an `else` after an if statement's block is no conditional expression: no hint there
+    with pytest.raises(ParseError) as err:
+        nncircuit.load("m.nn", text="model M(d = 4) {\n    in  x: [d]\n    else { x = x }\n    out x\n}\n")
+    assert "parentheses" not in err.value.message
