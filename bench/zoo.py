@@ -268,8 +268,9 @@ CASES += [
     ZooCase("EfficientNet-B0", "vision/efficientnet.nn", "EfficientNetB0", dict(num_classes=10),
             lambda: _mobile("EfficientNetB0", num_classes=10), 5_288_548, lambda: _mobile("EfficientNetB0"),
             _images(32), _plain, "torchvision efficientnet_b0 names (bench/reference/efficientnet.py)",
-            ("bench/reference/efficientnet.py",),
-            "bench/reference/efficientnet.py (torchvision's layout and names; its _make_divisible is mobilenet_v2.py's)"),
+            ("bench/reference/efficientnet.py", "bench/reference/ops.py"),
+            "bench/reference/efficientnet.py (torchvision's layout and names; its _make_divisible is mobilenet_v2.py's) "
+            "with StochasticDepth from bench/reference/ops.py (torchvision.ops)"),
     ZooCase("ShuffleNetV2 x1.0", "vision/shufflenet.nn", "ShuffleNetV2", dict(num_classes=10),
             lambda: _mobile("ShuffleNetV2", num_classes=10), 2_278_604, lambda: _mobile("ShuffleNetV2"),
             _images(32), _plain, "torchvision shufflenet_v2_x1_0 names (bench/reference/shufflenet.py)",

@@ -141,7 +141,7 @@ def swin():
                 spec_params=nncircuit.load(T.SPEC, "SwinT").param_count(), ref_params=meta_count(swin_t),
                 published=28_288_354, diff=worst,
                 onnx=onnx_difference(T.SPEC, "SwinT", hp, m, [(T.pixels(64, b, seed=b),) for b in (1, 3)]),
-                torch_files=[os.path.join(ROOT, "bench", "reference", "swin.py")])
+                torch_files=[os.path.join(ROOT, "bench", "reference", f) for f in ("swin.py", "ops.py")])
 
 
 def ddpm_unet():

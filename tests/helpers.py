@@ -69,3 +69,42 @@ def assert_error_on_line(text: str, message: str, line: int):
     assert message in str(err), str(err)
     assert err.span is not None and err.span.line == line and err.span.col > 1, err.span
     assert "^" in err.render()
+
+
+def onnxruntime_outputs(spec, xs, tmp_path):
+    """The spec written to ONNX (its seeded initial weights) and run by onnxruntime on the
+    tensors `xs`, in the order of the model's inputs: its outputs as numpy arrays."""
+    ort = pytest.importorskip("onnxruntime")
+    out = str(tmp_path / "model.onnx")
+    spec.write(out)
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    return sess.run(None, dict(zip(names, (x.numpy() for x in xs))))
+
+
+def onnxruntime_against_torch(path: str, model: str, module, params: dict, inputs, tmp_path):
+    """`module`'s weights exported to ONNX from the spec at `path` (model, hyperparameters
+    `params`) and run by onnxruntime: for each tuple of tensors in `inputs`, the pair (the
+    module's first output, onnxruntime's first output) as numpy arrays."""
+    import nncircuit
+
+    ort = pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    out = str(tmp_path / f"{model}.onnx")
+    nncircuit.export_onnx(path, out, model, state_dict=module.state_dict(), **params)
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    pairs = []
+    for xs in inputs:
+        with torch.no_grad():
+            want = module(*xs)
+        want = want[0] if isinstance(want, (tuple, list)) else want
+        pairs.append((want.numpy(), sess.run(None, dict(zip(names, (x.numpy() for x in xs))))[0]))
+    return pairs
+
+
+def token_batches(lengths, vocab: int = 97, batch: int = 2):
+    """One (ids,) tuple per length: seeded random token ids [batch, length] below `vocab`."""
+    import torch
+
+    return [(torch.randint(0, vocab, (batch, n), generator=torch.Generator().manual_seed(n)),) for n in lengths]

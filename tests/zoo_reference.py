@@ -6,6 +6,7 @@ constructor arguments and parameter names equal to the specs' hyperparameters an
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -452,3 +453,14 @@ class KAN(nn.Module):
 
 
 CLASSES["KAN"] = (KANLinear, KAN)
+
+
+def renamed(state: dict, rules: tuple) -> dict:
+    """A state_dict with every key rewritten by the (pattern, replacement) regex rules in turn:
+    the spec's names in the reference's, for the models whose names cannot be spelled alike."""
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out

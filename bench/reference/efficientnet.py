@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .mobilenet_v2 import _make_divisible
+from .ops import StochasticDepth
 
 
 class Conv2dNormActivation(nn.Sequential):
@@ -34,22 +35,6 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x):
         scale = self.fc2(self.activation(self.fc1(self.avgpool(x))))
         return self.scale_activation(scale) * x
-
-
-class StochasticDepth(nn.Module):
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        survival = 1.0 - self.p
-        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device)
-        noise = noise.bernoulli_(survival)
-        if survival > 0.0:
-            noise.div_(survival)
-        return x * noise
 
 
 class MBConv(nn.Module):

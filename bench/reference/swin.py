@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import StochasticDepth
+
 
 class Permute(nn.Module):
     def __init__(self, dims):
@@ -19,21 +21,6 @@ class Permute(nn.Module):
 
     def forward(self, x):
         return torch.permute(x, self.dims)
-
-
-class StochasticDepth(nn.Module):
-    """torchvision.ops.StochasticDepth in "row" mode: one draw per sample."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * noise.div_(keep)
 
 
 class MLP(nn.Sequential):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import nncircuit
+from helpers import onnxruntime_against_torch, token_batches
 from conftest import SPECS
 
 tr = pytest.importorskip("transformers")
@@ -108,18 +109,10 @@ def test_other_rope_layout_and_routing(over):
 
 
 def test_onnxruntime_equals_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     ref = reference()
     module = compiled().module().eval()
     module.load_state_dict(ref.state_dict(), strict=True)
-    out = tmp_path / "deepseek_v3.onnx"
-    nncircuit.export_onnx(SPEC, str(out), "DeepseekV3", state_dict=module.state_dict(), **SMALL)
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    for seq in (5, 12):
-        ids = torch.randint(0, 97, (2, seq), generator=torch.Generator().manual_seed(seq))
-        with torch.no_grad():
-            want = module(ids).numpy()
-        (got,) = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})
+    for want, got in onnxruntime_against_torch(SPEC, "DeepseekV3", module, SMALL, token_batches((5, 12)), tmp_path):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
 

@@ -6,7 +6,6 @@ give the same outputs; the published counts of the other family members."""
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 import torch
@@ -37,15 +36,6 @@ def _perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module.eval()
 
 
-def _renamed(state: dict, rules: tuple) -> dict:
-    out = {}
-    for k, v in state.items():
-        for pattern, repl in rules:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return out
-
-
 # ---- ConvNeXt: timm's ConvNeXt(depths, dims) -------------------------------------------------
 
 CONVNEXT_TO_REF = ((r"^stem_conv\.", "stem.0."), (r"^stem_norm\.", "stem.1."),
@@ -60,7 +50,7 @@ def test_convnext_three_stages_match_the_reference():
     ref = _perturbed(R.ConvNeXt(**hp), seed=1)
     module = nncircuit.compile(_spec("vision", "convnext.nn"), "ConvNeXt", seed=3, **hp).eval()
     assert _count(module) == _count(ref)
-    assert sorted(_renamed(module.state_dict(), CONVNEXT_TO_REF)) == sorted(ref.state_dict())
+    assert sorted(R.renamed(module.state_dict(), CONVNEXT_TO_REF)) == sorted(ref.state_dict())
     assert not any(k.startswith("stages_3") for k in module.state_dict())
     x = torch.randn(2, 2, 40, 36, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -217,7 +207,7 @@ def test_kan_three_layers_match_the_reference():
     ref = _perturbed(R.KAN(**hp), seed=1)
     module = nncircuit.compile(_spec("scientific", "kan.nn"), "KAN", seed=3, **hp).eval()
     assert _count(module) == _count(ref)
-    assert sorted(_renamed(module.state_dict(), ((r"^layers_(\d+)\.", r"layers.\1."),
+    assert sorted(R.renamed(module.state_dict(), ((r"^layers_(\d+)\.", r"layers.\1."),
                                                  (r"^layers\.(?!\d)", "layers.0.")))) == sorted(ref.state_dict())
     x = 1.5 * torch.randn(7, 5, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

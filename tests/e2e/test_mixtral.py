@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import nncircuit
+from helpers import onnxruntime_against_torch, token_batches
 from conftest import SPECS
 
 tr = pytest.importorskip("transformers")
@@ -81,18 +82,10 @@ def test_experts_run_sparsely_and_every_expert_is_used():
 
 
 def test_onnxruntime_equals_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     ref = reference()
     module = nncircuit.load(SPEC, "Mixtral", **SMALL).module().eval()
     module.load_state_dict(ref.state_dict(), strict=True)
-    out = tmp_path / "mixtral.onnx"
-    nncircuit.export_onnx(SPEC, str(out), "Mixtral", state_dict=module.state_dict(), **SMALL)
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    for seq in (5, 12):
-        ids = torch.randint(0, 97, (2, seq), generator=torch.Generator().manual_seed(seq))
-        with torch.no_grad():
-            want = module(ids).numpy()
-        (got,) = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})
+    for want, got in onnxruntime_against_torch(SPEC, "Mixtral", module, SMALL, token_batches((5, 12)), tmp_path):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
 
@@ -140,18 +133,12 @@ def test_sliding_window_is_a_structural_choice_of_the_class():
 
 
 def test_sliding_window_at_O2_and_in_onnxruntime(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     cfg = dict(SMALL, sliding_window=3)
     module = nncircuit.load(SPEC, "Mixtral", **cfg).module(seed=1).eval()
     fast = nncircuit.load(SPEC, "Mixtral", opt=2, **cfg).module(seed=1).eval()
     fast.load_state_dict(module.state_dict(), strict=True)
-    out = tmp_path / "mixtral_window.onnx"
-    nncircuit.export_onnx(SPEC, str(out), "Mixtral", state_dict=module.state_dict(), **cfg)
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    for seq in (2, 9):
-        ids = torch.randint(0, 97, (2, seq), generator=torch.Generator().manual_seed(seq))
+    batches = token_batches((2, 9))
+    for (ids,), (want, got) in zip(batches, onnxruntime_against_torch(SPEC, "Mixtral", module, cfg, batches, tmp_path)):
         with torch.no_grad():
-            want = module(ids)
-            assert float((fast(ids) - want).abs().max()) <= TOL
-        (got,) = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})
-        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOL)
+            assert float((fast(ids) - torch.from_numpy(want)).abs().max()) <= TOL
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)

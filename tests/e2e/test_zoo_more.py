@@ -7,7 +7,6 @@ at the published configurations, and every diagram renders."""
 from __future__ import annotations
 
 import os
-import re
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -159,15 +158,6 @@ def _reference(case: Case, hp: dict, seed: int) -> torch.nn.Module:
     return ref
 
 
-def _renamed(state: dict, rules: tuple) -> dict:
-    out = {}
-    for k, v in state.items():
-        for pattern, repl in rules:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return out
-
-
 def _inputs(case: Case, hp: dict, sizes: dict, seed: int = 0):
     return case.inputs({**case.small, **hp}, sizes, torch.Generator().manual_seed(seed))
 
@@ -181,13 +171,13 @@ def test_reference_weights_load_strictly_and_outputs_match(name):
     case = CASES[name]
     ref = _reference(case, case.small, seed=3)
     module = nncircuit.compile(_path(case), case.model, seed=11, **case.small).eval()
-    assert sorted(_renamed(module.state_dict(), case.to_ref)) == sorted(ref.state_dict())
+    assert sorted(R.renamed(module.state_dict(), case.to_ref)) == sorted(ref.state_dict())
     x = _inputs(case, case.small, case.sizes[0])
     with torch.no_grad():
         before = module(*x)
     module.load_state_dict(ref.state_dict(), strict=True)  # the reference's own names
     back = _reference(case, case.small, seed=4)
-    back.load_state_dict(_renamed(module.state_dict(), case.to_ref), strict=True)  # the round trip
+    back.load_state_dict(R.renamed(module.state_dict(), case.to_ref), strict=True)  # the round trip
     for sizes in case.sizes:
         x = _inputs(case, case.small, sizes)
         with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nncircuit
-from helpers import assert_error_on_line
+from helpers import assert_error_on_line, onnxruntime_outputs
 
 SPEC = """
 model Scans(d = 3) {
@@ -61,17 +61,11 @@ def _want(a, b, h0, gt, k):
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 13, 40])
 def test_equals_the_loop_in_torch_and_onnxruntime(n, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     spec = nncircuit.load("scans.nn", text=SPEC)
-    m = spec.module(seed=0)
-    out = str(tmp_path / "scans.onnx")
-    spec.write(out)
-    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     xs = _inputs(n, torch.Generator().manual_seed(n))
     want = _want(*xs)
-    got = m(*xs)
-    names = [i.name for i in sess.get_inputs()]
-    onnx_got = sess.run(None, dict(zip(names, (x.numpy() for x in xs))))
+    got = spec.module(seed=0)(*xs)
+    onnx_got = onnxruntime_outputs(spec, xs, tmp_path)
     for w, g, o in zip(want, got, onnx_got):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(o, w.numpy(), rtol=1e-5, atol=1e-5)

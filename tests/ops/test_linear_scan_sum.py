@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nncircuit
-from helpers import assert_error_on_line
+from helpers import assert_error_on_line, onnxruntime_outputs
 
 SPEC = """
 model Sums(d = 3, n = 4) {
@@ -78,17 +78,11 @@ def _want(dt, x, bb, cc, alog, h0, k):
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 9, 16, 33])
 def test_equals_the_loop_in_torch_and_onnxruntime(n, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     spec = nncircuit.load("sums.nn", text=SPEC)
-    m = spec.module(seed=0)
-    out = str(tmp_path / "sums.onnx")
-    spec.write(out)
-    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     xs = _inputs(n, torch.Generator().manual_seed(n))
     want = _want(*xs)
-    got = m(*xs)
-    names = [i.name for i in sess.get_inputs()]
-    onnx_got = sess.run(None, dict(zip(names, (x.numpy() for x in xs))))
+    got = spec.module(seed=0)(*xs)
+    onnx_got = onnxruntime_outputs(spec, xs, tmp_path)
     assert len(got) == len(want) == len(onnx_got) == 8
     for w, g, o in zip(want, got, onnx_got):
         assert g.shape == w.shape and o.shape == tuple(w.shape), (g.shape, w.shape, o.shape)
