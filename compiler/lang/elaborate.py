@@ -684,14 +684,8 @@ class Elaborator:
         """A structural choice over hyperparameters (`if COND`, `scan ... reverse = COND`):
         its value; a generated class refuses hyperparameters that would choose otherwise."""
         cond, text = self.static_bool(ctx, e)
-        taken = bool(cond.value)
-        X.note(
-            cond.expr if taken else _not(cond.expr),
-            f"`{what} {text}` was compiled for it being "
-            f"{str(taken).lower()}: the structure of a compiled module is fixed, so compile the "
-            "spec again for these hyperparameters (nnc compile -p NAME=VALUE)",
-        )
-        return taken
+        self._note_choice(cond, f"`{what} {text}`")
+        return bool(cond.value)
 
     def static_bool(self, ctx: Ctx, e) -> tuple[HVal, str]:
         """A condition over hyperparameters: its value and expression, and its text as
@@ -856,17 +850,19 @@ class Elaborator:
                 a, b = (v, w) if cond.value else (w, v)
                 return HVal(v.value, X.cond(cond.expr, a.expr, b.expr))
             if isinstance(v, HVal):
-                self._note_choice(cond, text, "a conditional expression's condition")
+                self._note_choice(cond, f"`{text}` (a conditional expression's condition)")
                 return v
-        self._note_choice(cond, text, "a conditional expression's condition")
+        self._note_choice(cond, f"`{text}` (a conditional expression's condition)")
         return self.expr(ctx, taken, hint)
 
     @staticmethod
-    def _note_choice(cond: HVal, text: str, what: str):
+    def _note_choice(cond: HVal, label: str):
+        """Note the structural choice `cond` made (`label` names it in the message): a generated
+        class refuses hyperparameters that would choose otherwise."""
         taken = bool(cond.value)
         X.note(
             cond.expr if taken else _not(cond.expr),
-            f"`{text}` ({what}) was compiled for it being {str(taken).lower()}: the structure of a "
+            f"{label} was compiled for it being {str(taken).lower()}: the structure of a "
             "compiled module is fixed, so compile the spec again for these hyperparameters "
             "(nnc compile -p NAME=VALUE)",
         )
