@@ -369,3 +369,23 @@ def test_reverse_from_a_hyperparameter_is_structure_and_formats_as_written():
 def test_reverse_condition_on_a_tensor_or_a_number_is_a_positioned_error(cond, msg):
     text = REVERSE_BY.replace("reverse = back", f"reverse = {cond}")
     assert_positioned_error(load, text, msg, 5, 24)
+
+
+@pytest.mark.parametrize("opt", [0, 2])
+def test_a_scan_compiles_in_one_graph_with_torch_compile(opt):
+    """torch.compile captures the scan's Python loop (-O0) and the chunked linear_scan_sum of
+    -O2 (S4D) without a graph break (fullgraph=True fails on any), and equals eager at two
+    lengths; the eager backend keeps the test to capture, which is what a loop could break."""
+    s4d = os.path.join(ROOT, "specs", "s4d.nn")
+    for path, model, shape in [(LSTM, "LSTM", (2, 5, 10)), (s4d, "S4D", (2, 7, 8))]:
+        torch._dynamo.reset()
+        m = nncircuit.load(path, model, opt=opt).module(seed=0).eval()
+        c = torch.compile(m, fullgraph=True, backend="eager")
+        with torch.no_grad():
+            for n in (shape[1], shape[1] + 3):
+                x = torch.randn(shape[0], n, shape[2])
+                want, got = m(x), c(x)
+                want, got = (want, got) if isinstance(want, tuple) else ((want,), (got,))
+                for w, g in zip(want, got):
+                    torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
