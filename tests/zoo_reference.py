@@ -202,12 +202,13 @@ class MixerBlock(nn.Module):
 
 
 class MlpMixer(nn.Module):
-    """timm's MlpMixer (global_pool='avg', no dropout); its mlp_ratio=(0.5, 4.0) is given as
-    the widths it yields, tokens_dim = int(0.5 * embed_dim), channels_dim = int(4 * embed_dim)."""
+    """timm's MlpMixer (global_pool='avg', no dropout): mlp_ratio gives the token and channel
+    MLPs' widths, int(ratio * embed_dim) each."""
 
     def __init__(self, num_classes=1000, img_size=224, in_chans=3, patch_size=16, num_blocks=8,
-                 embed_dim=512, tokens_dim=256, channels_dim=2048):
+                 embed_dim=512, mlp_ratio=(0.5, 4.0)):
         super().__init__()
+        tokens_dim, channels_dim = (int(r * embed_dim) for r in mlp_ratio)
         self.stem = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         seq_len = (img_size // patch_size) ** 2
         self.blocks = nn.Sequential(*[MixerBlock(embed_dim, seq_len, tokens_dim, channels_dim)
